@@ -1,0 +1,56 @@
+"""poolmon: observe connection pools.
+
+The public surface: the recorder (registry, snapshots, sinks), ``instrument``/``uninstrument`` for
+library pools, and poolmon's own pools. Everything else is internal.
+"""
+
+from poolmon.core import (
+    SPEC_VERSION,
+    CallbackSink,
+    HistogramSnapshot,
+    JsonlSink,
+    LeakRecord,
+    ManualClock,
+    PoolEvent,
+    PoolIdentity,
+    PoolLedger,
+    PoolRegistry,
+    PoolSnapshot,
+    get_default_registry,
+    set_default_registry,
+    snapshot,
+)
+from poolmon.errors import (
+    ConfigError,
+    PoolClosed,
+    PoolError,
+    PoolExhausted,
+    PoolmonError,
+    PoolTimeout,
+)
+from poolmon.shims import instrument, uninstrument
+
+__all__ = [
+    "SPEC_VERSION",
+    "CallbackSink",
+    "ConfigError",
+    "HistogramSnapshot",
+    "JsonlSink",
+    "LeakRecord",
+    "ManualClock",
+    "PoolClosed",
+    "PoolError",
+    "PoolEvent",
+    "PoolExhausted",
+    "PoolIdentity",
+    "PoolLedger",
+    "PoolRegistry",
+    "PoolSnapshot",
+    "PoolTimeout",
+    "PoolmonError",
+    "get_default_registry",
+    "instrument",
+    "set_default_registry",
+    "snapshot",
+    "uninstrument",
+]

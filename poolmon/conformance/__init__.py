@@ -1,0 +1,1 @@
+"""The standard's conformance checker: schema and per-connection state machine."""

@@ -1,0 +1,1 @@
+"""Exporters: OpenTelemetry metrics (OTLP) and Prometheus exposition, reading snapshots."""

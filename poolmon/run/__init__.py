@@ -1,0 +1,1 @@
+"""poolmon.run."""
