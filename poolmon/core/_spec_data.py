@@ -330,7 +330,9 @@ EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft
                 'message': {'type': 'string', 'maxLength': 4096},
                 'pending': {'type': 'integer',
                             'minimum': 0,
-                            'description': 'callers waiting after this event (wait)'},
+                            'description': 'callers waiting after this event (wait); on open, '
+                                           'callers already waiting when observation began '
+                                           '(absent: 0)'},
                 'queued': {'type': 'boolean',
                            'description': 'borrow: this caller had queued (resolves one wait)'},
                 'stack': {'type': 'string',
@@ -355,7 +357,9 @@ EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft
             'then': {'required': ['conn']}},
            {'if': {'properties': {'kind': {'const': 'create'}, 'outcome': {'const': 'error'}},
                    'required': ['kind', 'outcome']},
-            'then': {'required': ['error_type']}},
+            'then': {'required': ['error_type'],
+                     'properties': {'error_type': {'const': 'create_failed'}},
+                     'not': {'required': ['conn']}}},
            {'if': {'properties': {'kind': {'const': 'validate'}}, 'required': ['kind']},
             'then': {'required': ['conn', 'duration', 'outcome']}},
            {'if': {'properties': {'kind': {'const': 'wait'}}, 'required': ['kind']},

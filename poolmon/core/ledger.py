@@ -210,16 +210,23 @@ class PoolLedger:
             if subscriber not in self._subscribers:
                 self._subscribers = (*self._subscribers, subscriber)
                 if not self._closed:
-                    self._emit_open()
+                    # Only the new subscriber sees this open: subscribers already attached have
+                    # had theirs, and a second open would restart their stream's state machine.
+                    self._emit_open(subscriber)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         with self._lock:
             self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
 
-    def _emit_open(self) -> None:
+    def _emit_open(self, subscriber: Subscriber) -> None:
+        # ``pending`` tells a late subscriber how many callers already wait, so that the waits
+        # it sees resolve against the right count (the standard's pending-mismatch rule).
         ident = self.identity
-        self._emit(
+        event = PoolEvent(
             ev.OPEN,
+            self._clock.wall(),
+            ident.name,
+            ident.pid,
             system=ident.system,
             server_address=ident.server_address,
             server_port=ident.server_port,
@@ -229,26 +236,32 @@ class PoolLedger:
             max=self.max_size,
             min=self.min_size,
             idle_max=self.idle_max,
+            pending=self._pending,
         )
+        self._deliver(subscriber, event)
 
     def _emit(self, kind: str, **fields: Any) -> None:
-        # Called with the lock held. A subscriber that raises is isolated: counted, logged once,
-        # never propagated into the pool operation that triggered it.
+        # Called with the lock held, so every subscriber sees events in the order they happened.
         event = PoolEvent(kind, self._clock.wall(), self.identity.name, self.identity.pid, **fields)
         for subscriber in self._subscribers:
-            try:
-                subscriber(event)
-            except Exception as exc:
-                label = getattr(subscriber, "__qualname__", type(subscriber).__qualname__)
-                self._self_metrics.inc("poolmon.subscriber.errors", label)
-                log_once(
-                    _log,
-                    f"subscriber:{label}",
-                    "poolmon: event subscriber %s raised %s; further failures are only counted "
-                    "in poolmon_subscriber_errors_total",
-                    label,
-                    _describe(exc),
-                )
+            self._deliver(subscriber, event)
+
+    def _deliver(self, subscriber: Subscriber, event: PoolEvent) -> None:
+        # A subscriber that raises is isolated: counted, logged once, never propagated into the
+        # pool operation that triggered it.
+        try:
+            subscriber(event)
+        except Exception as exc:
+            label = getattr(subscriber, "__qualname__", type(subscriber).__qualname__)
+            self._self_metrics.inc("poolmon.subscriber.errors", label)
+            log_once(
+                _log,
+                f"subscriber:{label}",
+                "poolmon: event subscriber %s raised %s; further failures are only counted "
+                "in poolmon_subscriber_errors_total",
+                label,
+                _describe(exc),
+            )
 
     # ------------------------------------------------------------------ events: the hot path
 

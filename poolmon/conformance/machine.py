@@ -1,0 +1,218 @@
+"""The per-connection state machine of the standard, checked over a stream of events.
+
+Events are grouped by pool instance: the pair ``(pool, pid)``. An ``open`` event starts a fresh
+instance under that key (a new pool may take the name of a dropped one, and connection ids restart),
+so the checker forgets what it knew about the previous one.
+
+Per connection::
+
+    create(ok) -> idle      borrow: idle -> used      return: used -> idle
+    evict: idle|used -> gone (final)                  validate: keeps the state;
+    a failed validate must be followed by the evict of that connection (its next event).
+
+A connection first seen in an event other than ``create`` existed before the stream began (it was
+adopted by instrumentation, or the subscriber attached late); the checker takes its earlier state to
+be whatever that first event requires. Connections it knows are checked strictly.
+
+Memory: the checker keeps every evicted id to catch reuse, so it grows with the number of
+connections in the stream (never with the number of events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from poolmon.conformance.rules import Problem
+
+__all__ = ["StateMachine"]
+
+IDLE: Final = "idle"
+USED: Final = "used"
+UNKNOWN: Final = "unknown"  # adopted by a validate: idle or used, the stream did not say
+
+_COUNTED_ELSEWHERE: Final = frozenset({"create_failed", "validation_failed"})
+
+
+@dataclass(slots=True)
+class _Pool:
+    max: int | None = None
+    pending: int = 0
+    conns: dict[int, str] = field(default_factory=dict)
+    gone: set[int] = field(default_factory=set)
+    failed: dict[int, int] = field(default_factory=dict)  # conn -> line of its failed validate
+
+
+class StateMachine:
+    """Feed schema-valid events in stream order; collect the problems found."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[str, int | None], _Pool] = {}
+
+    def feed(self, line: int, event: Mapping[str, Any]) -> list[Problem]:
+        """Check one event (already valid against the schema) reported at ``line``."""
+        kind = event["kind"]
+        key = (event["pool"], event.get("pid"))
+        if kind == "open":
+            self._pools[key] = _Pool(max=event.get("max"), pending=event.get("pending", 0))
+            return []
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool()
+        conn = event.get("conn")
+        problems: list[Problem] = []
+        # A create of a known id is a duplicate-create (in _create), whatever became of the id.
+        if conn is not None and kind != "create":
+            if conn in pool.gone:
+                return [
+                    Problem(line, "after-evict", f"{kind} of connection {conn} after its evict")
+                ]
+            failed_at = pool.failed.get(conn)
+            if failed_at is not None and kind != "evict":
+                del pool.failed[conn]
+                problems.append(
+                    Problem(
+                        line,
+                        "validate-not-evicted",
+                        f"connection {conn} failed validation on line {failed_at} and must be "
+                        f"evicted next, got {kind}",
+                    )
+                )
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            problems.extend(handler(pool, line, event))
+        return problems
+
+    def finish(self) -> list[Problem]:
+        """Problems only the end of the stream reveals (failed validations never evicted)."""
+        problems = [
+            Problem(
+                failed_at,
+                "validate-not-evicted",
+                f"connection {conn} failed validation and was never evicted",
+            )
+            for pool in self._pools.values()
+            for conn, failed_at in pool.failed.items()
+        ]
+        problems.sort(key=lambda p: p.line)
+        return problems
+
+
+def _over_max(pool: _Pool, line: int) -> list[Problem]:
+    total = len(pool.conns)
+    if pool.max is not None and total > pool.max:
+        return [
+            Problem(
+                line,
+                "over-max",
+                f"{total} connections open (idle + used), above the pool's max of {pool.max}",
+            )
+        ]
+    return []
+
+
+def _resolve_wait(pool: _Pool, line: int, what: str) -> list[Problem]:
+    if pool.pending <= 0:
+        return [Problem(line, "pending-negative", f"{what} resolves a wait but none is pending")]
+    pool.pending -= 1
+    return []
+
+
+def _create(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
+    if event["outcome"] != "ok":
+        return []  # a failed create has no connection (the schema forbids conn)
+    conn = event["conn"]
+    if conn in pool.conns or conn in pool.gone:
+        return [Problem(line, "duplicate-create", f"connection id {conn} was already created")]
+    pool.conns[conn] = IDLE
+    return _over_max(pool, line)
+
+
+def _validate(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
+    conn = event["conn"]
+    problems: list[Problem] = []
+    if conn not in pool.conns:
+        pool.conns[conn] = UNKNOWN
+        problems = _over_max(pool, line)
+    if event["outcome"] == "error":
+        pool.failed[conn] = line
+    return problems
+
+
+def _wait(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
+    expected = pool.pending + 1
+    reported = event["pending"]
+    # Resynchronise on the producer's count so one slip is reported once, not on every later wait.
+    pool.pending = reported
+    if reported != expected:
+        return [
+            Problem(
+                line,
+                "pending-mismatch",
+                f"wait reports pending={reported}, expected {expected} (previous count + 1)",
+            )
+        ]
+    return []
+
+
+def _borrow(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
+    conn = event["conn"]
+    state = pool.conns.get(conn)
+    problems: list[Problem] = []
+    if state == USED:
+        problems.append(Problem(line, "borrow-used", f"connection {conn} is already borrowed"))
+    pool.conns[conn] = USED
+    if state is None:
+        problems.extend(_over_max(pool, line))
+    if event.get("queued"):
+        problems.extend(_resolve_wait(pool, line, "queued borrow"))
+    return problems
+
+
+def _return(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
+    conn = event["conn"]
+    state = pool.conns.get(conn)
+    pool.conns[conn] = IDLE
+    if state == IDLE:
+        return [Problem(line, "return-without-borrow", f"connection {conn} is idle, not borrowed")]
+    if state is None:
+        return _over_max(pool, line)
+    return []
+
+
+def _evict(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
+    conn = event["conn"]
+    pool.conns.pop(conn, None)
+    pool.failed.pop(conn, None)
+    pool.gone.add(conn)
+    return []
+
+
+def _error(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    error_type = event["error_type"]
+    if error_type in _COUNTED_ELSEWHERE:
+        source = "create" if error_type == "create_failed" else "validate"
+        problems.append(
+            Problem(
+                line,
+                "redundant-error",
+                f"{error_type} is reported by a {source} event with outcome error, "
+                "never by an error event",
+            )
+        )
+    if event["phase"] == "wait":
+        problems.extend(_resolve_wait(pool, line, f"error {error_type} in phase wait"))
+    return problems
+
+
+_HANDLERS: Final = {
+    "create": _create,
+    "validate": _validate,
+    "wait": _wait,
+    "borrow": _borrow,
+    "return": _return,
+    "evict": _evict,
+    "error": _error,
+}
