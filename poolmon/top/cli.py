@@ -1,21 +1,107 @@
-"""`poolmon top` (placeholder until its issue lands)."""
+"""``poolmon top``: watch pools live from /metrics URLs, a Prometheus server or a JSONL log.
+
+Imports rich and the rest of ``poolmon.top`` only inside the handler, so ``poolmon --help`` works
+without the ``top`` extra.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Final
+
+__all__ = ["DEFAULT_URL", "register"]
+
+#: Where poolmon's Prometheus exporter listens by default.
+DEFAULT_URL: Final = "http://127.0.0.1:9464/metrics"
+
+_SORT_KEYS: Final = (
+    "saturation",
+    "used",
+    "pending",
+    "wait",
+    "creates",
+    "evictions",
+    "errors",
+    "timeouts",
+    "oldest",
+    "name",
+    "source",
+)
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "top",
-        help="Live terminal monitor of pools (not yet implemented)",
-        description="Live terminal monitor of pools (not yet implemented)",
+        help="Live terminal monitor of pools (one process or a fleet)",
+        description=(
+            "Live terminal monitor of connection pools. Reads one or more /metrics URLs (a fleet "
+            "view with totals per backend), a Prometheus server, or a JSONL event log. With no "
+            f"source it reads {DEFAULT_URL}."
+        ),
+        epilog="Keys: s sort, r reverse, / filter, p pause, +/- refresh, Enter detail, ? help, q quit.",
     )
+    parser.add_argument(
+        "urls", nargs="*", metavar="URL", help="/metrics endpoints (host:port is enough)"
+    )
+    parser.add_argument(
+        "--prometheus", metavar="URL", action="append", default=[], help="a Prometheus server"
+    )
+    parser.add_argument(
+        "--replay", metavar="FILE", action="append", default=[], help="a JSONL event log"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=1.0, metavar="S", help="refresh every S seconds (1)"
+    )
+    parser.add_argument(
+        "--sort", choices=_SORT_KEYS, default="saturation", help="sort key (saturation)"
+    )
+    parser.add_argument("--reverse", action="store_true", help="reverse the sort order")
+    parser.add_argument("--filter", default="", metavar="TEXT", help="show matching pools only")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per source (5)")
+    parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    parser.add_argument("--json", action="store_true", help="with --once: print JSON")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    print("poolmon top: not implemented yet", file=sys.stderr)
-    return 2
+    try:
+        from poolmon.top.app import TopApp, print_once
+        from poolmon.top.sources import (
+            MetricsUrlSource,
+            PrometheusSource,
+            ReplaySource,
+            Source,
+        )
+        from poolmon.top.state import ViewState
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        print(
+            f"poolmon top needs the 'top' extra: pip install 'poolmon[top]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    from poolmon.errors import ConfigError
+
+    if args.json and not args.once:
+        print("poolmon top: --json needs --once", file=sys.stderr)
+        return 2
+    try:
+        if not 0 < args.timeout <= 300:
+            raise ConfigError("timeout", args.timeout, "seconds within (0, 300]")
+        state = ViewState(
+            sort=args.sort, reverse=args.reverse, filter=args.filter, interval=args.interval
+        )
+    except ConfigError as exc:
+        print(f"poolmon top: {exc}", file=sys.stderr)
+        return 2
+    sources: list[Source] = [MetricsUrlSource(u, timeout=args.timeout) for u in args.urls]
+    sources += [PrometheusSource(u, timeout=args.timeout) for u in args.prometheus]
+    sources += [ReplaySource(p) for p in args.replay]
+    if not sources:
+        sources.append(MetricsUrlSource(DEFAULT_URL, timeout=args.timeout))
+    app = TopApp(sources, state=state, fetch_timeout=args.timeout)
+    if args.once:
+        frame = app.refresh()
+        print_once(frame, state, as_json=args.json, console=app.console)
+        return 0 if any(s.ok for s in frame.sources) else 1
+    return app.run()

@@ -1,0 +1,271 @@
+"""What every ``poolmon top`` source produces: per-pool samples of the catalog's metrics.
+
+A source (a ``/metrics`` URL, a Prometheus server, a JSONL replay, a local registry) turns what it
+reads into :class:`PoolSample` records grouped in a :class:`SourceResult`. The model never knows
+where a sample came from, so every source gets the same rates, quantiles, sorting and totals.
+
+:class:`SampleBuilder` assembles samples from ``(metric name, labels, value)`` triples named as in
+the Prometheus form of the catalog (spec/catalog.json), which is what both the exposition text and
+Prometheus' query API return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from poolmon.core.catalog import BUCKETS, METRICS
+from poolmon.core.snapshot import PoolSnapshot
+
+__all__ = [
+    "INFO_METRIC",
+    "WAIT_BOUNDS",
+    "WANTED_METRICS",
+    "PoolSample",
+    "SampleBuilder",
+    "SourceResult",
+    "sample_from_snapshot",
+]
+
+#: Bucket bounds of ``pool.connection.wait_time`` (the spec fixes them).
+WAIT_BOUNDS: Final[tuple[float, ...]] = BUCKETS["wait_time"]
+
+
+def _prom(name: str) -> str:
+    return METRICS[name].prometheus
+
+
+_COUNT: Final = _prom("pool.connection.count")
+_MAX: Final = _prom("pool.connection.max")
+_PENDING: Final = _prom("pool.connection.pending_requests")
+_TIMEOUTS: Final = _prom("pool.connection.timeouts")
+_OLDEST: Final = _prom("pool.connection.oldest_use")
+_EVICTIONS: Final = _prom("pool.connection.evictions")
+_ERRORS: Final = _prom("pool.connection.errors")
+_INFO: Final = _prom("pool.info")
+#: ``pool_info``: one series per pool, so its scrape timestamp dates a whole pool's sample.
+INFO_METRIC: Final = _INFO
+_WAIT_BUCKET: Final = _prom("pool.connection.wait_time") + "_bucket"
+_WAIT_SUM: Final = _prom("pool.connection.wait_time") + "_sum"
+_CREATE_COUNT: Final = _prom("pool.connection.create_time") + "_count"
+
+#: Sample names ``top`` reads; everything else in an exposition is skipped unparsed (speed).
+WANTED_METRICS: Final[tuple[str, ...]] = (
+    _COUNT,
+    _MAX,
+    _PENDING,
+    _TIMEOUTS,
+    _OLDEST,
+    _EVICTIONS,
+    _ERRORS,
+    _INFO,
+    _WAIT_BUCKET,
+    _WAIT_SUM,
+    _CREATE_COUNT,
+)
+
+_POOL: Final = "pool_name"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSample:
+    """One pool as one source saw it at one moment. Counters are totals since the pool was known.
+
+    ``wait_cumulative`` holds Prometheus-style cumulative bucket counts for :data:`WAIT_BOUNDS`
+    followed by the ``+Inf`` total.
+    """
+
+    name: str
+    system: str = "generic"
+    server_address: str | None = None
+    server_port: str | None = None
+    pid: str | None = None
+    idle: float = 0.0
+    used: float = 0.0
+    pending: float = 0.0
+    max: float | None = None
+    oldest_use: float = 0.0
+    timeouts: float = 0.0
+    creates: float = 0.0
+    create_errors: float = 0.0
+    evictions: Mapping[str, float] = field(default_factory=dict)
+    errors: Mapping[str, float] = field(default_factory=dict)
+    wait_cumulative: tuple[float, ...] = ()
+    wait_sum: float = 0.0
+
+    @property
+    def backend(self) -> str:
+        """``host:port`` of what the pool talks to (``-`` when the source did not say)."""
+        if not self.server_address:
+            return "-"
+        if self.server_port:
+            return f"{self.server_address}:{self.server_port}"
+        return self.server_address
+
+
+@dataclass(frozen=True, slots=True)
+class SourceResult:
+    """What one source (or one Prometheus ``instance``) returned in one fetch.
+
+    ``taken_at`` is the time the values describe, in seconds on a clock the source keeps
+    consistent between fetches (rates are differences of it); ``ok=False`` marks a source that is
+    down, with ``error`` saying why (already free of credentials).
+    """
+
+    source: str
+    ok: bool
+    taken_at: float
+    pools: tuple[PoolSample, ...] = ()
+    error: str | None = None
+
+
+class _PoolAcc:
+    """Mutable accumulator for one pool while samples stream in."""
+
+    __slots__ = (
+        "create_errors",
+        "creates",
+        "errors",
+        "evictions",
+        "idle",
+        "info",
+        "max",
+        "oldest",
+        "pending",
+        "timeouts",
+        "used",
+        "wait",
+        "wait_sum",
+    )
+
+    def __init__(self) -> None:
+        self.info: Mapping[str, str] = {}
+        self.idle = 0.0
+        self.used = 0.0
+        self.pending = 0.0
+        self.max: float | None = None
+        self.oldest = 0.0
+        self.timeouts = 0.0
+        self.creates = 0.0
+        self.create_errors = 0.0
+        self.evictions: dict[str, float] = {}
+        self.errors: dict[str, float] = {}
+        self.wait: dict[float, float] = {}
+        self.wait_sum = 0.0
+
+
+class SampleBuilder:
+    """Collects ``(name, labels, value)`` triples and builds one :class:`PoolSample` per pool.
+
+    Unknown names and samples without a ``pool_name`` label are ignored, so a source may feed
+    everything it has. Pools appear in the order first seen.
+    """
+
+    __slots__ = ("_pools",)
+
+    def __init__(self) -> None:
+        self._pools: dict[str, _PoolAcc] = {}
+
+    def add(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        pool = labels.get(_POOL)
+        if pool is None:
+            return
+        acc = self._pools.get(pool)
+        if acc is None:
+            acc = self._pools[pool] = _PoolAcc()
+        if name == _WAIT_BUCKET:
+            acc.wait[_le(labels.get("le", "+Inf"))] = value
+        elif name == _EVICTIONS:
+            acc.evictions[labels.get("pool_eviction_reason", "other")] = value
+        elif name == _ERRORS:
+            acc.errors[labels.get("error_type", "other")] = value
+        elif name == _COUNT:
+            if labels.get("pool_connection_state") == "used":
+                acc.used = value
+            else:
+                acc.idle = value
+        elif name == _CREATE_COUNT:
+            if labels.get("outcome") == "error":
+                acc.create_errors = value
+            else:
+                acc.creates = value
+        elif name == _PENDING:
+            acc.pending = value
+        elif name == _MAX:
+            acc.max = value
+        elif name == _TIMEOUTS:
+            acc.timeouts = value
+        elif name == _OLDEST:
+            acc.oldest = value
+        elif name == _WAIT_SUM:
+            acc.wait_sum = value
+        elif name == _INFO:
+            acc.info = labels
+
+    def add_all(self, triples: Iterable[tuple[str, Mapping[str, str], float]]) -> None:
+        for name, labels, value in triples:
+            self.add(name, labels, value)
+
+    def build(self) -> tuple[PoolSample, ...]:
+        return tuple(_sample(name, acc) for name, acc in self._pools.items())
+
+
+def _le(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("inf")
+
+
+def _sample(name: str, acc: _PoolAcc) -> PoolSample:
+    info = acc.info
+    cumulative: tuple[float, ...] = ()
+    if acc.wait:
+        # Read at the spec's bounds (every poolmon exporter uses them); a bucket the source did
+        # not send counts 0, and +Inf falls back to the largest count seen.
+        total = acc.wait.get(float("inf"), max(acc.wait.values()))
+        cumulative = (*(acc.wait.get(b, 0.0) for b in WAIT_BOUNDS), total)
+    return PoolSample(
+        name=name,
+        system=info.get("pool_system", "generic") or "generic",
+        server_address=info.get("server_address") or None,
+        server_port=info.get("server_port") or None,
+        pid=info.get("process_pid") or None,
+        idle=acc.idle,
+        used=acc.used,
+        pending=acc.pending,
+        max=acc.max,
+        oldest_use=acc.oldest,
+        timeouts=acc.timeouts,
+        creates=acc.creates,
+        create_errors=acc.create_errors,
+        evictions=acc.evictions,
+        errors=acc.errors,
+        wait_cumulative=cumulative,
+        wait_sum=acc.wait_sum,
+    )
+
+
+def sample_from_snapshot(snap: PoolSnapshot) -> PoolSample:
+    """The sample of an in-process snapshot (local registry, JSONL replay)."""
+    ident = snap.identity
+    return PoolSample(
+        name=snap.name,
+        system=ident.system,
+        server_address=ident.server_address,
+        server_port=None if ident.server_port is None else str(ident.server_port),
+        pid=str(ident.pid),
+        idle=float(snap.idle),
+        used=float(snap.used),
+        pending=float(snap.pending),
+        max=None if snap.max is None else float(snap.max),
+        oldest_use=snap.oldest_use,
+        timeouts=float(snap.timeouts),
+        creates=float(snap.create_time["ok"].count),
+        create_errors=float(snap.create_time["error"].count),
+        evictions={k: float(v) for k, v in snap.evictions.items()},
+        errors={k: float(v) for k, v in snap.errors.items()},
+        wait_cumulative=tuple(float(c) for c in snap.wait_time.cumulative()),
+        wait_sum=snap.wait_time.sum,
+    )

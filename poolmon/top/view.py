@@ -1,0 +1,379 @@
+"""Rich renderables for ``poolmon top``. Pure: a frame and a view state in, renderables out.
+
+Nothing here reads a terminal or a clock, so tests render through
+``Console(record=True, width=...)`` and compare plain text. Threshold levels are shown twice:
+as colour, and as a text marker (``!`` warn, ``!!`` crit) that survives copy-paste, ``--once``
+into a file and colour-blind eyes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from poolmon.top.model import Frame, PoolRow, Thresholds, level
+from poolmon.top.state import ViewState
+
+__all__ = [
+    "BAR_WIDTH",
+    "SPARK_WIDTH",
+    "backend_table",
+    "conn_bar",
+    "detail_view",
+    "fmt_count",
+    "fmt_duration",
+    "fmt_rate",
+    "header",
+    "help_view",
+    "pool_table",
+    "screen",
+    "sparkline",
+    "status_lines",
+]
+
+BAR_WIDTH: Final = 10
+SPARK_WIDTH: Final = 12
+_SPARKS: Final = "▁▂▃▄▅▆▇█"
+_LEVEL_STYLE: Final = ("green", "yellow", "bold red")
+_MARK: Final = ("", "!", "!!")
+#: Lines the table needs besides its rows (header, status, table header and borders, totals).
+_CHROME_LINES: Final = 6
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``-``, ``850us``, ``12.3ms``, ``1.25s``, ``3m05s``."""
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f}us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    if value < 10:
+        return f"{value:.1f}"
+    return f"{value:.0f}"
+
+
+def fmt_count(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == int(value):
+        return str(int(value))
+    return f"{value:.1f}"
+
+
+def _marked(text: str, lvl: int) -> Text:
+    return Text(text + _MARK[lvl], style=_LEVEL_STYLE[lvl] if lvl else "")
+
+
+def conn_bar(
+    used: float, idle: float, maximum: float | None, thresholds: Thresholds | None = None
+) -> Text:
+    """``█`` used, ``▒`` idle, ``·`` free capacity, then ``used/idle/max``.
+
+    Cells are rounded up so a single connection is always visible; a pool without a maximum is
+    drawn against what it holds.
+    """
+    th = thresholds or Thresholds()
+    capacity = maximum if maximum else max(used + idle, 1.0)
+    scale = BAR_WIDTH / capacity
+    used_cells = min(BAR_WIDTH, math.ceil(used * scale)) if used > 0 else 0
+    idle_cells = min(BAR_WIDTH - used_cells, math.ceil(idle * scale)) if idle > 0 else 0
+    free_cells = BAR_WIDTH - used_cells - idle_cells
+    lvl = level(used / maximum if maximum else None, th.saturation_warn, th.saturation_crit)
+    bar = Text()
+    bar.append("█" * used_cells, style=_LEVEL_STYLE[lvl])
+    bar.append("▒" * idle_cells, style="cyan")
+    bar.append("·" * free_cells, style="dim")
+    bar.append(f" {fmt_count(used)}/{fmt_count(idle)}/{fmt_count(maximum)}")
+    return bar
+
+
+def sparkline(
+    history: Sequence[float | None], width: int = SPARK_WIDTH, thresholds: Thresholds | None = None
+) -> Text:
+    """The last ``width`` saturation values (0..1) as block characters; gaps as spaces."""
+    th = thresholds or Thresholds()
+    out = Text()
+    recent = list(history)[-width:]
+    out.append(" " * (width - len(recent)))
+    for value in recent:
+        if value is None:
+            out.append(" ")
+            continue
+        clipped = min(max(value, 0.0), 1.0)
+        char = _SPARKS[min(len(_SPARKS) - 1, int(clipped * (len(_SPARKS) - 1) + 0.5))]
+        out.append(char, style=_LEVEL_STYLE[level(value, th.saturation_warn, th.saturation_crit)])
+    return out
+
+
+def _evictions(row: PoolRow) -> str:
+    rate = row.eviction_rate
+    if rate is None:
+        return "-"
+    if not row.evictions_per_s:
+        return "0"
+    ranked = sorted(row.evictions_per_s.items(), key=lambda kv: -kv[1])
+    more = f",+{len(ranked) - 1}" if len(ranked) > 1 else ""
+    return f"{fmt_rate(rate)} {ranked[0][0]}{more}"
+
+
+def pool_table(
+    rows: Sequence[PoolRow],
+    *,
+    thresholds: Thresholds | None = None,
+    show_source: bool = False,
+    selected: int | None = None,
+    title: str | None = None,
+) -> Table:
+    """The main table: one row per pool, in the order given."""
+    th = thresholds or Thresholds()
+    table = Table(title=title, expand=False, pad_edge=False, header_style="bold", box=None)
+    if show_source:
+        table.add_column("SOURCE", overflow="ellipsis", max_width=24, no_wrap=True)
+    table.add_column("POOL", overflow="ellipsis", max_width=40, no_wrap=True)
+    table.add_column("SYS", no_wrap=True)
+    table.add_column("CONNS used/idle/max", no_wrap=True)
+    table.add_column("PEND", justify="right")
+    table.add_column("WAIT p50/p95/p99", no_wrap=True)
+    table.add_column("CREATE/s", justify="right")
+    table.add_column("EVICT/s", no_wrap=True)
+    table.add_column("ERR", justify="right")
+    table.add_column("TMO", justify="right")
+    table.add_column("OLDEST", justify="right")
+    table.add_column("SAT", justify="right", no_wrap=True)
+    table.add_column("TREND", no_wrap=True)
+    for index, row in enumerate(rows):
+        sat_lvl = level(row.saturation, th.saturation_warn, th.saturation_crit)
+        wait_lvl = level(row.wait_p95, th.wait_p95_warn, th.wait_p95_crit)
+        wait = Text(f"{fmt_duration(row.wait_p50)}/")
+        wait.append_text(_marked(fmt_duration(row.wait_p95), wait_lvl))
+        wait.append(f"/{fmt_duration(row.wait_p99)}")
+        sat = "-" if row.saturation is None else f"{row.saturation * 100:.0f}%"
+        cells: list[RenderableType] = [
+            Text(row.name),
+            row.system,
+            conn_bar(row.used, row.idle, row.max, th),
+            Text(fmt_count(row.pending), style="yellow" if row.pending else ""),
+            wait,
+            fmt_rate(row.creates_per_s),
+            _evictions(row),
+            Text(fmt_count(row.error_total), style="red" if row.error_total else ""),
+            Text(fmt_count(row.timeouts), style="red" if row.timeouts else ""),
+            fmt_duration(row.oldest_use) if row.oldest_use else "-",
+            _marked(sat, sat_lvl),
+            sparkline(row.history, thresholds=th),
+        ]
+        if show_source:
+            cells.insert(0, Text(row.source))
+        table.add_row(*cells, style="reverse" if index == selected else None)
+    return table
+
+
+def backend_table(frame: Frame) -> Table:
+    """Fleet totals: every pool to one backend, across sources and instances."""
+    table = Table(title="Backends (all sources)", box=None, pad_edge=False, header_style="bold")
+    for name in ("SYS", "BACKEND", "POOLS", "INSTANCES", "USED", "IDLE", "MAX", "PEND", "SAT"):
+        table.add_column(name, justify="left" if name in ("SYS", "BACKEND") else "right")
+    for b in frame.backends:
+        sat = "-" if b.saturation is None else f"{b.saturation * 100:.0f}%"
+        table.add_row(
+            b.system,
+            b.backend,
+            str(b.pools),
+            str(b.instances),
+            fmt_count(b.used),
+            fmt_count(b.idle),
+            fmt_count(b.max),
+            fmt_count(b.pending),
+            sat,
+        )
+    return table
+
+
+def status_lines(frame: Frame) -> Text:
+    """One line per source that is down (nothing when all are up)."""
+    out = Text()
+    for status in frame.sources:
+        if not status.ok:
+            if out:
+                out.append("\n")
+            out.append("DOWN ", style="bold red")
+            out.append(f"{status.source}: {status.error or 'unreachable'}")
+    return out
+
+
+def header(frame: Frame, state: ViewState, shown: int, *, live: bool = True) -> Text:
+    """The top line: counts, sources, refresh interval, sort, filter, pause."""
+    up = sum(1 for s in frame.sources if s.ok)
+    text = Text("poolmon top", style="bold")
+    text.append(f"  {len(frame.rows)} pools")
+    if shown != len(frame.rows):
+        text.append(f" ({shown} shown)")
+    text.append(f"  sources {up}/{len(frame.sources)} up")
+    if live:
+        text.append(f"  every {state.interval:g}s")
+    arrow = "^" if state.reverse else "v"
+    text.append(f"  sort {state.sort} {arrow}")
+    if state.editing:
+        text.append(f"  filter: {state.draft}_", style="bold cyan")
+    elif state.filter:
+        text.append(f"  filter '{state.filter}'", style="cyan")
+    if state.paused:
+        text.append("  PAUSED", style="bold yellow")
+    if live:
+        text.append("  ? help")
+    return text
+
+
+def _empty(frame: Frame, state: ViewState) -> Text:
+    if frame.rows and state.filter:
+        return Text(f"no pool matches '{state.filter}' (Esc clears the filter)", style="dim")
+    if any(s.ok for s in frame.sources):
+        return Text("no pools yet: the sources answered but know no pool", style="dim")
+    return Text("no pools: no source answered", style="dim")
+
+
+def help_view() -> Panel:
+    rows = (
+        ("s / S", "next / previous sort key"),
+        ("r", "reverse the sort"),
+        ("/", "filter by text (Enter keeps, Esc cancels)"),
+        ("p, space", "pause / resume refreshing"),
+        ("+ / -", "refresh faster / slower"),
+        ("up/down, j/k", "select a pool"),
+        ("Enter, d", "detail of the selected pool"),
+        ("Esc", "back; on the table, clear the filter"),
+        ("?", "this help"),
+        ("q, Ctrl-C", "quit"),
+    )
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, what in rows:
+        table.add_row(key, what)
+    legend = Text(
+        "\nCONNS: █ used ▒ idle · free.  SAT and WAIT p95 marked ! (warn) and !! (crit).\n"
+        "Rates and wait quantiles cover the last few refreshes."
+    )
+    return Panel(Group(table, legend), title="poolmon top: keys", expand=False)
+
+
+def _mapping(title: str, values: Mapping[str, float], rates: Mapping[str, float]) -> Table:
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    table.add_column("WHAT")
+    table.add_column("TOTAL", justify="right")
+    table.add_column("PER S", justify="right")
+    for key in sorted(set(values) | set(rates)):
+        table.add_row(key, fmt_count(values.get(key, 0.0)), fmt_rate(rates.get(key)))
+    if not values and not rates:
+        table.add_row("none", "0", "-")
+    return table
+
+
+def detail_view(row: PoolRow, thresholds: Thresholds | None = None) -> Panel:
+    """Everything about one pool."""
+    th = thresholds or Thresholds()
+    facts = Table(box=None, show_header=False, pad_edge=False)
+    facts.add_column(style="bold")
+    facts.add_column()
+    sat = "-" if row.saturation is None else f"{row.saturation * 100:.0f}%"
+    window = "recent" if row.wait_recent else "since start"
+    for key, value in (
+        ("source", Text(row.source)),
+        ("system", Text(row.system)),
+        ("backend", Text(row.backend)),
+        ("pid", Text(row.pid or "-")),
+        ("connections", conn_bar(row.used, row.idle, row.max, th)),
+        ("saturation", _marked(sat, level(row.saturation, th.saturation_warn, th.saturation_crit))),
+        ("pending", Text(fmt_count(row.pending))),
+        (
+            f"wait p50/p95/p99 ({window})",
+            Text(
+                f"{fmt_duration(row.wait_p50)} / {fmt_duration(row.wait_p95)} / "
+                f"{fmt_duration(row.wait_p99)}"
+            ),
+        ),
+        ("creates", Text(f"{fmt_count(row.creates)} ok, {fmt_count(row.create_errors)} failed")),
+        ("creates/s", Text(fmt_rate(row.creates_per_s))),
+        ("timeouts", Text(fmt_count(row.timeouts))),
+        ("oldest borrow", Text(fmt_duration(row.oldest_use) if row.oldest_use else "-")),
+        ("saturation trend", sparkline(row.history, width=60, thresholds=th)),
+    ):
+        facts.add_row(key, value)
+    body = Group(
+        facts,
+        Text(""),
+        _mapping("Evictions by reason", row.evictions, row.evictions_per_s),
+        Text(""),
+        _mapping("Errors by type", row.errors, {}),
+        Text("\nEsc back · q quit", style="dim"),
+    )
+    return Panel(body, title=Text(f"pool {row.name}"), expand=False)
+
+
+def screen(
+    frame: Frame,
+    state: ViewState,
+    rows: Sequence[PoolRow],
+    *,
+    height: int = 50,
+    thresholds: Thresholds | None = None,
+    show_backends: bool | None = None,
+) -> RenderableType:
+    """The whole screen for the live view: ``rows`` are already sorted and filtered.
+
+    Only the rows that fit in ``height`` are rendered (a window that keeps the selection in
+    view): rendering 1,000 rows nobody can see would cost most of a refresh.
+    """
+    parts: list[RenderableType] = [header(frame, state, len(rows))]
+    status = status_lines(frame)
+    if status:
+        parts.append(status)
+    if state.screen == "help":
+        parts.append(help_view())
+        return Group(*parts)
+    if state.screen == "detail" and rows:
+        parts.append(detail_view(rows[min(state.selected, len(rows) - 1)], thresholds))
+        return Group(*parts)
+    if not rows:
+        parts.append(_empty(frame, state))
+        return Group(*parts)
+    backends = show_backends if show_backends is not None else len(frame.sources) > 1
+    reserved = _CHROME_LINES + len(status.plain.splitlines())
+    if backends:
+        reserved += len(frame.backends) + 3
+    room = max(3, height - reserved)
+    selected = min(state.selected, len(rows) - 1)
+    start = min(max(0, selected - room // 2), max(0, len(rows) - room))
+    window = rows[start : start + room]
+    parts.append(
+        pool_table(
+            window,
+            thresholds=thresholds,
+            show_source=len(frame.sources) > 1,
+            selected=selected - start,
+        )
+    )
+    if len(rows) > room:
+        parts.append(Text(f"rows {start + 1}-{start + len(window)} of {len(rows)}", style="dim"))
+    if backends:
+        parts.append(backend_table(frame))
+    return Group(*parts)
