@@ -71,10 +71,19 @@ _URL_USERINFO = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s@]*(?:@[^/?#\s@]*)*)@"
 )
 # key=value or key='quoted value' in libpq DSNs and similar; also key: value in reprs.
+# Keys ending in these words are credentials whatever their prefix (PGPASSWORD, REDIS_PASSWORD,
+# client_secret, x-auth-token, db.password).
+_SECRET_SUFFIXES: Final = ("password", "passwd", "secret", "token", "api_key", "apikey")
+# The key may be quoted (JSON, Python reprs: 'password': 'x'), so an optional closing quote precedes
+# the separator; an unquoted value stops at a quote so that scrubbing twice changes nothing.
 _KV_SECRET = re.compile(
-    r"(?P<key>\b(?:" + "|".join(sorted(SECRET_KEYS, key=len, reverse=True)) + r")\b)"
-    r"(?P<sep>\s*[=:]\s*)"
-    r"(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;)}&]+)",
+    r"(?P<key>\b(?:[\w.-]*?(?:"
+    + "|".join(_SECRET_SUFFIXES)
+    + r")|"
+    + "|".join(sorted(SECRET_KEYS, key=len, reverse=True))
+    + r")\b)"
+    r"(?P<sep>['\"]?\s*[=:]\s*)"
+    r"(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;)}&'\"]+)",
     re.IGNORECASE,
 )
 _AUTH_HEADER = re.compile(
@@ -128,9 +137,11 @@ def _mask_userinfo(match: re.Match[str]) -> str:
 
 def _mask_kv(match: re.Match[str]) -> str:
     value = match.group("value")
+    # Remember the value only where it surely is a credential (key=value, or a quoted value):
+    # free text like "invalid token: expired" must not teach scrub to mask every "expired".
     if value and value[0] in "'\"":
         remember_secret(value[1:-1])
-    else:
+    elif "=" in match.group("sep") and value != MASK:
         remember_secret(value)
     return f"{match.group('key')}{match.group('sep')}{MASK}"
 
