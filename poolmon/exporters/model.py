@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Union
+from typing import Final
 
 from poolmon.core.catalog import METRICS, SELF_METRICS, SEMCONV, MetricSpec
 from poolmon.core.snapshot import HistogramSnapshot, PoolSnapshot
@@ -36,7 +36,7 @@ __all__ = [
     "semconv_kind",
 ]
 
-Value = Union[float, HistogramSnapshot]
+Value = float | HistogramSnapshot
 #: Attributes as a sorted tuple of ``(key, value)`` pairs: hashable, so points can be merged.
 Attributes = tuple[tuple[str, str], ...]
 

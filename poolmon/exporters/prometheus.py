@@ -42,6 +42,7 @@ __all__ = [
     "register_collector",
     "render_families",
     "serve",
+    "unregister_collector",
 ]
 
 _log = logging.getLogger("poolmon.exporters")
@@ -177,7 +178,7 @@ def _record_failure(self_metrics: SelfMetrics, exc: BaseException) -> None:
         _log,
         "prometheus-collect",
         "poolmon: Prometheus collection failed (%s); further failures are only counted in "
-        "poolmon_export_errors_total{exporter=\"prometheus\"}",
+        'poolmon_export_errors_total{exporter="prometheus"}',
         scrub(f"{type(exc).__name__}: {exc}"),
     )
 
