@@ -1,0 +1,288 @@
+"""The wrappers the urllib3 shim installs. Each ``make_*`` takes the original and returns a closure
+with the original's exact signature (a closure costs ~0.1 us per call; ``*args, **kwargs`` more).
+
+Where events come from (urllib3 2.x, ``connectionpool.py`` and ``connection.py``):
+
+* ``HTTPConnectionPool._get_conn`` -> **borrow** (and, with ``block=True`` and an empty queue,
+  **wait** first). The queue holds ``None`` placeholders, so ``qsize()`` is not the idle count:
+  the idle/used numbers come from events only. A connection object handed out without a socket
+  (a fresh one, or one whose dropped socket ``_get_conn`` just closed) is borrowed at the
+  ``connect()`` that follows, right after its **create**.
+* ``HTTPConnectionPool._put_conn`` -> **return**, recorded *before* the original puts the object in
+  the queue: once it is there another thread may borrow it at once.
+* ``HTTPConnection.connect`` / ``HTTPSConnection.connect`` -> **create** (a new ledger id per
+  connect: one object outlives several sockets).
+* ``HTTPConnection.close`` of a socket poolmon saw open -> **evict**. The reason is read from the
+  caller's code object, only on this rare path (``sys._getframe`` costs ~0.1 us, never paid per
+  request): ``_get_conn`` (dropped keep-alive), ``urlopen`` (request failed), http.client's
+  ``getresponse`` (the server said ``Connection: close``) and the response's error handling are
+  ``broken``; ``_put_conn`` is ``overflow`` (the "Connection pool is full" discard) or
+  ``pool_closed``; urllib3's pool-draining helper is ``pool_closed``; anything else ``other``.
+* ``EmptyPoolError`` from a blocking ``_get_conn`` -> error ``timeout`` (phase ``wait``), or
+  ``exhausted`` when the caller asked not to wait (``timeout <= 0``).
+
+Every bookkeeping step sits in ``try/except Exception`` (free in CPython 3.11 until something
+raises): a failure is counted in ``poolmon.shim.errors`` and logged once, never raised into urllib3.
+Exceptions of urllib3 itself are recorded and re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from types import CodeType, FrameType
+from typing import Any, Final
+
+from poolmon.shims._urllib3_state import (
+    LINK,
+    PENDING,
+    STATE,
+    PoolState,
+    attach,
+    link,
+    shim_error,
+)
+
+__all__ = [
+    "PUT_CONN",
+    "make_close_conn",
+    "make_close_pool",
+    "make_connect",
+    "make_get_conn",
+    "make_init",
+    "make_put_conn",
+]
+
+#: Marker in the reason table: the caller is ``_put_conn``, the reason depends on its pool.
+PUT_CONN: Final = "<put_conn>"
+
+Method = Callable[..., Any]
+
+
+def _ensure_state(pool: Any) -> PoolState:
+    state: PoolState | None = pool.__dict__.get(STATE)
+    return state if state is not None else attach(pool)
+
+
+def _borrow_unlinked(pool: Any, conn: Any, waited: float, queued: bool) -> None:
+    """The slow borrow path: ``conn`` has no socket poolmon knows."""
+    state = _ensure_state(pool)
+    if getattr(conn, "sock", None) is not None:
+        # Opened before instrumentation (or by the application itself): adopt it.
+        ledger = state.ledger
+        conn_id = ledger.adopt()
+        link(state, conn, conn_id)
+        state.borrow(conn_id, ledger.now() - waited if waited else None, queued)
+    else:
+        # No socket yet: urllib3 connects lazily, on the first request.
+        conn.__dict__[PENDING] = (state, waited, queued)
+
+
+def _borrow_failed(
+    pool: Any, t0: float | None, queued: bool, fail_fast: bool, exc: BaseException
+) -> None:
+    """Record why ``_get_conn`` raised (the exception itself is re-raised by the caller)."""
+    from urllib3.exceptions import ClosedPoolError, EmptyPoolError
+
+    ledger = _ensure_state(pool).ledger
+    phase = "wait" if queued else "borrow"
+    if isinstance(exc, EmptyPoolError):
+        if fail_fast and not queued:
+            ledger.error("exhausted", "borrow", exc)
+            return
+        if not queued:
+            ledger.wait()  # it blocked although the queue looked non-empty: keep wait -> timeout
+        ledger.timeout(t0 if t0 is not None else ledger.now(), exc)
+    elif isinstance(exc, ClosedPoolError):
+        ledger.error("pool_closed", phase, exc)
+    elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        ledger.error("cancelled", phase, exc)
+    else:
+        ledger.error("other", phase, exc)
+
+
+def make_init(original: Method) -> Method:
+    """``HTTPConnectionPool.__init__``: register the pool as soon as it exists, so its counters
+    are exported at zero before its first request."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        try:
+            attach(self)
+        except Exception as exc:
+            shim_error(None, exc)
+
+    return __init__
+
+
+def make_get_conn(original: Method) -> Method:
+    def _get_conn(self: Any, timeout: float | None = None) -> Any:
+        if self.block:
+            return _get_conn_blocking(self, timeout)
+        try:
+            conn = original(self, timeout)
+        except BaseException as exc:
+            try:
+                _borrow_failed(self, None, False, False, exc)
+            except Exception as inner:
+                shim_error(None, inner)
+            raise
+        try:
+            # The hot path: a linked idle connection. A non-blocking pool never waits.
+            conn_link = conn.__dict__.get(LINK)
+            if conn_link is not None:
+                conn_link[0](conn_link[2])
+            else:
+                _borrow_unlinked(self, conn, 0.0, False)
+        except Exception as exc:
+            shim_error(None, exc)
+        return conn
+
+    def _get_conn_blocking(self: Any, timeout: float | None) -> Any:
+        queued = False
+        fail_fast = False
+        t0: float | None = None
+        state: PoolState | None = None
+        try:
+            state = _ensure_state(self)
+            ledger = state.ledger
+            t0 = ledger.now()
+            fail_fast = timeout is not None and timeout <= 0
+            queue = self.pool
+            # A racy peek (the queue's own lock is not held across the get): if the queue fills
+            # in between, the caller "waited" ~0 s; if it empties in between, the caller blocks
+            # unannounced and a timeout then records its wait first. Either way every wait is
+            # resolved exactly once, so the pending gauge cannot drift.
+            if not fail_fast and queue is not None and queue.empty():
+                ledger.wait()
+                queued = True
+        except Exception as exc:
+            shim_error(None, exc)
+        try:
+            conn = original(self, timeout)
+        except BaseException as exc:
+            try:
+                _borrow_failed(self, t0, queued, fail_fast, exc)
+            except Exception as inner:
+                shim_error(None, inner)
+            raise
+        try:
+            if state is not None and t0 is not None:
+                conn_link = conn.__dict__.get(LINK)
+                if conn_link is not None:
+                    conn_link[0](conn_link[2], t0, queued)
+                else:
+                    _borrow_unlinked(self, conn, state.ledger.now() - t0, queued)
+        except Exception as exc:
+            shim_error(None, exc)
+        return conn
+
+    return _get_conn
+
+
+def make_put_conn(original: Method) -> Method:
+    def _put_conn(self: Any, conn: Any) -> None:
+        if conn is not None:
+            try:
+                conn_link = conn.__dict__.get(LINK)
+                if conn_link is not None:
+                    conn_link[1](conn_link[2])
+                else:
+                    conn.__dict__.pop(PENDING, None)
+            except Exception as exc:
+                shim_error(None, exc)
+        original(self, conn)
+
+    return _put_conn
+
+
+def make_close_pool(original: Method) -> Method:
+    """``HTTPConnectionPool.close``: urllib3 closes the idle connections (each one evicted with
+    reason ``pool_closed``); borrowed ones are closed when returned. The ledger's close event
+    follows the last of them."""
+
+    def close(self: Any) -> None:
+        try:
+            original(self)
+        finally:
+            try:
+                state: PoolState | None = self.__dict__.get(STATE)
+                if state is not None:
+                    state.closing = True
+                    state.maybe_close()
+            except Exception as exc:
+                shim_error(None, exc)
+
+    return close
+
+
+def make_connect(original: Method) -> Method:
+    """``HTTPConnection.connect`` / ``HTTPSConnection.connect``: a create, then the deferred borrow.
+
+    Popping the pending mark first also guards against re-entry: a subclass whose ``connect``
+    calls ``super().connect()`` runs two wrappers, and only the outer one finds the mark.
+    """
+
+    def connect(self: Any) -> None:
+        pending = self.__dict__.pop(PENDING, None)
+        if pending is None:
+            original(self)  # not borrowed from a pool: not a pool connection
+            return
+        state, waited, queued = pending
+        ledger = state.ledger
+        t0 = ledger.now()
+        try:
+            original(self)
+        except BaseException as exc:
+            try:
+                ledger.create_failed(t0, exc)
+                if queued:
+                    # The caller queued, got a slot, and its connection could not be opened: its
+                    # wait ends in failure (the create event above already counts create_failed).
+                    ledger.error("other", "wait", exc)
+            except Exception as inner:
+                shim_error(ledger, inner)
+            raise
+        try:
+            conn_id = ledger.create(t0)
+            link(state, self, conn_id)
+            state.borrow(conn_id, ledger.now() - waited if waited else None, queued)
+        except Exception as exc:
+            shim_error(ledger, exc)
+
+    return connect
+
+
+def make_close_conn(original: Method, reasons: Mapping[CodeType, str]) -> Method:
+    """``HTTPConnection.close``: evict the socket poolmon knows, if any."""
+
+    def close(self: Any) -> None:
+        conn_link = self.__dict__.pop(LINK, None)
+        if conn_link is None:
+            original(self)
+            return
+        try:
+            original(self)
+        finally:
+            try:
+                state: PoolState = conn_link[3]
+                state.ledger.evict(conn_link[2], _reason(sys._getframe(1), reasons))
+                # Still borrowed by whoever closed it: a reconnect in the same borrow (a caller
+                # driving the connection itself) is a create followed by a borrow.
+                self.__dict__[PENDING] = (state, 0.0, False)
+                if state.closing:
+                    state.maybe_close()
+            except Exception as exc:
+                shim_error(None, exc)
+
+    return close
+
+
+def _reason(frame: FrameType | None, reasons: Mapping[CodeType, str]) -> str:
+    if frame is None:
+        return "other"
+    reason = reasons.get(frame.f_code, "other")
+    if reason == PUT_CONN:
+        pool = frame.f_locals.get("self")
+        return "pool_closed" if getattr(pool, "pool", None) is None else "overflow"
+    return reason
