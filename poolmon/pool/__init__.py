@@ -1,0 +1,21 @@
+"""poolmon's own pools: :class:`Pool` (threads) and :class:`AsyncPool` (asyncio).
+
+Generic over the resource (a :class:`Factory` opens, checks, resets and closes it); every step
+is recorded in the pool's :class:`~poolmon.core.ledger.PoolLedger` as an event of the standard.
+"""
+
+from poolmon.pool.config import PoolConfig
+from poolmon.pool.factory import AsyncFactory, BaseAsyncFactory, BaseFactory, Factory, factory
+from poolmon.pool.sqlite import SqliteFactory
+from poolmon.pool.sync_pool import Pool
+
+__all__ = [
+    "AsyncFactory",
+    "BaseAsyncFactory",
+    "BaseFactory",
+    "Factory",
+    "Pool",
+    "PoolConfig",
+    "SqliteFactory",
+    "factory",
+]

@@ -1,0 +1,152 @@
+"""Factories: how a pool opens, checks, resets and closes the resources it lends.
+
+A pool knows nothing about what it pools. Everything resource-specific lives in a factory:
+
+* ``create()`` opens one resource (raise on failure: the pool backs off and retries);
+* ``validate(conn)`` is a health check: return False *or raise* and the connection is evicted
+  with reason ``failed_validation``;
+* ``reset(conn)`` runs on return (rollback, discard session state): raise and the connection is
+  evicted with reason ``reset_failed``;
+* ``is_broken(conn)`` is a cheap, I/O-free look at the resource on return (a closed socket, a
+  driver's ``broken`` flag): True evicts it with reason ``broken``;
+* ``destroy(conn)`` closes it; errors are swallowed (counted), the resource is gone either way.
+
+:class:`BaseFactory` / :class:`BaseAsyncFactory` give harmless defaults for all but ``create``;
+:func:`factory` builds one from plain callables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+__all__ = [
+    "AsyncFactory",
+    "BaseAsyncFactory",
+    "BaseFactory",
+    "Factory",
+    "factory",
+]
+
+T = TypeVar("T")
+
+
+class Factory(Protocol[T]):
+    """What :class:`~poolmon.pool.Pool` needs to manage resources of type ``T``."""
+
+    def create(self) -> T: ...
+
+    def validate(self, conn: T) -> bool: ...
+
+    def reset(self, conn: T) -> None: ...
+
+    def is_broken(self, conn: T) -> bool: ...
+
+    def destroy(self, conn: T) -> None: ...
+
+
+class AsyncFactory(Protocol[T]):
+    """What :class:`~poolmon.pool.AsyncPool` needs; ``is_broken`` stays synchronous (no I/O)."""
+
+    async def create(self) -> T: ...
+
+    async def validate(self, conn: T) -> bool: ...
+
+    async def reset(self, conn: T) -> None: ...
+
+    def is_broken(self, conn: T) -> bool: ...
+
+    async def destroy(self, conn: T) -> None: ...
+
+
+class BaseFactory(Generic[T]):
+    """Defaults: always valid, nothing to reset, never broken, ``destroy`` calls ``close()``."""
+
+    def create(self) -> T:
+        raise NotImplementedError
+
+    def validate(self, conn: T) -> bool:
+        return True
+
+    def reset(self, conn: T) -> None:
+        return None
+
+    def is_broken(self, conn: T) -> bool:
+        return False
+
+    def destroy(self, conn: T) -> None:
+        close = getattr(conn, "close", None)
+        if close is not None:
+            close()
+
+
+class BaseAsyncFactory(Generic[T]):
+    """Async defaults; ``destroy`` awaits ``close()`` (or calls it when it is synchronous)."""
+
+    async def create(self) -> T:
+        raise NotImplementedError
+
+    async def validate(self, conn: T) -> bool:
+        return True
+
+    async def reset(self, conn: T) -> None:
+        return None
+
+    def is_broken(self, conn: T) -> bool:
+        return False
+
+    async def destroy(self, conn: T) -> None:
+        close = getattr(conn, "close", None)
+        if close is not None:
+            result = close()
+            if isinstance(result, Awaitable):
+                await result
+
+
+class _CallableFactory(BaseFactory[T]):
+    def __init__(
+        self,
+        create: Callable[[], T],
+        validate: Callable[[T], Any] | None,
+        reset: Callable[[T], Any] | None,
+        is_broken: Callable[[T], bool] | None,
+        destroy: Callable[[T], Any] | None,
+    ) -> None:
+        self._create = create
+        self._validate = validate
+        self._reset = reset
+        self._is_broken = is_broken
+        self._destroy = destroy
+
+    def create(self) -> T:
+        return self._create()
+
+    def validate(self, conn: T) -> bool:
+        # A validator that returns None (e.g. ``lambda c: c.execute("SELECT 1")``) passes when
+        # it does not raise; only an explicit False fails.
+        return self._validate is None or self._validate(conn) is not False
+
+    def reset(self, conn: T) -> None:
+        if self._reset is not None:
+            self._reset(conn)
+
+    def is_broken(self, conn: T) -> bool:
+        return self._is_broken is not None and bool(self._is_broken(conn))
+
+    def destroy(self, conn: T) -> None:
+        if self._destroy is not None:
+            self._destroy(conn)
+        else:
+            super().destroy(conn)
+
+
+def factory(
+    create: Callable[[], T],
+    *,
+    validate: Callable[[T], Any] | None = None,
+    reset: Callable[[T], Any] | None = None,
+    is_broken: Callable[[T], bool] | None = None,
+    destroy: Callable[[T], Any] | None = None,
+) -> Factory[T]:
+    """A sync factory from callables (``destroy`` defaults to calling ``conn.close()``)."""
+    return _CallableFactory(create, validate, reset, is_broken, destroy)
