@@ -1,0 +1,225 @@
+"""Wrappers for psycopg_pool's asyncio pools (``AsyncConnectionPool``, ``AsyncNullConnectionPool``).
+
+The same events in the same order as the threaded wrappers (see ``_psycopg_sync``); each wrapper
+is a coroutine function where the original is one. Bookkeeping runs between awaits, so on one
+event loop it is never interleaved with the pool's other tasks; the ledger's own lock covers
+pools shared with threads.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from poolmon.shims._psycopg_common import TRACKER_ATTR, ShimState
+from poolmon.shims._psycopg_rules import (
+    GETCONN_CODES,
+    UNKNOWN,
+    close_reason,
+    record_check_failed,
+    record_getconn_failed,
+    record_pool_check,
+    waiting_call,
+)
+
+__all__ = ["patch_async"]
+
+Fn = Callable[..., Any]
+
+
+def patch_async(st: ShimState) -> None:
+    """Install the wrappers on psycopg_pool's asyncio classes."""
+    from psycopg_pool import pool_async
+    from psycopg_pool.null_pool_async import AsyncNullConnectionPool
+
+    cls = pool_async.AsyncConnectionPool
+    wrap = st.patches.wrap
+    wrap(cls, "_open", lambda orig: _open(orig, st))
+    wrap(cls, "_connect", lambda orig: _connect(orig, st))
+    wrap(cls, "getconn", lambda orig: _getconn(orig, st))
+    wrap(cls, "putconn", lambda orig: _putconn(orig, st))
+    wrap(cls, "_check_connection", lambda orig: _check_connection(orig, st))
+    wrap(cls, "_close_connection", lambda orig: _close_connection(orig, st))
+    wrap(cls, "check", lambda orig: _check(orig, st))
+    wrap(cls, "close", lambda orig: _close(orig, st))
+    wrap(cls, "resize", lambda orig: _resize(orig, st))
+    wrap(AsyncNullConnectionPool, "resize", lambda orig: _resize(orig, st))
+    wrap(pool_async.WaitingClient, "wait", lambda orig: _waiting_client_wait(orig, st))
+
+
+def _open(original: Fn, st: ShimState) -> Fn:
+    def _open(self: Any) -> None:
+        st.track(self)
+        original(self)
+
+    return _open
+
+
+def _connect(original: Fn, st: ShimState) -> Fn:
+    async def _connect(self: Any, timeout: float | None = None) -> Any:
+        tracker = self.__dict__.get(TRACKER_ATTR) or st.track(self)
+        if tracker is None:
+            return await original(self, timeout)
+        t0 = tracker.now()
+        try:
+            conn = await original(self, timeout)
+        except Exception as exc:
+            try:
+                tracker.ledger.create_failed(t0, exc)
+            except Exception as inner:
+                st.absorb(inner)
+            raise
+        try:
+            tracker.created(conn, t0)
+        except Exception as exc:
+            st.absorb(exc)
+        return conn
+
+    return _connect
+
+
+def _getconn(original: Fn, st: ShimState) -> Fn:
+    async def getconn(self: Any, timeout: float | None = None) -> Any:
+        tracker = self.__dict__.get(TRACKER_ATTR) or st.track(self)
+        if tracker is None:
+            return await original(self, timeout)
+        cell = [False]  # see the sync wrapper: set once by the WaitingClient.wait wrapper
+        t0 = tracker.now()
+        try:
+            conn = await original(self, timeout)
+        except BaseException as exc:
+            record_getconn_failed(st, tracker, t0, cell[0], exc)
+            raise
+        try:
+            tracker.borrow(tracker.conn_id(conn), t0, cell[0])
+        except Exception as exc:
+            st.absorb(exc)
+        return conn
+
+    GETCONN_CODES.add(getconn.__code__)
+    return getconn
+
+
+def _putconn(original: Fn, st: ShimState) -> Fn:
+    async def putconn(self: Any, conn: Any) -> None:
+        tracker = self.__dict__.get(TRACKER_ATTR) or st.track(self)
+        if tracker is None:
+            return await original(self, conn)  # type: ignore[no-any-return]
+        cid = 0
+        broken = False
+        try:
+            if getattr(conn, "_pool", None) is self:
+                cid = tracker.conn_id(conn)
+                tracker.release(cid)
+                broken = conn.pgconn.transaction_status == UNKNOWN
+        except Exception as exc:
+            st.absorb(exc)
+        await original(self, conn)
+        if broken:
+            try:
+                tracker.evict(cid, "broken")
+            except Exception as exc:
+                st.absorb(exc)
+        return None
+
+    return putconn
+
+
+def _check_connection(original: Fn, st: ShimState) -> Fn:
+    async def _check_connection(self: Any, conn: Any) -> None:
+        tracker = self.__dict__.get(TRACKER_ATTR) if self._check else None
+        if tracker is None:
+            return await original(self, conn)  # type: ignore[no-any-return]
+        t0 = tracker.now()
+        try:
+            await original(self, conn)
+        except BaseException:
+            record_check_failed(st, tracker, conn, t0)
+            raise
+        try:
+            tracker.ledger.validate(tracker.conn_id(conn), t0, True)
+        except Exception as exc:
+            st.absorb(exc)
+        return None
+
+    return _check_connection
+
+
+def _close_connection(original: Fn, st: ShimState) -> Fn:
+    async def _close_connection(self: Any, conn: Any) -> None:
+        # Runs up to the first await inside the caller's step, so frame 1 is the calling
+        # coroutine (the method whose name gives the eviction reason).
+        try:
+            tracker = self.__dict__.get(TRACKER_ATTR)
+            if tracker is not None:
+                cid = tracker.known_id(conn)
+                if cid is not None:
+                    reason = close_reason(self, conn, sys._getframe(1).f_code.co_name)
+                    if reason == "reset_failed":
+                        tracker.ledger.error("reset_failed", "reset", conn=cid)
+                    tracker.evict(cid, reason)
+        except Exception as exc:
+            st.absorb(exc)
+        return await original(self, conn)  # type: ignore[no-any-return]
+
+    return _close_connection
+
+
+def _check(original: Fn, st: ShimState) -> Fn:
+    async def check(self: Any) -> None:
+        tracker = self.__dict__.get(TRACKER_ATTR) or st.track(self)
+        before: tuple[Any, ...] = ()
+        t0 = 0.0
+        if tracker is not None:
+            try:
+                before = tuple(self._pool)
+                t0 = tracker.now()
+            except Exception as exc:
+                st.absorb(exc)
+        await original(self)
+        if before and tracker is not None:
+            record_pool_check(st, tracker, before, t0)
+        return None
+
+    return check
+
+
+def _close(original: Fn, st: ShimState) -> Fn:
+    async def close(self: Any, timeout: float = 5.0) -> None:
+        await original(self, timeout)
+        try:
+            tracker = self.__dict__.get(TRACKER_ATTR)
+            if tracker is not None and self._closed:
+                tracker.ledger.close()
+        except Exception as exc:
+            st.absorb(exc)
+        return None
+
+    return close
+
+
+def _resize(original: Fn, st: ShimState) -> Fn:
+    async def resize(self: Any, min_size: int, max_size: int | None = None) -> None:
+        await original(self, min_size, max_size)
+        try:
+            st.set_limits(self)
+        except Exception as exc:
+            st.absorb(exc)
+        return None
+
+    return resize
+
+
+def _waiting_client_wait(original: Fn, st: ShimState) -> Fn:
+    async def wait(self: Any, timeout: float) -> Any:
+        try:
+            found = waiting_call(sys._getframe(1))
+            if found is not None and not found[1][0]:
+                found[1][0] = True
+                found[0].ledger.wait()
+        except Exception as exc:
+            st.absorb(exc)
+        return await original(self, timeout)
+
+    return wait

@@ -1,0 +1,174 @@
+"""psycopg_pool knowledge shared by the sync and async wrappers (psycopg-pool 3.2/3.3).
+
+What a pool is called, how big it is, which connections sit idle in it, why it closed a
+connection and what kind of error a failed ``getconn`` was. Nothing here is on the hot path
+except :data:`UNKNOWN` (a plain int compared with ``pgconn.transaction_status``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from time import monotonic
+from types import CodeType, FrameType
+from typing import Any, Final
+
+from psycopg.pq import TransactionStatus
+from psycopg_pool.errors import PoolClosed, PoolTimeout, TooManyRequests
+
+from poolmon.core.identity import PoolIdentity, identity_from_libpq_dsn
+from poolmon.shims._psycopg_common import PoolTracker, ShimState
+
+__all__ = [
+    "GETCONN_CODES",
+    "UNKNOWN",
+    "close_reason",
+    "getconn_error_type",
+    "idle_connections",
+    "pool_identity",
+    "pool_limits",
+    "record_check_failed",
+    "record_getconn_failed",
+    "record_pool_check",
+    "waiting_call",
+]
+
+LIBRARY_LABEL: Final = "psycopg-pool"
+
+#: ``pgconn.transaction_status`` of a connection that is closed or lost: psycopg_pool drops such
+#: a connection without calling ``_close_connection`` (no close to hook), so the shim detects it.
+UNKNOWN: Final = int(TransactionStatus.UNKNOWN)
+
+# psycopg_pool names unnamed pools "pool-<n>" from a process-wide counter: not stable across
+# restarts (it depends on creation order), so such pools get the derived name instead.
+_AUTO_NAME: Final = re.compile(r"pool-\d+")
+
+#: Code objects of poolmon's ``getconn`` wrappers (sync and async), filled when they are made.
+#: The ``WaitingClient.wait`` wrapper finds the getconn call it belongs to by walking up to one
+#: of these frames: ``WaitingClient`` has ``__slots__`` and no reference to its pool, and this
+#: costs nothing unless a caller actually queues.
+GETCONN_CODES: set[CodeType] = set()
+_FRAME_DEPTH: Final = 8
+
+
+def pool_identity(pool: Any, library_version: str | None) -> PoolIdentity:
+    """Identity from the pool's static conninfo/kwargs (credentials dropped) and its name.
+
+    A callable conninfo or kwargs (psycopg-pool 3.3) is never called here: it may be costly or
+    have side effects. Such a pool is identified from what is static, plus libpq's env defaults.
+    """
+    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
+    kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else None
+    name = pool.name if pool.name and not _AUTO_NAME.fullmatch(pool.name) else None
+    return identity_from_libpq_dsn(
+        conninfo, kwargs, name=name, library=LIBRARY_LABEL, library_version=library_version
+    )
+
+
+def pool_limits(pool: Any) -> tuple[int | None, int | None]:
+    """``(max_size, min_size)``; a null pool's ``max_size=0`` means unlimited."""
+    max_size = pool.max_size
+    return (max_size or None), pool.min_size
+
+
+def idle_connections(pool: Any) -> Iterable[tuple[Any, float]]:
+    """The connections idle in ``pool`` now, with their ages (for adoption on first sight)."""
+    conns = tuple(pool._pool)  # one C-level copy: atomic under the GIL (see ShimState.track)
+    now = monotonic()  # psycopg_pool stamps _created_at with time.monotonic
+    return [(conn, now - getattr(conn, "_created_at", now)) for conn in conns]
+
+
+def close_reason(pool: Any, conn: Any, caller: str) -> str:
+    """Why ``pool`` is closing ``conn``, from the name of the method that called
+    ``_close_connection`` (DESIGN.md section 5)."""
+    if caller == "_shrink_pool":
+        return "idle_timeout"
+    if caller == "_reset_connection":
+        return "reset_failed"
+    if caller in ("_return_connection", "check"):
+        # Both close only expired connections, or (return only) ones opened before a drain().
+        if getattr(conn, "_created_at", 0.0) <= pool._drained_at:
+            return "pool_closed"
+        return "max_lifetime"
+    if caller in ("close", "drain"):
+        return "pool_closed"
+    if caller in ("_maybe_close_connection", "_add_to_pool"):
+        # The regular pool closes here only when closed; the null pool also closes every
+        # connection nobody is waiting for: a return to a pool that keeps no idle connection.
+        return "pool_closed" if pool._closed else "overflow"
+    return "pool_closed" if pool._closed else "other"
+
+
+def getconn_error_type(exc: BaseException, queued: bool) -> str | None:
+    """The standard error type of a failed ``getconn``; None when nothing is to be counted
+    (a connect failure of a null pool is already counted as ``create_failed``)."""
+    if isinstance(exc, PoolTimeout):
+        return "timeout"
+    if isinstance(exc, TooManyRequests):
+        return "exhausted"
+    if isinstance(exc, PoolClosed):
+        return "pool_closed"
+    if not isinstance(exc, Exception):
+        return "cancelled"  # CancelledError, KeyboardInterrupt
+    return "other" if queued else None
+
+
+def waiting_call(frame: FrameType | None) -> tuple[PoolTracker, list[bool]] | None:
+    """The ``(tracker, queued_cell)`` of the poolmon getconn call that ``frame`` runs inside."""
+    depth = 0
+    while frame is not None and depth < _FRAME_DEPTH:
+        if frame.f_code in GETCONN_CODES:
+            local = frame.f_locals
+            tracker = local.get("tracker")
+            cell = local.get("cell")
+            if isinstance(tracker, PoolTracker) and isinstance(cell, list):
+                return tracker, cell
+            return None
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
+def record_getconn_failed(
+    st: ShimState, tracker: PoolTracker, t0: float, queued: bool, exc: BaseException
+) -> None:
+    try:
+        error_type = getconn_error_type(exc, queued)
+        if error_type is not None:
+            duration = max(0.0, tracker.now() - t0)
+            phase = "wait" if queued else "borrow"
+            tracker.ledger.error(error_type, phase, exc, duration=duration)
+    except Exception as inner:
+        st.absorb(inner)
+
+
+def record_check_failed(st: ShimState, tracker: PoolTracker, conn: Any, t0: float) -> None:
+    try:
+        cid = tracker.conn_id(conn)
+        tracker.ledger.validate(cid, t0, False)
+        # A broken connection is dropped (never closed) by the getconn loop; a healthy one that
+        # merely failed the user's check goes back to the pool and stays alive.
+        if conn.pgconn.transaction_status == UNKNOWN:
+            tracker.evict(cid, "failed_validation")
+    except Exception as exc:
+        st.absorb(exc)
+
+
+def record_pool_check(
+    st: ShimState, tracker: PoolTracker, conns: tuple[Any, ...], t0: float
+) -> None:
+    """Record what ``pool.check()`` found. Expired connections were closed (and evicted) inside
+    it; of the others, a ``broken`` one failed its test and was dropped, the rest passed.
+    Durations are measured from the start of ``check()``: an upper bound per connection."""
+    try:
+        for conn in conns:
+            cid = tracker.known_id(conn)
+            if cid is None:
+                continue
+            if conn.broken:
+                tracker.ledger.validate(cid, t0, False)
+                tracker.evict(cid, "failed_validation")
+            elif not conn.closed:
+                tracker.ledger.validate(cid, t0, True)
+    except Exception as exc:
+        st.absorb(exc)
