@@ -51,14 +51,15 @@ def test_semconv_database_and_http_names() -> None:
     fams = _families(semconv=True)
     db = fams["db.client.connection.count"]
     assert {
-        (("db.client.connection.pool.name", "postgresql://127.0.0.1:5432/shop"),
-         ("db.client.connection.state", "used")): 2.0,
+        (
+            ("db.client.connection.pool.name", "postgresql://127.0.0.1:5432/shop"),
+            ("db.client.connection.state", "used"),
+        ): 2.0,
     }.items() <= db.items()
     # Unmapped metrics keep poolmon's names; mapped ones leave the poolmon family.
     assert any(dict(k).get("pool.name", "").startswith("postgresql") for k in fams["pool.info"])
     assert not any(
-        dict(k).get("pool.name", "").startswith("postgresql")
-        for k in fams["pool.connection.count"]
+        dict(k).get("pool.name", "").startswith("postgresql") for k in fams["pool.connection.count"]
     )
     http = fams["http.client.open_connections"]
     key = (

@@ -56,11 +56,11 @@ def test_every_catalog_metric_with_units_attributes_and_histogram_truth() -> Non
             assert set(point.attributes) <= set(spec.attributes)
             assert "pool.name" in point.attributes
     assert metrics["poolmon.pools"].data.data_points[0].value == 2
-    wait = [
+    wait = next(
         p
         for p in metrics["pool.connection.wait_time"].data.data_points
         if p.attributes["pool.name"] == truth.pool
-    ][0]
+    )
     assert isinstance(wait, HistogramDataPoint)
     assert list(wait.bucket_counts) == truth.wait_buckets()
     assert wait.count == len(truth.waits)
@@ -73,9 +73,9 @@ def test_every_catalog_metric_with_units_attributes_and_histogram_truth() -> Non
     assert errors[(truth.pool, "create_failed")] == 1
     assert metrics["pool.connection.errors"].data.is_monotonic
     assert not metrics["pool.connection.count"].data.is_monotonic
-    info = [
+    info = next(
         p for p in metrics["pool.info"].data.data_points if p.attributes["pool.name"] == truth.pool
-    ][0]
+    )
     assert info.attributes["server.port"] == 5432  # an int, as the conventions type it
     text = reader.get_metrics_data().to_json()  # type: ignore[union-attr]
     for secret in SECRETS:
@@ -105,9 +105,7 @@ def test_delta_reader_gets_histogram_deltas() -> None:
     clock = ManualClock()
     reg = PoolRegistry(clock=clock)
     ledger, _ = run_workload(reg, clock)
-    reader = InMemoryMetricReader(
-        preferred_temporality={Histogram: AggregationTemporality.DELTA}
-    )
+    reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
     provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     bridge = otel.enable(meter_provider=provider, registry=reg)
     first = _metrics(reader)["pool.connection.wait_time"].data

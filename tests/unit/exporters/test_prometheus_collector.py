@@ -41,7 +41,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_exposition_carries_catalog_names_help_and_truth() -> None:
     clock = ManualClock()
     reg = PoolRegistry(clock=clock)
-    ledger, truth = run_workload(reg, clock)
+    _ledger, truth = run_workload(reg, clock)
     add_http_pool(reg, ManualClock())
     text = _scrape(reg)
     for spec in [*METRICS.values(), *SELF_METRICS.values()]:
