@@ -8,6 +8,7 @@ of a global weak-keyed map (a ``WeakKeyDictionary`` lookup builds a weakref per 
 * each connection gets a *tag* ``(tracker, conn_id)`` in ``conn.__dict__[CONN_ATTR]``. The tracker
   in the tag makes a tag from an earlier instrumentation (or another pool) harmless: it is only
   trusted when it names the current tracker. Connection ids come from the ledger, never ``id()``.
+  Connections without a ``__dict__`` (psycopg2's C type) use :class:`KeyedPoolTracker` instead.
 
 Pools are held weakly (registry ``owner=`` and a ``WeakSet`` here); a tracker never refers back
 to its pool, so instrumenting creates no reference cycle that would delay a pool's finaliser.
@@ -28,7 +29,7 @@ from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import log_once
 from poolmon.shims._patch import PatchSet
 
-__all__ = ["CONN_ATTR", "TRACKER_ATTR", "PoolTracker", "ShimState", "tag_of"]
+__all__ = ["CONN_ATTR", "TRACKER_ATTR", "KeyedPoolTracker", "PoolTracker", "ShimState", "tag_of"]
 
 _log = logging.getLogger("poolmon")
 
@@ -81,6 +82,54 @@ class PoolTracker:
         conn.__dict__[CONN_ATTR] = (self, cid)
         return cid
 
+    def discard(self, conn: Any, cid: int, reason: str) -> None:
+        """The pool let go of ``conn``: evict it (the tag dies with the connection)."""
+        self.evict(cid, reason)
+
+
+class KeyedPoolTracker(PoolTracker):
+    """A tracker for connections that take no attributes: ``id(conn) -> (conn, conn_id)``.
+
+    The entry holds the connection itself, so its ``id()`` cannot be reused while the entry
+    exists, and the identity check makes a stale entry impossible to mistake for another
+    connection. Entries leave on :meth:`discard`, i.e. when the pool lets go of the connection;
+    until then the pool holds it anyway, so this keeps nothing alive that the pool would not.
+    """
+
+    __slots__ = ("_conns",)
+
+    def __init__(self, ledger: PoolLedger, state: ShimState) -> None:
+        super().__init__(ledger, state)
+        self._conns: dict[int, tuple[Any, int]] = {}
+
+    def conn_id(self, conn: Any) -> int:
+        entry = self._conns.get(id(conn))
+        if entry is not None and entry[0] is conn:
+            return entry[1]
+        return self.adopt(conn)
+
+    def known_id(self, conn: Any) -> int | None:
+        entry = self._conns.get(id(conn))
+        if entry is not None and entry[0] is conn:
+            return entry[1]
+        return None
+
+    def created(self, conn: Any, t0: float) -> int:
+        cid = self.ledger.create(t0)
+        self._conns[id(conn)] = (conn, cid)
+        return cid
+
+    def adopt(self, conn: Any, age: float = 0.0) -> int:
+        cid = self.ledger.adopt(age=max(0.0, age))
+        self._conns[id(conn)] = (conn, cid)
+        return cid
+
+    def discard(self, conn: Any, cid: int, reason: str) -> None:
+        entry = self._conns.get(id(conn))
+        if entry is not None and entry[0] is conn:
+            del self._conns[id(conn)]
+        self.evict(cid, reason)
+
 
 def tag_of(conn: Any) -> tuple[PoolTracker, int] | None:
     """The ``(tracker, conn_id)`` tag poolmon put on ``conn``, if any (tests, diagnostics)."""
@@ -92,7 +141,7 @@ class ShimState:
     """The mutable state of one shim: its patches, registry and the pools it tracks.
 
     ``identity`` and ``limits`` are the library-specific parts: how to name a pool and read its
-    configured sizes. ``idle`` lists a pool's idle connections with their ages, for adoption.
+    configured ``(max, min, idle_max)`` sizes. ``idle`` lists a pool's idle connections with their ages, for adoption.
     """
 
     def __init__(
@@ -100,8 +149,9 @@ class ShimState:
         label: str,
         *,
         identity: Callable[[Any], PoolIdentity],
-        limits: Callable[[Any], tuple[int | None, int | None]],
+        limits: Callable[[Any], tuple[int | None, int | None, int | None]],
         idle: Callable[[Any], Iterable[tuple[Any, float]]],
+        tracker_class: type[PoolTracker] = PoolTracker,
     ) -> None:
         self.label = label
         self.patches = PatchSet(label)
@@ -109,6 +159,7 @@ class ShimState:
         self._identity = identity
         self._limits = limits
         self._idle = idle
+        self._tracker_class = tracker_class
         # Guards first sight only (two threads meeting a new pool must not register it twice);
         # never taken on the hot path, never held while calling into the library.
         self._lock = threading.Lock()
@@ -134,11 +185,15 @@ class ShimState:
                 tracker: PoolTracker | None = pool.__dict__.get(TRACKER_ATTR)
                 if tracker is not None or self.registry is None:
                     return tracker
-                max_size, min_size = self._limits(pool)
+                max_size, min_size, idle_max = self._limits(pool)
                 ledger = self.registry.register(
-                    self._identity(pool), owner=pool, max_size=max_size, min_size=min_size
+                    self._identity(pool),
+                    owner=pool,
+                    max_size=max_size,
+                    min_size=min_size,
+                    idle_max=idle_max,
                 )
-                tracker = PoolTracker(ledger, self)
+                tracker = self._tracker_class(ledger, self)
                 pool.__dict__[TRACKER_ATTR] = tracker
                 self._tracked.add(pool)
             for conn, age in self._idle(pool):
@@ -152,8 +207,8 @@ class ShimState:
     def set_limits(self, pool: Any) -> None:
         tracker: PoolTracker | None = pool.__dict__.get(TRACKER_ATTR)
         if tracker is not None:
-            max_size, min_size = self._limits(pool)
-            tracker.ledger.set_limits(max_size=max_size, min_size=min_size)
+            max_size, min_size, idle_max = self._limits(pool)
+            tracker.ledger.set_limits(max_size=max_size, min_size=min_size, idle_max=idle_max)
 
     def stop(self) -> None:
         """Forget every tracked pool: trackers removed from the pools, ledgers unregistered.

@@ -65,10 +65,18 @@ def pool_identity(pool: Any, library_version: str | None) -> PoolIdentity:
     )
 
 
-def pool_limits(pool: Any) -> tuple[int | None, int | None]:
-    """``(max_size, min_size)``; a null pool's ``max_size=0`` means unlimited."""
-    max_size = pool.max_size
-    return (max_size or None), pool.min_size
+def pool_limits(pool: Any) -> tuple[int | None, int | None, int | None]:
+    """``(max_size, min_size, idle_max)``; a null pool's ``max_size=0`` means unlimited, and it
+    keeps no idle connection; a regular pool may keep all of its connections idle."""
+    max_size = pool.max_size or None
+    idle_max = 0 if pool.min_size == 0 and _is_null(pool) else max_size
+    return max_size, pool.min_size, idle_max
+
+
+def _is_null(pool: Any) -> bool:
+    from psycopg_pool.base_null_pool import _BaseNullConnectionPool
+
+    return isinstance(pool, _BaseNullConnectionPool)
 
 
 def idle_connections(pool: Any) -> Iterable[tuple[Any, float]]:

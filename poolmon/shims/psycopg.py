@@ -55,7 +55,7 @@ def _identity(pool: Any) -> PoolIdentity:
     return pool_identity(pool, _library_version())
 
 
-def _limits(pool: Any) -> tuple[int | None, int | None]:
+def _limits(pool: Any) -> tuple[int | None, int | None, int | None]:
     from poolmon.shims._psycopg_rules import pool_limits
 
     return pool_limits(pool)
