@@ -1,0 +1,151 @@
+"""redis-py shim cost: plain vs poolmon vs redis-py's own built-in OTel pool metrics, one run.
+
+Two operations against the real Redis on loopback (``POOLMON_TEST_REDIS_URL``, default
+``redis://127.0.0.1:6379/0``):
+
+* raw cycle: ``pool.get_connection()`` + ``pool.release(conn)`` on a connected pool (redis-py
+  still runs ``connect()`` and a ``can_read()`` poll on every borrow);
+* end to end: ``client.get(key)``.
+
+Each is measured in three modes, interleaved round by round so drift on this shared machine hits
+all modes alike (the best round of each is kept):
+
+* plain: no poolmon, redis-py observability not initialised;
+* poolmon: ``poolmon.shims.redis.instrument()`` (no subscriber: the production configuration);
+* built-in: redis-py's ``redis.observability`` initialised with its default metric groups
+  (connection metrics included) on an SDK ``MeterProvider`` with an in-memory reader.
+
+Bars (DESIGN.md section 8): poolmon/plain <= 1.10 raw, <= 1.02 end to end, and poolmon's extra
+cost per raw cycle below the built-in metrics' extra cost.
+
+Usage: python -m benchmarks shim_redis [--n N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+from collections.abc import Callable
+
+from benchmarks._timing import best_of, print_table
+
+__all__ = ["main"]
+
+REDIS_URL = os.environ.get("POOLMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _raw(pool: object) -> Callable[[int], None]:
+    get = pool.get_connection  # type: ignore[attr-defined]
+    release = pool.release  # type: ignore[attr-defined]
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            conn = get()
+            release(conn)
+
+    return run
+
+
+def _e2e(client: object, key: str) -> Callable[[int], None]:
+    get = client.get  # type: ignore[attr-defined]
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            get(key)
+
+    return run
+
+
+class _Modes:
+    """Switches between plain, poolmon and built-in; only one is active at a time."""
+
+    def __init__(self) -> None:
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        from poolmon.core.registry import PoolRegistry
+
+        self.reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[self.reader]))
+        self.registry = PoolRegistry()
+
+    def plain(self) -> None:
+        from redis.observability import recorder
+        from redis.observability.providers import reset_observability_instance
+
+        import poolmon.shims.redis as shim
+
+        shim.uninstrument()
+        reset_observability_instance()
+        recorder.reset_collector()
+
+    def poolmon(self) -> None:
+        import poolmon.shims.redis as shim
+
+        self.plain()
+        shim.instrument(registry=self.registry)
+
+    def builtin(self) -> None:
+        from redis.observability import OTelConfig, get_observability_instance, recorder
+
+        self.plain()
+        get_observability_instance().init(OTelConfig())
+        recorder.reset_collector()
+        assert recorder.is_enabled(), "redis-py built-in metrics did not switch on"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks shim_redis")
+    parser.add_argument("--n", type=int, default=20000, help="cycles per timing run")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per mode")
+    args = parser.parse_args(argv)
+
+    import redis
+
+    modes = _Modes()
+    key = f"poolmon-bench:{uuid.uuid4().hex}"
+    setup = redis.Redis.from_url(REDIS_URL)
+    setup.set(key, b"x" * 64)
+
+    best: dict[tuple[str, str], float] = {}
+    order = ("plain", "poolmon", "built-in")
+    switch = {"plain": modes.plain, "poolmon": modes.poolmon, "built-in": modes.builtin}
+    for _ in range(args.rounds):
+        for mode in order:
+            switch[mode]()
+            # A fresh pool per mode and round: each mode sees a pool it attached to itself.
+            pool = redis.ConnectionPool.from_url(REDIS_URL)
+            client = redis.Redis(connection_pool=pool)
+            client.ping()
+            for op, fn, n in (
+                ("raw get_connection/release", _raw(pool), args.n),
+                ("end to end GET", _e2e(client, key), max(1, args.n // 5)),
+            ):
+                fn(min(n, 2000))  # warm up
+                t = best_of(fn, n, repeat=2)
+                best[(op, mode)] = min(best.get((op, mode), float("inf")), t)
+            pool.disconnect()
+    modes.plain()
+    setup.delete(key)
+    setup.close()
+
+    status = 0
+    bars = {"raw get_connection/release": 1.10, "end to end GET": 1.02}
+    for op, bar in bars.items():
+        rows = [(f"{op} [{mode}]", best[(op, mode)]) for mode in order]
+        ratios = print_table(f"redis-py {op}", rows, baseline=f"{op} [plain]")
+        ours = ratios[f"{op} [poolmon]"]
+        theirs = ratios[f"{op} [built-in]"]
+        extra_ours = (best[(op, "poolmon")] - best[(op, "plain")]) * 1e6
+        extra_theirs = (best[(op, "built-in")] - best[(op, "plain")]) * 1e6
+        ok = ours <= bar
+        print(
+            f"  poolmon/plain {ours:.3f} (bar <= {bar:.2f}: {'ok' if ok else 'MISSED'}); "
+            f"extra per op: poolmon {extra_ours:+.3f} us, built-in {extra_theirs:+.3f} us "
+            f"({'poolmon cheaper' if ours < theirs else 'built-in cheaper'})"
+        )
+        if not ok:
+            status = 1
+    return status

@@ -1,0 +1,295 @@
+"""Wrappers for ``redis.asyncio``: ``ConnectionPool``, ``BlockingConnectionPool`` and
+``redis.asyncio.connection.AbstractConnection``.
+
+The hook points mirror the synchronous ones (see :mod:`poolmon.shims._redis_sync`), with these
+differences read from ``redis/asyncio/connection.py`` (redis-py 8.1):
+
+* ``ConnectionPool.get_connection`` checks out under an ``asyncio.Lock`` and raises
+  ``MaxConnectionsError`` at once when full (fail-fast: error type ``exhausted``);
+* ``BlockingConnectionPool.get_connection`` waits on an ``asyncio.Condition`` for
+  ``can_get_connection()``; when that is false on entry the caller is about to wait. Everything
+  runs on one thread, so the check cannot race with another task between it and the wait;
+* ``BlockingConnectionPool.release`` delegates to ``super().release``: both are patched and the
+  :class:`~poolmon.shims._redis_common.Shadowed` guard makes only the outer wrapper record;
+* a waiter cancelled by its task raises ``CancelledError`` (error type ``cancelled``);
+* ``aclose()`` closes the pool (``disconnect`` gathers each connection's ``disconnect`` in tasks,
+  which copy our ``CLOSING`` context, so each eviction says ``pool_closed``).
+
+Wrappers are ``async def`` with the original's exact signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from poolmon.shims._patch import PatchSet
+from poolmon.shims._redis_common import (
+    CLOSING,
+    CONN_ID,
+    CONN_LEDGER,
+    POOL_LEDGER,
+    Shadowed,
+    attach,
+    shim_error,
+    stamp,
+)
+from poolmon.shims._redis_sync import _borrowed
+
+__all__ = ["patch_async"]
+
+Fn = Callable[..., Any]
+
+
+def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseException]) -> Fn:
+    shadowed = Shadowed(owner, "get_connection")
+
+    async def get_connection(
+        self: Any, command_name: Any = None, *keys: Any, **options: Any
+    ) -> Any:
+        ledger = self.__dict__.get(POOL_LEDGER)
+        if ledger is None:
+            ledger = attach(self)
+        plain = command_name is None and not keys and not options
+        if not ledger or (type(self) is not owner and shadowed(type(self))):
+            if plain:
+                return await original(self)
+            return await original(self, command_name, *keys, **options)
+        try:
+            if plain:
+                conn = await original(self)
+            else:
+                conn = await original(self, command_name, *keys, **options)
+        except max_error as exc:
+            try:
+                ledger.error("exhausted", "borrow", exc)
+            except Exception as inner:
+                shim_error("get_connection", inner)
+            raise
+        _borrowed(ledger, conn, None, False)
+        return conn
+
+    return get_connection
+
+
+def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
+    shadowed = Shadowed(owner, "get_connection")
+
+    async def get_connection(
+        self: Any, command_name: Any = None, *keys: Any, **options: Any
+    ) -> Any:
+        ledger = self.__dict__.get(POOL_LEDGER)
+        if ledger is None:
+            ledger = attach(self)
+        plain = command_name is None and not keys and not options
+        if not ledger or (type(self) is not owner and shadowed(type(self))):
+            if plain:
+                return await original(self)
+            return await original(self, command_name, *keys, **options)
+        t0 = ledger._now()
+        queued = False
+        try:
+            if not self.can_get_connection():
+                queued = True
+                ledger.wait()
+        except Exception as exc:
+            shim_error("get_connection", exc)
+        try:
+            if plain:
+                conn = await original(self)
+            else:
+                conn = await original(self, command_name, *keys, **options)
+        except BaseException as exc:
+            _failed(ledger, exc, t0, queued)
+            raise
+        _borrowed(ledger, conn, t0 if queued else None, queued)
+        return conn
+
+    return get_connection
+
+
+def _failed(ledger: Any, exc: BaseException, t0: float, queued: bool) -> None:
+    try:
+        if isinstance(exc.__cause__, asyncio.TimeoutError):
+            if not queued:
+                ledger.wait()
+            ledger.timeout(t0, exc)
+        elif queued:
+            if isinstance(exc, asyncio.CancelledError):
+                kind = "cancelled"
+            else:
+                kind = "other" if isinstance(exc, Exception) else "cancelled"
+            ledger.error(kind, "wait", exc)
+    except Exception as inner:
+        shim_error("get_connection", inner)
+
+
+def _make_release(original: Fn, owner: type) -> Fn:
+    shadowed = Shadowed(owner, "release")
+
+    async def release(self: Any, connection: Any) -> None:
+        try:
+            cid = connection._poolmon_id
+            if cid is not None and (type(self) is owner or not shadowed(type(self))):
+                connection._poolmon_ledger.release(cid)
+        except AttributeError:
+            pass
+        except Exception as exc:
+            shim_error("release", exc)
+        await original(self, connection)
+
+    return release
+
+
+def _make_make_connection(original: Fn) -> Fn:
+    def make_connection(self: Any) -> Any:
+        conn = original(self)
+        try:
+            ledger = self.__dict__.get(POOL_LEDGER)
+            if ledger is None:
+                ledger = attach(self)
+            if ledger:
+                stamp(conn, ledger)
+        except Exception as exc:
+            shim_error("make_connection", exc)
+        return conn
+
+    return make_connection
+
+
+def _make_pool_disconnect(original: Fn) -> Fn:
+    async def disconnect(self: Any, inuse_connections: bool = True) -> None:
+        token = CLOSING.set("pool_closed")
+        try:
+            await original(self, inuse_connections)
+        finally:
+            CLOSING.reset(token)
+
+    return disconnect
+
+
+def _make_pool_aclose(original: Fn) -> Fn:
+    async def aclose(self: Any) -> None:
+        token = CLOSING.set("pool_closed")
+        try:
+            await original(self)
+        finally:
+            CLOSING.reset(token)
+            ledger = self.__dict__.get(POOL_LEDGER)
+            if ledger:
+                try:
+                    ledger.close()
+                except Exception as exc:
+                    shim_error("aclose", exc)
+
+    return aclose
+
+
+def _make_connect_check_health(original: Fn) -> Fn:
+    async def connect_check_health(
+        self: Any, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self._reader is not None and self._writer is not None:
+            return  # the original's own first step (is_connected): connect() runs every borrow
+        ledger = self.__dict__.get(CONN_LEDGER)
+        if not ledger:
+            await original(self, check_health, retry_socket_connect)
+            return
+        t0 = ledger._now()
+        try:
+            await original(self, check_health, retry_socket_connect)
+        except BaseException as exc:
+            try:
+                ledger.create_failed(t0, exc)
+            except Exception as inner:
+                shim_error("connect", inner)
+            raise
+        try:
+            if self._writer is not None:
+                setattr(self, CONN_ID, ledger.create(t0))
+        except Exception as exc:
+            shim_error("connect", exc)
+
+    return connect_check_health
+
+
+def _make_conn_disconnect(original: Fn) -> Fn:
+    async def disconnect(
+        self: Any,
+        nowait: bool = False,
+        error: Exception | None = None,
+        failure_count: int | None = None,
+        health_check_failed: bool = False,
+    ) -> None:
+        d = self.__dict__
+        cid = d.get(CONN_ID)
+        if cid is not None and self._writer is not None:
+            try:
+                d[CONN_ID] = None
+                ledger = d[CONN_LEDGER]
+                closing = CLOSING.get()
+                if closing is not None:
+                    reason = closing
+                elif health_check_failed:
+                    reason = "failed_validation"
+                    t0 = d.pop("_poolmon_hc_t0", None)
+                    ledger.validate(cid, ledger._now() if t0 is None else t0, False)
+                elif error is not None or sys.exc_info()[1] is not None or nowait:
+                    # redis-py passes nowait=True only on its error paths (failed read/write).
+                    reason = "broken"
+                else:
+                    reason = "other"
+                ledger.evict(cid, reason)
+            except Exception as exc:
+                shim_error("disconnect", exc)
+        await original(self, nowait, error, failure_count, health_check_failed)
+
+    return disconnect
+
+
+def _make_check_health(original: Fn) -> Fn:
+    async def check_health(self: Any) -> None:
+        d = self.__dict__
+        if not self.health_check_interval or d.get(CONN_ID) is None:
+            await original(self)
+            return
+        if asyncio.get_running_loop().time() <= self.next_health_check:
+            await original(self)
+            return
+        ledger = d.get(CONN_LEDGER)
+        t0 = ledger._now()
+        d["_poolmon_hc_t0"] = t0
+        await original(self)
+        try:
+            d.pop("_poolmon_hc_t0", None)
+            cid = d.get(CONN_ID)
+            if cid is not None and self._writer is not None:
+                ledger.validate(cid, t0, True)
+        except Exception as exc:
+            shim_error("check_health", exc)
+
+    return check_health
+
+
+def patch_async(patches: PatchSet) -> None:
+    """Install the asyncio wrappers into ``patches``."""
+    import redis.asyncio.connection as rac
+    from redis.exceptions import MaxConnectionsError
+
+    pool, blocking, conn = rac.ConnectionPool, rac.BlockingConnectionPool, rac.AbstractConnection
+    patches.wrap(
+        pool,
+        "get_connection",
+        lambda f: _make_pool_get_connection(f, pool, MaxConnectionsError),
+    )
+    patches.wrap(blocking, "get_connection", lambda f: _make_blocking_get_connection(f, blocking))
+    patches.wrap(pool, "release", lambda f: _make_release(f, pool))
+    patches.wrap(blocking, "release", lambda f: _make_release(f, blocking))
+    patches.wrap(pool, "make_connection", _make_make_connection)
+    patches.wrap(pool, "disconnect", _make_pool_disconnect)
+    patches.wrap(pool, "aclose", _make_pool_aclose)
+    patches.wrap(conn, "connect_check_health", _make_connect_check_health)
+    patches.wrap(conn, "disconnect", _make_conn_disconnect)
+    patches.wrap(conn, "check_health", _make_check_health)

@@ -1,0 +1,310 @@
+"""Wrappers for synchronous redis-py: ``redis.ConnectionPool``, ``BlockingConnectionPool`` and
+``redis.connection.AbstractConnection``.
+
+Hook points (redis-py 8.1, read from ``redis/connection.py``):
+
+* borrow: ``get_connection`` (the client calls it with no arguments; it connects and checks the
+  connection with ``can_read`` before lending it);
+* return: ``release`` (it may ``disconnect()`` a connection marked for reconnect: return, then
+  evict, in that order);
+* create: ``AbstractConnection.connect_check_health`` (``make_connection`` opens nothing; ``connect()``
+  calls it on every borrow and it returns at once when a socket exists);
+* evict: ``AbstractConnection.disconnect`` when a socket exists (reason from
+  :func:`~poolmon.shims._redis_common.disconnect_reason`);
+* validate: ``check_health`` when a PING health check is due (``health_check_interval``);
+* wait: only ``BlockingConnectionPool`` waits, on its queue. The queue holds connections and
+  ``None`` placeholders for connections not made yet, so an *empty* queue means every slot is lent
+  out and the caller will block. We peek at ``len(queue)`` without the queue's mutex: a stale read
+  only misplaces one wait event in a race (a caller that finds the queue refilled a moment later
+  still gets wait then borrow; one that finds it drained a moment later blocks without a wait event
+  and its timeout, if any, emits the wait first).
+
+Every wrapper has the original's exact signature (``*args`` forwarding and wrapt cost ~0.5 us a
+call), reads the clock at most once per event, and catches its own failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from queue import Empty
+from typing import Any
+
+from poolmon.shims._patch import PatchSet
+from poolmon.shims._redis_common import (
+    CLOSING,
+    CONN_ID,
+    CONN_LEDGER,
+    POOL_LEDGER,
+    Shadowed,
+    attach,
+    disconnect_reason,
+    shim_error,
+    slow_conn_id,
+    stamp,
+)
+
+__all__ = ["patch_sync"]
+
+Fn = Callable[..., Any]
+
+
+def _borrowed(ledger: Any, conn: Any, t0: float | None, queued: bool) -> None:
+    try:
+        try:
+            cid = conn._poolmon_id
+        except AttributeError:
+            cid = None
+        if cid is None:
+            cid = slow_conn_id(ledger, conn)
+            if cid is None:
+                return
+        ledger.borrow(cid, t0, queued)
+    except Exception as exc:
+        shim_error("borrow", exc)
+
+
+def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseException]) -> Fn:
+    shadowed = Shadowed(owner, "get_connection")
+
+    def get_connection(self: Any, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        ledger = self.__dict__.get(POOL_LEDGER)
+        if ledger is None:
+            ledger = attach(self)
+        if not ledger or (type(self) is not owner and shadowed(type(self))):
+            if command_name is None and not keys and not options:
+                return original(self)
+            return original(self, command_name, *keys, **options)
+        try:
+            # Forward exactly what the caller passed: redis-py warns about any argument given.
+            if command_name is None and not keys and not options:
+                conn = original(self)
+            else:
+                conn = original(self, command_name, *keys, **options)
+        except max_error as exc:
+            # ConnectionPool refuses at once when max_connections are all made: fail-fast.
+            try:
+                ledger.error("exhausted", "borrow", exc)
+            except Exception as inner:
+                shim_error("get_connection", inner)
+            raise
+        # Inlined rather than calling _borrowed(): this is the hottest line of the shim.
+        try:
+            cid = conn._poolmon_id
+            if cid is None:
+                cid = slow_conn_id(ledger, conn)
+            if cid is not None:
+                ledger.borrow(cid)
+        except AttributeError:
+            _borrowed(ledger, conn, None, False)  # not stamped: made before instrument()
+        except Exception as exc:
+            shim_error("borrow", exc)
+        return conn
+
+    return get_connection
+
+
+def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
+    shadowed = Shadowed(owner, "get_connection")
+
+    def get_connection(self: Any, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        ledger = self.__dict__.get(POOL_LEDGER)
+        if ledger is None:
+            ledger = attach(self)
+        if not ledger or (type(self) is not owner and shadowed(type(self))):
+            if command_name is None and not keys and not options:
+                return original(self)
+            return original(self, command_name, *keys, **options)
+        t0 = ledger._now()
+        queued = False
+        try:
+            # An empty queue (no connection, no None placeholder): the caller is about to block.
+            if not self.pool.queue:
+                queued = True
+                ledger.wait()
+        except Exception as exc:
+            shim_error("get_connection", exc)
+        try:
+            if command_name is None and not keys and not options:
+                conn = original(self)
+            else:
+                conn = original(self, command_name, *keys, **options)
+        except BaseException as exc:
+            _blocking_failed(ledger, exc, t0, queued)
+            raise
+        _borrowed(ledger, conn, t0 if queued else None, queued)
+        return conn
+
+    return get_connection
+
+
+def _blocking_failed(ledger: Any, exc: BaseException, t0: float, queued: bool) -> None:
+    try:
+        if isinstance(exc.__context__, Empty):
+            # "No connection available.": the queue wait timed out.
+            if not queued:
+                ledger.wait()  # the queue drained after our peek: the caller did wait
+            ledger.timeout(t0, exc)
+        elif queued:
+            # The caller got a slot but connecting failed (create_failed is already recorded),
+            # or it was interrupted: resolve its wait so pending returns to zero.
+            kind = "other" if isinstance(exc, Exception) else "cancelled"
+            ledger.error(kind, "wait", exc)
+    except Exception as inner:
+        shim_error("get_connection", inner)
+
+
+def _make_release(original: Fn, owner: type) -> Fn:
+    shadowed = Shadowed(owner, "release")
+
+    def release(self: Any, connection: Any) -> None:
+        # Record the return before the original runs: it may disconnect a connection marked for
+        # reconnect, and the standard wants return before evict.
+        try:
+            cid = connection._poolmon_id
+            if cid is not None and (type(self) is owner or not shadowed(type(self))):
+                connection._poolmon_ledger.release(cid)
+        except AttributeError:
+            pass  # a connection poolmon does not track (made before instrument(), or foreign)
+        except Exception as exc:
+            shim_error("release", exc)
+        return original(self, connection)  # type: ignore[no-any-return]
+
+    return release
+
+
+def _make_make_connection(original: Fn) -> Fn:
+    def make_connection(self: Any) -> Any:
+        conn = original(self)
+        try:
+            ledger = self.__dict__.get(POOL_LEDGER)
+            if ledger is None:
+                ledger = attach(self)
+            if ledger:
+                stamp(conn, ledger)
+        except Exception as exc:
+            shim_error("make_connection", exc)
+        return conn
+
+    return make_connection
+
+
+def _make_pool_disconnect(original: Fn) -> Fn:
+    def disconnect(self: Any, inuse_connections: bool = True) -> None:
+        token = CLOSING.set("pool_closed")
+        try:
+            original(self, inuse_connections)
+        finally:
+            CLOSING.reset(token)
+
+    return disconnect
+
+
+def _make_pool_close(original: Fn) -> Fn:
+    def close(self: Any) -> None:
+        token = CLOSING.set("pool_closed")
+        try:
+            original(self)
+        finally:
+            CLOSING.reset(token)
+            ledger = self.__dict__.get(POOL_LEDGER)
+            if ledger:
+                try:
+                    ledger.close()
+                except Exception as exc:
+                    shim_error("close", exc)
+
+    return close
+
+
+def _make_connect_check_health(original: Fn) -> Fn:
+    def connect_check_health(
+        self: Any, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self._sock:
+            return  # the original's own first step: connect() calls this on every borrow
+        ledger = self.__dict__.get(CONN_LEDGER)
+        if not ledger:
+            return original(self, check_health, retry_socket_connect)  # type: ignore[no-any-return]
+        t0 = ledger._now()
+        try:
+            original(self, check_health, retry_socket_connect)
+        except BaseException as exc:
+            try:
+                ledger.create_failed(t0, exc)
+            except Exception as inner:
+                shim_error("connect", inner)
+            raise
+        try:
+            if self._sock is not None:
+                setattr(self, CONN_ID, ledger.create(t0))
+        except Exception as exc:
+            shim_error("connect", exc)
+
+    return connect_check_health
+
+
+def _make_conn_disconnect(original: Fn) -> Fn:
+    def disconnect(self: Any, *args: Any, **kwargs: Any) -> None:
+        d = self.__dict__
+        cid = d.get(CONN_ID)
+        if cid is not None and self._sock is not None:
+            try:
+                d[CONN_ID] = None
+                ledger = d[CONN_LEDGER]
+                health = kwargs.get("health_check_failed")
+                reason = disconnect_reason(args, kwargs.get("error"), health)
+                if reason == "failed_validation":
+                    t0 = d.pop("_poolmon_hc_t0", None)
+                    ledger.validate(cid, ledger._now() if t0 is None else t0, False)
+                ledger.evict(cid, reason)
+            except Exception as exc:
+                shim_error("disconnect", exc)
+        return original(self, *args, **kwargs)  # type: ignore[no-any-return]
+
+    return disconnect
+
+
+def _make_check_health(original: Fn, monotonic: Callable[[], float]) -> Fn:
+    def check_health(self: Any) -> None:
+        d = self.__dict__
+        # Only a due PING is a health check; otherwise this is the per-command no-op.
+        if not self.health_check_interval or d.get(CONN_ID) is None:
+            return original(self)  # type: ignore[no-any-return]
+        if monotonic() <= self.next_health_check:
+            return original(self)  # type: ignore[no-any-return]
+        ledger = d.get(CONN_LEDGER)
+        t0 = ledger._now()
+        d["_poolmon_hc_t0"] = t0
+        original(self)  # a failed PING is recorded by disconnect(health_check_failed=True)
+        try:
+            d.pop("_poolmon_hc_t0", None)
+            cid = d.get(CONN_ID)
+            if cid is not None and self._sock is not None:
+                ledger.validate(cid, t0, True)
+        except Exception as exc:
+            shim_error("check_health", exc)
+
+    return check_health
+
+
+def patch_sync(patches: PatchSet) -> None:
+    """Install the synchronous wrappers into ``patches``."""
+    import time
+
+    import redis.connection as rc
+    from redis.exceptions import MaxConnectionsError
+
+    pool, blocking, conn = rc.ConnectionPool, rc.BlockingConnectionPool, rc.AbstractConnection
+    patches.wrap(
+        pool, "get_connection", lambda f: _make_pool_get_connection(f, pool, MaxConnectionsError)
+    )
+    patches.wrap(blocking, "get_connection", lambda f: _make_blocking_get_connection(f, blocking))
+    patches.wrap(pool, "release", lambda f: _make_release(f, pool))
+    patches.wrap(blocking, "release", lambda f: _make_release(f, blocking))
+    for cls in (pool, blocking):
+        patches.wrap(cls, "make_connection", _make_make_connection)
+        patches.wrap(cls, "disconnect", _make_pool_disconnect)
+    patches.wrap(pool, "close", _make_pool_close)
+    patches.wrap(conn, "connect_check_health", _make_connect_check_health)
+    patches.wrap(conn, "disconnect", _make_conn_disconnect)
+    patches.wrap(conn, "check_health", lambda f: _make_check_health(f, time.monotonic))

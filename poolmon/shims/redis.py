@@ -1,0 +1,119 @@
+"""Shim for redis-py pools, sync and asyncio: ``ConnectionPool``, ``BlockingConnectionPool`` and
+their ``redis.asyncio`` versions, instrumented in place.
+
+Usage::
+
+    import poolmon.shims.redis
+    poolmon.shims.redis.instrument()      # or poolmon.instrument("redis")
+
+Pools created before and after :func:`instrument` are both seen (a pool is attached to a ledger at
+its first borrow). Pool names are ``redis://host:port/db`` (``rediss://`` with TLS), stable across
+restarts; passwords, usernames and credential providers never reach the identity, and passwords
+are remembered so that :func:`~poolmon.core.redact.scrub` removes them from error messages.
+
+What is recorded, and where (details in :mod:`poolmon.shims._redis_sync`): create on each
+successful connect (a connection object reconnects many times; each socket is a new physical
+connection with a new id), borrow/return at ``get_connection``/``release``, evict when a live
+socket is disconnected (``pool_closed``, ``failed_validation``, ``broken``, ``other``), validate on
+PING health checks, wait/timeout in the Blocking pools, ``exhausted`` when ``ConnectionPool`` refuses.
+
+redis-py's own OpenTelemetry pool metrics (redis >= 7.2, opt-in through ``redis.observability``)
+publish ``db.client.connection.*`` series for the same pools. poolmon's names
+(``pool.connection.*``) never collide with them, so both can run; only poolmon's ``semconv``
+option would publish the same names twice. :func:`library_exports_semconv` tells an exporter
+which ledgers' semantic-convention series redis-py already publishes (decided when the pool is
+first seen, from :func:`builtin_pool_metrics_enabled`), so it can leave them out.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import weakref
+from typing import Final
+
+from poolmon.core.ledger import PoolLedger
+from poolmon.core.registry import PoolRegistry
+from poolmon.shims import _redis_common as common
+from poolmon.shims._patch import PatchSet
+from poolmon.shims._redis_common import builtin_pool_metrics_enabled
+from poolmon.shims._version import installed_version, supported
+
+__all__ = [
+    "LIBRARY",
+    "SUPPORTED",
+    "available",
+    "builtin_pool_metrics_enabled",
+    "instrument",
+    "is_instrumented",
+    "library_exports_semconv",
+    "uninstrument",
+]
+
+LIBRARY: Final = "redis"
+#: Hook points verified against redis-py 8.1 (``connect_check_health``, the pool classes' bodies).
+SUPPORTED: Final = ">=8.0,<9"
+
+_patches: Final = PatchSet(LIBRARY)
+_lock: Final = threading.Lock()
+_semconv_by_library: weakref.WeakSet[PoolLedger] = weakref.WeakSet()
+
+
+def available() -> bool:
+    """redis-py is importable."""
+    return importlib.util.find_spec("redis") is not None
+
+
+def _installed_version() -> str | None:
+    return installed_version(LIBRARY)
+
+
+def instrument(registry: PoolRegistry | None = None) -> bool:
+    """Patch redis-py's pools and connections; True if the shim is now active.
+
+    ``registry`` is where newly seen pools register (default: the default registry at the time a
+    pool is first seen). Calling it again changes nothing. An unsupported redis-py version gets one
+    warning and is left untouched (returns False).
+    """
+    if not available():
+        return False
+    with _lock:
+        if _patches.active:
+            return True
+        if not supported(LIBRARY, SUPPORTED, _installed_version()):
+            return False
+        from poolmon.shims._redis_async import patch_async
+        from poolmon.shims._redis_sync import patch_sync
+
+        common.STATE.registry = registry
+        common.STATE.on_attach = _on_attach
+        try:
+            patch_sync(_patches)
+            patch_async(_patches)
+        except Exception:
+            _patches.restore()
+            raise
+        return True
+
+
+def uninstrument() -> None:
+    """Restore every patched attribute to the identical original object; forget attached pools."""
+    with _lock:
+        _patches.restore()
+        common.detach_all()
+        common.STATE.registry = None
+
+
+def is_instrumented() -> bool:
+    return _patches.active
+
+
+def library_exports_semconv(ledger: PoolLedger) -> bool:
+    """True when redis-py's built-in metrics already publish this pool's ``db.client.connection.*``
+    series (so an exporter in ``semconv`` mode must skip them to avoid counting the pool twice)."""
+    return ledger in _semconv_by_library
+
+
+def _on_attach(ledger: PoolLedger) -> None:
+    if builtin_pool_metrics_enabled():
+        _semconv_by_library.add(ledger)
