@@ -4,6 +4,7 @@ Generic over the resource (a :class:`Factory` opens, checks, resets and closes i
 is recorded in the pool's :class:`~poolmon.core.ledger.PoolLedger` as an event of the standard.
 """
 
+from poolmon.pool.async_pool import AsyncPool
 from poolmon.pool.config import PoolConfig
 from poolmon.pool.factory import AsyncFactory, BaseAsyncFactory, BaseFactory, Factory, factory
 from poolmon.pool.sqlite import SqliteFactory
@@ -11,6 +12,7 @@ from poolmon.pool.sync_pool import Pool
 
 __all__ = [
     "AsyncFactory",
+    "AsyncPool",
     "BaseAsyncFactory",
     "BaseFactory",
     "Factory",

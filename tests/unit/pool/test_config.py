@@ -1,0 +1,58 @@
+"""Bad configuration fails at construction, naming the parameter and the accepted range."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from poolmon.core.registry import PoolRegistry
+from poolmon.errors import ConfigError
+from poolmon.pool import Pool, PoolConfig, factory
+
+
+@pytest.mark.parametrize(
+    ("options", "parameter", "accepted"),
+    [
+        ({"max_size": 0}, "max_size", "an int >= 1"),
+        ({"max_size": 2.5}, "max_size", "an int >= 1"),
+        ({"min_size": -1}, "min_size", "an int >= 0"),
+        ({"min_size": 5, "max_size": 2}, "min_size", "[0, max_size=2]"),
+        ({"timeout": -1}, "timeout", ">= 0"),
+        ({"timeout": float("nan")}, "timeout", "finite seconds"),
+        ({"max_waiting": -1}, "max_waiting", "an int >= 0"),
+        ({"order": "random"}, "order", "'lifo' or 'fifo'"),
+        ({"max_lifetime": 0}, "max_lifetime", "> 0 or None"),
+        ({"lifetime_jitter": 0.9}, "lifetime_jitter", "[0, 0.5]"),
+        ({"idle_timeout": -5}, "idle_timeout", "> 0"),
+        ({"validate_after": -0.1}, "validate_after", ">= 0"),
+        ({"stack_sample_every": -1}, "stack_sample_every", ">= 0"),
+        ({"maintenance_interval": 0}, "maintenance_interval", "> 0"),
+        ({"backoff_initial": 2.0, "backoff_max": 1.0}, "backoff_max", ">= backoff_initial"),
+        ({"backoff_jitter": 1.5}, "backoff_jitter", "[0, 1.0]"),
+    ],
+)
+def test_bad_value_names_parameter_and_range(
+    options: dict[str, Any], parameter: str, accepted: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        PoolConfig(**options)
+    assert info.value.parameter == parameter
+    assert parameter in str(info.value)
+    assert accepted in str(info.value)
+
+
+def test_pool_keywords_are_validated_too(registry: PoolRegistry) -> None:
+    with pytest.raises(ConfigError, match="max_size"):
+        Pool(factory(object), max_size=-3, maintain=False)
+
+
+def test_unknown_keyword_is_a_type_error(registry: PoolRegistry) -> None:
+    with pytest.raises(TypeError, match="max_sise"):
+        Pool(factory(object), max_sise=3)
+
+
+def test_keywords_override_a_config(registry: PoolRegistry) -> None:
+    pool = Pool(factory(object), PoolConfig(max_size=3), min_size=1, maintain=False)
+    assert (pool.config.max_size, pool.config.min_size) == (3, 1)
+    assert registry.snapshot()[0].max == 3
