@@ -1,0 +1,120 @@
+"""What the ``poolmon run`` bootstrap does inside the program's interpreter.
+
+:func:`start` instruments every supported installed library and starts the exporters described
+by the ``POOLMON_*`` environment (:class:`~poolmon.exporters.config.ExporterConfig`). It runs once
+per process, never raises and never writes to stdout: a problem is logged once (stderr, through
+the ``poolmon`` logger) and counted in the registry's self-metrics, and the program runs on.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from poolmon.core.redact import scrub
+from poolmon.core.registry import PoolRegistry, get_default_registry
+from poolmon.core.selfmetrics import log_once
+from poolmon.run.env import INFO_FILE_VAR
+from poolmon.shims import SHIMS
+
+__all__ = ["Booted", "instrument_all", "start"]
+
+_log = logging.getLogger("poolmon")
+_lock = threading.Lock()
+_booted: Booted | None = None
+
+
+@dataclass
+class Booted:
+    """What :func:`start` turned on in this process."""
+
+    pid: int
+    shims: list[str] = field(default_factory=list)
+    prometheus_url: str | None = None
+    exporters: object | None = None  # poolmon.exporters.config.Exporters, when started
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {"pid": self.pid, "shims": self.shims, "prometheus_url": self.prometheus_url}
+        )
+
+
+def _complain(registry: PoolRegistry, key: str, what: str, exc: BaseException) -> None:
+    registry.self_metrics.inc("poolmon.export.errors", key)
+    log_once(_log, f"run:{key}", "poolmon run: %s: %s", what, scrub(f"{type(exc).__name__}: {exc}"))
+
+
+def instrument_all(registry: PoolRegistry | None = None) -> list[str]:
+    """Instrument every shim whose library is installed and supported; the names now active.
+
+    One shim failing (or missing from this poolmon build) never stops the others.
+    """
+    reg = registry if registry is not None else get_default_registry()
+    active: list[str] = []
+    for name, path in SHIMS.items():
+        try:
+            module = importlib.import_module(path)
+            if module.available() and module.instrument(registry=registry):
+                active.append(name)
+        except Exception as exc:
+            reg.self_metrics.inc("poolmon.shim.errors", name)
+            log_once(_log, f"run:shim:{name}", "poolmon run: shim %s not active: %s", name, exc)
+    return active
+
+
+def start(
+    environ: Mapping[str, str] = os.environ, *, registry: PoolRegistry | None = None
+) -> Booted:
+    """Instrument and start exporters once per process (later calls return the first result)."""
+    global _booted
+    with _lock:
+        if _booted is not None and _booted.pid == os.getpid():
+            return _booted
+        reg = registry if registry is not None else get_default_registry()
+        booted = Booted(pid=os.getpid())
+        booted.shims = instrument_all(registry)
+        try:
+            from poolmon.exporters.config import ExporterConfig, start_exporters
+
+            config = ExporterConfig.from_env(environ)
+            if not config.exporters and not environ.get("POOLMON_EXPORTERS"):
+                # `poolmon run` with no exporter named serves Prometheus metrics.
+                from dataclasses import replace
+
+                config = replace(config, exporters=("prometheus",))
+            exporters = start_exporters(config, registry=registry)
+            booted.exporters = exporters
+            booted.prometheus_url = exporters.prometheus_url
+            atexit.register(exporters.close)
+        except Exception as exc:
+            _complain(reg, "run", "exporters not started", exc)
+        _write_info(environ, booted, reg)
+        _booted = booted
+        return booted
+
+
+def _write_info(environ: Mapping[str, str], booted: Booted, registry: PoolRegistry) -> None:
+    path = environ.get(INFO_FILE_VAR)
+    if not path:
+        return
+    # The first interpreter of the run writes it (Python subprocesses inherit the variable and
+    # must not overwrite it); written aside and linked in, so a reader never sees half a file.
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(booted.as_json() + "\n", encoding="utf-8")
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    except Exception as exc:
+        _complain(registry, "run_info", f"cannot write {INFO_FILE_VAR}", exc)
