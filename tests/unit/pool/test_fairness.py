@@ -1,0 +1,88 @@
+"""Fair FIFO hand-off: queued callers are served in arrival order, and nobody starves."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from poolmon.core.registry import PoolRegistry
+from poolmon.pool import Pool, factory
+from tests.unit.pool._support import Recorder
+
+
+def _wait_until(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.0005)
+
+
+def test_waiters_served_in_arrival_order(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+    pool = Pool(factory(object), max_size=4, maintain=False, validate_after=None)
+    held = [pool.getconn() for _ in range(4)]
+    served: list[int] = []
+    release = [threading.Event() for _ in range(8)]
+
+    def worker(i: int) -> None:
+        conn = pool.getconn(timeout=30)
+        served.append(i)
+        release[i].wait(30)
+        pool.putconn(conn)
+
+    threads = []
+    for i in range(8):  # queue them one by one so arrival order is known
+        t = threading.Thread(target=worker, args=(i,))
+        t.start()
+        threads.append(t)
+        _wait_until(lambda n=i + 1: pool.waiting == n, f"{i + 1} waiters")
+    # Serve one connection at a time; each must go to the oldest waiter.
+    for n, conn in enumerate(held):
+        pool.putconn(conn)
+        _wait_until(lambda n=n: len(served) == n + 1, "a waiter to be served")
+    for n in range(4):
+        release[n].set()
+        _wait_until(lambda n=n: len(served) == n + 5, "a waiter to be served")
+    for event in release:
+        event.set()
+    for t in threads:
+        t.join(10)
+    assert served == list(range(8))
+    pool.close()
+    rec.assert_valid()
+
+
+def test_no_thread_starves_under_contention(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+    pool = Pool(factory(object), max_size=4, maintain=False, validate_after=None)
+    total = 2000
+    counts = [0] * 8
+    done = threading.Event()
+    lock = threading.Lock()
+    finished = [0]
+    start = threading.Barrier(8)
+
+    def worker(i: int) -> None:
+        start.wait()
+        while not done.is_set():
+            conn = pool.getconn(timeout=30)
+            counts[i] += 1
+            pool.putconn(conn)
+            with lock:
+                finished[0] += 1
+                if finished[0] >= total:
+                    done.set()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(counts) >= total
+    assert min(counts) >= 0.5 * max(counts), counts
+    snap = pool.snapshot()
+    assert (snap.used, snap.pending) == (0, 0)
+    assert snap.borrows == snap.returns == sum(counts)
+    pool.close()
+    rec.assert_valid()
