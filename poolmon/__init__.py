@@ -28,17 +28,21 @@ from poolmon.errors import (
     PoolmonError,
     PoolTimeout,
 )
+from poolmon.pool import AsyncPool, Pool, PoolConfig, SqliteFactory, factory
 from poolmon.shims import instrument, uninstrument
 
 __all__ = [
     "SPEC_VERSION",
+    "AsyncPool",
     "CallbackSink",
     "ConfigError",
     "HistogramSnapshot",
     "JsonlSink",
     "LeakRecord",
     "ManualClock",
+    "Pool",
     "PoolClosed",
+    "PoolConfig",
     "PoolError",
     "PoolEvent",
     "PoolExhausted",
@@ -48,6 +52,8 @@ __all__ = [
     "PoolSnapshot",
     "PoolTimeout",
     "PoolmonError",
+    "SqliteFactory",
+    "factory",
     "get_default_registry",
     "instrument",
     "set_default_registry",
