@@ -1,0 +1,284 @@
+"""AsyncPool: the same rules under asyncio, including cancellation and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from poolmon.core.clock import ManualClock
+from poolmon.core.registry import PoolRegistry
+from poolmon.errors import PoolClosed, PoolExhausted, PoolTimeout
+from poolmon.pool import AsyncPool, BaseAsyncFactory
+from tests.unit.pool._support import Recorder, Res
+
+
+class AsyncScripted(BaseAsyncFactory[Res]):
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self.fail_create: Exception | None = None
+        self.valid = True
+        self.reset_error: Exception | None = None
+        self.made: list[Res] = []
+
+    async def create(self) -> Res:
+        await asyncio.sleep(0)  # a real suspension point, like a network connect
+        if self.fail_create is not None:
+            raise self.fail_create
+        res = Res(next(self._ids))
+        self.made.append(res)
+        return res
+
+    async def validate(self, conn: Res) -> bool:
+        await asyncio.sleep(0)
+        return self.valid
+
+    async def reset(self, conn: Res) -> None:
+        if self.reset_error is not None:
+            raise self.reset_error
+
+
+def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(coro())
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    for _ in range(10_000):
+        if cond():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never became true")
+
+
+def make(clock: ManualClock | None = None, **options: Any) -> tuple[AsyncPool[Res], AsyncScripted]:
+    fac = AsyncScripted()
+    options.setdefault("maintain", False)
+    options.setdefault("validate_after", None)
+    return AsyncPool(fac, clock=clock or ManualClock(), rng=lambda: 0.5, **options), fac
+
+
+def test_borrow_return_and_fair_handoff(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+
+    async def main() -> None:
+        pool, _ = make(max_size=1)
+        held = await pool.getconn()
+        order: list[int] = []
+
+        async def waiter(i: int) -> None:
+            conn = await pool.getconn(timeout=10)
+            order.append(i)
+            await pool.putconn(conn)
+
+        tasks = []
+        for i in range(4):
+            tasks.append(asyncio.create_task(waiter(i)))
+            await _until(lambda n=i + 1: pool.waiting == n)
+        await pool.putconn(held)
+        await asyncio.gather(*tasks)
+        assert order == [0, 1, 2, 3]
+        await pool.close()
+
+    run(main)
+    rec.assert_valid()
+
+
+def test_cancelled_waiter_loses_no_slot(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+
+    async def main() -> None:
+        pool, _ = make(max_size=1)
+        held = await pool.getconn()
+        task = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.waiting == 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.waiting == 0
+        await pool.putconn(held)
+        again = await pool.getconn(timeout=0.1)  # the slot is still there
+        assert again is held
+        await pool.putconn(again)
+        await pool.close()
+
+    run(main)
+    errors = rec.kinds("error")
+    assert [(e["error_type"], e["phase"]) for e in errors] == [("cancelled", "wait")]
+    rec.assert_valid()
+
+
+def test_cancelled_after_handoff_gives_the_connection_back(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+
+    async def main() -> None:
+        pool, _ = make(max_size=1)
+        held = await pool.getconn()
+        task = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.waiting == 1)
+        await pool.putconn(held)  # handed to the waiter, which has not resumed yet
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.idle == 1 and pool.size == 1
+        assert await pool.getconn(timeout=0.1) is held
+        await pool.close()
+
+    run(main)
+    rec.assert_valid()
+
+
+def test_cancelled_while_granted_slot_releases_it(registry: PoolRegistry) -> None:
+    async def main() -> None:
+        pool, _ = make(max_size=1)
+        held = await pool.getconn()
+        task = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.waiting == 1)
+        await pool.putconn(held, broken=True)  # frees the slot: granted to the waiter
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.size == 0
+        fresh = await pool.getconn(timeout=0.1)
+        assert fresh is not held
+        await pool.close()
+
+    run(main)
+
+
+def test_timeout_carries_snapshot(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+
+    async def main() -> None:
+        pool, _ = make(max_size=1)
+        await pool.getconn()
+        with pytest.raises(PoolTimeout) as info:
+            await pool.getconn(timeout=0.01)
+        assert "used=1, idle=0, waiting=1, max=1" in str(info.value)
+        await pool.close()
+
+    run(main)
+    assert [e["error_type"] for e in rec.kinds("error")] == ["timeout"]
+    rec.assert_valid()
+
+
+def test_fail_fast(registry: PoolRegistry) -> None:
+    async def main() -> None:
+        pool, _ = make(max_size=1, fail_fast=True)
+        await pool.getconn()
+        with pytest.raises(PoolExhausted):
+            await pool.getconn()
+        await pool.close()
+
+    run(main)
+
+
+def test_lifecycle_rules(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+    clock = ManualClock()
+
+    async def main() -> None:
+        pool, fac = make(
+            clock,
+            max_size=2,
+            min_size=0,
+            max_lifetime=100,
+            lifetime_jitter=0.0,
+            idle_timeout=30,
+            validate_after=10,
+        )
+        a = await pool.getconn()
+        clock.advance(100)
+        await pool.putconn(a)  # lifetime on return
+        b = await pool.getconn()
+        await pool.putconn(b)
+        clock.advance(11)
+        fac.valid = False
+        c = await pool.getconn()  # validation after idle fails: replaced
+        assert c is not b
+        fac.reset_error = RuntimeError("no reset")
+        await pool.putconn(c)
+        d = await pool.getconn()
+        fac.reset_error = None
+        await pool.putconn(d)
+        clock.advance(31)
+        await pool.run_maintenance()
+        assert pool.size == 0
+        await pool.close()
+
+    run(main)
+    assert rec.reasons() == ["max_lifetime", "failed_validation", "reset_failed", "idle_timeout"]
+    rec.assert_valid()
+
+
+def test_backoff_then_recovery(registry: PoolRegistry) -> None:
+    clock = ManualClock()
+
+    async def main() -> None:
+        pool, fac = make(clock, max_size=1, backoff_initial=1.0, backoff_jitter=0.0)
+        fac.fail_create = ConnectionRefusedError("down")
+        with pytest.raises(PoolTimeout) as info:
+            await pool.getconn(timeout=0.02)
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        clock.advance(1.0)
+        fac.fail_create = None
+        conn = await pool.getconn(timeout=0.5)
+        await pool.putconn(conn)
+        await pool.close()
+
+    run(main)
+
+
+def test_close_wakes_waiters(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+
+    async def main() -> None:
+        pool, _ = make(max_size=1)
+        held = await pool.getconn()
+        tasks = [asyncio.create_task(pool.getconn(timeout=10)) for _ in range(3)]
+        await _until(lambda: pool.waiting == 3)
+        await pool.close()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, PoolClosed) for r in results)
+        await pool.putconn(held)
+        assert held.closed
+
+    run(main)
+    assert rec.events[-1]["kind"] == "close"
+    rec.assert_valid()
+
+
+def test_maintainer_task_and_context_manager(registry: PoolRegistry) -> None:
+    async def main() -> None:
+        fac = AsyncScripted()
+        async with AsyncPool(fac, min_size=2, maintenance_interval=0.01) as pool:
+            await _wait_real(lambda: pool.idle == 2)
+            async with pool.connection() as conn:
+                assert isinstance(conn, Res)
+        assert all(r.closed for r in fac.made)
+
+    run(main)
+
+
+async def _wait_real(cond: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never became true")
+
+
+def test_maintainer_task_ends_when_pool_dropped(registry: PoolRegistry) -> None:
+    async def main() -> None:
+        pool = AsyncPool(AsyncScripted(), maintenance_interval=0.01)
+        await pool.open()
+        task = pool._task
+        assert task is not None
+        del pool
+        gc.collect()
+        await asyncio.wait_for(task, 5)
+
+    run(main)
