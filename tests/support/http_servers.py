@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["LoopbackServer", "RecordedRequest", "TestCA", "serve"]
+__all__ = ["LoopbackCA", "LoopbackServer", "RecordedRequest", "serve"]
 
 _BIG = b"x" * (256 * 1024)
 
@@ -80,7 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.shared.lock:
             self.shared.sockets.discard(self.connection)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _record(self) -> str:
@@ -165,7 +165,7 @@ def _pipe(a: socket.socket, b: socket.socket) -> None:
         b.close()
 
 
-class TestCA:
+class LoopbackCA:
     """A trustme CA and a server certificate for 127.0.0.1 and localhost."""
 
     def __init__(self) -> None:
