@@ -30,6 +30,7 @@ from poolmon.shims._redis_common import (
     CLOSING,
     CONN_ID,
     CONN_LEDGER,
+    HC_T0,
     POOL_LEDGER,
     Shadowed,
     attach,
@@ -232,15 +233,15 @@ def _make_conn_disconnect(original: Fn) -> Fn:
                 closing = CLOSING.get()
                 if closing is not None:
                     reason = closing
-                elif health_check_failed:
-                    reason = "failed_validation"
-                    t0 = d.pop("_poolmon_hc_t0", None)
-                    ledger.validate(cid, ledger._now() if t0 is None else t0, False)
                 elif error is not None or sys.exc_info()[1] is not None or nowait:
                     # redis-py passes nowait=True only on its error paths (failed read/write).
                     reason = "broken"
                 else:
                     reason = "other"
+                hc_t0 = d.pop(HC_T0, None)
+                if health_check_failed or (hc_t0 is not None and reason == "broken"):
+                    reason = "failed_validation"
+                    ledger.validate(cid, ledger._now() if hc_t0 is None else hc_t0, False)
                 ledger.evict(cid, reason)
             except Exception as exc:
                 shim_error("disconnect", exc)
@@ -260,10 +261,12 @@ def _make_check_health(original: Fn) -> Fn:
             return
         ledger = d.get(CONN_LEDGER)
         t0 = ledger._now()
-        d["_poolmon_hc_t0"] = t0
-        await original(self)
+        d[HC_T0] = t0
         try:
-            d.pop("_poolmon_hc_t0", None)
+            await original(self)
+        finally:
+            d.pop(HC_T0, None)
+        try:
             cid = d.get(CONN_ID)
             if cid is not None and self._writer is not None:
                 ledger.validate(cid, t0, True)

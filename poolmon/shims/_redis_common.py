@@ -39,6 +39,7 @@ __all__ = [
     "CLOSING",
     "CONN_ID",
     "CONN_LEDGER",
+    "HC_T0",
     "POOL_LEDGER",
     "Shadowed",
     "ShimState",
@@ -57,6 +58,8 @@ _log = logging.getLogger("poolmon")
 POOL_LEDGER: Final = "_poolmon_ledger"
 CONN_LEDGER: Final = "_poolmon_ledger"
 CONN_ID: Final = "_poolmon_id"
+#: Set on a connection while a due PING health check runs: when it started.
+HC_T0: Final = "_poolmon_hc_t0"
 
 #: Set to an eviction reason while a pool-wide disconnect runs, so each connection's disconnect
 #: knows why it is closed. A ContextVar, not a thread-local: asyncio's ``gather`` copies the

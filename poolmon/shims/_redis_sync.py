@@ -34,6 +34,7 @@ from poolmon.shims._redis_common import (
     CLOSING,
     CONN_ID,
     CONN_LEDGER,
+    HC_T0,
     POOL_LEDGER,
     Shadowed,
     attach,
@@ -253,9 +254,12 @@ def _make_conn_disconnect(original: Fn) -> Fn:
                 ledger = d[CONN_LEDGER]
                 health = kwargs.get("health_check_failed")
                 reason = disconnect_reason(args, kwargs.get("error"), health)
-                if reason == "failed_validation":
-                    t0 = d.pop("_poolmon_hc_t0", None)
-                    ledger.validate(cid, ledger._now() if t0 is None else t0, False)
+                # Broken during a PING health check (redis-py's read path disconnects before
+                # the check's own failure handler runs): the check failed.
+                hc_t0 = d.pop(HC_T0, None)
+                if reason == "failed_validation" or (hc_t0 is not None and reason == "broken"):
+                    reason = "failed_validation"
+                    ledger.validate(cid, ledger._now() if hc_t0 is None else hc_t0, False)
                 ledger.evict(cid, reason)
             except Exception as exc:
                 shim_error("disconnect", exc)
@@ -274,10 +278,12 @@ def _make_check_health(original: Fn, monotonic: Callable[[], float]) -> Fn:
             return original(self)  # type: ignore[no-any-return]
         ledger = d.get(CONN_LEDGER)
         t0 = ledger._now()
-        d["_poolmon_hc_t0"] = t0
-        original(self)  # a failed PING is recorded by disconnect(health_check_failed=True)
+        d[HC_T0] = t0
         try:
-            d.pop("_poolmon_hc_t0", None)
+            original(self)  # a failed PING is recorded where the socket is dropped (disconnect)
+        finally:
+            d.pop(HC_T0, None)
+        try:
             cid = d.get(CONN_ID)
             if cid is not None and self._sock is not None:
                 ledger.validate(cid, t0, True)
