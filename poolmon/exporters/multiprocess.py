@@ -9,7 +9,7 @@ scrape of one port reaches one process. The design, like prometheus_client's mul
 * **one process** (gunicorn's master, via ``when_ready``) serves ``/metrics`` with a
   :class:`MultiProcessCollector` over ``DIR``, which merges pools *by name* across workers:
   counters and histograms add up, so do live gauges (idle, used, pending, limits); the oldest
-  borrow is the maximum. ``poolmon_pools`` counts every worker's pools.
+  borrow is the maximum. ``poolmon_pools`` counts the pools of every live worker.
 * when a worker exits, :func:`mark_process_dead` (gunicorn's ``child_exit``) keeps its counters
   and histograms - totals must not go backwards - and zeroes its live gauges. A file whose pid no
   longer runs is treated the same way even without the hook.
@@ -200,27 +200,31 @@ def _pid_alive(pid: int) -> bool:
 
 def read_directory(
     directory: str | os.PathLike[str],
-) -> tuple[list[PoolSnapshot], dict[str, dict[str, int]]]:
-    """Every worker's pool snapshots (unmerged) and summed self-metrics from ``directory``.
+) -> tuple[list[PoolSnapshot], dict[str, dict[str, int]], int]:
+    """Every worker's pool snapshots (unmerged), summed self-metrics, and the number of pools in
+    live workers, from ``directory``.
 
     Raises on an unreadable file; :class:`MultiProcessCollector` counts that as an export error.
     """
     snaps: list[PoolSnapshot] = []
     self_metrics: dict[str, dict[str, int]] = {}
+    live = 0
     for path in sorted(Path(directory).glob(f"{FILE_PREFIX}*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             continue  # removed between glob and read
         pools = data.get("pools", [])
-        if not data.get("dead") and not _pid_alive(int(data["pid"])):
+        if data.get("dead") or not _pid_alive(int(data["pid"])):
             pools = [_zero_live_state(p) for p in pools]
+        else:
+            live += len(pools)
         snaps.extend(_snapshot_from_json(p) for p in pools)
         for metric, values in data.get("self_metrics", {}).items():
             per_label = self_metrics.setdefault(metric, {})
             for label, count in values.items():
                 per_label[label] = per_label.get(label, 0) + int(count)
-    return snaps, self_metrics
+    return snaps, self_metrics, live
 
 
 def _add_opt(a: int | None, b: int | None) -> int | None:
@@ -301,7 +305,7 @@ class MultiProcessCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         own = self._registry if self._registry is not None else get_default_registry()
         try:
-            snaps, self_metrics = read_directory(self.directory)
+            snaps, self_metrics, live = read_directory(self.directory)
         except Exception as exc:
             own.self_metrics.inc("poolmon.export.errors", "multiprocess")
             log_once(
@@ -313,7 +317,7 @@ class MultiProcessCollector(Collector):
                 type(exc).__name__,
                 exc,
             )
-            snaps, self_metrics = [], {}
+            snaps, self_metrics, live = [], {}, 0
         for metric, values in own.self_metrics.snapshot().items():
             per_label = self_metrics.setdefault(metric, {})
             for label, count in values.items():
@@ -321,7 +325,7 @@ class MultiProcessCollector(Collector):
         families = build_families(merge_snapshots(snaps), self_metrics, semconv=self.semconv)
         for family in families:
             if family.spec.name == "poolmon.pools":
-                family.points = {(): float(len(snaps))}  # every worker's pools, not merged names
+                family.points = {(): float(live)}  # pools in live workers, not merged names
         yield from render_families(families)
 
 

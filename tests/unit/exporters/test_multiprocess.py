@@ -38,7 +38,8 @@ def test_roundtrip_preserves_every_field(tmp_path: Path) -> None:
     reg = PoolRegistry(clock=clock)
     ledger, _ = run_workload(reg, clock)
     write_snapshot(tmp_path, reg)
-    snaps, _ = read_directory(tmp_path)
+    snaps, _, live = read_directory(tmp_path)
+    assert live == 1
     original = ledger.snapshot()
     (read,) = snaps
     assert read.identity == original.identity
@@ -89,7 +90,7 @@ def test_merged_totals_and_dead_workers(tmp_path: Path) -> None:
         truth.used
     )
     assert _value(text, "pool_connection_max", pool_name=pool) == truth.max
-    assert _value(text, "poolmon_pools") == 2
+    assert _value(text, "poolmon_pools") == 1  # the dead worker's pool is gone
     mark_process_dead(dead, tmp_path)
     data = json.loads((tmp_path / f"poolmon-{dead}.json").read_text())
     assert data["dead"] is True and data["pools"][0]["used"] == 0
