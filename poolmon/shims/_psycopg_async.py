@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from poolmon.shims._psycopg_common import TRACKER_ATTR, ShimState
+from poolmon.shims._psycopg_common import CONN_ATTR, TRACKER_ATTR, ShimState
 from poolmon.shims._psycopg_rules import (
     GETCONN_CODES,
     UNKNOWN,
@@ -41,7 +41,7 @@ def patch_async(st: ShimState) -> None:
     wrap(cls, "putconn", lambda orig: _putconn(orig, st))
     wrap(cls, "_check_connection", lambda orig: _check_connection(orig, st))
     wrap(cls, "_close_connection", lambda orig: _close_connection(orig, st))
-    wrap(cls, "check", lambda orig: _check(orig, st))
+    wrap(cls, "check_connection", lambda orig: _check_connection_static(orig, st))
     wrap(cls, "close", lambda orig: _close(orig, st))
     wrap(cls, "resize", lambda orig: _resize(orig, st))
     wrap(AsyncNullConnectionPool, "resize", lambda orig: _resize(orig, st))
@@ -106,22 +106,18 @@ def _putconn(original: Fn, st: ShimState) -> Fn:
         tracker = self.__dict__.get(TRACKER_ATTR) or st.track(self)
         if tracker is None:
             return await original(self, conn)  # type: ignore[no-any-return]
-        cid = 0
-        broken = False
         try:
+            # A connection of another pool makes the original raise ValueError: record nothing.
             if getattr(conn, "_pool", None) is self:
                 cid = tracker.conn_id(conn)
                 tracker.release(cid)
-                broken = conn.pgconn.transaction_status == UNKNOWN
+                if conn.pgconn.transaction_status == UNKNOWN:
+                    # Lost or closed: the pool drops it without a close call and starts a
+                    # replacement. Evict now, before that replacement's create can be recorded.
+                    tracker.evict(cid, "broken")
         except Exception as exc:
             st.absorb(exc)
-        await original(self, conn)
-        if broken:
-            try:
-                tracker.evict(cid, "broken")
-            except Exception as exc:
-                st.absorb(exc)
-        return None
+        return await original(self, conn)  # type: ignore[no-any-return]
 
     return putconn
 
@@ -134,8 +130,8 @@ def _check_connection(original: Fn, st: ShimState) -> Fn:
         t0 = tracker.now()
         try:
             await original(self, conn)
-        except BaseException:
-            record_check_failed(st, tracker, conn, t0)
+        except BaseException as exc:
+            record_check_failed(st, tracker, conn, t0, exc)
             raise
         try:
             tracker.ledger.validate(tracker.conn_id(conn), t0, True)
@@ -166,23 +162,31 @@ def _close_connection(original: Fn, st: ShimState) -> Fn:
     return _close_connection
 
 
-def _check(original: Fn, st: ShimState) -> Fn:
-    async def check(self: Any) -> None:
-        tracker = self.__dict__.get(TRACKER_ATTR) or st.track(self)
-        before: tuple[Any, ...] = ()
-        t0 = 0.0
-        if tracker is not None:
-            try:
-                before = tuple(self._pool)
-                t0 = tracker.now()
-            except Exception as exc:
-                st.absorb(exc)
-        await original(self)
-        if before and tracker is not None:
-            record_pool_check(st, tracker, before, t0)
+def _check_connection_static(original: Fn, st: ShimState) -> Fn:
+    async def check_connection(conn: Any) -> None:
+        # pool.check() tests each idle connection through this staticmethod and drops (never
+        # closes) the ones that fail, then starts a replacement: record the validation here,
+        # before the replacement's create. As a ``check=`` callback it is reached through
+        # _check_connection, which records it already.
+        tracker = None
+        try:
+            if sys._getframe(1).f_code.co_name == "check":
+                tag = conn.__dict__.get(CONN_ATTR)
+                tracker = tag[0] if tag is not None and tag[0].state is st else None
+        except Exception as exc:
+            st.absorb(exc)
+        if tracker is None:
+            return await original(conn)  # type: ignore[no-any-return]
+        t0 = tracker.now()
+        try:
+            await original(conn)
+        except BaseException:
+            record_pool_check(st, tracker, conn, t0, False)
+            raise
+        record_pool_check(st, tracker, conn, t0, True)
         return None
 
-    return check
+    return check_connection
 
 
 def _close(original: Fn, st: ShimState) -> Fn:

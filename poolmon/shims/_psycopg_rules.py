@@ -150,33 +150,34 @@ def record_getconn_failed(
         st.absorb(inner)
 
 
-def record_check_failed(st: ShimState, tracker: PoolTracker, conn: Any, t0: float) -> None:
+def record_check_failed(
+    st: ShimState, tracker: PoolTracker, conn: Any, t0: float, exc: BaseException
+) -> None:
+    """The ``check=`` callback rejected ``conn`` in ``getconn``.
+
+    A broken connection is then dropped (never closed) by the getconn loop: a failed validation
+    and its eviction. A healthy one that merely failed the user's check goes back to the pool
+    and stays alive; the standard requires a failed ``validate`` to be followed by an eviction,
+    so that case is reported as an error of type ``other`` in phase ``validate`` instead.
+    """
     try:
         cid = tracker.conn_id(conn)
-        tracker.ledger.validate(cid, t0, False)
-        # A broken connection is dropped (never closed) by the getconn loop; a healthy one that
-        # merely failed the user's check goes back to the pool and stays alive.
         if conn.pgconn.transaction_status == UNKNOWN:
+            tracker.ledger.validate(cid, t0, False)
             tracker.evict(cid, "failed_validation")
-    except Exception as exc:
-        st.absorb(exc)
+        else:
+            duration = max(0.0, tracker.now() - t0)
+            tracker.ledger.error("other", "validate", exc, conn=cid, duration=duration)
+    except Exception as inner:
+        st.absorb(inner)
 
 
-def record_pool_check(
-    st: ShimState, tracker: PoolTracker, conns: tuple[Any, ...], t0: float
-) -> None:
-    """Record what ``pool.check()`` found. Expired connections were closed (and evicted) inside
-    it; of the others, a ``broken`` one failed its test and was dropped, the rest passed.
-    Durations are measured from the start of ``check()``: an upper bound per connection."""
+def record_pool_check(st: ShimState, tracker: PoolTracker, conn: Any, t0: float, ok: bool) -> None:
+    """One connection tested by ``pool.check()``: a failure means it is dropped."""
     try:
-        for conn in conns:
-            cid = tracker.known_id(conn)
-            if cid is None:
-                continue
-            if conn.broken:
-                tracker.ledger.validate(cid, t0, False)
-                tracker.evict(cid, "failed_validation")
-            elif not conn.closed:
-                tracker.ledger.validate(cid, t0, True)
+        cid = tracker.conn_id(conn)
+        tracker.ledger.validate(cid, t0, ok)
+        if not ok:
+            tracker.evict(cid, "failed_validation")
     except Exception as exc:
         st.absorb(exc)
