@@ -1,0 +1,215 @@
+"""poolmon.Pool vs psycopg_pool, SQLAlchemy QueuePool, redis BlockingConnectionPool, LifoQueue.
+
+One run, ratios printed (DESIGN.md section 8):
+* single thread, borrow+return per cycle: each peer against poolmon.Pool over the same resource
+  (real PostgreSQL / Redis connections, sqlite3, plain objects). Bars: poolmon <= 0.7x
+  psycopg_pool and <= 0.4x QueuePool.
+* contention, 8 threads on 4 connections for a fixed time: throughput and per-thread fairness
+  (slowest / fastest thread's cycles). Bar: poolmon's throughput >= every peer's.
+
+    python -m benchmarks pool [--seconds 1.0] [--cycles 20000] [--hold-us 0,50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks._timing import best_of, print_table
+from poolmon.core.events import PoolEvent
+from poolmon.core.registry import PoolRegistry
+from poolmon.pool import BaseFactory, Pool, SqliteFactory, factory
+
+PG_DSN = os.environ.get("POOLMON_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("POOLMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+Cycle = tuple[Callable[[], Any], Callable[[Any], None]]  # (borrow, give back)
+
+
+# ---------------------------------------------------------------------- resources
+
+
+class _PgFactory(BaseFactory[Any]):
+    """What psycopg_pool does per cycle: check the transaction status on return."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+
+    def create(self) -> Any:
+        return self._psycopg.connect(PG_DSN, autocommit=True)
+
+    def reset(self, conn: Any) -> None:
+        if conn.info.transaction_status != 0:  # TransactionStatus.IDLE
+            conn.rollback()
+
+    def is_broken(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+
+class _RedisFactory(BaseFactory[Any]):
+    def create(self) -> Any:
+        from redis.connection import Connection, parse_url
+
+        conn = Connection(**parse_url(REDIS_URL))
+        conn.connect()
+        return conn
+
+    def destroy(self, conn: Any) -> None:
+        conn.disconnect()
+
+
+def _poolmon(fac: BaseFactory[Any], registry: PoolRegistry, events: bool) -> tuple[Cycle, Any]:
+    pool: Pool[Any] = Pool(fac, min_size=4, max_size=4, eager=True, registry=registry)
+    if events:
+        pool.ledger.subscribe(_count_event)
+    return (pool.getconn, pool.putconn), pool.close
+
+
+_events_seen = [0]
+
+
+def _count_event(event: PoolEvent) -> None:
+    _events_seen[0] += 1  # a minimal subscriber: every event object is built
+
+
+def _peers(registry: PoolRegistry) -> dict[str, tuple[Cycle, Callable[[], None]]]:
+    """name -> (borrow/return pair, closer). Each peer is skipped if its service is absent."""
+    out: dict[str, tuple[Cycle, Callable[[], None]]] = {}
+    lifo: queue.LifoQueue[object] = queue.LifoQueue()
+    for _ in range(4):
+        lifo.put(object())
+    out["queue.LifoQueue"] = ((lifo.get, lifo.put), lambda: None)
+    out["poolmon.Pool(object)"] = _poolmon(factory(object), registry, False)
+    out["poolmon.Pool(object)+events"] = _poolmon(factory(object), registry, True)
+
+    from sqlalchemy.pool import QueuePool
+
+    qp = QueuePool(
+        lambda: sqlite3.connect(":memory:", check_same_thread=False), pool_size=4, max_overflow=0
+    )
+    out["sqlalchemy QueuePool(sqlite)"] = ((qp.connect, lambda c: c.close()), qp.dispose)
+    path = f"/tmp/poolmon-bench-{os.getpid()}.sqlite"
+    out["poolmon.Pool(sqlite)"] = _poolmon(SqliteFactory(path), registry, False)
+    try:
+        from psycopg_pool import ConnectionPool
+
+        pg = ConnectionPool(PG_DSN, min_size=4, max_size=4, kwargs={"autocommit": True})
+        pg.wait(10)
+        out["psycopg_pool getconn/putconn"] = ((pg.getconn, pg.putconn), pg.close)
+        out["poolmon.Pool(psycopg)"] = _poolmon(_PgFactory(), registry, False)
+        out["poolmon.Pool(psycopg)+events"] = _poolmon(_PgFactory(), registry, True)
+    except Exception as exc:  # no PostgreSQL here: say so, measure the rest
+        print(f"  (PostgreSQL peers skipped: {type(exc).__name__}: {exc})")
+    try:
+        import redis
+
+        rp = redis.BlockingConnectionPool.from_url(REDIS_URL, max_connections=4, timeout=30)
+        warm = [rp.get_connection() for _ in range(4)]
+        for c in warm:
+            rp.release(c)
+        out["redis BlockingConnectionPool"] = ((rp.get_connection, rp.release), rp.disconnect)
+        out["poolmon.Pool(redis)"] = _poolmon(_RedisFactory(), registry, False)
+    except Exception as exc:
+        print(f"  (Redis peers skipped: {type(exc).__name__}: {exc})")
+    return out
+
+
+# ---------------------------------------------------------------------- measurements
+
+
+def _single(cycle: Cycle, n: int) -> float:
+    borrow, give = cycle
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            give(borrow())
+
+    run(1000)  # warm up
+    return best_of(run, n, repeat=5)
+
+
+def _contention(
+    cycle: Cycle, seconds: float, hold: float, threads: int = 8
+) -> tuple[float, int, int]:
+    """(cycles per second, fewest cycles of a thread, most cycles of a thread)."""
+    borrow, give = cycle
+    counts = [0] * threads
+    stop = threading.Event()
+    barrier = threading.Barrier(threads + 1)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        n = 0
+        while not stop.is_set():
+            conn = borrow()
+            if hold:
+                time.sleep(hold)  # stands for a query: releases the GIL like real I/O
+            give(conn)
+            n += 1
+        counts[i] = n
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    stop.wait(seconds)
+    stop.set()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - start
+    return sum(counts) / elapsed, min(counts), max(counts)
+
+
+_PAIRS = [
+    ("poolmon.Pool(psycopg)", "psycopg_pool getconn/putconn", 0.7),
+    ("poolmon.Pool(psycopg)+events", "psycopg_pool getconn/putconn", 0.7),
+    ("poolmon.Pool(sqlite)", "sqlalchemy QueuePool(sqlite)", 0.4),
+    ("poolmon.Pool(redis)", "redis BlockingConnectionPool", None),
+    ("poolmon.Pool(object)", "queue.LifoQueue", None),
+    ("poolmon.Pool(object)+events", "queue.LifoQueue", None),
+]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks pool")
+    parser.add_argument("--cycles", type=int, default=20000)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--hold-us", default="0,50", help="comma list of hold times (us)")
+    args = parser.parse_args(argv)
+    registry = PoolRegistry()
+    peers = _peers(registry)
+    try:
+        rows = [(name, _single(cycle, args.cycles)) for name, (cycle, _) in peers.items()]
+        costs = dict(rows)
+        print_table("single thread: one borrow+return", rows, baseline="queue.LifoQueue")
+        print("\n  poolmon / peer (same resource):")
+        for ours, peer, bar in _PAIRS:
+            if ours in costs and peer in costs:
+                ratio = costs[ours] / costs[peer]
+                verdict = "" if bar is None else f"  bar <= {bar}: {'ok' if ratio <= bar else 'MISSED'}"
+                print(f"    {ours:32s} / {peer:30s} {ratio:6.2f}{verdict}")
+        for hold_us in (float(h) for h in args.hold_us.split(",")):
+            print(f"\ncontention: 8 threads x 4 connections, hold {hold_us:g} us, {args.seconds:g}s")
+            print(f"  {'case':34s} {'cycles/s':>10s} {'min/max thread':>15s}")
+            results = {}
+            for name, (cycle, _) in peers.items():
+                rate, low, high = _contention(cycle, args.seconds, hold_us / 1e6)
+                results[name] = rate
+                fair = low / high if high else 0.0
+                print(f"  {name:34s} {rate:10.0f} {fair:15.2f}")
+            best_peer = max(v for k, v in results.items() if not k.startswith("poolmon"))
+            ours = results["poolmon.Pool(object)"]
+            print(f"  poolmon.Pool(object) / best peer throughput: {ours / best_peer:.2f}")
+    finally:
+        for _, closer in peers.values():
+            closer()
+    return 0
