@@ -103,6 +103,16 @@ class BaseAsyncFactory(Generic[T]):
                 await result
 
 
+def hook(factory: object, name: str) -> Callable[..., Any] | None:
+    """``factory.name`` bound, or None when it is a known no-op (the pool skips the call)."""
+    method = getattr(factory, name, None)
+    if method is None or name in getattr(factory, "no_ops", ()):
+        return None
+    if getattr(method, "__func__", None) is getattr(BaseFactory, name):
+        return None
+    return method  # type: ignore[no-any-return]
+
+
 class _CallableFactory(BaseFactory[T]):
     def __init__(
         self,
@@ -117,6 +127,12 @@ class _CallableFactory(BaseFactory[T]):
         self._reset = reset
         self._is_broken = is_broken
         self._destroy = destroy
+        #: Hooks that do nothing here (see :func:`hook`).
+        self.no_ops = frozenset(
+            n
+            for n, f in (("reset", reset), ("is_broken", is_broken), ("validate", validate))
+            if f is None
+        )
 
     def create(self) -> T:
         return self._create()

@@ -43,7 +43,7 @@ from poolmon.core.registry import PoolRegistry
 from poolmon.errors import PoolClosed, PoolError, PoolmonError
 from poolmon.pool._base import BasePool, Entry
 from poolmon.pool.config import PoolConfig
-from poolmon.pool.factory import Factory
+from poolmon.pool.factory import Factory, hook
 from poolmon.pool.maintainer import start_thread
 
 __all__ = ["Pool"]
@@ -121,6 +121,9 @@ class Pool(BasePool[T]):
         self._drained = threading.Event()  # set once closed and nothing is lent any more
         self._stop = threading.Event()
         self._validate_after = self.config.validate_after
+        # Hooks the factory leaves as no-ops are skipped: a call saved on every return.
+        self._reset = hook(factory, "reset") if self.config.reset_on_return else None
+        self._is_broken = hook(factory, "is_broken")
         if self.config.eager:
             self.fill()
         if self.config.maintain:
@@ -363,51 +366,51 @@ class Pool(BasePool[T]):
         if entry is None or entry.conn is not conn:
             raise PoolError(f"{type(conn).__name__} object was not lent by pool {self.name!r}")
         self._ledger.release(entry.id)  # before the lock: see the module docstring
-        reason = entry.doomed
-        if broken:
-            reason = "broken"
         now = self._now()
+        reason = self._return_reason(entry, now, broken)
         reset_error: Exception | None = None
-        if reason is None:
-            reason = self._return_reason(entry, now)
-        if reason is None and self.config.reset_on_return:
+        if reason is None and self._reset is not None:
             try:
-                self._factory.reset(conn)
+                self._reset(conn)
             except Exception as exc:
                 reason, reset_error = "reset_failed", exc
         self._acquire()
         try:
             del self._lent[key]
-            if entry.gone:
-                pass
-            elif reason is not None or self._closed:
-                if reset_error is not None:
-                    self._ledger.error("reset_failed", "reset", reset_error, conn=entry.id)
-                self._evict_locked(entry, reason or "pool_closed")
-            elif self._waiters:
+            if reason is None and not entry.gone and not self._closed:
+                entry.last_used = entry.checked = now
+                if not self._waiters:
+                    self._idle.append(entry)
+                    return
+                # Hand-off: straight to the oldest waiter, never via _idle (no barging).
                 waiter = self._waiters.popleft()
-                entry.checked = now
                 self._lent[key] = entry
                 self._ledger.borrow(entry.id, waiter.t0, True)
                 waiter.entry = entry
                 waiter.lock.release()
                 return
-            else:
-                entry.last_used = entry.checked = now
-                self._idle.append(entry)
-                return
+            if not entry.gone:
+                if reset_error is not None:
+                    self._ledger.error("reset_failed", "reset", reset_error, conn=entry.id)
+                self._evict_locked(entry, reason or "pool_closed")
             if self._closed and not self._lent:
                 self._drained.set()
         finally:
             self._release()
         self._destroy_entry(entry)
 
-    def _return_reason(self, entry: Entry[T], now: float) -> str | None:
-        try:
-            if self._factory.is_broken(entry.conn):
-                return "broken"
-        except Exception:
+    def _return_reason(self, entry: Entry[T], now: float, broken: bool) -> str | None:
+        """Why a returned entry must be evicted instead of reused (None: reuse it)."""
+        if broken:
             return "broken"
+        if entry.doomed is not None:
+            return entry.doomed
+        if self._is_broken is not None:
+            try:
+                if self._is_broken(entry.conn):
+                    return "broken"
+            except Exception:
+                return "broken"
         if now >= entry.expires:
             return "max_lifetime"
         return None
