@@ -17,12 +17,16 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from poolmon.core.redact import scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import log_once
 from poolmon.run.env import INFO_FILE_VAR
 from poolmon.shims import SHIMS
+
+if TYPE_CHECKING:
+    from poolmon.exporters.config import Exporters
 
 __all__ = ["Booted", "instrument_all", "start"]
 
@@ -38,7 +42,7 @@ class Booted:
     pid: int
     shims: list[str] = field(default_factory=list)
     prometheus_url: str | None = None
-    exporters: object | None = None  # poolmon.exporters.config.Exporters, when started
+    exporters: Exporters | None = None
 
     def as_json(self) -> str:
         return json.dumps(
@@ -79,6 +83,10 @@ def start(
             return _booted
         reg = registry if registry is not None else get_default_registry()
         booted = Booted(pid=os.getpid())
+        # Registered before anything can create a weakref.finalize: atexit runs last-in first-out,
+        # so urllib3's and poolmon's pool finalizers (which record the last evictions at exit)
+        # run before the exporters are closed, and the event log gets those events.
+        atexit.register(_close_exporters, booted)
         booted.shims = instrument_all(registry)
         try:
             from poolmon.exporters.config import ExporterConfig, start_exporters
@@ -92,12 +100,21 @@ def start(
             exporters = start_exporters(config, registry=registry)
             booted.exporters = exporters
             booted.prometheus_url = exporters.prometheus_url
-            atexit.register(exporters.close)
         except Exception as exc:
             _complain(reg, "run", "exporters not started", exc)
         _write_info(environ, booted, reg)
         _booted = booted
         return booted
+
+
+def _close_exporters(booted: Booted) -> None:
+    exporters = booted.exporters
+    if exporters is None or booted.pid != os.getpid():
+        return  # nothing started, or a forked child: the parent owns the exporters
+    try:
+        exporters.close()
+    except Exception as exc:
+        _complain(get_default_registry(), "run_close", "closing exporters failed", exc)
 
 
 def _write_info(environ: Mapping[str, str], booted: Booted, registry: PoolRegistry) -> None:
