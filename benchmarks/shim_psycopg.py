@@ -1,0 +1,138 @@
+"""psycopg_pool and psycopg2.pool shim cost: plain vs instrumented, measured in one run.
+
+Against the real PostgreSQL on loopback (``POOLMON_TEST_PG_DSN``, default
+``postgresql://postgres@127.0.0.1:5432/postgres``):
+
+* raw cycle: ``pool.getconn()`` + ``pool.putconn(conn)`` on a warm pool (psycopg_pool
+  ``ConnectionPool``; psycopg2 ``ThreadedConnectionPool``);
+* end to end: borrow, ``SELECT 1``, fetch, return (psycopg_pool's ``connection()`` context
+  manager; psycopg2 getconn/cursor/putconn).
+
+Plain and instrumented rounds alternate (``instrument()``/``uninstrument()`` between them), so
+drift on this shared machine hits both alike; the best round of each is kept. Instrumented means
+the production configuration: no event subscriber attached.
+
+Bars (DESIGN.md section 8): instrumented/plain <= 1.25 on the psycopg_pool raw cycle and
+<= 1.02 end to end.
+
+Usage: python -m benchmarks shim_psycopg [--n N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks._timing import best_of, print_table
+
+__all__ = ["main"]
+
+PG_DSN = os.environ.get("POOLMON_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+Loop = Callable[[int], None]
+
+
+def _pp_raw(pool: Any) -> Loop:
+    def run(n: int) -> None:
+        get, put = pool.getconn, pool.putconn
+        for _ in range(n):
+            put(get())
+
+    return run
+
+
+def _pp_e2e(pool: Any) -> Loop:
+    def run(n: int) -> None:
+        for _ in range(n):
+            with pool.connection() as conn:
+                conn.execute("select 1").fetchone()
+
+    return run
+
+
+def _pg2_raw(pool: Any) -> Loop:
+    def run(n: int) -> None:
+        get, put = pool.getconn, pool.putconn
+        for _ in range(n):
+            put(get())
+
+    return run
+
+
+def _pg2_e2e(pool: Any) -> Loop:
+    def run(n: int) -> None:
+        for _ in range(n):
+            conn = pool.getconn()
+            with conn.cursor() as cur:
+                cur.execute("select 1")
+                cur.fetchone()
+            pool.putconn(conn)
+
+    return run
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks shim_psycopg")
+    parser.add_argument("--n", type=int, default=20000, help="raw cycles per round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per mode")
+    args = parser.parse_args(argv)
+
+    from psycopg2.pool import ThreadedConnectionPool
+    from psycopg_pool import ConnectionPool
+
+    from poolmon.core.registry import PoolRegistry
+    from poolmon.shims import psycopg as pp_shim
+    from poolmon.shims import psycopg2 as pg2_shim
+
+    registry = PoolRegistry()
+    pp = ConnectionPool(PG_DSN, min_size=1, max_size=1, open=True, name="bench")
+    pp.wait()
+    pg2 = ThreadedConnectionPool(1, 1, PG_DSN)
+    e2e_n = max(200, args.n // 20)
+    cases: list[tuple[str, Loop, int]] = [
+        ("psycopg_pool raw getconn/putconn", _pp_raw(pp), args.n),
+        ("psycopg_pool SELECT 1 (connection())", _pp_e2e(pp), e2e_n),
+        ("psycopg2 raw getconn/putconn", _pg2_raw(pg2), args.n),
+        ("psycopg2 SELECT 1", _pg2_e2e(pg2), e2e_n),
+    ]
+    best: dict[tuple[str, str], float] = {}
+    try:
+        for _ in range(args.rounds):
+            for mode in ("plain", "poolmon"):
+                if mode == "poolmon":
+                    pp_shim.instrument(registry)
+                    pg2_shim.instrument(registry)
+                for name, loop, n in cases:
+                    loop(max(10, n // 10))  # warm up (first sight, adoption, caches)
+                    took = best_of(loop, n, repeat=1)
+                    key = (name, mode)
+                    best[key] = min(best.get(key, float("inf")), took)
+                pp_shim.uninstrument()
+                pg2_shim.uninstrument()
+    finally:
+        pp_shim.uninstrument()
+        pg2_shim.uninstrument()
+        pp.close()
+        pg2.closeall()
+
+    status = 0
+    bars = {
+        "psycopg_pool raw getconn/putconn": 1.25,
+        "psycopg_pool SELECT 1 (connection())": 1.02,
+    }
+    for name, _, _ in cases:
+        rows = [
+            (f"{name} [plain]", best[(name, "plain")]),
+            (f"{name} [poolmon]", best[(name, "poolmon")]),
+        ]
+        ratios = print_table(name, rows, baseline=f"{name} [plain]")
+        ratio = ratios[f"{name} [poolmon]"]
+        bar = bars.get(name)
+        if bar is not None:
+            verdict = "meets" if ratio <= bar else "MISSES"
+            print(f"  bar <= {bar:.2f}: {verdict} ({ratio:.3f})")
+            print(
+                f"  poolmon cost per op: {(best[(name, 'poolmon')] - best[(name, 'plain')]) * 1e6:.3f} us"
+            )
+    return status
