@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
@@ -226,3 +227,35 @@ def test_pool_created_before_instrument_is_adopted(
     finally:
         pool.closeall()
         shim.uninstrument()
+
+
+def test_credentials_appear_in_no_output(
+    instrumented: None,
+    registry: PoolRegistry,
+    events: list[Event],
+    pg_dsn: str,
+    app: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dsn_secret, kw_secret, bad_secret = "P2-Dsn-S3cret", "P2-Kw-S3cret", "P2-Bad-S3cret"
+    with caplog.at_level(logging.DEBUG):
+        good = pg2pool.ThreadedConnectionPool(
+            1,
+            1,
+            f"host=127.0.0.1 dbname=postgres user=postgres password={dsn_secret}",
+            application_name=app,
+        )
+        good2 = pg2pool.SimpleConnectionPool(
+            0, 1, host="127.0.0.1", user="postgres", password=kw_secret, dbname="postgres"
+        )
+        good2.putconn(good2.getconn())
+        bad = pg2pool.SimpleConnectionPool(0, 1, f"postgresql://u:{bad_secret}@127.0.0.1:1/x")
+        with pytest.raises(psycopg2.OperationalError):
+            bad.getconn()
+        good.closeall()
+        good2.closeall()
+    assert any(e.get("outcome") == "error" for e in events)
+    names = " ".join(ledger.name for ledger in registry.ledgers())
+    for text in (json.dumps(events), caplog.text, repr(registry.snapshot()), names):
+        for secret in (dsn_secret, kw_secret, bad_secret):
+            assert secret not in text

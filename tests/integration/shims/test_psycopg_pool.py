@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import threading
 import time
 import uuid
@@ -534,3 +536,122 @@ def test_async_idle_expiry(instrumented: None, events: list[Event], pg_dsn: str,
         ("close",),
     ]
     assert_conformant(events)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_credentials_appear_in_no_output(
+    instrumented: None,
+    registry: PoolRegistry,
+    events: list[Event],
+    pg_dsn: str,
+    app: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Trust auth accepts any password, so real connections carry credentials end to end."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from poolmon.exporters.prometheus import register_collector
+
+    dsn_secret, kw_secret, bad_secret = "Dsn-S3cret-71", "Kw-S3cret-72", "Bad-S3cret-73"
+    good = ConnectionPool(
+        f"host=127.0.0.1 port=5432 dbname=postgres user=postgres password={dsn_secret}",
+        kwargs={"application_name": app, "password": kw_secret},
+        min_size=1,
+        open=False,
+    )
+    bad = ConnectionPool(  # nothing listens on port 1: create failures carry libpq's message
+        f"postgresql://postgres:{bad_secret}@127.0.0.1:1/postgres",
+        min_size=0,
+        max_size=1,
+        open=False,
+        reconnect_timeout=0.0,
+    )
+    with caplog.at_level(logging.DEBUG), good, bad:
+        good.wait()
+        with good.connection() as conn:
+            conn.execute("select 1")
+        with pytest.raises(PoolTimeout):
+            bad.getconn(timeout=0.3)
+        wait_until(lambda: ledger_of(bad).snapshot().create_time["error"].count >= 1)
+        prom = CollectorRegistry()
+        register_collector(prom, registry=registry)
+        exposition = generate_latest(prom).decode()
+    outputs = [
+        json.dumps(events),
+        exposition,
+        caplog.text,
+        repr(registry.snapshot()),
+        " ".join(ledger.name for ledger in registry.ledgers()),
+    ]
+    assert any(e.get("outcome") == "error" for e in events)  # the failure path was exercised
+    for text in outputs:
+        for secret in (dsn_secret, kw_secret, bad_secret):
+            assert secret not in text
+
+
+# --------------------------------------------------------------------------- equivalence
+
+
+def _scenario(dsn: str, app: str) -> list[Any]:
+    """One run of psycopg_pool's observable behaviour: values, exceptions, blocking outcomes."""
+    out: list[Any] = []
+
+    def outcome(fn: Callable[[], Any]) -> None:
+        try:
+            out.append(("ok", fn()))
+        except Exception as exc:
+            message = re.sub(r" at 0x[0-9a-f]+", " at 0x?", str(exc))  # object addresses differ
+            out.append(("raised", type(exc).__name__, message))
+
+    kwargs = {"application_name": app}
+    pool = ConnectionPool(
+        dsn, kwargs=kwargs, min_size=1, max_size=1, max_waiting=1, open=False, name="eq-main"
+    )
+    other = ConnectionPool(dsn, kwargs=kwargs, min_size=0, max_size=1, open=True, name="eq-other")
+    with pool:
+        pool.wait()
+        with pool.connection() as conn:
+            outcome(lambda: conn.execute("select 40 + 2").fetchone())
+        held = pool.getconn()
+        blocked = threading.Thread(target=lambda: pool.putconn(pool.getconn(timeout=10)))
+        blocked.start()
+        wait_until(lambda: len(pool._waiting) == 1)
+        outcome(lambda: pool.getconn())  # TooManyRequests
+        outcome(lambda: other.putconn(held))  # ValueError: not this pool's connection
+        outcome(lambda: pool.putconn(held))  # handed to the blocked caller
+        blocked.join(10)
+        outcome(lambda: blocked.is_alive())
+        held = pool.getconn()
+        outcome(lambda: pool.getconn(timeout=0.05))  # PoolTimeout, same message
+        outcome(lambda: pool.putconn(held))
+        outcome(lambda: {k: v for k, v in pool.get_stats().items() if not k.endswith("_ms")})
+        with pytest.raises(psycopg.OperationalError), pool.connection() as conn:
+            kill_backends(dsn, app)
+            conn.execute("select 1")
+        outcome(lambda: pool.getconn(timeout=10).execute("select 7").fetchone())
+    other.close()
+    outcome(lambda: pool.getconn())  # PoolClosed
+    return out
+
+
+def test_behaviour_is_the_same_with_and_without_poolmon(
+    registry: PoolRegistry, pg_dsn: str
+) -> None:
+    """psycopg_pool's own test suite is not shipped in its wheel, so it cannot be run here with
+    instrumentation on; this runs one scenario both ways and compares everything observable."""
+    plain = _scenario(pg_dsn, f"poolmon-eq-{uuid.uuid4().hex[:8]}")
+    assert shim.instrument(registry)
+    try:
+        observed = _scenario(pg_dsn, f"poolmon-eq-{uuid.uuid4().hex[:8]}")
+    finally:
+        shim.uninstrument()
+    assert observed == plain
+    assert [o[1] for o in plain if o[0] == "raised"] == [
+        "TooManyRequests",
+        "ValueError",
+        "PoolTimeout",
+        "PoolClosed",
+    ]
+    assert registry.self_metrics.snapshot()["poolmon.shim.errors"] == {}
