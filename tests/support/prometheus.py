@@ -49,13 +49,16 @@ class PrometheusServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._dir = Path(tempfile.mkdtemp(prefix="poolmon-prom-"))
         rules = [str(Path(r).resolve()) for r in rule_files]
+        # Prometheus durations take no decimals ("1.0s" is rejected): whole milliseconds.
+        every = f"{max(1, round(interval * 1000))}ms"
+        self.targets = list(scrape_targets)
         config = {
-            "global": {"scrape_interval": f"{interval}s", "evaluation_interval": f"{interval}s"},
+            "global": {"scrape_interval": every, "evaluation_interval": every},
             "rule_files": rules,
             "scrape_configs": [
                 {
                     "job_name": "poolmon",
-                    "scrape_interval": f"{interval}s",
+                    "scrape_interval": every,
                     "static_configs": [{"targets": list(scrape_targets)}],
                 }
             ],
@@ -142,9 +145,10 @@ class PrometheusServer:
 
     def wait_for_scrape(self, timeout: float = 60.0) -> None:
         """Block until every target has been scraped successfully at least once."""
+        expected = len(self.targets)
         self.wait_until(
             'up{job="poolmon"}',
-            lambda r: bool(r) and all(s["value"][1] == "1" for s in r),
+            lambda r: len(r) == expected and all(s["value"][1] == "1" for s in r),
             timeout,
         )
 
