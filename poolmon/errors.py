@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from poolmon.core.redact import scrub
+
 if TYPE_CHECKING:
     from poolmon.core.snapshot import PoolSnapshot
 
@@ -29,7 +31,9 @@ class ConfigError(PoolmonError, ValueError):
         self.parameter = parameter
         self.value = value
         self.accepted = accepted
-        super().__init__(f"{parameter}={value!r} is invalid: expected {accepted}")
+        # A setting can be a credentialed URL or DSN: the message shows it only after scrubbing.
+        shown = scrub(repr(value))
+        super().__init__(f"{parameter}={shown} is invalid: expected {accepted}")
 
 
 class PoolError(PoolmonError):
@@ -43,7 +47,7 @@ class PoolError(PoolmonError):
                 f"{message} (pool {snapshot.name!r}: used={snapshot.used}, idle={snapshot.idle}, "
                 f"waiting={snapshot.pending}, max={limit})"
             )
-        super().__init__(message)
+        super().__init__(scrub(message))
 
 
 class PoolTimeout(PoolError, TimeoutError):

@@ -62,9 +62,14 @@ _OPTIONAL_FIELDS: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PoolEvent:
-    """One event of the standard. ``kind`` is one of the module's constants."""
+    """One event of the standard. ``kind`` is one of the module's constants.
+
+    Treat it as read-only. It is deliberately not ``frozen``: a frozen dataclass assigns each of
+    its 24 fields through ``object.__setattr__``, which made building one several times dearer
+    than the borrow it describes.
+    """
 
     kind: str
     ts: float
