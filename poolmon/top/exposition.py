@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Final
 
-__all__ = ["ExpositionParser", "parse_exposition"]
+__all__ = ["ExpositionParser", "Triple", "parse_exposition"]
 
 _LABEL: Final = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"([^"\\]*)"\s*,?')
 _CACHE_LIMIT: Final = 500_000

@@ -11,6 +11,7 @@ Prometheus' query API return.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -19,12 +20,17 @@ from poolmon.core.catalog import BUCKETS, METRICS
 from poolmon.core.snapshot import PoolSnapshot
 
 __all__ = [
+    "CREATE_COUNT_METRIC",
     "INFO_METRIC",
     "WAIT_BOUNDS",
     "WANTED_METRICS",
+    "PoolAccumulator",
     "PoolSample",
     "SampleBuilder",
     "SourceResult",
+    "build_sample",
+    "field_for",
+    "le_value",
     "sample_from_snapshot",
 ]
 
@@ -49,6 +55,8 @@ INFO_METRIC: Final = _INFO
 _WAIT_BUCKET: Final = _prom("pool.connection.wait_time") + "_bucket"
 _WAIT_SUM: Final = _prom("pool.connection.wait_time") + "_sum"
 _CREATE_COUNT: Final = _prom("pool.connection.create_time") + "_count"
+#: Creates by outcome: the only create-time series ``top`` reads (its buckets are skipped).
+CREATE_COUNT_METRIC: Final = _CREATE_COUNT
 
 #: Sample names ``top`` reads; everything else in an exposition is skipped unparsed (speed).
 WANTED_METRICS: Final[tuple[str, ...]] = (
@@ -120,8 +128,12 @@ class SourceResult:
     error: str | None = None
 
 
-class _PoolAcc:
-    """Mutable accumulator for one pool while samples stream in."""
+class PoolAccumulator:
+    """Mutable fields of one pool while its samples are read (then :func:`build_sample`).
+
+    ``evictions``, ``errors`` and ``wait`` are replaced wholesale or updated key by key; a
+    :class:`PoolSample` built from it gets copies.
+    """
 
     __slots__ = (
         "create_errors",
@@ -165,67 +177,95 @@ class SampleBuilder:
     __slots__ = ("_pools",)
 
     def __init__(self) -> None:
-        self._pools: dict[str, _PoolAcc] = {}
+        self._pools: dict[str, PoolAccumulator] = {}
 
     def add(self, name: str, labels: Mapping[str, str], value: float) -> None:
         pool = labels.get(_POOL)
         if pool is None:
             return
+        target = field_for(name, labels)
+        if target is None:
+            return
         acc = self._pools.get(pool)
         if acc is None:
-            acc = self._pools[pool] = _PoolAcc()
-        if name == _WAIT_BUCKET:
-            acc.wait[_le(labels.get("le", "+Inf"))] = value
-        elif name == _EVICTIONS:
-            acc.evictions[labels.get("pool_eviction_reason", "other")] = value
-        elif name == _ERRORS:
-            acc.errors[labels.get("error_type", "other")] = value
-        elif name == _COUNT:
-            if labels.get("pool_connection_state") == "used":
-                acc.used = value
-            else:
-                acc.idle = value
-        elif name == _CREATE_COUNT:
-            if labels.get("outcome") == "error":
-                acc.create_errors = value
-            else:
-                acc.creates = value
-        elif name == _PENDING:
-            acc.pending = value
-        elif name == _MAX:
-            acc.max = value
-        elif name == _TIMEOUTS:
-            acc.timeouts = value
-        elif name == _OLDEST:
-            acc.oldest = value
-        elif name == _WAIT_SUM:
-            acc.wait_sum = value
-        elif name == _INFO:
+            acc = self._pools[pool] = PoolAccumulator()
+        attr, key = target
+        if key is not None:
+            getattr(acc, attr)[key] = value
+        elif attr == "info":
             acc.info = labels
+        else:
+            setattr(acc, attr, value)
 
     def add_all(self, triples: Iterable[tuple[str, Mapping[str, str], float]]) -> None:
         for name, labels, value in triples:
             self.add(name, labels, value)
 
     def build(self) -> tuple[PoolSample, ...]:
-        return tuple(_sample(name, acc) for name, acc in self._pools.items())
+        return tuple(build_sample(name, acc) for name, acc in self._pools.items())
 
 
-def _le(text: str) -> float:
+_INF: Final = float("inf")
+_ZEROS: Final = itertools.repeat(0.0)
+
+
+_SCALARS: Final[Mapping[str, str]] = {
+    _MAX: "max",
+    _PENDING: "pending",
+    _TIMEOUTS: "timeouts",
+    _OLDEST: "oldest",
+    _WAIT_SUM: "wait_sum",
+    _INFO: "info",
+}
+#: Keyed fields: sample name -> (accumulator dict, the label that keys it).
+_KEYED: Final[Mapping[str, tuple[str, str]]] = {
+    _EVICTIONS: ("evictions", "pool_eviction_reason"),
+    _ERRORS: ("errors", "error_type"),
+    _WAIT_BUCKET: ("wait", "le"),
+}
+
+
+def field_for(name: str, labels: Mapping[str, str]) -> tuple[str, str | float | None] | None:
+    """Where a sample goes in a :class:`PoolAccumulator`: ``(attribute, key)``.
+
+    ``key`` is None for a plain value (``info`` takes the labels, not the value); otherwise the
+    attribute is a dict and ``key`` its key (a reason, an error type, a bucket bound). ``None``
+    for samples ``top`` does not read.
+    """
+    attr = _SCALARS.get(name)
+    if attr is not None:
+        return attr, None
+    keyed = _KEYED.get(name)
+    if keyed is not None:
+        attr, label = keyed
+        if label == "le":
+            return attr, le_value(labels.get("le", "+Inf"))
+        return attr, labels.get(label, "other")
+    if name == _COUNT:
+        return ("used" if labels.get("pool_connection_state") == "used" else "idle"), None
+    if name == _CREATE_COUNT:
+        return ("create_errors" if labels.get("outcome") == "error" else "creates"), None
+    return None
+
+
+def le_value(text: str) -> float:
+    """A bucket's ``le`` label as a number (``+Inf`` and garbage as infinity)."""
     try:
         return float(text)
     except ValueError:
         return float("inf")
 
 
-def _sample(name: str, acc: _PoolAcc) -> PoolSample:
+def build_sample(name: str, acc: PoolAccumulator) -> PoolSample:
+    """The immutable sample of an accumulator."""
     info = acc.info
     cumulative: tuple[float, ...] = ()
-    if acc.wait:
+    wait = acc.wait
+    if wait:
         # Read at the spec's bounds (every poolmon exporter uses them); a bucket the source did
         # not send counts 0, and +Inf falls back to the largest count seen.
-        total = acc.wait.get(float("inf"), max(acc.wait.values()))
-        cumulative = (*(acc.wait.get(b, 0.0) for b in WAIT_BOUNDS), total)
+        total = wait.get(_INF, max(wait.values()))
+        cumulative = (*map(wait.get, WAIT_BOUNDS, _ZEROS), total)
     return PoolSample(
         name=name,
         system=info.get("pool_system", "generic") or "generic",
@@ -240,8 +280,9 @@ def _sample(name: str, acc: _PoolAcc) -> PoolSample:
         timeouts=acc.timeouts,
         creates=acc.creates,
         create_errors=acc.create_errors,
-        evictions=acc.evictions,
-        errors=acc.errors,
+        # Copies: the accumulator keeps changing, a sample (kept by the model for rates) must not.
+        evictions=dict(acc.evictions),
+        errors=dict(acc.errors),
         wait_cumulative=cumulative,
         wait_sum=acc.wait_sum,
     )

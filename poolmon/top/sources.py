@@ -25,7 +25,7 @@ from typing import Any, Final, Protocol
 
 from poolmon.core.redact import redact_url, scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
-from poolmon.top.exposition import ExpositionParser
+from poolmon.top.page import PageReader
 from poolmon.top.replay import JsonlReplay
 from poolmon.top.samples import (
     INFO_METRIC,
@@ -105,7 +105,7 @@ class MetricsUrlSource:
         self.url = normalize_metrics_url(url)
         self.timeout = timeout
         self._clock = clock
-        self._parser = ExpositionParser(WANTED_METRICS)
+        self._reader = PageReader()
         self._label = redact_url(self.url)
 
     @property
@@ -122,9 +122,7 @@ class MetricsUrlSource:
 
     def parse(self, text: str, taken_at: float) -> SourceResult:
         """The result for an exposition ``text`` read at ``taken_at`` (benchmarks use it)."""
-        builder = SampleBuilder()
-        builder.add_all(self._parser.parse(text))
-        return SourceResult(self._label, True, taken_at, builder.build())
+        return SourceResult(self._label, True, taken_at, self._reader.read(text))
 
 
 #: The catalog series ``top`` asks Prometheus for: one regex, one round trip.

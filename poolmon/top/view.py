@@ -135,56 +135,98 @@ def _evictions(row: PoolRow) -> str:
     return f"{fmt_rate(rate)} {ranked[0][0]}{more}"
 
 
+#: The pool table's columns: title, right-justified?, widest cell allowed (None: no limit).
+_COLUMNS: Final = (
+    ("SOURCE", False, 24),
+    ("POOL", False, 40),
+    ("SYS", False, 10),
+    ("CONNS used/idle/max", False, None),
+    ("PEND", True, None),
+    ("WAIT p50/p95/p99", False, None),
+    ("CREATE/s", True, None),
+    ("EVICT/s", False, 24),
+    ("ERR", True, None),
+    ("TMO", True, None),
+    ("OLDEST", True, None),
+    ("SAT", True, None),
+    ("TREND", False, None),
+)
+
+
+def _cells(row: PoolRow, th: Thresholds) -> list[Text]:
+    sat_lvl = level(row.saturation, th.saturation_warn, th.saturation_crit)
+    wait_lvl = level(row.wait_p95, th.wait_p95_warn, th.wait_p95_crit)
+    wait = Text(f"{fmt_duration(row.wait_p50)}/")
+    wait.append_text(_marked(fmt_duration(row.wait_p95), wait_lvl))
+    wait.append(f"/{fmt_duration(row.wait_p99)}")
+    sat = "-" if row.saturation is None else f"{row.saturation * 100:.0f}%"
+    return [
+        Text(row.source),
+        Text(row.name),
+        Text(row.system),
+        conn_bar(row.used, row.idle, row.max, th),
+        Text(fmt_count(row.pending), style="yellow" if row.pending else ""),
+        wait,
+        Text(fmt_rate(row.creates_per_s)),
+        Text(_evictions(row)),
+        Text(fmt_count(row.error_total), style="red" if row.error_total else ""),
+        Text(fmt_count(row.timeouts), style="red" if row.timeouts else ""),
+        Text(fmt_duration(row.oldest_use) if row.oldest_use else "-"),
+        _marked(sat, sat_lvl),
+        sparkline(row.history, thresholds=th),
+    ]
+
+
 def pool_table(
     rows: Sequence[PoolRow],
     *,
     thresholds: Thresholds | None = None,
     show_source: bool = False,
     selected: int | None = None,
-    title: str | None = None,
-) -> Table:
-    """The main table: one row per pool, in the order given."""
+) -> Text:
+    """The main table: a header line and one line per pool, in the order given.
+
+    Laid out by hand as one :class:`Text` rather than a rich ``Table``: a table measures every
+    cell several times, which made rendering the costliest part of a refresh.
+    """
     th = thresholds or Thresholds()
-    table = Table(title=title, expand=False, pad_edge=False, header_style="bold", box=None)
-    if show_source:
-        table.add_column("SOURCE", overflow="ellipsis", max_width=24, no_wrap=True)
-    table.add_column("POOL", overflow="ellipsis", max_width=40, no_wrap=True)
-    table.add_column("SYS", no_wrap=True)
-    table.add_column("CONNS used/idle/max", no_wrap=True)
-    table.add_column("PEND", justify="right")
-    table.add_column("WAIT p50/p95/p99", no_wrap=True)
-    table.add_column("CREATE/s", justify="right")
-    table.add_column("EVICT/s", no_wrap=True)
-    table.add_column("ERR", justify="right")
-    table.add_column("TMO", justify="right")
-    table.add_column("OLDEST", justify="right")
-    table.add_column("SAT", justify="right", no_wrap=True)
-    table.add_column("TREND", no_wrap=True)
-    for index, row in enumerate(rows):
-        sat_lvl = level(row.saturation, th.saturation_warn, th.saturation_crit)
-        wait_lvl = level(row.wait_p95, th.wait_p95_warn, th.wait_p95_crit)
-        wait = Text(f"{fmt_duration(row.wait_p50)}/")
-        wait.append_text(_marked(fmt_duration(row.wait_p95), wait_lvl))
-        wait.append(f"/{fmt_duration(row.wait_p99)}")
-        sat = "-" if row.saturation is None else f"{row.saturation * 100:.0f}%"
-        cells: list[RenderableType] = [
-            Text(row.name),
-            row.system,
-            conn_bar(row.used, row.idle, row.max, th),
-            Text(fmt_count(row.pending), style="yellow" if row.pending else ""),
-            wait,
-            fmt_rate(row.creates_per_s),
-            _evictions(row),
-            Text(fmt_count(row.error_total), style="red" if row.error_total else ""),
-            Text(fmt_count(row.timeouts), style="red" if row.timeouts else ""),
-            fmt_duration(row.oldest_use) if row.oldest_use else "-",
-            _marked(sat, sat_lvl),
-            sparkline(row.history, thresholds=th),
-        ]
-        if show_source:
-            cells.insert(0, Text(row.source))
-        table.add_row(*cells, style="reverse" if index == selected else None)
-    return table
+    first = 0 if show_source else 1
+    columns = _COLUMNS[first:]
+    grid = [_cells(row, th)[first:] for row in rows]
+    widths = []
+    for index, (title, _, limit) in enumerate(columns):
+        widest = max([len(title)] + [c[index].cell_len for c in grid])
+        widths.append(widest if limit is None else min(widest, limit))
+    out = Text(no_wrap=True, overflow="ellipsis")
+    out.append_text(_line([Text(t, style="bold") for t, _, _ in columns], columns, widths))
+    for index, cells in enumerate(grid):
+        out.append("\n")
+        line = _line(cells, columns, widths)
+        if index == selected:
+            line.stylize("reverse")
+        out.append_text(line)
+    return out
+
+
+def _line(
+    cells: Sequence[Text], columns: Sequence[tuple[str, bool, int | None]], widths: Sequence[int]
+) -> Text:
+    line = Text()
+    for index, (cell, (_, right, _), width) in enumerate(zip(cells, columns, widths, strict=True)):
+        if index:
+            line.append(" ")
+        if cell.cell_len > width:
+            cell = cell.copy()
+            cell.truncate(width, overflow="ellipsis")
+        pad = " " * (width - cell.cell_len)
+        if right:
+            line.append(pad)
+            line.append_text(cell)
+        else:
+            line.append_text(cell)
+            if index < len(cells) - 1:
+                line.append(pad)
+    return line
 
 
 def backend_table(frame: Frame) -> Table:
