@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from poolmon.core.identity import PoolIdentity, identity_from_libpq_dsn
 from poolmon.core.registry import PoolRegistry
-from poolmon.shims._psycopg_common import TRACKER_ATTR, KeyedPoolTracker, PoolTracker, ShimState
+from poolmon.shims._psycopg_common import KeyedPoolTracker, PoolTracker, ShimState
 from poolmon.shims._version import installed_version, supported
 
 __all__ = ["LIBRARY", "SUPPORTED", "available", "instrument", "is_instrumented", "uninstrument"]
@@ -135,8 +135,11 @@ def is_instrumented() -> bool:
 
 
 def _tracker(pool: Any, st: ShimState) -> PoolTracker | None:
-    tracker: PoolTracker | None = pool.__dict__.get(TRACKER_ATTR)
-    return tracker if tracker is not None else st.track(pool)
+    try:
+        tracker: PoolTracker = pool._poolmon_tracker  # TRACKER_ATTR as a plain attribute read
+    except AttributeError:
+        return st.track(pool)
+    return tracker
 
 
 def _connect(original: Fn, st: ShimState) -> Fn:
