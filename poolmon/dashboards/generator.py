@@ -68,13 +68,9 @@ def _variables() -> list[Builder[model.VariableModel]]:
             .label(name.capitalize())
             .description(description)
             .datasource(DATASOURCE)
-            .query(
-                {
-                    "qryType": 1,
-                    "query": f"label_values(pool_info{matchers}, {label})",
-                    "refId": "PrometheusVariableQueryEditor-VariableQuery",
-                }
-            )
+            # The classic string form: Grafana's Prometheus plugin parses label_values(selector,
+            # label) itself, keeping the selector (the structured form would need split fields).
+            .query(f"label_values(pool_info{matchers}, {label})")
             .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(model.VariableSort.ALPHABETICAL_ASC)
             .multi(True)

@@ -190,7 +190,7 @@ def test_variable_queries_return_values(live: Live) -> None:
     for variable in document["templating"]["list"]:
         if variable["type"] != "query":
             continue
-        query = variable["query"]["query"]
+        query = variable["query"]
         match = re.fullmatch(r"label_values\((.*), (\w+)\)", query)
         assert match, query
         selector, label = substitute(match.group(1), VARIABLES), match.group(2)
