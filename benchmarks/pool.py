@@ -47,11 +47,12 @@ class _PgFactory(BaseFactory[Any]):
         return self._psycopg.connect(PG_DSN, autocommit=True)
 
     def reset(self, conn: Any) -> None:
-        if conn.info.transaction_status != 0:  # TransactionStatus.IDLE
+        # conn.pgconn, as psycopg_pool reads it: conn.info builds an object per access (~2 us).
+        if conn.pgconn.transaction_status != 0:  # TransactionStatus.IDLE
             conn.rollback()
 
     def is_broken(self, conn: Any) -> bool:
-        return bool(conn.closed)
+        return bool(conn.pgconn.status != 0)  # ConnStatus.OK
 
 
 class _RedisFactory(BaseFactory[Any]):

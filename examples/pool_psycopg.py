@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 import psycopg
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ConnStatus, TransactionStatus
 
 from poolmon import Pool
 from poolmon.core.identity import identity_from_url
@@ -34,14 +34,17 @@ class PsycopgFactory(BaseFactory[psycopg.Connection]):
         return True
 
     def reset(self, conn: psycopg.Connection) -> None:
-        status = conn.info.transaction_status
+        # pgconn's attribute is a C read (~0.06 us); ``conn.info`` builds a ConnectionInfo object
+        # on every access (~2 us here), more than the rest of a pool cycle. psycopg_pool reads
+        # pgconn too.
+        status = conn.pgconn.transaction_status
         if status == TransactionStatus.UNKNOWN:
             raise psycopg.OperationalError("connection in unknown state")
         if status != TransactionStatus.IDLE:
             conn.rollback()
 
     def is_broken(self, conn: psycopg.Connection) -> bool:
-        return conn.closed or conn.broken
+        return conn.pgconn.status == ConnStatus.BAD or conn.broken
 
     def destroy(self, conn: psycopg.Connection) -> None:
         conn.close()

@@ -96,6 +96,7 @@ class PoolLedger:
         "_create_ok_sum",
         "_errors",
         "_evictions",
+        "_extras",
         "_flagged",
         "_ids",
         "_life_counts",
@@ -161,6 +162,13 @@ class PoolLedger:
         self._pending = 0
         self._closed = False
         self._reset_aggregates()
+        self._update_extras()
+
+    def _update_extras(self) -> None:
+        # ``_extras`` is the one flag borrow/release test before doing any optional work
+        # (subscribers, stack sampling, leak bookkeeping). It may stay True after that work has
+        # gone (the slow branch then finds nothing to do); it must never be False while any is due.
+        self._extras = bool(self._subscribers or self._stack_every or self._stacks or self._flagged)
 
     def _reset_aggregates(self) -> None:
         self._wait_counts = [0] * (len(_WAIT_BOUNDS) + 1)
@@ -209,6 +217,7 @@ class PoolLedger:
         with self._lock:
             if subscriber not in self._subscribers:
                 self._subscribers = (*self._subscribers, subscriber)
+                self._update_extras()
                 if not self._closed:
                     # Only the new subscriber sees this open: subscribers already attached have
                     # had theirs, and a second open would restart their stream's state machine.
@@ -217,6 +226,7 @@ class PoolLedger:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         with self._lock:
             self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+            self._update_extras()
 
     def _emit_open(self, subscriber: Subscriber) -> None:
         # ``pending`` tells a late subscriber how many callers already wait, so that the waits
@@ -321,26 +331,37 @@ class PoolLedger:
     def borrow(self, conn: int, t0: float | None = None, queued: bool = False) -> None:
         """``conn`` was handed to a caller that started asking at ``t0`` (None: no wait)."""
         now = self._now()
-        waited = 0.0 if t0 is None else now - t0
-        if waited < 0.0:
-            waited = 0.0
         self._acquire()
         try:
             self._borrowed[conn] = now
             if conn not in self._alive:
                 self._alive[conn] = now
-            self._wait_counts[bisect_left(_WAIT_BOUNDS, waited)] += 1
-            self._wait_sum += waited
+            if t0 is None:
+                waited = 0.0
+                self._wait_counts[0] += 1  # no wait: the first bucket, and the sum is unchanged
+            else:
+                waited = now - t0
+                if waited > 0.0:
+                    self._wait_counts[bisect_left(_WAIT_BOUNDS, waited)] += 1
+                    self._wait_sum += waited
+                else:
+                    waited = 0.0
+                    self._wait_counts[0] += 1
             if queued and self._pending:
                 self._pending -= 1
-            if self._stack_every:
-                self._borrow_count += 1
-                if self._borrow_count % self._stack_every == 0:
-                    self._stacks[conn] = "".join(traceback.format_stack(limit=_STACK_LIMIT)[:-1])
-            if self._subscribers:
-                self._emit(ev.BORROW, conn=conn, duration=waited, queued=queued or None)
+            if self._extras:
+                self._borrow_extras(conn, waited, queued)
         finally:
             self._release()
+
+    def _borrow_extras(self, conn: int, waited: float, queued: bool) -> None:
+        # Lock held. Stack sampling and subscribers: off the common path (one flag test there).
+        if self._stack_every:
+            self._borrow_count += 1
+            if self._borrow_count % self._stack_every == 0:
+                self._stacks[conn] = "".join(traceback.format_stack(limit=_STACK_LIMIT)[:-2])
+        if self._subscribers:
+            self._emit(ev.BORROW, conn=conn, duration=waited, queued=queued or None)
 
     def release(self, conn: int) -> None:
         """The caller gave ``conn`` back (the standard's ``return`` event)."""
@@ -353,14 +374,19 @@ class PoolLedger:
             used = now - start
             self._use_counts[bisect_left(_USE_BOUNDS, used)] += 1
             self._use_sum += used
-            if self._stacks:
-                self._stacks.pop(conn, None)
-            if self._flagged:
-                self._flagged.discard(conn)
-            if self._subscribers:
-                self._emit(ev.RETURN, conn=conn, duration=used)
+            if self._extras:
+                self._release_extras(conn, used)
         finally:
             self._release()
+
+    def _release_extras(self, conn: int, used: float) -> None:
+        # Lock held.
+        if self._stacks:
+            self._stacks.pop(conn, None)
+        if self._flagged:
+            self._flagged.discard(conn)
+        if self._subscribers:
+            self._emit(ev.RETURN, conn=conn, duration=used)
 
     def validate(self, conn: int, t0: float, ok: bool) -> None:
         """A health check of ``conn`` ran from ``t0``; a failed one must be followed by evict."""
@@ -472,6 +498,7 @@ class PoolLedger:
                 if leak.conn in self._flagged or leak.conn not in self._borrowed:
                     continue
                 self._flagged.add(leak.conn)
+                self._extras = True
                 self._errors["leak_suspected"] += 1
                 if self._subscribers:
                     self._emit(
