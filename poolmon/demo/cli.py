@@ -1,21 +1,144 @@
-"""`poolmon demo` (placeholder until its issue lands)."""
+"""``poolmon demo``: the embedded demo workload, served on /metrics and shown in ``poolmon top``.
+
+Imports the pool, exporter and top only inside the handler (``poolmon --help`` needs no extra).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+import time
+from typing import Any, Final
+
+__all__ = ["DEFAULT_PORT", "register"]
+
+#: The Prometheus exporter's default port, so a plain ``poolmon top`` elsewhere finds the demo.
+DEFAULT_PORT: Final = 9464
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="Run the embedded demo workload and watch it in poolmon top (not yet implemented)",
-        description="Run the embedded demo workload and watch it in poolmon top (not yet implemented)",
+        help="Run the embedded demo workload and watch it in poolmon top",
+        description=(
+            "Run a workload over poolmon's own pool (sqlite3) and urllib3 (an in-process HTTP "
+            "server) that goes through calm, burst, outage and leak phases; serve its metrics "
+            "on a loopback /metrics endpoint and show them in poolmon top. Needs no external "
+            "service. Ctrl-C (or q in the monitor) ends it."
+        ),
     )
+    parser.add_argument(
+        "--duration", type=float, default=None, metavar="S", help="stop after S seconds"
+    )
+    parser.add_argument(
+        "--no-tui", action="store_true", help="only serve /metrics (watch it from elsewhere)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"/metrics port on 127.0.0.1 (default {DEFAULT_PORT}, or a free one if taken; 0: any)",
+    )
+    parser.add_argument(
+        "--phase-seconds", type=float, default=8.0, metavar="S", help="length of each phase (8)"
+    )
+    parser.add_argument("--interval", type=float, default=1.0, metavar="S", help="refresh (1)")
     parser.set_defaults(func=_run)
 
 
+def _say(text: str) -> None:
+    print(f"poolmon demo: {text}", flush=True)
+
+
 def _run(args: argparse.Namespace) -> int:
-    print("poolmon demo: not implemented yet", file=sys.stderr)
-    return 2
+    try:
+        from poolmon.core.registry import get_default_registry
+        from poolmon.demo.workload import DemoWorkload
+        from poolmon.exporters.prometheus import MetricsServer, serve
+        from poolmon.top.app import Terminated, TopApp, sigterm_raises
+        from poolmon.top.sources import MetricsUrlSource
+        from poolmon.top.state import ViewState
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        print(
+            f"poolmon demo needs the 'demo' extra: pip install 'poolmon[demo]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    from poolmon.errors import ConfigError
+
+    if args.duration is not None and args.duration <= 0:
+        print(
+            f"poolmon demo: {ConfigError('duration', args.duration, 'seconds > 0')}",
+            file=sys.stderr,
+        )
+        return 2
+    registry = get_default_registry()
+    try:
+        state = ViewState(interval=args.interval)
+        workload = DemoWorkload(
+            registry=registry,
+            phase_seconds=args.phase_seconds,
+            on_phase=(lambda p: _say(f"phase {p.name}: {p.description}")) if args.no_tui else None,
+        )
+        server: MetricsServer = _serve(serve, args.port, registry)
+    except (ConfigError, OSError) as exc:
+        print(f"poolmon demo: {exc}", file=sys.stderr)
+        return 2
+    _say(f"serving {server.url}  (watch with: poolmon top {server.url})")
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    quiet = None if args.no_tui else _quiet_logs()
+    try:
+        with sigterm_raises():
+            workload.start()
+            if args.no_tui:
+                _wait(deadline)
+            else:
+                app = TopApp([MetricsUrlSource(server.url)], state=state, banner=workload.describe)
+                app.run(until=deadline)
+    except (KeyboardInterrupt, Terminated):
+        pass  # Ctrl-C / SIGTERM: a clean stop is the expected way out
+    finally:
+        workload.stop()
+        server.close()
+        if quiet is not None:
+            quiet()
+    _say("stopped")
+    return 0
+
+
+def _quiet_logs() -> Any:
+    """While the monitor owns the screen, poolmon's (rate-limited) warnings would scribble over
+    it: the monitor shows the same failures as numbers. Returns the undo function."""
+    import logging
+
+    logger = logging.getLogger("poolmon")
+    handler = logging.NullHandler()
+    previous = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.propagate = previous
+
+    return undo
+
+
+def _serve(serve: Any, port: int | None, registry: Any) -> Any:
+    if port is not None:
+        return serve(port, registry=registry)
+    try:
+        return serve(DEFAULT_PORT, registry=registry)
+    except OSError:
+        _say(f"port {DEFAULT_PORT} is taken; using a free one")
+        return serve(0, registry=registry)
+
+
+def _wait(deadline: float | None) -> None:
+    import threading
+
+    forever = threading.Event()
+    while deadline is None or time.monotonic() < deadline:
+        # Event.wait in slices: Ctrl-C is delivered between slices on every platform.
+        forever.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic())))

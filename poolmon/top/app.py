@@ -36,7 +36,7 @@ from poolmon.top.sources import Source
 from poolmon.top.state import ViewState, apply_key
 from poolmon.top.view import backend_table, header, pool_table, screen, status_lines
 
-__all__ = ["TopApp", "fetch_all", "print_once"]
+__all__ = ["Terminated", "TopApp", "fetch_all", "print_once", "sigterm_raises"]
 
 
 class Terminated(SystemExit):
@@ -91,6 +91,7 @@ class TopApp:
         thresholds: Thresholds | None = None,
         fetch_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        banner: Callable[[], str] | None = None,
     ) -> None:
         self.sources = list(sources)
         self.console = console if console is not None else Console()
@@ -99,6 +100,7 @@ class TopApp:
         self.thresholds = thresholds if thresholds is not None else Thresholds()
         self.fetch_timeout = fetch_timeout
         self._clock = clock
+        self._banner = banner
         self.frame = Frame((), (), ())
 
     # ------------------------------------------------------------------ pieces
@@ -125,12 +127,14 @@ class TopApp:
             self.rows(),
             height=height if height is not None else self.console.size.height,
             thresholds=self.thresholds,
+            banner=self._banner() if self._banner is not None else None,
         )
 
     # ------------------------------------------------------------------ the live loop
 
-    def run(self, keys: KeyReader | None = None) -> int:
-        """The interactive loop; returns the exit status (0 after ``q``)."""
+    def run(self, keys: KeyReader | None = None, *, until: float | None = None) -> int:
+        """The interactive loop; returns the exit status (0 after ``q`` or at ``until``, a
+        deadline on the app's clock)."""
         reader = keys if keys is not None else KeyReader()
         results: queue.SimpleQueue[list[SourceResult]] = queue.SimpleQueue()
         wake_r, wake_w = os.pipe()
@@ -144,15 +148,19 @@ class TopApp:
                 os.write(wake_w, b"x")
 
         try:
-            with _sigterm_raises(), reader, self._live() as live:
+            with sigterm_raises(), reader, self._live() as live:
                 live.update(self.render(), refresh=True)
                 while not self.state.quit:
                     now = self._clock()
+                    if until is not None and now >= until:
+                        break
                     if not inflight and not self.state.paused and now >= due:
                         inflight = True
                         due = now + self.state.interval
                         threading.Thread(target=fetch, daemon=True, name="poolmon-top").start()
                     timeout = None if inflight or self.state.paused else max(0.0, due - now)
+                    if until is not None:
+                        timeout = max(0.0, min(until - now, 3600.0 if timeout is None else timeout))
                     pressed, woke = reader.wait(timeout, wake_r)
                     if woke:
                         inflight = False
@@ -178,7 +186,7 @@ class TopApp:
 
 
 @contextmanager
-def _sigterm_raises() -> Iterator[None]:
+def sigterm_raises() -> Iterator[None]:
     """While active, SIGTERM raises :class:`Terminated` in the main thread (so ``finally``
     blocks restore the terminal); outside the main thread it changes nothing."""
     if threading.current_thread() is not threading.main_thread():

@@ -263,7 +263,7 @@ class TopModel:
                 if inc:
                     evict_rates[reason] = inc / elapsed
             errors_rate = _increase(_sum(sample.errors), _sum(first.errors)) / elapsed
-            if len(first.wait_cumulative) == len(wait_hist):
+            if wait_hist and len(first.wait_cumulative) == len(wait_hist):
                 recent = True
                 wait_hist = _window_hist(wait_hist, first.wait_cumulative)
         p50, p95, p99 = (quantile_from_cumulative(WAIT_BOUNDS, wait_hist, q) for q in _QS)

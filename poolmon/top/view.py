@@ -47,13 +47,15 @@ _CHROME_LINES: Final = 6
 
 
 def fmt_duration(seconds: float | None) -> str:
-    """``-``, ``850us``, ``12.3ms``, ``1.25s``, ``3m05s``."""
+    """``-``, ``850us``, ``12.3ms``, ``250ms``, ``1.25s``, ``3m05s``."""
     if seconds is None or math.isnan(seconds):
         return "-"
     if seconds < 0.001:
         return f"{seconds * 1e6:.0f}us"
-    if seconds < 1:
+    if seconds < 0.1:
         return f"{seconds * 1e3:.1f}ms"
+    if seconds < 1:
+        return f"{seconds * 1e3:.0f}ms"
     if seconds < 60:
         return f"{seconds:.2f}s"
     if seconds < 3600:
@@ -379,6 +381,7 @@ def screen(
     height: int = 50,
     thresholds: Thresholds | None = None,
     show_backends: bool | None = None,
+    banner: str | None = None,
 ) -> RenderableType:
     """The whole screen for the live view: ``rows`` are already sorted and filtered.
 
@@ -386,6 +389,8 @@ def screen(
     view): rendering 1,000 rows nobody can see would cost most of a refresh.
     """
     parts: list[RenderableType] = [header(frame, state, len(rows))]
+    if banner:
+        parts.append(Text(banner, style="bold magenta"))
     status = status_lines(frame)
     if status:
         parts.append(status)
@@ -399,7 +404,7 @@ def screen(
         parts.append(_empty(frame, state))
         return Group(*parts)
     backends = show_backends if show_backends is not None else len(frame.sources) > 1
-    reserved = _CHROME_LINES + len(status.plain.splitlines())
+    reserved = _CHROME_LINES + len(status.plain.splitlines()) + (1 if banner else 0)
     if backends:
         reserved += len(frame.backends) + 3
     room = max(3, height - reserved)
