@@ -15,6 +15,8 @@ __all__ = ["DEFAULT_URL", "register"]
 #: Where poolmon's Prometheus exporter listens by default.
 DEFAULT_URL: Final = "http://127.0.0.1:9464/metrics"
 
+_ONCE_WIDTH: Final = 400
+
 _SORT_KEYS: Final = (
     "saturation",
     "used",
@@ -101,6 +103,11 @@ def _run(args: argparse.Namespace) -> int:
         sources.append(MetricsUrlSource(DEFAULT_URL, timeout=args.timeout))
     app = TopApp(sources, state=state, fetch_timeout=args.timeout)
     if args.once:
+        if not sys.stdout.isatty():
+            # Into a file or a pipe: never wrap or cut rows at rich's default 80 columns.
+            from rich.console import Console
+
+            app.console = Console(width=_ONCE_WIDTH)
         frame = app.refresh()
         print_once(frame, state, as_json=args.json, console=app.console)
         return 0 if any(s.ok for s in frame.sources) else 1

@@ -14,6 +14,7 @@ source as down and keeps going.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
@@ -76,7 +77,17 @@ def _describe(exc: BaseException) -> str:
 
 
 def _get(url: str, timeout: float, accept: str) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, "Accept": accept})
+    headers = {"User-Agent": _USER_AGENT, "Accept": accept}
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None:
+        # urllib does not read userinfo from a URL: send it as HTTP basic auth instead.
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
+        host = parts.netloc.rpartition("@")[2]
+        url = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    request = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         body: bytes = response.read(_MAX_BODY)
         return body

@@ -139,7 +139,7 @@ def _evictions(row: PoolRow) -> str:
 
 #: The pool table's columns: title, right-justified?, widest cell allowed (None: no limit).
 _COLUMNS: Final = (
-    ("SOURCE", False, 24),
+    ("SOURCE", False, 32),
     ("POOL", False, 40),
     ("SYS", False, 10),
     ("CONNS used/idle/max", False, None),

@@ -144,7 +144,7 @@ def test_sort_and_filter() -> None:
         ]
     )
     assert [r.name for r in select_rows(frame.rows, "saturation")] == ["beta", "Gamma", "alpha"]
-    assert [r.name for r in select_rows(frame.rows, "used", reverse=True)][0] == "alpha"
+    assert next(r.name for r in select_rows(frame.rows, "used", reverse=True)) == "alpha"
     assert [r.name for r in select_rows(frame.rows, "name")] == ["alpha", "beta", "Gamma"]
     assert [r.name for r in select_rows(frame.rows, "name", text="REDIS")] == ["Gamma"]
     assert select_rows(frame.rows, "name", text="nothing") == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console, RenderableType
 
 from poolmon.top.model import Frame, Thresholds, TopModel, select_rows
@@ -11,8 +13,9 @@ from poolmon.top.view import conn_bar, fmt_duration, screen, sparkline
 
 
 def _text(renderable: RenderableType, width: int = 160) -> str:
-    console = Console(record=True, width=width, color_system=None, file=open("/dev/null", "w"))
-    console.print(renderable)
+    with open(os.devnull, "w") as sink:
+        console = Console(record=True, width=width, color_system=None, file=sink)
+        console.print(renderable)
     return console.export_text()
 
 
@@ -52,7 +55,7 @@ def test_rows_bars_and_threshold_markers() -> None:
 
 
 def test_wait_threshold_marker_and_units() -> None:
-    cumulative = tuple(0.0 if b < 1.0 else 10.0 for b in WAIT_BOUNDS) + (10.0,)
+    cumulative = (*tuple(0.0 if b < 1.0 else 10.0 for b in WAIT_BOUNDS), 10.0)
     frame = _frame(SourceResult("a", True, 0.0, (_pool("slow", 1, wait_cumulative=cumulative),)))
     line = next(line for line in _render(frame).splitlines() if line.startswith("slow"))
     # Waits between 0.5 and 1 s: p50/p95/p99 interpolated in that bucket; p95 over crit.
