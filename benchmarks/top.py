@@ -11,6 +11,7 @@ prometheus_client's reference parser is timed on the same page.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def main(argv: list[str]) -> int:
     refresh(pages[0])
     changing = float("inf")
     for page in pages[1:]:  # every pool changed since the previous page
-        changing = min(changing, _cpu(lambda p=page: refresh(p), 1))
+        changing = min(changing, _cpu(functools.partial(refresh, page), 1))
     steady = _cpu(lambda: refresh(text), args.repeat)
 
     def parse_two() -> None:

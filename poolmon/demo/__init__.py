@@ -1,1 +1,1 @@
-"""poolmon.demo."""
+"""``poolmon demo``: a phased workload over real local resources, served and shown in ``top``."""
