@@ -17,20 +17,6 @@ DEFAULT_URL: Final = "http://127.0.0.1:9464/metrics"
 
 _ONCE_WIDTH: Final = 400
 
-_SORT_KEYS: Final = (
-    "saturation",
-    "used",
-    "pending",
-    "wait",
-    "creates",
-    "evictions",
-    "errors",
-    "timeouts",
-    "oldest",
-    "name",
-    "source",
-)
-
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -55,8 +41,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--interval", type=float, default=1.0, metavar="S", help="refresh every S seconds (1)"
     )
+    from poolmon.top.model import SORT_KEYS  # pure data, no optional dependency
+
     parser.add_argument(
-        "--sort", choices=_SORT_KEYS, default="saturation", help="sort key (saturation)"
+        "--sort", choices=SORT_KEYS, default="saturation", help="sort key (saturation)"
     )
     parser.add_argument("--reverse", action="store_true", help="reverse the sort order")
     parser.add_argument("--filter", default="", metavar="TEXT", help="show matching pools only")
