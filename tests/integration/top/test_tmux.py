@@ -54,7 +54,10 @@ class Tmux:
 
         def shown() -> str:
             screen = self.screen()
-            return screen if text in screen else ""
+            # Compare with whitespace folded too: if tmux ignores -x (a server started earlier
+            # with another default-size), a long header wraps and splits the text over lines.
+            folded = " ".join(screen.split())
+            return screen if text in screen or " ".join(text.split()) in folded else ""
 
         try:
             return str(wait_for(shown, timeout, repr(text)))
