@@ -4,7 +4,7 @@ Run it with the config next to it (three workers, /metrics on the master):
 
     POOLMON_PROMETHEUS_PORT=9464 gunicorn -c examples/gunicorn_conf.py \\
         --chdir examples gunicorn_app:app
-    curl -s localhost:8000/ ; curl -s localhost:9464/metrics | grep pool_connection_count
+    curl -s localhost:8000/ ; curl -s localhost:9464/metrics | grep pool_connection_usage
 
 Each worker imports this module after the fork (no ``preload_app``), so each has its own pool. To
 stay independent of any database, the pool here is a minimal LIFO of in-memory "connections" that

@@ -54,7 +54,7 @@ def _m(otel_name: str) -> str:
     return METRICS[otel_name].prometheus
 
 
-COUNT = _m("pool.connection.count")
+COUNT = _m("pool.connection.usage")
 MAX = _m("pool.connection.max")
 PENDING = _m("pool.connection.pending_requests")
 TIMEOUTS = _m("pool.connection.timeouts")

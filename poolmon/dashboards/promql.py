@@ -81,7 +81,7 @@ class Scan:
         """Metric names used bare although they are counters.
 
         A name counts as a counter when it is in ``counters`` or ends with ``_total`` (a suffix
-        test alone would flag gauges such as ``pool_connection_count``).
+        test alone would flag gauges such as ``pool_connection_usage``).
         """
         return [
             m.name

@@ -158,7 +158,7 @@ def family_specs(*, semconv: bool = False) -> list[FamilySpec]:
 def _pool_points(snap: PoolSnapshot, source: str) -> Iterable[tuple[dict[str, str], Value]]:
     """The points of catalog metric ``source`` for one pool, with poolmon attribute names."""
     name = {"pool.name": snap.name}
-    if source == "pool.connection.count":
+    if source == "pool.connection.usage":
         yield {**name, "pool.connection.state": "idle"}, float(snap.idle)
         yield {**name, "pool.connection.state": "used"}, float(snap.used)
     elif source == "pool.connection.max":

@@ -42,7 +42,7 @@ def _prom(name: str) -> str:
     return METRICS[name].prometheus
 
 
-_COUNT: Final = _prom("pool.connection.count")
+_COUNT: Final = _prom("pool.connection.usage")
 _MAX: Final = _prom("pool.connection.max")
 _PENDING: Final = _prom("pool.connection.pending_requests")
 _TIMEOUTS: Final = _prom("pool.connection.timeouts")

@@ -2,7 +2,7 @@
 
 with PrometheusServer(binary, scrape_targets=["127.0.0.1:9464"]) as prom:
     prom.wait_for_scrape()
-    prom.query("sum(pool_connection_count)")
+    prom.query("sum(pool_connection_usage)")
 """
 
 from __future__ import annotations

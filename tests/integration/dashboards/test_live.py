@@ -156,7 +156,7 @@ def test_calm_pool_raises_no_alert(live: Live) -> None:
     # The rules have been evaluated many times by now (the stressed alerts went through pending).
     calm = [a for a in live.prom.alerts() if a["labels"].get("pool_name") == CALM]
     assert calm == []
-    assert live.prom.query(f'pool_connection_count{{pool_name="{CALM}"}}'), "calm pool not scraped"
+    assert live.prom.query(f'pool_connection_usage{{pool_name="{CALM}"}}'), "calm pool not scraped"
 
 
 def test_panel_queries_name_only_exported_metrics(live: Live) -> None:

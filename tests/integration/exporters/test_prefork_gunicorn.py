@@ -33,7 +33,7 @@ def _scrape(url: str) -> dict[str, float]:
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             key = s.name
-            if s.name == "pool_connection_count":
+            if s.name == "pool_connection_usage":
                 key = f"{s.name}:{s.labels['pool_connection_state']}"
             if s.name.endswith("_bucket"):
                 continue
@@ -114,7 +114,7 @@ def test_three_workers_totals_add_up(
         "merged pools", lambda: (t := _scrape(metrics_url))["poolmon_pools"] == WORKERS and t
     )
     assert totals["pool_connection_max"] == WORKERS * POOL_SIZE  # type: ignore[index]
-    assert totals["pool_connection_count:idle"] == WORKERS * POOL_SIZE  # type: ignore[index]
+    assert totals["pool_connection_usage:idle"] == WORKERS * POOL_SIZE  # type: ignore[index]
     per_pid: collections.Counter[str] = collections.Counter()
     for _ in range(REQUESTS):
         with urllib.request.urlopen(app_url, timeout=10) as resp:
@@ -127,7 +127,7 @@ def test_three_workers_totals_add_up(
         ),
     )
     assert totals["pool_connection_use_time_seconds_count"] == REQUESTS  # type: ignore[index]
-    assert totals["pool_connection_count:used"] == 0  # type: ignore[index]
+    assert totals["pool_connection_usage:used"] == 0  # type: ignore[index]
     # Kill one worker that served requests: its counts stay, gunicorn replaces it.
     victim = int(per_pid.most_common(1)[0][0].removeprefix("pid="))
     os.kill(victim, signal.SIGKILL)  # a worker of the gunicorn master this test started

@@ -102,11 +102,11 @@ def test_run_exposes_all_three_pools_and_keeps_exit_code_and_output(
 
     http_pool = f"http://127.0.0.1:{server.port}"
     assert (
-        _sample(metrics, "pool_connection_count", pool_name=http_pool, pool_connection_state="idle")
+        _sample(metrics, "pool_connection_usage", pool_name=http_pool, pool_connection_state="idle")
         == 1
     )
     assert (
-        _sample(metrics, "pool_connection_count", pool_name=http_pool, pool_connection_state="used")
+        _sample(metrics, "pool_connection_usage", pool_name=http_pool, pool_connection_state="used")
         == 0
     )
     assert _sample(metrics, "pool_connection_wait_time_seconds_count", pool_name=http_pool) == N
@@ -114,12 +114,12 @@ def test_run_exposes_all_three_pools_and_keeps_exit_code_and_output(
     redis_pools = {
         ln.split('pool_name="')[1].split('"')[0]
         for ln in metrics.splitlines()
-        if ln.startswith("pool_connection_count{") and "redis://" in ln
+        if ln.startswith("pool_connection_usage{") and "redis://" in ln
     }
     pg_pools = {
         ln.split('pool_name="')[1].split('"')[0]
         for ln in metrics.splitlines()
-        if ln.startswith("pool_connection_count{") and "postgresql://" in ln
+        if ln.startswith("pool_connection_usage{") and "postgresql://" in ln
     }
     assert {"redis", "psycopg"} <= set(info["shims"])
     (redis_pool,) = redis_pools
@@ -130,7 +130,7 @@ def test_run_exposes_all_three_pools_and_keeps_exit_code_and_output(
     assert _sample(metrics, "pool_connection_use_time_seconds_count", pool_name=pg_pool) == N
     for pool in (redis_pool, pg_pool):
         used = _sample(
-            metrics, "pool_connection_count", pool_name=pool, pool_connection_state="used"
+            metrics, "pool_connection_usage", pool_name=pool, pool_connection_state="used"
         )
         assert used == 0
 

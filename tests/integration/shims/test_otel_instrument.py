@@ -88,7 +88,7 @@ def test_opentelemetry_instrument_reports_poolmon_metrics(pg_dsn: str, redis_url
     assert sum(p["count"] for p in creates) >= 1
     states = {
         p["attributes"]["pool.connection.state"]: p["value"]
-        for p in points["pool.connection.count"]
+        for p in points["pool.connection.usage"]
         if p["attributes"]["pool.name"] == "otel-app-pg"
     }
     assert states == {"idle": 0, "used": 0}  # closed before exit: every connection evicted

@@ -72,11 +72,11 @@ def test_every_spec_is_in_the_json() -> None:
 def test_catalog_names() -> None:
     exported = exported_metric_names()
     assert "pool_connection_wait_time_seconds_bucket" in exported
-    assert "pool_connection_count" in exported
+    assert "pool_connection_usage" in exported
     counters = counter_names()
     assert "pool_connection_timeouts_total" in counters
     assert "pool_connection_create_time_seconds_count" in counters
-    assert "pool_connection_count" not in counters  # a gauge, despite its suffix
+    assert "pool_connection_usage" not in counters  # a gauge, despite its suffix
 
 
 def _first_panel(doc: dict[str, Any], kind: str = "timeseries") -> dict[str, Any]:

@@ -25,7 +25,7 @@ def test_label_lists_keywords_and_numbers_are_not_metrics() -> None:
 
 
 def test_counters_outside_rate_uses_the_given_set() -> None:
-    result = scan("pool_connection_count + x_count")
+    result = scan("pool_connection_usage + x_count")
     assert result.counters_outside_rate() == []
     assert result.counters_outside_rate({"x_count"}) == ["x_count"]
 

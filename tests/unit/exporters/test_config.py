@@ -75,7 +75,7 @@ def test_start_prometheus_and_jsonl_then_close(tmp_path: Path, registry: PoolReg
         ledger.borrow(conn)
         with urllib.request.urlopen(exporters.prometheus_url, timeout=10) as resp:
             body = resp.read().decode()
-        assert 'pool_connection_count{pool_connection_state="used"' in body
+        assert 'pool_connection_usage{pool_connection_state="used"' in body
         url = exporters.prometheus_url
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)

@@ -35,7 +35,7 @@ def _families(semconv: bool) -> dict[str, dict[tuple[tuple[str, str], ...], obje
 
 def test_plain_families_keyed_by_pool_name() -> None:
     fams = _families(semconv=False)
-    counts = fams["pool.connection.count"]
+    counts = fams["pool.connection.usage"]
     pools = {dict(k)["pool.name"] for k in counts}
     assert pools == {
         "postgresql://127.0.0.1:5432/shop",
@@ -59,7 +59,7 @@ def test_semconv_database_and_http_names() -> None:
     # Unmapped metrics keep poolmon's names; mapped ones leave the poolmon family.
     assert any(dict(k).get("pool.name", "").startswith("postgresql") for k in fams["pool.info"])
     assert not any(
-        dict(k).get("pool.name", "").startswith("postgresql") for k in fams["pool.connection.count"]
+        dict(k).get("pool.name", "").startswith("postgresql") for k in fams["pool.connection.usage"]
     )
     http = fams["http.client.open_connections"]
     key = (

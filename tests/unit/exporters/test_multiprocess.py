@@ -86,7 +86,7 @@ def test_merged_totals_and_dead_workers(tmp_path: Path) -> None:
     # Counters and histograms of the dead worker still count; its live gauges do not.
     assert _value(text, "pool_connection_timeouts_total", pool_name=pool) == 2 * truth.timeouts
     assert _value(text, "pool_connection_wait_time_seconds_count", pool_name=pool) == 200
-    assert _value(text, "pool_connection_count", pool_name=pool, pool_connection_state="used") == (
+    assert _value(text, "pool_connection_usage", pool_name=pool, pool_connection_state="used") == (
         truth.used
     )
     assert _value(text, "pool_connection_max", pool_name=pool) == truth.max

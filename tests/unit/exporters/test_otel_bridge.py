@@ -72,7 +72,7 @@ def test_every_catalog_metric_with_units_attributes_and_histogram_truth() -> Non
     assert errors[(truth.pool, "timeout")] == truth.timeouts
     assert errors[(truth.pool, "create_failed")] == 1
     assert metrics["pool.connection.errors"].data.is_monotonic
-    assert not metrics["pool.connection.count"].data.is_monotonic
+    assert not metrics["pool.connection.usage"].data.is_monotonic
     info = next(
         p for p in metrics["pool.info"].data.data_points if p.attributes["pool.name"] == truth.pool
     )
@@ -91,13 +91,13 @@ def test_enable_is_idempotent_per_provider_and_registry() -> None:
     other = PoolRegistry()
     b = otel.enable(meter_provider=provider, registry=other)
     assert b is not a
-    counts = _metrics(reader)["pool.connection.count"].data.data_points
+    counts = _metrics(reader)["pool.connection.usage"].data.data_points
     assert len(counts) == 4  # two pools x two states, not doubled
     a.disable()
     b.disable()
     # Re-enabling after disable reports again (the SDK keeps the first instruments).
     c = otel.enable(meter_provider=provider, registry=reg)
-    assert len(_metrics(reader)["pool.connection.count"].data.data_points) == 4
+    assert len(_metrics(reader)["pool.connection.usage"].data.data_points) == 4
     c.disable()
 
 
@@ -128,7 +128,7 @@ def test_a_raising_collection_is_counted_not_raised(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(reg, "snapshot", broken)
     metrics = _metrics(reader)  # does not raise
-    assert "pool.connection.count" not in metrics
+    assert "pool.connection.usage" not in metrics
     assert reg.self_metrics.snapshot()["poolmon.export.errors"]["otel"] >= 1
     bridge.disable()
 
@@ -179,7 +179,7 @@ def test_enable_on_the_global_provider_in_a_fresh_process() -> None:
         assert otel.enable() is a
         names = {m.name for rm in reader.get_metrics_data().resource_metrics
                  for sm in rm.scope_metrics for m in sm.metrics}
-        assert "pool.connection.wait_time" in names and "pool.connection.count" in names, names
+        assert "pool.connection.wait_time" in names and "pool.connection.usage" in names, names
         print("OK")
         """
     )

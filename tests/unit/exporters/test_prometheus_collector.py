@@ -52,7 +52,7 @@ def test_exposition_carries_catalog_names_help_and_truth() -> None:
     assert samples[("pool_connection_pending_requests", pool)] == truth.pending
     assert samples[("pool_connection_timeouts_total", pool)] == truth.timeouts
     used = tuple(sorted((*pool, ("pool_connection_state", "used"))))
-    assert samples[("pool_connection_count", used)] == truth.used
+    assert samples[("pool_connection_usage", used)] == truth.used
     assert samples[("pool_connection_oldest_use_seconds", pool)] == pytest.approx(truth.oldest_use)
     running = 0
     for bound, count in zip(BUCKETS["wait_time"], truth.wait_buckets(), strict=False):
@@ -116,7 +116,7 @@ def test_failing_collection_is_counted_and_scrape_survives(
             text = _scrape(reg)
     samples = _samples(text)
     assert samples[("poolmon_export_errors_total", (("exporter", "prometheus"),))] == 3
-    assert "pool_connection_count{" not in text
+    assert "pool_connection_usage{" not in text
     logged = [r for r in caplog.records if "Prometheus collection failed" in r.getMessage()]
     assert len(logged) <= 1  # once per process (maybe already logged by an earlier test)
     assert all("hunter22" not in r.getMessage() for r in caplog.records)

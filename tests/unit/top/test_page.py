@@ -69,8 +69,8 @@ def test_awkward_pool_names_take_the_exact_path() -> None:
 
 def test_page_without_type_lines_and_with_garbage() -> None:
     text = (
-        'pool_connection_count{pool_name="a",pool_connection_state="used"} 3\n'
-        'pool_connection_count{pool_name="a",pool_connection_state="idle"} 1\n'
+        'pool_connection_usage{pool_name="a",pool_connection_state="used"} 3\n'
+        'pool_connection_usage{pool_name="a",pool_connection_state="idle"} 1\n'
         'pool_connection_max{pool_name="a"} 8 1700000000000\n'
         "this line is garbage\n"
         'pool_connection_pending_requests{pool_name="a"} not-a-number\n'
