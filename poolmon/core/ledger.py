@@ -118,6 +118,7 @@ class PoolLedger:
         "idle_max",
         "max_size",
         "min_size",
+        "semconv_exported_by",
     )
 
     def __init__(
@@ -132,6 +133,10 @@ class PoolLedger:
         stack_sample_every: int = 0,
     ) -> None:
         self.identity = identity
+        #: Set by a shim when the pooled library itself already publishes this pool's official
+        #: OpenTelemetry semantic-convention series (e.g. ``"redis-py"``): an exporter in
+        #: ``semconv`` mode then keeps poolmon's own names for it rather than count it twice.
+        self.semconv_exported_by: str | None = None
         self.max_size = max_size
         self.min_size = min_size
         self.idle_max = idle_max
@@ -550,6 +555,7 @@ class PoolLedger:
                 validations=dict(self._validations),
                 oldest_use=oldest,
                 closed=self._closed,
+                semconv_exported_by=self.semconv_exported_by,
             )
         if leak_threshold is not None:
             leaks = tuple(self.leaks(leak_threshold))

@@ -108,6 +108,8 @@ class PoolSnapshot:
     oldest_use: float  # seconds; 0.0 when nothing is borrowed
     closed: bool = False
     leaks: tuple[LeakRecord, ...] = field(default=())
+    #: The library that already exports this pool's OpenTelemetry semconv series, if any.
+    semconv_exported_by: str | None = None
 
     @property
     def name(self) -> str:

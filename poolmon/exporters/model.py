@@ -244,6 +244,10 @@ def build_families(
     families = {spec.name: Family(spec) for spec in family_specs(semconv=semconv)}
     for snap in snapshots:
         kind = semconv_kind(snap.identity.system) if semconv else None
+        # A pool whose library already publishes the official series keeps poolmon's names:
+        # emitting db.client.connection.* a second time would double every total.
+        if snap.semconv_exported_by is not None:
+            kind = None
         table = SEMCONV.get(kind, {}) if kind else {}
         for source in METRICS:
             entry = table.get(source)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-import weakref
 from typing import Final
 
 from poolmon.core.ledger import PoolLedger
@@ -56,7 +55,6 @@ SUPPORTED: Final = ">=8.0,<9"
 
 _patches: Final = PatchSet(LIBRARY)
 _lock: Final = threading.Lock()
-_semconv_by_library: weakref.WeakSet[PoolLedger] = weakref.WeakSet()
 
 
 def available() -> bool:
@@ -111,9 +109,9 @@ def is_instrumented() -> bool:
 def library_exports_semconv(ledger: PoolLedger) -> bool:
     """True when redis-py's built-in metrics already publish this pool's ``db.client.connection.*``
     series (so an exporter in ``semconv`` mode must skip them to avoid counting the pool twice)."""
-    return ledger in _semconv_by_library
+    return ledger.semconv_exported_by is not None
 
 
 def _on_attach(ledger: PoolLedger) -> None:
     if builtin_pool_metrics_enabled():
-        _semconv_by_library.add(ledger)
+        ledger.semconv_exported_by = "redis-py"

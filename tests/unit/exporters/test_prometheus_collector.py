@@ -102,6 +102,22 @@ def test_semconv_names_in_exposition() -> None:
     assert 'http_connection_state="active"' in text
 
 
+def test_semconv_leaves_pools_whose_library_exports_them_under_poolmon_names() -> None:
+    # redis-py's built-in metrics publish db.client.connection.* themselves: poolmon must not
+    # publish the same official series for that pool a second time.
+    clock = ManualClock()
+    reg = PoolRegistry(clock=clock)
+    ledger, truth = run_workload(reg, clock)
+    ledger.semconv_exported_by = "redis-py"
+    text = _scrape(reg, semconv=True)
+    names = {fam.name for fam in text_string_to_metric_families(text) if fam.samples}
+    assert "db_client_connection_count" not in names
+    assert "db_client_connection_wait_time_seconds" not in names
+    samples = _samples(text)
+    used = (("pool_connection_state", "used"), ("pool_name", truth.pool))
+    assert samples[("pool_connection_usage", used)] == truth.used
+
+
 def test_failing_collection_is_counted_and_scrape_survives(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
