@@ -102,6 +102,7 @@ def _snapshot_to_json(snap: PoolSnapshot) -> dict[str, Any]:
         "evictions": dict(snap.evictions),
         "errors": dict(snap.errors),
         "validations": dict(snap.validations),
+        "semconv_exported_by": snap.semconv_exported_by,
     }
 
 
@@ -127,6 +128,7 @@ def _snapshot_from_json(data: Mapping[str, Any]) -> PoolSnapshot:
         validations={str(k): int(v) for k, v in data["validations"].items()},
         oldest_use=float(data["oldest_use"]),
         closed=bool(data["closed"]),
+        semconv_exported_by=data.get("semconv_exported_by"),
     )
 
 
@@ -291,6 +293,7 @@ class MultiProcessCollector(Collector):
         *,
         semconv: bool = False,
         registry: PoolRegistry | None = None,
+        include_own: bool = False,
     ) -> None:
         path = Path(directory)
         if not path.is_dir():
@@ -298,6 +301,9 @@ class MultiProcessCollector(Collector):
         self.directory = path
         self.semconv = semconv
         self._registry = registry  # where this (serving) process counts its own failures
+        # include_own: the serving process has pools of its own too (``poolmon run`` serving a
+        # program that forks workers later): its live snapshots join the workers' files.
+        self.include_own = include_own
 
     def describe(self) -> list[Metric]:
         return []
@@ -318,6 +324,11 @@ class MultiProcessCollector(Collector):
                 exc,
             )
             snaps, self_metrics, live = [], {}, 0
+        if self.include_own:
+            me = os.getpid()
+            mine = own.snapshot()
+            snaps = [*mine, *(s for s in snaps if s.identity.pid != me)]
+            live += len(mine)
         for metric, values in own.self_metrics.snapshot().items():
             per_label = self_metrics.setdefault(metric, {})
             for label, count in values.items():

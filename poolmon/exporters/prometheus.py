@@ -274,6 +274,7 @@ def serve(
     keyfile: str | os.PathLike[str] | None = None,
     semconv: bool = False,
     multiprocess_dir: str | os.PathLike[str] | None = None,
+    include_own_pools: bool = False,
 ) -> MetricsServer:
     """Serve ``/metrics`` on ``addr:port`` in a daemon thread (``port=0`` picks a free port).
 
@@ -281,7 +282,8 @@ def serve(
     collector; pass one (e.g. prometheus_client's ``REGISTRY``) to serve poolmon next to the
     application's metrics. With ``certfile`` and ``keyfile`` it serves HTTPS (prometheus_client's
     own TLS support). With ``multiprocess_dir`` it serves the merged pools of every worker writing
-    to that directory instead of this process's (see :mod:`poolmon.exporters.multiprocess`).
+    to that directory instead of this process's (see :mod:`poolmon.exporters.multiprocess`);
+    ``include_own_pools`` adds this process's own pools to them (a parent that forks workers).
     """
     if not 0 <= port <= 65535:
         raise ConfigError("port", port, "an integer in [0, 65535] (0 picks a free port)")
@@ -295,7 +297,9 @@ def serve(
     if multiprocess_dir is not None:
         from poolmon.exporters.multiprocess import MultiProcessCollector
 
-        mp = MultiProcessCollector(multiprocess_dir, semconv=semconv)
+        mp = MultiProcessCollector(
+            multiprocess_dir, semconv=semconv, registry=registry, include_own=include_own_pools
+        )
         prometheus_registry.register(mp)
         prom = prometheus_registry
 

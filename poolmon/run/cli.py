@@ -38,7 +38,7 @@ POOLMON_RUN_INFO (see docs/run.md).
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="run a Python program with every installed pool instrumented",
+        help="Run a Python program with every installed pool instrumented",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
