@@ -333,9 +333,16 @@ class PoolLedger:
                 self._emit(ev.WAIT, pending=pending)
         return pending
 
-    def borrow(self, conn: int, t0: float | None = None, queued: bool = False) -> None:
-        """``conn`` was handed to a caller that started asking at ``t0`` (None: no wait)."""
-        now = self._now()
+    def borrow(
+        self, conn: int, t0: float | None = None, queued: bool = False, now: float | None = None
+    ) -> None:
+        """``conn`` was handed to a caller that started asking at ``t0`` (None: no wait).
+
+        ``now`` is the current reading of this ledger's clock when the caller has just taken one
+        (a pool that checked expiry with it): passing it saves a clock read per event.
+        """
+        if now is None:
+            now = self._now()
         self._acquire()
         try:
             self._borrowed[conn] = now
@@ -368,9 +375,11 @@ class PoolLedger:
         if self._subscribers:
             self._emit(ev.BORROW, conn=conn, duration=waited, queued=queued or None)
 
-    def release(self, conn: int) -> None:
-        """The caller gave ``conn`` back (the standard's ``return`` event)."""
-        now = self._now()
+    def release(self, conn: int, now: float | None = None) -> None:
+        """The caller gave ``conn`` back (the standard's ``return`` event); ``now`` as in
+        :meth:`borrow`."""
+        if now is None:
+            now = self._now()
         self._acquire()
         try:
             start = self._borrowed.pop(conn, None)

@@ -135,7 +135,7 @@ class AsyncPool(BasePool[T]):
             now = self._now()
             if now < entry.expires and not self._needs_validation(entry, now):
                 self._lent[id(entry.conn)] = entry
-                self._ledger.borrow(entry.id)
+                self._ledger.borrow(entry.id, None, False, now)
                 return entry.conn
             self._lent[id(entry.conn)] = entry
         else:
@@ -321,9 +321,9 @@ class AsyncPool(BasePool[T]):
         entry = self._lent.get(key)
         if entry is None or entry.conn is not conn:
             raise PoolError(f"{type(conn).__name__} object was not lent by pool {self.name!r}")
-        self._ledger.release(entry.id)
-        reason = "broken" if broken else entry.doomed
         now = self._now()
+        self._ledger.release(entry.id, now)
+        reason = "broken" if broken else entry.doomed
         if reason is None:
             try:
                 broken_now = self._factory.is_broken(conn)

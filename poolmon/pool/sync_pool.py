@@ -166,7 +166,7 @@ class Pool(BasePool[T]):
                     self._validate_after is None or now - entry.checked < self._validate_after
                 ):
                     self._lent[id(entry.conn)] = entry
-                    self._ledger.borrow(entry.id)
+                    self._ledger.borrow(entry.id, None, False, now)
                     return entry.conn
                 self._lent[id(entry.conn)] = entry  # being checked: close() must still see it
             else:
@@ -365,8 +365,8 @@ class Pool(BasePool[T]):
         entry = self._lent.get(key)
         if entry is None or entry.conn is not conn:
             raise PoolError(f"{type(conn).__name__} object was not lent by pool {self.name!r}")
-        self._ledger.release(entry.id)  # before the lock: see the module docstring
         now = self._now()
+        self._ledger.release(entry.id, now)  # before the lock: see the module docstring
         reason = self._return_reason(entry, now, broken)
         reset_error: Exception | None = None
         if reason is None and self._reset is not None:
