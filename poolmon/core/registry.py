@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -35,6 +36,8 @@ class PoolRegistry:
         self._ledgers: dict[str, PoolLedger] = {}
         self._owners: dict[str, weakref.ref[object]] = {}
         self._subscribers: tuple[Subscriber, ...] = ()
+        # Pools whose owner was collected, not yet dropped from _ledgers (see _owner_gone).
+        self._gone: deque[tuple[str, weakref.ref[PoolLedger]]] = deque()
         self.self_metrics: Final = SelfMetrics()
         _all_registries.add(self)
 
@@ -59,6 +62,7 @@ class PoolRegistry:
         Without an owner the ledger stays until :meth:`unregister`.
         """
         with self._lock:
+            self._drop_gone()
             name = self._unique_name(identity.name)
             ledger = PoolLedger(
                 identity.with_name(name),
@@ -81,12 +85,27 @@ class PoolRegistry:
         ledger_ref = weakref.ref(ledger)
 
         def drop(_: weakref.ref[object]) -> None:
-            with self._lock:
-                if self._ledgers.get(name) is ledger_ref():
-                    del self._ledgers[name]
-                    self._owners.pop(name, None)
+            # A weakref callback runs inside garbage collection, which can start on any
+            # allocation: also one this very thread makes while it holds self._lock (a plain
+            # Lock, so waiting for it here would deadlock). So only queue the pool (deque.append
+            # is atomic) and drop it now if the lock is free; otherwise the lock's next holder
+            # drops it before reading _ledgers.
+            self._gone.append((name, ledger_ref))
+            if self._lock.acquire(blocking=False):
+                try:
+                    self._drop_gone()
+                finally:
+                    self._lock.release()
 
         return drop
+
+    def _drop_gone(self) -> None:
+        """Forget the pools whose owners were collected. Call with ``self._lock`` held."""
+        while self._gone:
+            name, ledger_ref = self._gone.popleft()
+            if self._ledgers.get(name) is ledger_ref():
+                del self._ledgers[name]
+                self._owners.pop(name, None)
 
     def _unique_name(self, base: str) -> str:
         if base not in self._ledgers:
@@ -99,16 +118,19 @@ class PoolRegistry:
     def unregister(self, ledger: PoolLedger) -> None:
         """Forget a pool (its metrics disappear from the next collection)."""
         with self._lock:
+            self._drop_gone()
             if self._ledgers.get(ledger.name) is ledger:
                 del self._ledgers[ledger.name]
                 self._owners.pop(ledger.name, None)
 
     def ledgers(self) -> tuple[PoolLedger, ...]:
         with self._lock:
+            self._drop_gone()
             return tuple(self._ledgers.values())
 
     def get(self, name: str) -> PoolLedger | None:
         with self._lock:
+            self._drop_gone()
             return self._ledgers.get(name)
 
     def snapshot(self, leak_threshold: float | None = None) -> list[PoolSnapshot]:
@@ -140,6 +162,7 @@ class PoolRegistry:
         with self._lock:
             self._ledgers.clear()
             self._owners.clear()
+            self._gone.clear()
             self._subscribers = ()
         self.self_metrics.reset()
 
