@@ -1,0 +1,182 @@
+"""Which parts of redis-py's and urllib3's own test suites are run with poolmon's shims on.
+
+The one place that lists what is run and, for every upstream test left out, why. Every entry in
+``deselect`` is a pytest node-id prefix (``--deselect`` matches prefixes); each must match at least
+one collected test, so the list cannot silently rot when upstream renames a test.
+
+The reasons fall in three groups, none of them poolmon's doing (the baseline run without poolmon
+fails or misbehaves the same way, or the test is about something other than the pool):
+
+* environment: this sandbox's network, no cluster/sentinel, a newer Hypercorn than urllib3's
+  dummyserver was written against;
+* isolation: a test that cannot share the machine with colleagues' tests;
+* time: slow variants of a test whose fast variant still runs (the suites must stay well under
+  a minute and a half together).
+
+psycopg_pool is not here: its sdist ships no tests (its test suite lives only in the psycopg
+repository), and psycopg2's pool module has no dedicated tests in its sdist either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["REDIS", "SUITES", "URLLIB3", "Deselect", "Suite"]
+
+
+@dataclass(frozen=True)
+class Deselect:
+    """An upstream test (node-id prefix) left out of both runs, and why."""
+
+    prefix: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A library's own pool tests, as found in its sdist."""
+
+    #: ``poolmon.instrument`` name of the shim under test.
+    shim: str
+    #: PyPI distribution whose *installed* version's sdist is fetched.
+    distribution: str
+    #: Paths inside the sdist to extract: the tests and their helpers, never the library's source
+    #: (the installed library is the one under test, so the source must not shadow it).
+    members: tuple[str, ...]
+    #: Test files run (relative to the extracted sdist root).
+    files: tuple[str, ...]
+    deselect: tuple[Deselect, ...]
+    #: Extra pytest arguments for both runs.
+    args: tuple[str, ...] = ()
+    #: Needs a private redis-server (its URL is passed as ``--redis-url``).
+    redis_server: bool = False
+    #: Upper bound on the whole run of one mode (a hang fails instead of stalling the suite).
+    timeout: float = 240.0
+
+
+_SLOW_CONNECT_FAILURE = (
+    "time: ~4 s each retrying a connect to a closed port; a single Connection, no pool"
+)
+
+REDIS: Final = Suite(
+    shim="redis",
+    distribution="redis",
+    members=("tests", "pyproject.toml"),
+    files=(
+        "tests/test_connection_pool.py",
+        "tests/test_max_connections_error.py",
+        "tests/test_multiprocessing.py",
+        "tests/test_connection.py",
+        "tests/test_asyncio/test_connection_pool.py",
+        "tests/test_asyncio/test_connection.py",
+        "tests/test_asyncio/test_cwe_404.py",
+    ),
+    deselect=(
+        Deselect(
+            "tests/test_connection.py::test_network_connection_failure", _SLOW_CONNECT_FAILURE
+        ),
+        Deselect(
+            "tests/test_connection.py::test_unix_socket_connection_failure", _SLOW_CONNECT_FAILURE
+        ),
+        Deselect(
+            "tests/test_asyncio/test_connection.py::test_network_connection_failure",
+            _SLOW_CONNECT_FAILURE,
+        ),
+        Deselect(
+            "tests/test_asyncio/test_connection.py::test_unix_socket_connection_failure",
+            _SLOW_CONNECT_FAILURE,
+        ),
+        Deselect(
+            "tests/test_asyncio/test_cwe_404.py::test_cluster",
+            "environment: needs a Redis Cluster on ports 16379-16384",
+        ),
+        *(
+            Deselect(
+                f"tests/test_asyncio/test_cwe_404.py::{name}[{delay}]",
+                "time: 2-4 s per delay; the 0.05 s and 0.5 s delays run the same cancellation path",
+            )
+            for name in ("test_standalone", "test_standalone_pipeline")
+            for delay in ("1", "2")
+        ),
+    ),
+    # The redis-py suite's pyproject asks for a ``coverage`` warning filter; without coverage
+    # installed pytest warns about the filter itself on every test.
+    args=("-W", "ignore::pytest.PytestConfigWarning"),
+    redis_server=True,
+)
+
+_TARPIT = (
+    "environment: TARPIT_HOST (240.0.0.0) is reachable through this sandbox's network, so "
+    "connect timeouts do not happen and the connected sockets leak into later tests as "
+    "ResourceWarnings (errors under urllib3's filterwarnings=error)"
+)
+_HYPERCORN_TLS = (
+    "environment: dummyserver's /certificate and /alpn_protocol read scope['extensions']['tls'], "
+    "which the installed Hypercorn does not provide (HTTP 500 without poolmon too)"
+)
+_TLS_CLASSES = ("TestHTTPS_TLSv1_2", "TestHTTPS_TLSv1_3")
+_HTTPS = "test/with_dummyserver/test_https.py"
+
+URLLIB3: Final = Suite(
+    shim="urllib3",
+    distribution="urllib3",
+    members=("test", "dummyserver", "pyproject.toml"),
+    files=(
+        "test/test_connectionpool.py",
+        "test/test_poolmanager.py",
+        "test/test_proxymanager.py",
+        "test/with_dummyserver/test_connectionpool.py",
+        "test/with_dummyserver/test_poolmanager.py",
+        "test/with_dummyserver/test_socketlevel.py",
+        _HTTPS,
+    ),
+    deselect=(
+        Deselect(
+            "test/with_dummyserver/test_connectionpool.py::TestConnectionPoolTimeouts::"
+            "test_connect_timeout",
+            _TARPIT,
+        ),
+        Deselect(
+            "test/with_dummyserver/test_connectionpool.py::TestConnectionPoolTimeouts::"
+            "test_total_applies_connect",
+            _TARPIT,
+        ),
+        Deselect(
+            "test/with_dummyserver/test_connectionpool.py::TestConnectionPoolTimeouts::"
+            "test_create_connection_timeout",
+            _TARPIT,
+        ),
+        Deselect(
+            "test/with_dummyserver/test_connectionpool.py::TestConnectionPool::"
+            "test_source_address_error[invalid_source_address0-False]",
+            "environment: binding to 192.0.2.255 succeeds in this sandbox (no NewConnectionError)",
+        ),
+        *(
+            Deselect(f"{_HTTPS}::{cls}::{name}", _TARPIT)
+            for cls in _TLS_CLASSES
+            for name in (
+                "test_https_timeout",
+                "test_enhanced_timeout",
+                "test_http2_probe_no_result_in_connect_error",
+                "test_http2_probe_blocked_per_thread",
+            )
+        ),
+        *(
+            Deselect(f"{_HTTPS}::{cls}::{name}", _HYPERCORN_TLS)
+            for cls in _TLS_CLASSES
+            for name in (
+                "test_client_intermediate",
+                "test_client_key_password",
+                "test_alpn_default",
+                "test_http2_probe_result_is_cached",
+            )
+        ),
+    ),
+    # pytest-asyncio (installed for redis-py's suite) is not one of urllib3's test dependencies;
+    # its configuration warning would be an error under urllib3's filterwarnings=error.
+    args=("-p", "no:asyncio"),
+)
+
+#: Every suite, in the order the tests run them.
+SUITES: Final = (REDIS, URLLIB3)
