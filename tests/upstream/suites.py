@@ -4,12 +4,11 @@ The one place that lists what is run and, for every upstream test left out, why.
 ``deselect`` is a pytest node-id prefix (``--deselect`` matches prefixes); each must match at least
 one collected test, so the list cannot silently rot when upstream renames a test.
 
-The reasons fall in three groups, none of them poolmon's doing (the baseline run without poolmon
+The reasons fall in two groups, none of them poolmon's doing (the baseline run without poolmon
 fails or misbehaves the same way, or the test is about something other than the pool):
 
 * environment: this sandbox's network, no cluster/sentinel, a newer Hypercorn than urllib3's
   dummyserver was written against;
-* isolation: a test that cannot share the machine with colleagues' tests;
 * time: slow variants of a test whose fast variant still runs (the suites must stay well under
   a minute and a half together).
 
