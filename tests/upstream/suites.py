@@ -12,8 +12,8 @@ fails or misbehaves the same way, or the test is about something other than the 
 * time: slow variants of a test whose fast variant still runs (the suites must stay well under
   a minute and a half together).
 
-psycopg_pool is not here: its sdist ships no tests (its test suite lives only in the psycopg
-repository), and psycopg2's pool module has no dedicated tests in its sdist either.
+psycopg_pool is not here: its sdist ships no tests (checked for psycopg-pool 3.3.3; its test
+suite lives only in the psycopg source repository, which this project does not fetch).
 """
 
 from __future__ import annotations
