@@ -143,9 +143,13 @@ def extract(sdist: Path, members: tuple[str, ...], dest: Path) -> Path:
                         raise FetchError(f"unsafe path in {sdist.name}: {info.name}")
                 archive.extractall(scratch, members=chosen)
         (scratch / ".complete").write_text(sdist.name, encoding="utf-8")
-        if dest.exists():
-            shutil.rmtree(dest)
-        scratch.rename(dest)
+        if dest.exists() and not marker.exists():
+            shutil.rmtree(dest)  # an interrupted extraction of an older run
+        try:
+            scratch.rename(dest)
+        except OSError:
+            if not marker.exists():  # not just another process finishing the same extraction
+                raise
     finally:
         if scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
