@@ -105,6 +105,7 @@ class PoolLedger:
         "_now",
         "_pending",
         "_release",
+        "_retire_reason",
         "_self_metrics",
         "_stack_every",
         "_stacks",
@@ -166,6 +167,7 @@ class PoolLedger:
         self._flagged: set[int] = set()
         self._pending = 0
         self._closed = False
+        self._retire_reason: str | None = None
         self._reset_aggregates()
         self._update_extras()
 
@@ -422,20 +424,55 @@ class PoolLedger:
         if reason not in _EVICTION_REASONS:
             reason = "other"
         with self._lock:
-            created = self._alive.pop(conn, None)
-            if created is None:
-                return  # unknown or already evicted: counting it twice would break exactness
-            self._borrowed.pop(conn, None)
-            if self._stacks:
-                self._stacks.pop(conn, None)
-            if self._flagged:
-                self._flagged.discard(conn)
-            age = now - created
-            self._evictions[reason] += 1
-            self._life_counts[bisect_left(_LIFE_BOUNDS, age)] += 1
-            self._life_sum += age
+            self._evict_locked(conn, reason, now)
+
+    def _evict_locked(self, conn: int, reason: str, now: float) -> None:
+        created = self._alive.pop(conn, None)
+        if created is None:
+            return  # unknown or already evicted: counting it twice would break exactness
+        self._borrowed.pop(conn, None)
+        if self._stacks:
+            self._stacks.pop(conn, None)
+        if self._flagged:
+            self._flagged.discard(conn)
+        age = now - created
+        self._evictions[reason] += 1
+        self._life_counts[bisect_left(_LIFE_BOUNDS, age)] += 1
+        self._life_sum += age
+        if self._subscribers:
+            self._emit(ev.EVICT, conn=conn, reason=reason, age=age)
+
+    def retire(self, reason: str = "pool_closed") -> None:
+        """The pool object itself is gone: evict every live connection for ``reason``, then close.
+
+        Meant for garbage-collection callbacks (``weakref.finalize`` on a library pool). Those can
+        run on a thread that is *inside* this ledger's lock at that moment (collection starts on
+        any allocation), and the lock is not reentrant: waiting for it would deadlock. So this
+        never waits: it records the request and does the work now if the lock is free, otherwise
+        the lock's next holder does it (the next :meth:`snapshot` at the latest).
+        """
+        if reason not in _EVICTION_REASONS:
+            reason = "other"
+        self._retire_reason = reason  # a plain attribute store: atomic, safe from any context
+        if self._acquire(False):
+            try:
+                self._apply_retire()
+            finally:
+                self._release()
+
+    def _apply_retire(self) -> None:
+        # Lock held.
+        reason = self._retire_reason
+        if reason is None:
+            return
+        self._retire_reason = None
+        now = self._now()
+        for conn in list(self._alive):
+            self._evict_locked(conn, reason, now)
+        if not self._closed:
+            self._closed = True
             if self._subscribers:
-                self._emit(ev.EVICT, conn=conn, reason=reason, age=age)
+                self._emit(ev.CLOSE)
 
     def error(
         self,
@@ -534,6 +571,8 @@ class PoolLedger:
         now = self._now()
         wall = self._clock.wall()
         with self._lock:
+            if self._retire_reason is not None:
+                self._apply_retire()
             used = len(self._borrowed)
             idle = len(self._alive) - used
             oldest = 0.0

@@ -98,11 +98,11 @@ class PoolState:
                 self.ledger.close()
 
     def drop_all(self) -> None:
-        """The pool object is gone: whatever poolmon still counts as alive in it is gone too."""
-        conns = self.ledger.connections()
-        for conn_id in (*conns["idle"], *conns["used"]):
-            self.ledger.evict(conn_id, "pool_closed")
-        self.ledger.close()
+        """The pool object is gone: whatever poolmon still counts as alive in it is gone too.
+
+        Runs from a garbage-collection callback: ``retire`` never waits for the ledger's lock.
+        """
+        self.ledger.retire("pool_closed")
 
 
 def identity_for_pool(pool: Any) -> PoolIdentity:
