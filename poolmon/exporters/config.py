@@ -20,6 +20,8 @@ POOLMON_MULTIPROC_DIR       pre-fork mode: write snapshots here instead of servi
 
 from __future__ import annotations
 
+import atexit
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -27,12 +29,15 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from poolmon.core.registry import PoolRegistry, get_default_registry
+from poolmon.core.selfmetrics import log_once
 from poolmon.core.sinks import JsonlSink
 from poolmon.errors import ConfigError
 
 __all__ = ["EXPORTER_NAMES", "ExporterConfig", "Exporters", "start_exporters"]
 
 EXPORTER_NAMES: Final = ("prometheus", "otlp", "jsonl")
+_log = logging.getLogger("poolmon.exporters")
+
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
@@ -53,6 +58,9 @@ class ExporterConfig:
     semconv: bool = False
     leak_threshold: float | None = None
     multiprocess_dir: str | None = None
+    #: Serve the pools of processes this one forks later too (``poolmon run`` sets it): each forked
+    #: child writes snapshots that this process's endpoint merges with its own pools.
+    follow_forks: bool = False
 
     def __post_init__(self) -> None:
         for name in self.exporters:
@@ -170,6 +178,7 @@ def _start(config: ExporterConfig, registry: PoolRegistry | None, handle: Export
         else:
             from poolmon.exporters.prometheus import serve
 
+            follow_dir = _follow_forks_dir(registry, handle) if config.follow_forks else None
             server = serve(
                 config.port,
                 config.addr,
@@ -177,6 +186,8 @@ def _start(config: ExporterConfig, registry: PoolRegistry | None, handle: Export
                 certfile=config.certfile,
                 keyfile=config.keyfile,
                 semconv=config.semconv,
+                multiprocess_dir=follow_dir,
+                include_own_pools=follow_dir is not None,
             )
             handle._closers.append(server.close)
             handle.prometheus_url = server.url
@@ -199,6 +210,42 @@ def _start(config: ExporterConfig, registry: PoolRegistry | None, handle: Export
         handle._closers.append(unsubscribe)
     if config.leak_threshold is not None:
         _start_leak_watch(config.leak_threshold, registry, handle)
+
+
+def _follow_forks_dir(registry: PoolRegistry | None, handle: Exporters) -> str:
+    """A directory private to this process where every process it forks from now on writes
+    its pool snapshots, for this process's endpoint to merge with its own pools.
+
+    ``poolmon run -- gunicorn -w 4 app:app`` boots in gunicorn's master; the workers are forked
+    from it and the thread serving /metrics does not survive a fork. Without forks the directory
+    stays empty and the endpoint serves this process's pools as they are.
+    """
+    import shutil
+    import tempfile
+
+    from poolmon.exporters.multiprocess import SnapshotWriter
+
+    directory = tempfile.mkdtemp(prefix="poolmon-forks-")
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def in_forked_child() -> None:
+        try:
+            writer = SnapshotWriter(directory, registry=registry).start()
+            # os._exit (gunicorn workers, multiprocessing) skips atexit: the writer's periodic
+            # files carry the counts; atexit covers a normal exit.
+            atexit.register(writer.close)
+        except Exception as exc:
+            reg = registry if registry is not None else get_default_registry()
+            reg.self_metrics.inc("poolmon.export.errors", "follow_forks")
+            log_once(_log, "follow-forks", "poolmon: a forked child is not exported: %s", exc)
+
+    os.register_at_fork(after_in_child=in_forked_child)
+    handle._closers.append(remove)
+    return directory
 
 
 def _start_leak_watch(threshold: float, registry: PoolRegistry | None, handle: Exporters) -> None:

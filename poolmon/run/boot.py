@@ -13,10 +13,8 @@ import importlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +26,7 @@ from poolmon.run.env import INFO_FILE_VAR
 from poolmon.shims import SHIMS
 
 if TYPE_CHECKING:
-    from poolmon.exporters.config import ExporterConfig, Exporters
+    from poolmon.exporters.config import Exporters
 
 __all__ = ["Booted", "instrument_all", "start"]
 
@@ -45,7 +43,6 @@ class Booted:
     shims: list[str] = field(default_factory=list)
     prometheus_url: str | None = None
     exporters: Exporters | None = None
-    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def as_json(self) -> str:
         return json.dumps(
@@ -98,19 +95,11 @@ def start(
             if not config.exporters and not environ.get("POOLMON_EXPORTERS"):
                 # `poolmon run` with no exporter named serves Prometheus metrics.
                 config = replace(config, exporters=("prometheus",))
-            # Prometheus is served here, following forks, unless the program runs its own
-            # pre-fork setup (POOLMON_MULTIPROC_DIR: it then writes snapshots, see exporters).
-            follow = "prometheus" in config.exporters and config.multiprocess_dir is None
-            if follow:
-                others = tuple(e for e in config.exporters if e != "prometheus")
-                config_rest = replace(config, exporters=others)
-            else:
-                config_rest = config
-            exporters = start_exporters(config_rest, registry=registry)
+            # The program may fork workers (gunicorn -w N): their pools are served here too.
+            config = replace(config, follow_forks=True)
+            exporters = start_exporters(config, registry=registry)
             booted.exporters = exporters
             booted.prometheus_url = exporters.prometheus_url
-            if follow:
-                booted.prometheus_url = _serve_following_forks(config, reg, booted)
         except Exception as exc:
             _complain(reg, "run", "exporters not started", exc)
         _write_info(environ, booted, reg)
@@ -119,56 +108,13 @@ def start(
 
 
 def _close_exporters(booted: Booted) -> None:
-    if booted.pid != os.getpid():
-        return  # a forked child: the parent owns the exporters
-    closers: list[Callable[[], None]] = list(reversed(booted.closers))
-    if booted.exporters is not None:
-        closers.append(booted.exporters.close)
-    for close in closers:
-        try:
-            close()
-        except Exception as exc:
-            _complain(get_default_registry(), "run_close", "closing exporters failed", exc)
-
-
-def _serve_following_forks(config: ExporterConfig, registry: PoolRegistry, booted: Booted) -> str:
-    """Serve /metrics for this process *and every process it forks later*.
-
-    ``poolmon run -- gunicorn -w 4 app:app`` boots in gunicorn's master; the workers are forked
-    from it, and the threads serving /metrics do not survive a fork. So each forked child starts
-    a snapshot writer into a directory private to this run, and this process's endpoint merges
-    those files with its own live pools at every scrape (pools of the same name add up, see
-    :mod:`poolmon.exporters.multiprocess`). Without forks the directory stays empty and the
-    endpoint serves this process's pools as they are.
-    """
-    from poolmon.exporters.multiprocess import SnapshotWriter
-    from poolmon.exporters.prometheus import serve
-
-    directory = tempfile.mkdtemp(prefix="poolmon-run-")
-    server = serve(
-        config.port,
-        config.addr,
-        registry=registry,
-        certfile=config.certfile,
-        keyfile=config.keyfile,
-        semconv=config.semconv,
-        multiprocess_dir=directory,
-        include_own_pools=True,
-    )
-    booted.closers.append(server.close)
-    booted.closers.append(lambda: shutil.rmtree(directory, ignore_errors=True))
-
-    def in_forked_child() -> None:
-        try:
-            writer = SnapshotWriter(directory, registry=registry).start()
-            # os._exit (gunicorn workers, multiprocessing) skips atexit: the writer's periodic
-            # files carry the counts; atexit covers a normal exit.
-            atexit.register(writer.close)
-        except Exception as exc:
-            _complain(registry, "run_fork", "forked child not exported", exc)
-
-    os.register_at_fork(after_in_child=in_forked_child)
-    return server.url
+    exporters = booted.exporters
+    if exporters is None or booted.pid != os.getpid():
+        return  # nothing started, or a forked child: the parent owns the exporters
+    try:
+        exporters.close()
+    except Exception as exc:
+        _complain(get_default_registry(), "run_close", "closing exporters failed", exc)
 
 
 def _write_info(environ: Mapping[str, str], booted: Booted, registry: PoolRegistry) -> None:
