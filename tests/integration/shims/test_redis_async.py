@@ -7,7 +7,6 @@ counts. Each test runs its own event loop (``asyncio.run``).
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,33 +17,12 @@ import redis
 import redis.asyncio as aredis
 
 import poolmon.shims.redis as shim
-from poolmon.conformance import validate_stream
 from poolmon.core.registry import PoolRegistry
+from tests.support.events import Events
 
 pytestmark = pytest.mark.integration
 
 POOLS = [aredis.ConnectionPool, aredis.BlockingConnectionPool]
-
-
-class Events:
-    def __init__(self, registry: PoolRegistry) -> None:
-        self.items: list[dict[str, Any]] = []
-        registry.subscribe(lambda e: self.items.append(e.to_dict()))
-
-    def seq(self) -> list[tuple[Any, ...]]:
-        out = []
-        for e in self.items:
-            if e["kind"] == "open":
-                continue
-            detail = e.get("reason") or e.get("error_type") or e.get("outcome")
-            if e["kind"] == "borrow" and e.get("queued"):
-                detail = "queued"
-            out.append((e["kind"], e.get("conn"), detail))
-        return out
-
-    def assert_conformant(self) -> None:
-        problems = validate_stream([json.dumps(e) for e in self.items])
-        assert problems == [], problems
 
 
 @pytest.fixture

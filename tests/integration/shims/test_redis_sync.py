@@ -7,7 +7,6 @@ only by their own ``CLIENT KILL ID``; keys carry a per-test unique prefix.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -21,39 +20,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import poolmon.shims.redis as shim
-from poolmon.conformance import validate_stream
 from poolmon.core.registry import PoolRegistry
+from tests.support.events import Events
 
 pytestmark = pytest.mark.integration
-
-
-class Events:
-    """Every event of every pool in a registry, as the dicts written to JSONL."""
-
-    def __init__(self, registry: PoolRegistry) -> None:
-        self.items: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        registry.subscribe(self._add)
-
-    def _add(self, event: Any) -> None:
-        with self._lock:
-            self.items.append(event.to_dict())
-
-    def seq(self, pool: str | None = None) -> list[tuple[Any, ...]]:
-        """(kind, conn, detail) per event, ``open`` left out; detail is the reason/outcome/type."""
-        out = []
-        for e in self.items:
-            if e["kind"] == "open" or (pool is not None and e["pool"] != pool):
-                continue
-            detail = e.get("reason") or e.get("error_type") or e.get("outcome")
-            if e["kind"] == "borrow" and e.get("queued"):
-                detail = "queued"
-            out.append((e["kind"], e.get("conn"), detail))
-        return out
-
-    def assert_conformant(self) -> None:
-        problems = validate_stream([json.dumps(e) for e in self.items])
-        assert problems == [], problems
 
 
 @pytest.fixture
