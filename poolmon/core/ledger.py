@@ -6,7 +6,11 @@ exporters and ``poolmon top`` call :meth:`snapshot` when they collect.
 
 Hot-path design (numbers from DESIGN.md section 2, Python 3.11):
 
-* One lock per ledger. Every event method takes it exactly once. Without it, ``counts[i] += 1`` is
+* Borrow and return take the lock-free :mod:`~poolmon.core.lane` while nothing but counting is
+  asked (no subscriber, stack sampling or leak bookkeeping): single atomic operations on a dict
+  and two lists, folded into the histograms under the lock at collection time. Shims inline the
+  lane's operations; :meth:`borrow` and :meth:`release` use it too.
+* One lock per ledger. Every other event method takes it exactly once. Without it, ``counts[i] += 1`` is
   a read-modify-write that loses updates when the GIL switches threads mid-way, and the standard
   promises exact counters. An uncontended ``with lock`` costs ~0.05 us.
 * Clock reads happen outside the lock; a borrow+return cycle reads the clock twice (plus once for
@@ -43,6 +47,7 @@ from poolmon.core.catalog import BUCKETS, ERROR_TYPES, EVICTION_REASONS
 from poolmon.core.clock import Clock, system_clock
 from poolmon.core.events import PoolEvent
 from poolmon.core.identity import PoolIdentity
+from poolmon.core.lane import FOLD_AT, HotLane, fold_samples, take_samples
 from poolmon.core.redact import scrub
 from poolmon.core.selfmetrics import SelfMetrics, log_once
 from poolmon.core.snapshot import HistogramSnapshot, LeakRecord, PoolSnapshot
@@ -117,6 +122,7 @@ class PoolLedger:
         "_wait_sum",
         "identity",
         "idle_max",
+        "lane",
         "max_size",
         "min_size",
         "semconv_exported_by",
@@ -162,7 +168,10 @@ class PoolLedger:
 
     def _reset_state(self) -> None:
         self._alive: dict[int, float] = {}
-        self._borrowed: dict[int, float] = {}
+        #: The lock-free writers' view of this ledger (see poolmon.core.lane). ``_borrowed`` is
+        #: the lane's dict itself: lane writers and the locked methods share one live state.
+        self.lane = HotLane(self._now)
+        self._borrowed: dict[int, float] = self.lane.borrowed
         self._stacks: dict[int, str] = {}
         self._flagged: set[int] = set()
         self._pending = 0
@@ -176,6 +185,7 @@ class PoolLedger:
         # (subscribers, stack sampling, leak bookkeeping). It may stay True after that work has
         # gone (the slow branch then finds nothing to do); it must never be False while any is due.
         self._extras = bool(self._subscribers or self._stack_every or self._stacks or self._flagged)
+        self.lane.open = not self._extras
 
     def _reset_aggregates(self) -> None:
         self._wait_counts = [0] * (len(_WAIT_BOUNDS) + 1)
@@ -232,7 +242,9 @@ class PoolLedger:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         with self._lock:
-            self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+            # Equality, not identity, as subscribe() tests it: ``obj.method`` is a new bound
+            # method object at every access, but equal to the one subscribed.
+            self._subscribers = tuple(s for s in self._subscribers if s != subscriber)
             self._update_extras()
 
     def _emit_open(self, subscriber: Subscriber) -> None:
@@ -345,6 +357,13 @@ class PoolLedger:
         """
         if now is None:
             now = self._now()
+        lane = self.lane
+        if lane.open and not queued and conn in self._alive:
+            lane.borrowed[conn] = now
+            lane.note_wait(0.0 if t0 is None else now - t0)
+            if len(lane.waits) > FOLD_AT:
+                self.fold()
+            return
         self._acquire()
         try:
             self._borrowed[conn] = now
@@ -382,6 +401,14 @@ class PoolLedger:
         :meth:`borrow`."""
         if now is None:
             now = self._now()
+        lane = self.lane
+        if lane.open:
+            start = lane.borrowed.pop(conn, None)
+            if start is not None:
+                lane.note_use(now - start)
+                if len(lane.uses) > FOLD_AT:
+                    self.fold()
+            return
         self._acquire()
         try:
             start = self._borrowed.pop(conn, None)
@@ -397,10 +424,13 @@ class PoolLedger:
 
     def _release_extras(self, conn: int, used: float) -> None:
         # Lock held.
-        if self._stacks:
-            self._stacks.pop(conn, None)
-        if self._flagged:
-            self._flagged.discard(conn)
+        if self._stacks or self._flagged:
+            if self._stacks:
+                self._stacks.pop(conn, None)
+            if self._flagged:
+                self._flagged.discard(conn)
+            if not (self._stacks or self._flagged):
+                self._update_extras()  # the last leak came back: reopen the lane if nothing else
         if self._subscribers:
             self._emit(ev.RETURN, conn=conn, duration=used)
 
@@ -527,6 +557,23 @@ class PoolLedger:
             self.min_size = min_size
             self.idle_max = idle_max
 
+    # ------------------------------------------------------------------ folding the lane
+
+    def fold(self) -> None:
+        """Move the lane's pending samples into the histograms (snapshots do this themselves)."""
+        with self._lock:
+            self._fold_locked()
+
+    def _fold_locked(self) -> None:
+        # Lock held: the only place lane samples meet the bucket counts (read-modify-write).
+        lane = self.lane
+        if lane.waits:
+            self._wait_sum += fold_samples(
+                self._wait_counts, _WAIT_BOUNDS, take_samples(lane.waits)
+            )
+        if lane.uses:
+            self._use_sum += fold_samples(self._use_counts, _USE_BOUNDS, take_samples(lane.uses))
+
     # ------------------------------------------------------------------ leaks
 
     def leaks(self, threshold: float) -> list[LeakRecord]:
@@ -534,7 +581,8 @@ class PoolLedger:
         now = self._now()
         out: list[LeakRecord] = []
         with self._lock:
-            for conn, start in self._borrowed.items():
+            # A copy (one atomic call): lane writers change the dict's size without the lock.
+            for conn, start in self._borrowed.copy().items():
                 age = now - start
                 if age < threshold:
                     break  # insertion order is borrow order: everything after is younger
@@ -549,7 +597,7 @@ class PoolLedger:
                 if leak.conn in self._flagged or leak.conn not in self._borrowed:
                     continue
                 self._flagged.add(leak.conn)
-                self._extras = True
+                self._update_extras()
                 self._errors["leak_suspected"] += 1
                 if self._subscribers:
                     self._emit(
@@ -573,11 +621,14 @@ class PoolLedger:
         with self._lock:
             if self._retire_reason is not None:
                 self._apply_retire()
-            used = len(self._borrowed)
+            self._fold_locked()
+            # A copy (one atomic call): lane writers may change the dict while we read it.
+            borrowed = self._borrowed.copy()
+            used = len(borrowed)
             idle = len(self._alive) - used
             oldest = 0.0
-            if self._borrowed:
-                oldest = max(0.0, now - next(iter(self._borrowed.values())))
+            if borrowed:
+                oldest = max(0.0, now - next(iter(borrowed.values())))
             snap = PoolSnapshot(
                 identity=self.identity,
                 taken_at=wall,
@@ -613,8 +664,9 @@ class PoolLedger:
     def connections(self) -> dict[str, list[int]]:
         """Ids of live connections by state (for tests and detail views). O(connections)."""
         with self._lock:
-            used = list(self._borrowed)
-            idle = [c for c in self._alive if c not in self._borrowed]
+            borrowed = self._borrowed.copy()
+            used = list(borrowed)
+            idle = [c for c in self._alive if c not in borrowed]
         return {"idle": idle, "used": used}
 
     # ------------------------------------------------------------------ process lifecycle
@@ -626,6 +678,7 @@ class PoolLedger:
         self._set_lock(threading.Lock())
         self.identity = self.identity.with_pid(os.getpid())
         self._pending = 0
+        self.lane.clear_samples()  # the parent's, not folded yet: counted there, not here
         self._reset_aggregates()
 
 

@@ -44,13 +44,15 @@ class PoolTracker:
     """What the wrappers need about one pool: its ledger and pre-bound event methods.
 
     Bound methods are stored once so the hot path does one slot read per event instead of an
-    attribute lookup plus a method binding.
+    attribute lookup plus a method binding. ``lane`` is the ledger's lock-free hot lane
+    (:mod:`poolmon.core.lane`): the getconn/putconn wrappers write to it directly while it is open.
     """
 
-    __slots__ = ("borrow", "evict", "ledger", "now", "release", "state")
+    __slots__ = ("borrow", "evict", "lane", "ledger", "now", "release", "state")
 
     def __init__(self, ledger: PoolLedger, state: ShimState) -> None:
         self.ledger = ledger
+        self.lane = ledger.lane
         self.state = state
         self.now = ledger.now
         self.borrow = ledger.borrow

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from queue import Empty
 from typing import Any
 
+from poolmon.core.lane import FOLD_AT
 from poolmon.shims._patch import PatchSet
 from poolmon.shims._redis_common import (
     CLOSING,
@@ -68,8 +69,9 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
     shadowed = Shadowed(owner, "get_connection")
 
     def get_connection(self: Any, command_name: Any = None, *keys: Any, **options: Any) -> Any:
-        ledger = self.__dict__.get(POOL_LEDGER)
-        if ledger is None:
+        try:
+            ledger = self._poolmon_ledger  # POOL_LEDGER as a plain attribute read: fastest
+        except AttributeError:
             ledger = attach(self)
         if not ledger or (type(self) is not owner and shadowed(type(self))):
             if command_name is None and not keys and not options:
@@ -88,13 +90,19 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
             except Exception as inner:
                 shim_error("get_connection", inner)
             raise
-        # Inlined rather than calling _borrowed(): this is the hottest line of the shim.
+        # Inlined rather than calling _borrowed(), and the ledger's lock-free lane written
+        # directly while it is open (poolmon.core.lane): this is the hottest line of the shim.
         try:
             cid = conn._poolmon_id
             if cid is None:
                 cid = slow_conn_id(ledger, conn)
             if cid is not None:
-                ledger.borrow(cid)
+                lane = ledger.lane
+                if lane.open:
+                    lane.borrowed[cid] = lane.now()
+                    lane.note_wait(0.0)  # this pool never waits: refuses at once when full
+                else:
+                    ledger.borrow(cid)
         except AttributeError:
             _borrowed(ledger, conn, None, False)  # not stamped: made before instrument()
         except Exception as exc:
@@ -163,7 +171,16 @@ def _make_release(original: Fn, owner: type) -> Fn:
         try:
             cid = connection._poolmon_id
             if cid is not None and (type(self) is owner or not shadowed(type(self))):
-                connection._poolmon_ledger.release(cid)
+                ledger = connection._poolmon_ledger
+                lane = ledger.lane
+                if lane.open:  # the ledger's release, inlined on its lock-free lane
+                    start = lane.borrowed.pop(cid, None)
+                    if start is not None:
+                        lane.note_use(lane.now() - start)
+                        if len(lane.uses) > FOLD_AT:
+                            ledger.fold()
+                else:
+                    ledger.release(cid)
         except AttributeError:
             pass  # a connection poolmon does not track (made before instrument(), or foreign)
         except Exception as exc:

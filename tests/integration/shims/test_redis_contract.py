@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -241,17 +242,35 @@ def test_credentials_in_no_output(
 # ---------------------------------------------------------------------------- absorbed failures
 
 
+class _ExplodingLane:
+    """An open hot lane whose containers blow up (the wrappers write to it inline)."""
+
+    open = True
+    now = staticmethod(time.perf_counter)
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("poolmon bug")
+
+
+@pytest.mark.parametrize("lane_open", [True, False], ids=["hot-lane", "locked-path"])
 def test_hook_failure_never_reaches_the_host(
-    registry: PoolRegistry, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    registry: PoolRegistry, redis_url: str, monkeypatch: pytest.MonkeyPatch, lane_open: bool
 ) -> None:
     def broken(self: PoolLedger, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("poolmon bug")
 
     assert shim.instrument()
     try:
+        client = redis.Redis.from_url(redis_url)
+        assert client.ping() is True  # the pool is attached: its ledger exists
+        (ledger,) = registry.ledgers()
+        if lane_open:
+            ledger.lane = _ExplodingLane()  # type: ignore[assignment]
+        else:
+            ledger.subscribe(lambda event: None)  # a subscriber closes the lane
+            assert not ledger.lane.open
         monkeypatch.setattr(PoolLedger, "borrow", broken)
         monkeypatch.setattr(PoolLedger, "release", broken)
-        client = redis.Redis.from_url(redis_url)
         key = f"poolmon-test-{uuid.uuid4().hex[:12]}"
         assert client.set(key, b"v") is True
         assert client.get(key) == b"v"

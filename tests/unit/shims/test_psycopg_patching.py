@@ -7,6 +7,7 @@ A fake connection class stands in for psycopg's (unit tests of logic only): psyc
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -131,8 +132,9 @@ def _fake_pool(**kw: Any) -> psycopg_pool.ConnectionPool[Any]:
     )
 
 
+@pytest.mark.parametrize("lane_open", [True, False], ids=["hot-lane", "locked-path"])
 def test_hook_failures_are_absorbed_and_counted(
-    registry: PoolRegistry, monkeypatch: pytest.MonkeyPatch
+    registry: PoolRegistry, monkeypatch: pytest.MonkeyPatch, lane_open: bool
 ) -> None:
     assert pg_shim.instrument(registry)
     with _fake_pool() as p:
@@ -142,8 +144,22 @@ def test_hook_failures_are_absorbed_and_counted(
         def boom(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("ledger exploded")
 
+        class ExplodingLane:
+            """An open lane whose containers blow up (the wrappers write to it inline)."""
+
+            open = True
+            now = staticmethod(time.perf_counter)
+
+            def __getattr__(self, name: str) -> Any:
+                raise RuntimeError("lane exploded")
+
         monkeypatch.setattr(tracker, "borrow", boom)
         monkeypatch.setattr(tracker, "release", boom)
+        if lane_open:
+            monkeypatch.setattr(tracker, "lane", ExplodingLane())
+        else:
+            tracker.ledger.subscribe(lambda event: None)  # a subscriber closes the lane
+            assert not tracker.lane.open
         conn = p.getconn()  # the host sees a normal connection...
         assert isinstance(conn, FakeConn)
         p.putconn(conn)  # ...and a normal return
