@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
@@ -29,6 +30,10 @@ __all__ = ["BasePool", "Entry"]
 T = TypeVar("T")
 
 _log = logging.getLogger("poolmon")
+
+#: Reclaimed connections that cannot be weakly referenced are remembered (for their holder's
+#: late return) up to this many, oldest forgotten first.
+RECLAIMED_KEEP = 256
 
 
 class Entry(Generic[T]):
@@ -93,6 +98,16 @@ class BasePool(Generic[T]):
         self._backoff = Backoff(
             cfg.backoff_initial, cfg.backoff_max, cfg.backoff_jitter, rng=self._random
         )
+        # Validation thresholds; a pool whose factory has no validate hook sets them to None.
+        self._validate_after = cfg.validate_after
+        self._background_validation = cfg.background_validation
+        # Bounded barging (see the pools' docstrings): the oldest waiter's wait, in seconds on
+        # the pool clock, from which returns hand connections to it instead of parking them.
+        self._handoff_after = cfg.handoff_after
+        # Connections taken back by forced reclamation while lent, by id(resource): the
+        # holder's late return is absorbed (see _remember_reclaimed). Not in the lent map, so a
+        # holder that never returns keeps nothing of the pool busy (close() does not wait).
+        self._reclaimed: dict[int, Callable[[], object]] = {}
         start = self._now()
         # Warm-up: when each of the min_size connections may be opened (spread, no storm).
         self._warmup = sorted(
@@ -123,12 +138,42 @@ class BasePool(Generic[T]):
         return now + lifetime * (1.0 - self.config.lifetime_jitter * self._random())
 
     def _needs_validation(self, entry: Entry[T], now: float) -> bool:
-        after = self.config.validate_after
+        after = self._validate_after
         return after is not None and now - entry.checked >= after
 
     def _idle_expired(self, entry: Entry[T], now: float) -> bool:
         limit = self.config.idle_timeout
         return limit is not None and now - entry.last_used >= limit
+
+    # ------------------------------------------------------------------ reclamation
+
+    def _remember_reclaimed(self, conn: object) -> None:
+        """Note that ``conn`` was reclaimed while lent, so its holder's late return is harmless.
+
+        A weak reference where the resource allows one: the note lives exactly as long as
+        someone still holds the resource (and while it lives, its id cannot be reused by a new
+        connection, so the id key is unambiguous). Otherwise a strong reference, bounded by
+        ``RECLAIMED_KEEP``. Weakref callbacks run in any thread, even one holding the pool lock,
+        so they only touch this dict (single dict operations are atomic).
+        """
+        key = id(conn)
+        table = self._reclaimed
+        ref: Callable[[], object]
+        try:
+            ref = weakref.ref(conn, _forget_on_death(table, key))
+        except TypeError:  # not weak-referenceable (e.g. a bare object())
+            ref = _Strong(conn)
+        table[key] = ref
+        while len(table) > RECLAIMED_KEEP:
+            try:
+                table.pop(next(iter(table)), None)
+            except (RuntimeError, StopIteration):  # a weakref callback changed it meanwhile
+                break
+
+    def _forget_reclaimed(self, conn: object) -> bool:
+        """True if ``conn`` was reclaimed and this is its holder's (first) late return."""
+        ref = self._reclaimed.pop(id(conn), None)
+        return ref is not None and ref() is conn
 
     # ------------------------------------------------------------------ errors
 
@@ -158,3 +203,23 @@ class BasePool(Generic[T]):
 
     def _log_create_failure(self, now: float, delay: float) -> None:
         self._backoff.log_failure(_log, self.name, now, delay)
+
+
+class _Strong:
+    """A strong stand-in for a weak reference (for resources that refuse weak references)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __call__(self) -> object:
+        return self.obj
+
+
+def _forget_on_death(table: dict[int, Callable[[], object]], key: int) -> Callable[[object], None]:
+    def forget(ref: object) -> None:
+        if table.get(key) is ref:
+            table.pop(key, None)
+
+    return forget

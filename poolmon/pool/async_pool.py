@@ -8,13 +8,30 @@ that records it happen atomically without a lock. Every ``await`` (create, valid
 destroy) happens on an entry that no other task can reach: it sits in ``_lent`` (so ``close()``
 still sees it) and is re-checked for ``gone`` after the ``await``.
 
-Waiters are futures in arrival order. A return hands its connection straight to the oldest
-waiter (recording the borrow at that moment); a freed slot is granted to the oldest waiter,
-which opens the connection itself.
+Waiters wait on futures, queued in arrival order; bounded barging works as in :class:`Pool`
+(``handoff_after``), with "barging" meaning a task that runs before the woken waiter does:
+
+* Normal mode: a return parks its connection in ``_idle`` and wakes the head waiter, which
+  stays at the head. Any task that runs first (the returning task borrowing again, a newcomer)
+  may take the connection; the head then finds nothing and sleeps again at its place (a new
+  future, the same timer).
+* Starvation mode, while the head has waited ``handoff_after`` or more (pool clock): returns
+  hand connections straight to it (borrow recorded at once) and newcomers queue behind.
+  ``handoff_after=0``: always, i.e. strict FIFO hand-off.
+* Among waiters, service is in arrival order: only the head takes an idle connection or is
+  handed one; a freed slot is granted to the head, which opens the connection itself.
+
+Invariants: no connection lent twice (an entry is in ``_idle``, in ``_lent``, or gone);
+``len(_lent) + len(_idle) <= _size <= max_size``; when ``_idle`` and live waiters are both
+present the head's future is done (it will look); a hand-off sets ``waiter.entry`` and
+dequeues the waiter in one step, and the waiter checks ``entry`` before anything else.
 
 Cancellation never loses a slot: a cancelled waiter still queued leaves the queue (an error of
-type ``cancelled`` in phase ``wait``); one that had already been handed a connection gives it
-back through the normal return path; one that had been granted a slot releases it.
+type ``cancelled`` in phase ``wait``) and wakes the new head if a connection is idle; one that
+had already been handed a connection gives it back through the normal return path; one that
+had been granted a slot releases it; one cancelled while validating an idle connection puts it
+back. ``close()`` wakes every waiter with PoolClosed. A cancelled waiter's future is cancelled
+at once, so hand-offs and grants skip it even before its task runs its clean-up.
 """
 
 from __future__ import annotations
@@ -28,10 +45,10 @@ from typing import Any, Generic, TypeVar
 from poolmon.core.clock import Clock
 from poolmon.core.identity import PoolIdentity
 from poolmon.core.registry import PoolRegistry
-from poolmon.errors import PoolError
+from poolmon.errors import PoolClosed, PoolError
 from poolmon.pool._base import BasePool, Entry
 from poolmon.pool.config import PoolConfig
-from poolmon.pool.factory import AsyncFactory
+from poolmon.pool.factory import AsyncFactory, hook
 from poolmon.pool.maintainer import start_task
 
 __all__ = ["AsyncPool"]
@@ -40,19 +57,27 @@ T = TypeVar("T")
 
 
 class _AsyncWaiter(Generic[T]):
-    __slots__ = ("closed", "entry", "fut", "grant", "t0", "timed_out")
+    """A queued task. Whoever serves it sets one of ``entry``/``grant``/``closed`` and dequeues
+    it in the same step; a bare wake (normal mode, or its timer) only says "look"."""
+
+    __slots__ = ("closed", "entry", "expired", "fut", "grant", "t0")
 
     def __init__(self, fut: asyncio.Future[None], t0: float) -> None:
-        self.fut = fut
-        self.t0 = t0
+        self.fut = fut  # replaced by a fresh one each time the waiter sleeps again
+        self.t0 = t0  # when the borrow started (pool clock): handoff_after counts from here
         self.entry: Entry[T] | None = None
         self.grant = False
         self.closed = False
-        self.timed_out = False
+        self.expired = False  # its timer fired: deadline, or the end of a backoff window
 
     def wake(self) -> None:
         if not self.fut.done():
             self.fut.set_result(None)
+
+    @property
+    def dead(self) -> bool:
+        """Its task was cancelled while it waited; the task cleans up when it runs."""
+        return self.fut.cancelled()
 
 
 class AsyncPool(BasePool[T]):
@@ -84,6 +109,12 @@ class AsyncPool(BasePool[T]):
             rng=rng,
         )
         self._factory = factory
+        # No-op hooks are skipped, as in Pool: no call (and no await) per return, and a factory
+        # without a health check is never "validated".
+        self._reset = hook(factory, "reset") if self.config.reset_on_return else None
+        self._is_broken = hook(factory, "is_broken")
+        if hook(factory, "validate") is None:
+            self._validate_after = self._background_validation = None
         self._idle: deque[Entry[T]] = deque()
         self._pop = self._idle.pop if self.config.order == "lifo" else self._idle.popleft
         self._waiters: deque[_AsyncWaiter[T]] = deque()
@@ -130,16 +161,18 @@ class AsyncPool(BasePool[T]):
 
     async def getconn(self, timeout: float | None = None) -> T:
         """Borrow a resource, waiting up to ``timeout`` seconds (default ``config.timeout``)."""
+        entry: Entry[T] | None = None
         if self._idle:
-            entry = self._pop()
             now = self._now()
-            if now < entry.expires and not self._needs_validation(entry, now):
+            waiters = self._waiters
+            # Barging is allowed unless the oldest waiter is starving (see the module doc).
+            if not waiters or now - waiters[0].t0 < self._handoff_after:
+                entry = self._pop()
+                if now < entry.expires and not self._needs_validation(entry, now):
+                    self._lent[id(entry.conn)] = entry
+                    self._ledger.borrow(entry.id, None, False, now)
+                    return entry.conn
                 self._lent[id(entry.conn)] = entry
-                self._ledger.borrow(entry.id, None, False, now)
-                return entry.conn
-            self._lent[id(entry.conn)] = entry
-        else:
-            entry = None
         return await self._getconn_slow(timeout, entry)
 
     async def _getconn_slow(self, timeout: float | None, entry: Entry[T] | None) -> T:
@@ -148,41 +181,61 @@ class AsyncPool(BasePool[T]):
         t0 = self._now()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        pending = False
-        while True:
-            if entry is not None:
-                if await self._check_out(entry, t0 if pending else None, pending):
-                    return entry.conn
-                entry = None
-            if self._closed:
-                if pending:
-                    self._ledger.error("pool_closed", "wait", "the pool was closed while waiting")
-                raise self._closed_error()
-            if self._idle:
-                entry = self._pop()
-                self._lent[id(entry.conn)] = entry
-                continue
-            if self._size < self.config.max_size and self._backoff.ready(self._now()):
-                self._size += 1
-                fresh = await self._open_slot(t0, pending)
-                if fresh is not None:
-                    return fresh.conn
-                continue
-            if not pending:
-                self._admit()
-            waiter: _AsyncWaiter[T] = _AsyncWaiter(loop.create_future(), t0)
-            self._waiters.append(waiter)
-            if not pending:
-                self._ledger.wait()
-                pending = True
-            served = await self._wait(waiter, deadline, timeout)
-            if served is not None:
-                return served.conn
-            if waiter.grant:
-                fresh = await self._open_slot(t0, True)
-                if fresh is not None:
-                    return fresh.conn
-            # else: a backoff window ended; look again (still pending)
+        pending = False  # a wait event is recorded and not yet resolved
+        try:
+            while True:
+                if entry is not None:
+                    try:
+                        ok = await self._check_out(entry, t0 if pending else None, pending)
+                    except asyncio.CancelledError:
+                        self._put_back(entry)  # cancelled while validating: lose no slot
+                        raise
+                    if ok:
+                        return entry.conn
+                    entry = None
+                if self._closed:
+                    raise self._closed_error()
+                if self._idle and not self._starving():
+                    entry = self._pop()
+                    self._lent[id(entry.conn)] = entry
+                    continue
+                if self._size < self.config.max_size and self._backoff.ready(self._now()):
+                    self._size += 1
+                    fresh = await self._open_slot(t0, pending)
+                    if fresh is not None:
+                        return fresh.conn
+                    continue
+                # Queue (behind a starving head if connections are idle: they are its to take).
+                if not pending:
+                    self._admit()
+                waiter: _AsyncWaiter[T] = _AsyncWaiter(loop.create_future(), t0)
+                self._waiters.append(waiter)
+                if not pending:
+                    self._ledger.wait()
+                    pending = True
+                try:
+                    served, lent = await self._wait(waiter, deadline, timeout)
+                except BaseException:
+                    pending = False  # _wait resolved it: timeout, close or cancellation
+                    raise
+                if served is not None:
+                    if lent:
+                        return served.conn
+                    entry = served  # taken from idle at the head: check it, then lend it
+                    continue
+                if waiter.grant:
+                    fresh = await self._open_slot(t0, True)
+                    if fresh is not None:
+                        return fresh.conn
+                # else: a backoff window ended; look again (still pending)
+        except asyncio.CancelledError:
+            if pending:
+                self._ledger.error("cancelled", "wait", "the waiting task was cancelled")
+            raise
+        except PoolClosed:
+            if pending:
+                self._ledger.error("pool_closed", "wait", "the pool was closed while waiting")
+            raise
 
     def _admit(self) -> None:
         if self.config.fail_fast:
@@ -191,42 +244,72 @@ class AsyncPool(BasePool[T]):
         if limit is not None and len(self._waiters) >= limit:
             raise self._exhausted_error(f"max_waiting={limit} callers already waiting")
 
+    def _starving(self) -> bool:
+        """The oldest live waiter has waited ``handoff_after`` or more: no barging."""
+        self._drop_dead_heads()
+        waiters = self._waiters
+        return bool(waiters) and self._now() - waiters[0].t0 >= self._handoff_after
+
+    def _drop_dead_heads(self) -> None:
+        # A cancelled waiter's task removes itself later; until then it must not hold the head.
+        waiters = self._waiters
+        while waiters and waiters[0].dead:
+            waiters.popleft()
+
     async def _wait(
         self, waiter: _AsyncWaiter[T], deadline: float, timeout: float
-    ) -> Entry[T] | None:
+    ) -> tuple[Entry[T] | None, bool]:
+        """Sleep until handed a connection ``(entry, True)``: lent and recorded; at the head
+        with one idle ``(entry, False)``: taken, still to check; granted a slot ``(None,
+        False)`` with ``grant`` set; or the timer fired ``(None, False)``: a backoff window
+        ended, look again. Raises PoolTimeout at the deadline, PoolClosed on close."""
         loop = asyncio.get_running_loop()
         remaining = deadline - loop.time()
         backoff_left = self._backoff.ready_at - self._now()
         step = min(remaining, backoff_left) if backoff_left > 0 else remaining
         timer = loop.call_later(max(step, 0.0), self._expire, waiter)
         try:
-            await waiter.fut
-        except asyncio.CancelledError:
-            orphan = self._cancelled(waiter)
-            if orphan is not None:
-                await self._destroy_entry(orphan)
-            raise
+            while True:
+                try:
+                    await waiter.fut
+                except asyncio.CancelledError:
+                    orphan = self._cancelled(waiter)
+                    if orphan is not None:
+                        await self._destroy_entry(orphan)
+                    raise
+                if waiter.closed:
+                    raise self._closed_error()  # close() recorded the wait's resolution
+                if waiter.entry is not None or waiter.grant:  # checked first: never lost
+                    return waiter.entry, waiter.entry is not None
+                self._drop_dead_heads()
+                waiters = self._waiters
+                if self._idle and waiters[0] is waiter:
+                    # Normal mode: the head takes an idle connection (nobody ran first).
+                    waiters.popleft()
+                    entry = self._pop()
+                    self._lent[id(entry.conn)] = entry
+                    self._wake_head()  # more idle: the next waiter's turn
+                    return entry, False
+                if waiter.expired:
+                    self._offer_slots()  # a backoff window may have ended: oldest first
+                    if _granted(waiter):
+                        return None, False
+                    waiters.remove(waiter)
+                    self._wake_head()  # it may have been the woken head
+                    if loop.time() >= deadline:
+                        error = self._timeout_error(waiter.t0, timeout)
+                        self._ledger.timeout(waiter.t0, error)
+                        raise error
+                    return None, False
+                # Barged: sleep again at the same place (the timer still runs).
+                waiter.fut = loop.create_future()
         finally:
             timer.cancel()
-        if waiter.closed:
-            raise self._closed_error()  # close() recorded the wait's resolution
-        if waiter.entry is not None or waiter.grant:
-            return waiter.entry
-        # Timer fired: the waiter has left the queue.
-        if loop.time() >= deadline:
-            error = self._timeout_error(waiter.t0, timeout)
-            self._ledger.timeout(waiter.t0, error)
-            raise error
-        return None
 
     def _expire(self, waiter: _AsyncWaiter[T]) -> None:
-        if waiter.fut.done():
-            return
-        self._offer_slots()  # a backoff window may have ended: the oldest waiter goes first
-        if waiter.fut.done():
-            return
-        self._waiters.remove(waiter)
-        waiter.timed_out = True
+        # Only flags and wakes: the waiter's own task decides (so a wake that is already
+        # pending, e.g. a hand-off, is never overtaken by the timer).
+        waiter.expired = True
         waiter.wake()
 
     def _cancelled(self, waiter: _AsyncWaiter[T]) -> Entry[T] | None:
@@ -237,22 +320,31 @@ class AsyncPool(BasePool[T]):
             # Already handed over and recorded as borrowed: return it properly.
             entry = waiter.entry
             self._ledger.release(entry.id)
-            del self._lent[id(entry.conn)]
+            self._lent.pop(id(entry.conn), None)
             if entry.gone:
                 return entry
             if self._closed:
                 self._evict(entry, "pool_closed")
                 return entry
-            self._make_available(entry)
+            self._give(entry, self._now())
             return None
         if waiter.grant:
             self._size -= 1
             self._offer_slots()
         elif waiter in self._waiters:
             self._waiters.remove(waiter)
+            self._wake_head()  # it may have been the woken head
         if not waiter.closed:
             self._ledger.error("cancelled", "wait", "the waiting task was cancelled")
         return None
+
+    def _put_back(self, entry: Entry[T]) -> None:
+        """An entry taken from idle whose check was interrupted goes back (or away if gone)."""
+        self._lent.pop(id(entry.conn), None)
+        if not entry.gone and not self._closed:
+            self._give(entry, self._now())
+        elif not entry.gone:
+            self._evict(entry, "pool_closed")
 
     async def _open_slot(self, t0: float, queued: bool) -> Entry[T] | None:
         """Open a connection in a reserved slot and lend it; None if the create failed."""
@@ -316,31 +408,39 @@ class AsyncPool(BasePool[T]):
     # ------------------------------------------------------------------ return
 
     async def putconn(self, conn: T, *, broken: bool = False) -> None:
-        """Give ``conn`` back; ``broken=True`` evicts it (reason ``broken``)."""
+        """Give ``conn`` back; ``broken=True`` evicts it (reason ``broken``).
+
+        Raises PoolError for a resource this pool did not lend; a late return of a connection
+        taken back by forced reclamation is absorbed silently (see :meth:`Pool.putconn`).
+        """
         key = id(conn)
         entry = self._lent.get(key)
         if entry is None or entry.conn is not conn:
+            if self._reclaimed and self._forget_reclaimed(conn):
+                return
             raise PoolError(f"{type(conn).__name__} object was not lent by pool {self.name!r}")
         now = self._now()
         self._ledger.release(entry.id, now)
         reason = "broken" if broken else entry.doomed
         if reason is None:
-            try:
-                broken_now = self._factory.is_broken(conn)
-            except Exception:
-                broken_now = True
-            if broken_now:
-                reason = "broken"
-            elif now >= entry.expires:
+            if self._is_broken is not None:
+                try:
+                    if self._is_broken(conn):
+                        reason = "broken"
+                except Exception:
+                    reason = "broken"
+            if reason is None and now >= entry.expires:
                 reason = "max_lifetime"
         reset_error: Exception | None = None
-        if reason is None and self.config.reset_on_return:
+        if reason is None and self._reset is not None:
             try:
-                await self._factory.reset(conn)
+                await self._reset(conn)
             except Exception as exc:
                 reason, reset_error = "reset_failed", exc
-        del self._lent[key]
+        # pop, not del: reclamation may have taken it out of _lent during the reset.
+        self._lent.pop(key, None)
         if entry.gone:
+            self._reclaimed.pop(key, None)  # reclaimed meanwhile: this was its late return
             await self._destroy_entry(entry)
             return
         if reason is not None or self._closed:
@@ -350,7 +450,7 @@ class AsyncPool(BasePool[T]):
             await self._destroy_entry(entry)
             return
         entry.last_used = entry.checked = now
-        self._make_available(entry)
+        self._give(entry, now)
 
     def mark_broken(self, conn: T) -> None:
         """Flag a lent ``conn`` so its return evicts it (reason ``broken``)."""
@@ -367,17 +467,36 @@ class AsyncPool(BasePool[T]):
         finally:
             await self.putconn(conn)
 
-    def _make_available(self, entry: Entry[T]) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if waiter.fut.done():
-                continue  # cancelled: its task cleans up after itself
+    def _give(self, entry: Entry[T], now: float) -> None:
+        """Make a usable entry (in neither ``_idle`` nor ``_lent``) available.
+
+        Starvation mode (the head has waited >= handoff_after): hand it to the head, recording
+        the borrow now. Normal mode: park it in ``_idle`` and wake the head, which keeps its
+        place whether or not another task takes the connection first.
+        """
+        self._drop_dead_heads()
+        waiters = self._waiters
+        if not waiters:
+            self._idle.append(entry)
+            return
+        head = waiters[0]
+        if now - head.t0 >= self._handoff_after:
+            waiters.popleft()
             self._lent[id(entry.conn)] = entry
-            self._ledger.borrow(entry.id, waiter.t0, True)
-            waiter.entry = entry
-            waiter.wake()
+            self._ledger.borrow(entry.id, head.t0, True, now)
+            head.entry = entry
+            head.wake()
+            self._wake_head()  # idle ones left from normal mode: the new head's turn
             return
         self._idle.append(entry)
+        head.wake()
+
+    def _wake_head(self) -> None:
+        """An idle connection and a live waiter: the head must look."""
+        if self._idle:
+            self._drop_dead_heads()
+            if self._waiters:
+                self._waiters[0].wake()
 
     # ------------------------------------------------------------------ eviction
 
@@ -394,6 +513,7 @@ class AsyncPool(BasePool[T]):
         await self._destroy_entry(entry)
 
     def _offer_slots(self) -> None:
+        granted = False
         while (
             self._waiters
             and self._size < self.config.max_size
@@ -401,11 +521,14 @@ class AsyncPool(BasePool[T]):
             and self._backoff.ready(self._now())
         ):
             waiter = self._waiters.popleft()
-            if waiter.fut.done():
-                continue
+            if waiter.dead:
+                continue  # cancelled: its task cleans up after itself
             self._size += 1
             waiter.grant = True
-            waiter.wake()
+            waiter.wake()  # a future already done (woken to look) still sees grant first
+            granted = True
+        if granted:
+            self._wake_head()
 
     async def _destroy_entry(self, entry: Entry[T]) -> None:
         if not entry.destroyed:
@@ -442,7 +565,7 @@ class AsyncPool(BasePool[T]):
             return
         self._backoff.success()
         now = self._now()
-        self._make_available(Entry(self._ledger.create(start), conn, now, self._expiry(now)))
+        self._give(Entry(self._ledger.create(start), conn, now, self._expiry(now)), now)
 
     async def run_maintenance(self) -> float:
         """One maintenance pass (see :meth:`Pool.run_maintenance`); seconds to the next."""
@@ -463,8 +586,8 @@ class AsyncPool(BasePool[T]):
                 self._evict(entry, "idle_timeout")
                 victims.append(entry)
                 surplus -= 1
-            elif cfg.background_validation is not None and (
-                now - entry.checked >= cfg.background_validation
+            elif self._background_validation is not None and (
+                now - entry.checked >= self._background_validation
             ):
                 self._lent[id(entry.conn)] = entry
                 to_check.append(entry)
@@ -480,7 +603,7 @@ class AsyncPool(BasePool[T]):
                 if entry.gone:
                     await self._destroy_entry(entry)
                 else:
-                    self._make_available(entry)
+                    self._give(entry, self._now())
         if cfg.leak_threshold is not None:
             self._ledger.check_leaks(cfg.leak_threshold)
         if cfg.reclaim_after is not None:
@@ -491,6 +614,9 @@ class AsyncPool(BasePool[T]):
         leaked = {leak.conn for leak in self._ledger.leaks(after)}
         victims = [e for e in self._lent.values() if e.id in leaked and not e.gone]
         for entry in victims:
+            # Out of _lent now; the holder's late putconn is absorbed (no second evict).
+            del self._lent[id(entry.conn)]
+            self._remember_reclaimed(entry.conn)
             self._evict(entry, "leaked")
         for entry in victims:
             await self._destroy_entry(entry)
@@ -541,8 +667,8 @@ class AsyncPool(BasePool[T]):
         waiters = list(self._waiters)
         self._waiters.clear()
         for waiter in waiters:
-            if waiter.fut.done():
-                continue
+            if waiter.dead:
+                continue  # its task records its own cancellation
             self._ledger.error("pool_closed", "wait", "the pool was closed while waiting")
             waiter.closed = True
             waiter.wake()
@@ -565,3 +691,9 @@ class AsyncPool(BasePool[T]):
         self._ledger.close()
         if self._task is not None:
             await self._task
+
+
+def _granted(waiter: _AsyncWaiter[Any]) -> bool:
+    # A call, not an attribute test, so the type checker does not carry an earlier narrowing
+    # of ``waiter.grant`` past _offer_slots(), which may set it.
+    return waiter.grant

@@ -33,6 +33,11 @@ class PoolConfig:
     fail_fast: bool = False
     #: Callers allowed to queue at once; one more gets PoolExhausted. ``None``: unlimited.
     max_waiting: int | None = None
+    #: Bounded barging: a returned connection goes back to idle (a caller arriving meanwhile,
+    #: e.g. the returning thread borrowing again, may take it first) until the oldest waiter
+    #: has waited this many seconds; from then on returns hand it straight to the oldest
+    #: waiter ("starvation mode", as Go's sync.Mutex). 0: always hand off (strict FIFO).
+    handoff_after: float = 0.001
     #: ``"lifo"`` (default: the warmest connection, lets the rest idle out) or ``"fifo"``.
     order: str = "lifo"
     #: Close a connection this many seconds after it was opened (checked on borrow and return).
@@ -76,6 +81,7 @@ class PoolConfig:
         _seconds("timeout", self.timeout, allow_none=False)
         if self.max_waiting is not None:
             _int_range("max_waiting", self.max_waiting, 0)
+        _seconds("handoff_after", self.handoff_after, allow_none=False)
         if self.order not in _ORDERS:
             raise ConfigError("order", self.order, "'lifo' or 'fifo'")
         _seconds("max_lifetime", self.max_lifetime, positive=True)

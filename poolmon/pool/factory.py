@@ -104,11 +104,17 @@ class BaseAsyncFactory(Generic[T]):
 
 
 def hook(factory: object, name: str) -> Callable[..., Any] | None:
-    """``factory.name`` bound, or None when it is a known no-op (the pool skips the call)."""
+    """``factory.name`` bound, or None when it is a known no-op (the pool skips the call).
+
+    Known no-ops: the defaults of :class:`BaseFactory` and :class:`BaseAsyncFactory` (a factory
+    that does not override them), and the names a factory lists in ``no_ops``. Works for sync
+    and async factories alike; the caller awaits an async hook itself.
+    """
     method = getattr(factory, name, None)
     if method is None or name in getattr(factory, "no_ops", ()):
         return None
-    if getattr(method, "__func__", None) is getattr(BaseFactory, name):
+    func = getattr(method, "__func__", None)
+    if func is not None and func in (getattr(BaseFactory, name), getattr(BaseAsyncFactory, name)):
         return None
     return method  # type: ignore[no-any-return]
 

@@ -7,14 +7,42 @@ One mutex (``_lock``) guards four structures:
 * ``_idle``: a deque of idle entries; borrowers pop the right end (LIFO, the warmest connection,
   so surplus ones idle out) or the left end (FIFO); returns append on the right.
 * ``_waiters``: a deque of queued callers, oldest first. Each waiter owns a private lock that
-  starts held; the waiter blocks acquiring it and whoever serves it releases it.
+  starts held; the waiter blocks acquiring it and ``_signal`` releases it (once per sleep).
 * ``_lent``: ``id(resource) -> entry`` for every entry outside ``_idle`` (lent, being validated).
 * ``_size``: open connections plus creations in flight. ``_size <= max_size`` always.
 
-Invariant: ``_idle`` and ``_waiters`` are never both non-empty. A return, with waiters queued,
-hands its connection *directly* to the oldest waiter instead of parking it in ``_idle``; so no
-newcomer can barge past a queued caller, and waiters are served strictly in arrival order. When
-a slot frees up (an eviction) the oldest waiter is granted it and opens a connection itself.
+Bounded barging (``handoff_after``, as Go's ``sync.Mutex`` "starvation mode"):
+
+* Normal mode. A return parks its connection in ``_idle`` and signals the oldest waiter, which
+  stays at the head of the queue. A caller that arrives before the woken waiter runs (typically
+  the returning thread borrowing again) may take the connection first: no thread switch per
+  cycle, which is what makes barging pools fast under the GIL. A woken waiter that finds
+  ``_idle`` empty goes back to sleep *at the head* (it keeps its place).
+* Starvation mode: while the oldest waiter has waited ``handoff_after`` seconds or more (pool
+  clock), returns hand connections *directly* to it (recorded as its borrow before the lock is
+  released), and newcomers may not take idle connections: they queue behind. It ends by itself
+  when the queue empties or the head has waited less than the bound. A barger that empties
+  ``_idle`` takes back the head's pending wake-up (a bounded number of times per sleep), so a
+  head that would only find nothing does not compete for the GIL. ``handoff_after=0`` is
+  always starvation mode: strict FIFO hand-off, the fairest and slowest under contention.
+* Among themselves, waiters are always served in arrival order: only the head takes an idle
+  connection or receives a hand-off, and a freed slot is granted to the head.
+
+Invariants (each kept under ``_lock``; the comments at the code say which step keeps which):
+
+1. No connection is lent twice: an entry is in exactly one of ``_idle``, ``_lent``, a waiter's
+   ``entry`` (also in ``_lent``) or nowhere (gone).
+2. ``len(_lent) + len(_idle) <= _size <= max_size``: a slot is reserved before a create and
+   released by every eviction or failed create.
+3. If ``_idle`` and ``_waiters`` are both non-empty, the head waiter is signalled (``_wake_head``
+   after every step that parks a connection or removes the head), so an idle connection never
+   sits unseen while someone waits.
+4. A woken waiter never loses a connection handed to it: the hand-off sets ``waiter.entry`` and
+   removes the waiter from the queue in one critical section; the waiter checks ``entry`` first,
+   before any timeout, and an interrupted waiter gives a received connection back.
+5. Timeouts and interruptions lose no slot: a leaving waiter removes itself (and signals the new
+   head), a granted slot is released if it is not used.
+6. ``close()`` marks every waiter ``closed`` and signals it: each raises PoolClosed.
 
 Events: every ledger call that names a connection is made under ``_lock`` after checking that
 the entry is not ``gone``, so the recorded stream follows the real order of state changes (a
@@ -22,10 +50,12 @@ borrow can never be recorded after the connection's eviction). The one exception
 on return, made before the lock: the entry is still in ``_lent`` then (nobody can lend it), and
 the ledger ignores a release of a connection already evicted by ``close()`` or reclamation.
 
-Caveats: fair hand-off costs a thread switch per queued borrow, where barging pools let the
-returning thread take its connection straight back; under pure-CPU contention a barging pool
-can cycle faster while starving most threads (DESIGN.md section 4). Blocking waits use real
-time (``time.monotonic``); every lifecycle rule uses the injected clock.
+Trade-off: strict hand-off costs a thread switch per queued borrow, where barging lets the
+returning thread take its connection straight back; unbounded barging (``queue.LifoQueue``,
+redis-py, urllib3) cycles faster while starving threads (DESIGN.md section 4). The bound trades
+at most ``handoff_after`` extra wait per caller (plus scheduling) for barging throughput.
+Blocking waits use real time (``time.monotonic``); every rule, including ``handoff_after``,
+uses the injected clock.
 """
 
 from __future__ import annotations
@@ -64,17 +94,34 @@ class _Request:
 
 
 class _Waiter(Generic[T]):
-    """A queued caller. Exactly one of ``entry``/``grant``/``closed`` is set by whoever wakes it."""
+    """A queued caller. Whoever serves it sets exactly one of ``entry``/``grant``/``closed``
+    and removes it from the queue in the same critical section; a bare signal (normal mode)
+    only says "a connection is idle: look", and the waiter stays queued."""
 
-    __slots__ = ("closed", "entry", "grant", "lock", "t0")
+    __slots__ = ("closed", "entry", "grant", "lock", "retracts", "signalled", "t0")
 
     def __init__(self, t0: float) -> None:
         self.lock = threading.Lock()
-        self.lock.acquire()  # held until served: the waiter blocks on a second acquire
-        self.t0 = t0
+        self.lock.acquire()  # held until signalled: the waiter blocks on a second acquire
+        self.t0 = t0  # when the borrow started (pool clock): handoff_after counts from here
         self.entry: Entry[T] | None = None
         self.grant = False  # a slot was reserved for it: it opens a connection itself
         self.closed = False
+        # Mirrors the lock (True: released, a wake-up pending). Read and written under the
+        # pool lock only, so a second signal never releases an unheld lock.
+        self.signalled = False
+        self.retracts = 0  # wake-ups taken back by bargers during the current sleep
+
+
+#: Wake-ups bargers may take back per sleep of the head (see Pool._unwake_head_locked).
+_RETRACTS = 8
+
+
+def _signal(waiter: _Waiter[Any]) -> None:
+    """Wake ``waiter`` (pool lock held). Idempotent until the waiter consumes the wake-up."""
+    if not waiter.signalled:
+        waiter.signalled = True
+        waiter.lock.release()
 
 
 class Pool(BasePool[T]):
@@ -120,10 +167,12 @@ class Pool(BasePool[T]):
         self._closed = False
         self._drained = threading.Event()  # set once closed and nothing is lent any more
         self._stop = threading.Event()
-        self._validate_after = self.config.validate_after
-        # Hooks the factory leaves as no-ops are skipped: a call saved on every return.
+        # Hooks the factory leaves as no-ops are skipped: a call saved on every return, and a
+        # factory without a health check is never "validated" (no validate events).
         self._reset = hook(factory, "reset") if self.config.reset_on_return else None
         self._is_broken = hook(factory, "is_broken")
+        if hook(factory, "validate") is None:
+            self._validate_after = self._background_validation = None
         if self.config.eager:
             self.fill()
         if self.config.maintain:
@@ -157,20 +206,24 @@ class Pool(BasePool[T]):
         a snapshot of the pool.
         """
         # Fast path: an idle connection that needs no check. Everything else is _getconn_slow.
+        entry: Entry[T] | None = None
         self._acquire()
         try:
             if self._idle:
-                entry = self._pop()
                 now = self._now()
-                if now < entry.expires and (
-                    self._validate_after is None or now - entry.checked < self._validate_after
-                ):
-                    self._lent[id(entry.conn)] = entry
-                    self._ledger.borrow(entry.id, None, False, now)
-                    return entry.conn
-                self._lent[id(entry.conn)] = entry  # being checked: close() must still see it
-            else:
-                entry = None
+                waiters = self._waiters
+                # Barging is allowed unless the oldest waiter is starving (see the module doc).
+                if not waiters or now - waiters[0].t0 < self._handoff_after:
+                    entry = self._pop()
+                    if waiters and not self._idle:
+                        self._unwake_head_locked()
+                    if now < entry.expires and (
+                        self._validate_after is None or now - entry.checked < self._validate_after
+                    ):
+                        self._lent[id(entry.conn)] = entry
+                        self._ledger.borrow(entry.id, None, False, now)
+                        return entry.conn
+                    self._lent[id(entry.conn)] = entry  # being checked: close() must see it
         finally:
             self._release()
         return self._getconn_slow(timeout, entry)
@@ -210,21 +263,32 @@ class Pool(BasePool[T]):
             try:
                 if self._closed:
                     raise PoolClosed("the pool is closed", None)
-                if self._idle:
+                if self._idle and not self._starving_locked():
                     entry = self._pop()
+                    if self._waiters and not self._idle:
+                        self._unwake_head_locked()
                     self._lent[id(entry.conn)] = entry
                     return entry, False
                 if self._size < self.config.max_size and self._backoff.ready(self._now()):
                     self._size += 1  # reserve the slot; the connection is opened unlocked
                 else:
+                    # Idle connections with a starving head are left to it (invariant 3: it
+                    # has been signalled); this caller queues behind.
                     waiter = self._enqueue_locked(req)
             finally:
                 self._release()
             if waiter is not None:
-                served = self._wait(waiter, req)
+                try:
+                    served, lent = self._wait(waiter, req)
+                except (_Resolved, PoolClosed):
+                    raise  # the waiter already left the queue
+                except BaseException:
+                    self._abandon(waiter)  # e.g. KeyboardInterrupt: lose no slot (invariant 5)
+                    raise
                 if served is not None:
-                    req.pending = False
-                    return served, True
+                    if lent:
+                        req.pending = False
+                    return served, lent
             fresh = self._open(req)
             if fresh is not None:
                 return fresh, True
@@ -243,36 +307,81 @@ class Pool(BasePool[T]):
             req.pending = True
         return waiter
 
-    def _wait(self, waiter: _Waiter[T], req: _Request) -> Entry[T] | None:
-        """Block until served (the entry, already lent), granted a slot (None, ``grant`` set),
-        a backoff window ends (None: retry), or the deadline (raises PoolTimeout)."""
+    def _starving_locked(self) -> bool:
+        """The oldest waiter has waited ``handoff_after`` or more: no barging (lock held)."""
+        waiters = self._waiters
+        return bool(waiters) and self._now() - waiters[0].t0 >= self._handoff_after
+
+    def _wait(self, waiter: _Waiter[T], req: _Request) -> tuple[Entry[T] | None, bool]:
+        """Block until handed a connection ``(entry, True)``: already lent and recorded; at the
+        head with a connection idle ``(entry, False)``: taken, still to check; granted a slot
+        ``(None, False)``. Raises _Resolved(PoolTimeout) at the deadline, PoolClosed on close.
+        Wakes that find nothing (barged) sleep again at the same place in the queue."""
         while True:
             remaining = req.deadline - time.monotonic()
             step = remaining
             backoff_left = self._backoff.ready_at - self._now()
             if 0 < backoff_left < step:
                 step = backoff_left  # a slot may be free once the window ends: look again
-            if remaining > 0:
-                waiter.lock.acquire(timeout=step)
+            acquired = waiter.lock.acquire(timeout=step) if remaining > 0 else False
             self._acquire()
             try:
+                if acquired:
+                    waiter.retracts = 0
+                    # Wake-up consumed: the next _signal releases the lock again. Everything
+                    # below is re-read under the pool lock, so a signal that came between the
+                    # acquire and here (and saw signalled=True) is not lost.
+                    waiter.signalled = False
                 if waiter.closed:
                     req.pending = False  # close() recorded the error for us
                     raise PoolClosed("the pool was closed while waiting", None)
-                if waiter.entry is not None or waiter.grant:
-                    return waiter.entry
+                if waiter.entry is not None or waiter.grant:  # checked first (invariant 4)
+                    return waiter.entry, waiter.entry is not None
+                waiters = self._waiters
+                if self._idle and waiters[0] is waiter:
+                    # Normal mode: the head takes an idle connection (nobody barged first).
+                    waiters.popleft()
+                    entry = self._pop()
+                    self._lent[id(entry.conn)] = entry
+                    self._wake_head_locked()  # more idle: the next waiter's turn
+                    return entry, False
                 if time.monotonic() < req.deadline:
                     self._offer_slots_locked()  # a backoff window may have ended: oldest first
                     if _granted(waiter):
-                        return None
-                    continue
-                self._waiters.remove(waiter)
+                        return None, False
+                    continue  # barged, or a spurious wake: sleep again, keeping its place
+                waiters.remove(waiter)
+                self._wake_head_locked()  # it may have been the signalled head (invariant 3)
             finally:
                 self._release()
             error = self._timeout_error(req.t0, req.timeout)
             self._ledger.timeout(req.t0, error)
             req.pending = False
             raise _Resolved(error)
+
+    def _abandon(self, waiter: _Waiter[T]) -> None:
+        """An interrupted waiter leaves: give back whatever it was given (invariant 5)."""
+        self._acquire()
+        try:
+            entry = waiter.entry
+            if entry is not None:
+                waiter.entry = None
+                self._ledger.release(entry.id)  # its borrow was recorded at the hand-off
+                self._lent.pop(id(entry.conn), None)
+                if not entry.gone:
+                    if self._closed:
+                        self._evict_locked(entry, "pool_closed")
+                    else:
+                        self._give_locked(entry, self._now())
+            elif waiter.grant:
+                waiter.grant = False
+                self._size -= 1
+                self._offer_slots_locked()
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+                self._wake_head_locked()
+        finally:
+            self._release()
 
     def _open(self, req: _Request) -> Entry[T] | None:
         """Open a connection in a reserved slot and lend it. None if the create failed."""
@@ -360,10 +469,19 @@ class Pool(BasePool[T]):
     # ------------------------------------------------------------------ return
 
     def putconn(self, conn: T, *, broken: bool = False) -> None:
-        """Give ``conn`` back. ``broken=True`` evicts it (reason ``broken``) instead."""
+        """Give ``conn`` back. ``broken=True`` evicts it (reason ``broken``) instead.
+
+        Raises PoolError for a resource this pool did not lend (or a second return). The late
+        return of a connection taken back by forced reclamation (``reclaim_after``) is absorbed
+        silently: it was already evicted (reason ``leaked``) and closed. (For resources that
+        cannot be weakly referenced only the last 256 reclaimed ones are remembered; an older
+        one's return raises PoolError.)
+        """
         key = id(conn)
         entry = self._lent.get(key)
         if entry is None or entry.conn is not conn:
+            if self._reclaimed and self._forget_reclaimed(conn):
+                return
             raise PoolError(f"{type(conn).__name__} object was not lent by pool {self.name!r}")
         now = self._now()
         self._ledger.release(entry.id, now)  # before the lock: see the module docstring
@@ -376,20 +494,18 @@ class Pool(BasePool[T]):
                 reason, reset_error = "reset_failed", exc
         self._acquire()
         try:
-            del self._lent[key]
+            # pop, not del: reclamation may have taken it out of _lent since the lookup above.
+            self._lent.pop(key, None)
             if reason is None and not entry.gone and not self._closed:
                 entry.last_used = entry.checked = now
                 if not self._waiters:
                     self._idle.append(entry)
                     return
-                # Hand-off: straight to the oldest waiter, never via _idle (no barging).
-                waiter = self._waiters.popleft()
-                self._lent[key] = entry
-                self._ledger.borrow(entry.id, waiter.t0, True)
-                waiter.entry = entry
-                waiter.lock.release()
+                self._give_locked(entry, now)
                 return
-            if not entry.gone:
+            if entry.gone:
+                self._reclaimed.pop(key, None)  # reclaimed meanwhile: this was its late return
+            else:
                 if reset_error is not None:
                     self._ledger.error("reset_failed", "reset", reset_error, conn=entry.id)
                 self._evict_locked(entry, reason or "pool_closed")
@@ -432,6 +548,55 @@ class Pool(BasePool[T]):
 
     # ------------------------------------------------------------------ eviction
 
+    def _give_locked(self, entry: Entry[T], now: float) -> None:
+        """Make a usable entry (in neither ``_idle`` nor ``_lent``) available (lock held).
+
+        Starvation mode (the head has waited >= handoff_after): hand it straight to the head,
+        recording the borrow now, so nobody can barge. Normal mode: park it in ``_idle`` and
+        signal the head, which keeps its place whether or not someone barges first.
+        """
+        waiters = self._waiters
+        if not waiters:
+            self._idle.append(entry)
+            return
+        head = waiters[0]
+        if now - head.t0 >= self._handoff_after:
+            waiters.popleft()
+            self._lent[id(entry.conn)] = entry
+            self._ledger.borrow(entry.id, head.t0, True, now)
+            head.entry = entry
+            _signal(head)
+            self._wake_head_locked()  # idle ones left from normal mode: the new head's turn
+            return
+        self._idle.append(entry)
+        _signal(head)
+
+    def _wake_head_locked(self) -> None:
+        """Keep invariant 3: an idle connection and a waiter -> the head is signalled."""
+        if self._idle and self._waiters:
+            _signal(self._waiters[0])
+
+    def _unwake_head_locked(self) -> None:
+        """A barger took the last idle connection (lock held, waiters queued): the head would
+        wake to find nothing, so take back its wake-up if it has not consumed it yet. Its OS
+        thread may still stir, but it never competes for the GIL or the pool lock; when this
+        fails, the head is already on its way and will sleep again at its place.
+
+        Safe for invariant 3 because ``_idle`` is empty now; safe for the others because a
+        queued head only ever gets bare "look" signals (a hand-off, grant or close removes the
+        waiter from the queue before signalling it).
+
+        At most ``_RETRACTS`` times per sleep: each retraction means the next return signals
+        again (a futex wake system call in the returner's path). When one thread cycles
+        through its whole GIL slice, the head cannot run anyway and one consumed wake-up keeps
+        every later return free of system calls; with I/O between cycles, retracting spares
+        the head a GIL round trip per return. (Measured: benchmarks/pool.py, both holds.)
+        """
+        head = self._waiters[0]
+        if head.signalled and head.retracts < _RETRACTS and head.lock.acquire(False):
+            head.signalled = False
+            head.retracts += 1
+
     def _evict_locked(self, entry: Entry[T], reason: str) -> None:
         """Record the eviction and free its slot (caller holds _lock and destroys later)."""
         entry.gone = True
@@ -462,7 +627,8 @@ class Pool(BasePool[T]):
             waiter = self._waiters.popleft()
             self._size += 1
             waiter.grant = True
-            waiter.lock.release()
+            _signal(waiter)
+            self._wake_head_locked()
 
     def _free_slot(self) -> None:
         self._acquire()
@@ -517,21 +683,11 @@ class Pool(BasePool[T]):
                 self._backoff.success()
                 now = self._now()
                 entry = Entry(self._ledger.create(start), conn, now, self._expiry(now))
-                self._make_available_locked(entry)
+                self._give_locked(entry, now)
         finally:
             self._release()
         if closed:
             self._destroy(conn)
-
-    def _make_available_locked(self, entry: Entry[T]) -> None:
-        if self._waiters:
-            waiter = self._waiters.popleft()
-            self._lent[id(entry.conn)] = entry
-            self._ledger.borrow(entry.id, waiter.t0, True)
-            waiter.entry = entry
-            waiter.lock.release()
-        else:
-            self._idle.append(entry)
 
     def run_maintenance(self) -> float:
         """One maintenance pass; returns seconds until the next one is due.
@@ -574,8 +730,8 @@ class Pool(BasePool[T]):
                     victims.append(entry)
                     surplus -= 1
                 elif (
-                    cfg.background_validation is not None
-                    and now - entry.checked >= cfg.background_validation
+                    self._background_validation is not None
+                    and now - entry.checked >= self._background_validation
                 ):
                     self._lent[id(entry.conn)] = entry  # being checked: close() must see it
                     to_check.append(entry)
@@ -594,7 +750,7 @@ class Pool(BasePool[T]):
             del self._lent[id(entry.conn)]
             gone = entry.gone
             if not gone:
-                self._make_available_locked(entry)
+                self._give_locked(entry, self._now())
         finally:
             self._release()
         if gone:
@@ -608,7 +764,10 @@ class Pool(BasePool[T]):
         try:
             victims = [e for e in self._lent.values() if e.id in leaked and not e.gone]
             for entry in victims:
-                # The holder's later putconn finds it gone and only forgets it.
+                # Out of _lent now (a holder that never returns keeps nothing busy); its late
+                # putconn finds it in _reclaimed and is absorbed, with no second evict.
+                del self._lent[id(entry.conn)]
+                self._remember_reclaimed(entry.conn)
                 self._evict_locked(entry, "leaked")
         finally:
             self._release()
@@ -675,7 +834,7 @@ class Pool(BasePool[T]):
                 # Resolved here, in order, so the stream has no event after the close event.
                 self._ledger.error("pool_closed", "wait", "the pool was closed while waiting")
                 waiter.closed = True
-                waiter.lock.release()
+                _signal(waiter)
             victims = list(self._idle)
             self._idle.clear()
             for entry in victims:
