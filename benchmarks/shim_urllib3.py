@@ -24,6 +24,15 @@ __all__ = ["main"]
 Loop = Callable[[int], None]
 
 
+def _check_observed(n: int) -> None:
+    """Guard against timing the plain path twice: the instrumented loop must have been recorded."""
+    from poolmon.core.registry import get_default_registry
+
+    borrows = sum(snap.use_time.count for snap in get_default_registry().snapshot())
+    if borrows < n:
+        raise SystemExit(f"benchmark bug: {n} instrumented cycles but {borrows} recorded returns")
+
+
 def _alternate(loop: Loop, n: int, rounds: int) -> tuple[float, float, float]:
     """(best plain, best instrumented, median of per-round ratios), seconds per iteration.
 
@@ -45,6 +54,8 @@ def _alternate(loop: Loop, n: int, rounds: int) -> tuple[float, float, float]:
             t = time.perf_counter()
             loop(n)
             pair.append((time.perf_counter() - t) / n)
+            if instrumented:
+                _check_observed(n)
         best_plain = min(best_plain, pair[0])
         best_inst = min(best_inst, pair[1])
         ratios.append(pair[1] / pair[0])
@@ -68,9 +79,11 @@ def main(argv: list[str]) -> int:
     try:
         pool = HTTPConnectionPool(server.host, server.port, maxsize=1)
         pool.request("GET", "/ok")  # one keep-alive socket, idle in the pool
-        get_conn, put_conn = pool._get_conn, pool._put_conn
 
         def raw(n: int) -> None:
+            # Bound here, per round, not once up front: a method bound before instrument() keeps
+            # calling the original functions and would time the plain cycle in both modes.
+            get_conn, put_conn = pool._get_conn, pool._put_conn
             for _ in range(n):
                 put_conn(get_conn())
 

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from types import CodeType, FrameType
 from typing import Any, Final
 
+from poolmon.core.lane import FOLD_AT
 from poolmon.shims._urllib3_state import (
     LINK,
     PENDING,
@@ -128,12 +129,23 @@ def make_get_conn(original: Method) -> Method:
                 shim_error(None, inner)
             raise
         try:
-            # The hot path: a linked idle connection. A non-blocking pool never waits.
-            conn_link = conn.__dict__.get(LINK)
-            if conn_link is not None:
-                conn_link[0](conn_link[2])
+            # The hot path: a linked idle connection. A non-blocking pool never waits. The
+            # ledger's lock-free lane is written inline while open (poolmon.core.lane).
+            conn_link = conn._poolmon_link  # LINK, as a plain attribute read: fastest
+            lane = conn_link[4]
+            if lane.open:
+                lane.borrowed[conn_link[2]] = lane.now()
+                lane.note_wait(0.0)
             else:
-                _borrow_unlinked(self, conn, 0.0, False)
+                conn_link[0](conn_link[2])
+        except AttributeError as exc:
+            try:
+                if LINK in conn.__dict__:
+                    shim_error(None, exc)  # linked: the failure is ours
+                else:
+                    _borrow_unlinked(self, conn, 0.0, False)
+            except Exception as inner:
+                shim_error(None, inner)
         except Exception as exc:
             shim_error(None, exc)
         return conn
@@ -184,11 +196,24 @@ def make_put_conn(original: Method) -> Method:
     def _put_conn(self: Any, conn: Any) -> None:
         if conn is not None:
             try:
-                conn_link = conn.__dict__.get(LINK)
-                if conn_link is not None:
-                    conn_link[1](conn_link[2])
+                conn_link = conn._poolmon_link  # LINK
+                lane = conn_link[4]
+                if lane.open:  # the ledger's release, inlined on its lock-free lane
+                    start = lane.borrowed.pop(conn_link[2], None)
+                    if start is not None:
+                        lane.note_use(lane.now() - start)
+                        if len(lane.uses) > FOLD_AT:
+                            conn_link[3].ledger.fold()
                 else:
-                    conn.__dict__.pop(PENDING, None)
+                    conn_link[1](conn_link[2])
+            except AttributeError as exc:
+                try:
+                    if LINK in conn.__dict__:
+                        shim_error(None, exc)  # linked: the failure is ours
+                    else:
+                        conn.__dict__.pop(PENDING, None)
+                except Exception as inner:
+                    shim_error(None, inner)
             except Exception as exc:
                 shim_error(None, exc)
         original(self, conn)

@@ -182,7 +182,8 @@ def _pool_collected(state: PoolState) -> None:
 
 def link(state: PoolState, conn: Any, conn_id: int) -> None:
     """Mark ``conn``'s current socket as the ledger's connection ``conn_id``."""
-    conn.__dict__[LINK] = (state.borrow, state.release, conn_id, state)
+    # (borrow, release, id, state, the ledger's hot lane): what the hot path needs, one index away.
+    conn.__dict__[LINK] = (state.borrow, state.release, conn_id, state, state.ledger.lane)
 
 
 def shim_error(ledger: PoolLedger | None, exc: BaseException) -> None:

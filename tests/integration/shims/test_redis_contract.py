@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,7 @@ import poolmon.shims.redis as shim
 from poolmon.core.ledger import PoolLedger
 from poolmon.core.registry import PoolRegistry
 from poolmon.shims._patch import WRAPPED_MARK
+from tests.support.lanes import ExplodingLane
 
 pytestmark = pytest.mark.integration
 
@@ -242,16 +242,6 @@ def test_credentials_in_no_output(
 # ---------------------------------------------------------------------------- absorbed failures
 
 
-class _ExplodingLane:
-    """An open hot lane whose containers blow up (the wrappers write to it inline)."""
-
-    open = True
-    now = staticmethod(time.perf_counter)
-
-    def __getattr__(self, name: str) -> Any:
-        raise RuntimeError("poolmon bug")
-
-
 @pytest.mark.parametrize("lane_open", [True, False], ids=["hot-lane", "locked-path"])
 def test_hook_failure_never_reaches_the_host(
     registry: PoolRegistry, redis_url: str, monkeypatch: pytest.MonkeyPatch, lane_open: bool
@@ -265,7 +255,7 @@ def test_hook_failure_never_reaches_the_host(
         assert client.ping() is True  # the pool is attached: its ledger exists
         (ledger,) = registry.ledgers()
         if lane_open:
-            ledger.lane = _ExplodingLane()  # type: ignore[assignment]
+            ledger.lane = ExplodingLane()  # type: ignore[assignment]
         else:
             ledger.subscribe(lambda event: None)  # a subscriber closes the lane
             assert not ledger.lane.open

@@ -7,7 +7,6 @@ A fake connection class stands in for psycopg's (unit tests of logic only): psyc
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -23,6 +22,7 @@ from poolmon.shims import psycopg2 as pg2_shim
 from poolmon.shims._patch import is_wrapped
 from poolmon.shims._psycopg_common import TRACKER_ATTR, KeyedPoolTracker, ShimState
 from poolmon.shims._psycopg_rules import close_reason, getconn_error_type, pool_identity
+from tests.support.lanes import ExplodingLane
 
 PSYCOPG_TARGETS: list[tuple[Any, str]] = [
     (cls, name)
@@ -143,15 +143,6 @@ def test_hook_failures_are_absorbed_and_counted(
 
         def boom(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("ledger exploded")
-
-        class ExplodingLane:
-            """An open lane whose containers blow up (the wrappers write to it inline)."""
-
-            open = True
-            now = staticmethod(time.perf_counter)
-
-            def __getattr__(self, name: str) -> Any:
-                raise RuntimeError("lane exploded")
 
         monkeypatch.setattr(tracker, "borrow", boom)
         monkeypatch.setattr(tracker, "release", boom)

@@ -19,6 +19,7 @@ from poolmon.core.ledger import PoolLedger
 from poolmon.core.registry import PoolRegistry
 from poolmon.shims import urllib3 as shim
 from poolmon.shims._urllib3_state import LINK, identity_for_pool
+from tests.support.lanes import ExplodingLane
 
 PATCHED = [
     (connectionpool.HTTPConnectionPool, "__init__"),
@@ -146,8 +147,9 @@ def test_connections_opened_before_instrumentation_are_adopted(registry: PoolReg
         peer.close()
 
 
+@pytest.mark.parametrize("lane_open", [True, False], ids=["hot-lane", "locked-path"])
 def test_a_failing_recorder_never_reaches_the_application(
-    instrumented: PoolRegistry, monkeypatch: pytest.MonkeyPatch
+    instrumented: PoolRegistry, monkeypatch: pytest.MonkeyPatch, lane_open: bool
 ) -> None:
     pool = HTTPConnectionPool("127.0.0.1", 9, maxsize=1)
     conn, peer = _with_socket(pool)
@@ -156,11 +158,17 @@ def test_a_failing_recorder_never_reaches_the_application(
     def broken(self: PoolLedger, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("recorder bug")
 
-    # The link holds bound methods captured at connect: break the ledger class for new lookups
-    # and the bound methods by replacing the link's entries.
+    # The link holds bound methods and the lane captured at connect: break the ledger class for
+    # new lookups, and the link's entries (the lane too, or a closed lane: the locked path).
     monkeypatch.setattr(PoolLedger, "evict", broken)
     link = conn.__dict__[LINK]
-    conn.__dict__[LINK] = (lambda *a: broken(None), lambda *a: broken(None), *link[2:])  # type: ignore[arg-type]
+    if lane_open:
+        lane: Any = ExplodingLane()
+    else:
+        link[3].ledger.subscribe(lambda event: None)  # a subscriber closes the lane
+        lane = link[4]
+        assert not lane.open
+    conn.__dict__[LINK] = (lambda *a: broken(None), lambda *a: broken(None), link[2], link[3], lane)
     assert pool._get_conn() is conn
     pool._put_conn(conn)
     pool._get_conn().close()
