@@ -54,9 +54,10 @@ def _say(text: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     try:
         from poolmon.core.registry import get_default_registry
+        from poolmon.demo.signals import StopSignals, held
         from poolmon.demo.workload import DemoWorkload
         from poolmon.exporters.prometheus import MetricsServer, serve
-        from poolmon.top.app import Terminated, TopApp, sigterm_raises
+        from poolmon.top.app import Terminated, TopApp
         from poolmon.top.sources import MetricsUrlSource
         from poolmon.top.state import ViewState
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -74,35 +75,48 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 2
     registry = get_default_registry()
-    try:
-        state = ViewState(interval=args.interval)
-        workload = DemoWorkload(
-            registry=registry,
-            phase_seconds=args.phase_seconds,
-            on_phase=(lambda p: _say(f"phase {p.name}: {p.description}")) if args.no_tui else None,
-        )
-        server: MetricsServer = _serve(serve, args.port, registry)
-    except (ConfigError, OSError) as exc:
-        print(f"poolmon demo: {exc}", file=sys.stderr)
-        return 2
-    _say(f"serving {server.url}  (watch with: poolmon top {server.url})")
-    deadline = None if args.duration is None else time.monotonic() + args.duration
-    quiet = None if args.no_tui else _quiet_logs()
-    try:
-        with sigterm_raises():
-            workload.start()
+    # Handlers first, whatever the process inherited (SIGINT may come in *ignored* from a
+    # non-interactive shell): a stop signal at any moment from here on ends the demo cleanly.
+    with StopSignals(Terminated) as signals:
+        server: MetricsServer | None = None
+        workload: DemoWorkload | None = None
+        quiet = None
+        try:
+            # Setup runs with the stop signals held (poolmon.demo.signals): a signal that comes
+            # meanwhile is raised at the end of this block, never halfway through a start().
+            with held():
+                try:
+                    state = ViewState(interval=args.interval)
+                    workload = DemoWorkload(
+                        registry=registry,
+                        phase_seconds=args.phase_seconds,
+                        on_phase=(lambda p: _say(f"phase {p.name}: {p.description}"))
+                        if args.no_tui
+                        else None,
+                    )
+                    server = _serve(serve, args.port, registry)
+                except (ConfigError, OSError) as exc:
+                    print(f"poolmon demo: {exc}", file=sys.stderr)
+                    return 2
+                _say(f"serving {server.url}  (watch with: poolmon top {server.url})")
+                deadline = None if args.duration is None else time.monotonic() + args.duration
+                quiet = None if args.no_tui else _quiet_logs()
+                workload.start()
             if args.no_tui:
                 _wait(deadline)
             else:
                 app = TopApp([MetricsUrlSource(server.url)], state=state, banner=workload.describe)
                 app.run(until=deadline)
-    except (KeyboardInterrupt, Terminated):
-        pass  # Ctrl-C / SIGTERM: a clean stop is the expected way out
-    finally:
-        workload.stop()
-        server.close()
-        if quiet is not None:
-            quiet()
+        except (KeyboardInterrupt, Terminated):
+            pass  # Ctrl-C / SIGTERM: a clean stop is the expected way out
+        finally:
+            signals.ignore()  # the stop is bounded (DemoWorkload.stop); a second Ctrl-C waits
+            if workload is not None:
+                workload.stop()
+            if server is not None:
+                server.close()
+            if quiet is not None:
+                quiet()
     _say("stopped")
     return 0
 

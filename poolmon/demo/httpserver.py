@@ -127,7 +127,10 @@ class DemoHttpServer:
             thread, self._thread = self._thread, None
         if server is None:
             return
-        server.shutdown()
+        # shutdown() waits for serve_forever to notice; a thread that never started (start()
+        # interrupted) never would, and the wait would be forever. Not alive: just close.
+        if thread is not None and thread.is_alive():
+            server.shutdown()
         server.server_close()
         server.drop_all()
         if thread is not None:

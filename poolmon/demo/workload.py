@@ -24,6 +24,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ PHASES: Final = (
 
 _SQLITE_WORKERS: Final = 10
 _HTTP_WORKERS: Final = 5
+#: Seconds :meth:`DemoWorkload.stop` waits for all its threads together.
+_STOP_BUDGET: Final = 3.0
 
 
 class _FlakySqlite(SqliteFactory):
@@ -187,8 +190,14 @@ class DemoWorkload:
         self._stop.set()
         with self._phase_changed:
             self._phase_changed.notify_all()
+        # One budget for all the joins, not one each: every blocking call in a worker is bounded
+        # (pool timeouts <= 1 s, HTTP connect 0.5 s and read 2 s, stop.wait), so they end well
+        # within it; one that does not is a daemon and must not hold the process for longer.
+        # A thread that never started (start() interrupted) cannot be joined: is_alive() skips it.
+        deadline = time.monotonic() + _STOP_BUDGET
         for thread in self._threads:
-            thread.join(timeout=5)
+            if thread.is_alive():
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._threads.clear()
         for pool in self.pools:
             pool.close()

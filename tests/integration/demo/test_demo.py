@@ -1,5 +1,5 @@
-"""``poolmon demo --no-tui``: every phase shows up in its real /metrics; it ends by itself or on
-SIGINT, cleanly."""
+"""``poolmon demo --no-tui``: every phase shows up in its real /metrics; it ends by itself, or on
+SIGINT or SIGTERM in any phase, cleanly."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import Literal
 
 import pytest
 
 from poolmon.top.samples import PoolSample
 from poolmon.top.sources import MetricsUrlSource
-from tests.integration.top.conftest import demo, wait_for
+from tests.integration.top.conftest import demo, read_until, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,18 +59,51 @@ def test_phases_are_visible_in_metrics() -> None:
         assert proc.poll() is None
 
 
-def test_duration_ends_it_and_sigint_exits_cleanly() -> None:
+def _exits_cleanly(proc: subprocess.Popen[str], url: str) -> None:
+    """The demo ends with 0 after its clean stop, and its endpoint went away with it. The 30 s
+    bound only turns a hang into a failure (the stop itself takes well under a second)."""
+    assert proc.wait(timeout=30) == 0
+    out = proc.stdout.read() if proc.stdout else ""
+    assert "poolmon demo: stopped" in out
+    (result,) = MetricsUrlSource(url, timeout=2).fetch()
+    assert not result.ok
+
+
+def test_duration_ends_it() -> None:
     with demo(["--duration", "2"]) as (proc, url):
         assert wait_for(lambda: _pools(MetricsUrlSource(url)), what="pools")
-        assert proc.wait(timeout=30) == 0
-        out = proc.stdout.read() if proc.stdout else ""
-    assert "stopped" in out
-    with demo() as (proc, url):
+        _exits_cleanly(proc, url)
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_sigint_exits_cleanly(inherited: Literal["default", "ignored"]) -> None:
+    """Also when the demo inherits SIGINT ignored, as a non-interactive shell's background job
+    does: ``kill -INT`` still ends it (it used to do nothing; a CI run then waited 30 s).
+
+    The signal comes as soon as the pools are visible, i.e. while the workload may still be
+    starting: it must not interrupt the start halfway."""
+    with demo(sigint=inherited) as (proc, url):
         assert wait_for(lambda: _pools(MetricsUrlSource(url)), what="pools")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-        (result,) = MetricsUrlSource(url, timeout=2).fetch()
-        assert not result.ok  # the endpoint went away with it
+        _exits_cleanly(proc, url)
+
+
+@pytest.mark.parametrize(
+    ("phase", "signum"),
+    [
+        ("burst", signal.SIGINT),
+        ("outage", signal.SIGTERM),
+        ("leak", signal.SIGINT),
+        ("leak", signal.SIGTERM),
+    ],
+)
+def test_stop_signal_in_each_phase(phase: str, signum: signal.Signals) -> None:
+    """Workers waiting in a pool, backends down, a connection held by the leaker: a stop signal
+    ends the demo cleanly whatever the workload is doing."""
+    with demo(["--phase-seconds", "0.5"]) as (proc, url):
+        read_until(proc, f"phase {phase}:")
+        proc.send_signal(signum)
+        _exits_cleanly(proc, url)
 
 
 def test_help_works_without_extras_at_import() -> None:

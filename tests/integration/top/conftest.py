@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import signal
 import subprocess
 import sys
 import threading
@@ -9,6 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -75,14 +78,23 @@ def fleet(*used: int) -> Iterator[list[str]]:
 
 
 @contextmanager
-def demo(args: Sequence[str] = ()) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``poolmon demo --no-tui --port 0`` in the background; yields (process, /metrics URL)."""
+def demo(
+    args: Sequence[str] = (), *, sigint: Literal["default", "ignored"] = "default"
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``poolmon demo --no-tui --port 0`` in the background; yields (process, /metrics URL).
+
+    ``sigint`` is the SIGINT disposition the demo inherits, set explicitly so a test does not
+    depend on how pytest itself was started: a non-interactive shell starts background commands
+    (and so a CI run's pytest, and its children) with SIGINT *ignored*, which an exec keeps.
+    """
+    disposition = signal.SIG_IGN if sigint == "ignored" else signal.SIG_DFL
     proc = subprocess.Popen(
         [sys.executable, "-m", "poolmon", "demo", "--no-tui", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         cwd=ROOT,
+        preexec_fn=functools.partial(signal.signal, signal.SIGINT, disposition),
     )
     try:
         line = read_line(proc)
@@ -96,6 +108,27 @@ def demo(args: Sequence[str] = ()) -> Iterator[tuple[subprocess.Popen[str], str]
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def read_until(proc: subprocess.Popen[str], text: str, timeout: float = 30.0) -> list[str]:
+    """stdout lines of ``proc`` up to and including the first one containing ``text`` (fails the
+    test after ``timeout`` or when the output ends first)."""
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout if proc.stdout else ():
+            lines.append(line.rstrip("\n"))
+            if text in line:
+                found.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not found.is_set():
+        raise AssertionError(f"{text!r} not printed in {timeout}s (exit {proc.poll()}): {lines}")
+    return list(lines)
 
 
 def wait_for(predicate: object, timeout: float = 30.0, what: str = "condition") -> object:
