@@ -18,14 +18,22 @@ shared machine hits all modes alike; the best round of each is kept:
 Bars (DESIGN.md section 8): poolmon/plain <= 1.10 raw, <= 1.02 end to end, and poolmon's extra
 cost per raw cycle below the built-in metrics' extra cost.
 
-Usage: python -m benchmarks shim_redis [--n N] [--rounds R]
+Each round prints one progress line on stderr (the time each mode took), so a run that slows
+down or stops shows where at once; a round still running after ``--round-limit`` seconds dumps
+every thread's stack and ends the run (a hang in a shim or in redis-py then explains itself
+instead of running on silently). ``--budget`` caps the whole run: rounds stop once the next one
+would not fit (at least ``_MIN_ROUNDS`` always run), and the report says how many ran.
+
+Usage: python -m benchmarks shim_redis [--n N] [--rounds R] [--budget S] [--round-limit S]
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -35,6 +43,9 @@ from benchmarks._timing import print_table
 __all__ = ["main"]
 
 REDIS_URL = os.environ.get("POOLMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+#: Rounds that always run, whatever the budget: the paired median needs a few.
+_MIN_ROUNDS = 5
 
 
 def _raw(pool: object) -> Callable[[int], None]:
@@ -108,11 +119,40 @@ class _Modes:
         assert recorder.is_enabled(), "redis-py built-in metrics did not switch on"
 
 
+def _positive(kind: type[int] | type[float], name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{name}={text} is invalid: expected a number > 0")
+        return value
+
+    return parse
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks shim_redis")
-    parser.add_argument("--n", type=int, default=2000, help="cycles per timing run")
-    parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds per mode")
+    parser.add_argument(
+        "--n", type=_positive(int, "--n"), default=2000, help="cycles per timing run"
+    )
+    parser.add_argument(
+        "--rounds", type=_positive(int, "--rounds"), default=30, help="interleaved rounds per mode"
+    )
+    parser.add_argument(
+        "--budget",
+        type=_positive(float, "--budget"),
+        default=90.0,
+        metavar="S",
+        help="stop starting rounds once the next would end after S seconds (90)",
+    )
+    parser.add_argument(
+        "--round-limit",
+        type=_positive(float, "--round-limit"),
+        default=120.0,
+        metavar="S",
+        help="a round still running after S seconds dumps all stacks and ends the run (120)",
+    )
     args = parser.parse_args(argv)
+    n = int(args.n)
 
     import redis
 
@@ -129,27 +169,54 @@ def main(argv: list[str]) -> int:
     # in this thread's CPU time: other tenants of this shared machine do not inflate it. The end
     # to end GET waits for Redis, so it is timed on the wall clock.
     ops = (
-        ("raw get_connection/release", _raw, args.n, time.thread_time),
-        ("end to end GET", None, max(1, args.n // 5), time.perf_counter),
+        ("raw get_connection/release", _raw, n, time.thread_time),
+        ("end to end GET", None, max(1, n // 5), time.perf_counter),
     )
-    for _ in range(args.rounds):
-        for mode in order:
-            switch[mode]()
-            # A fresh pool per mode and round: each mode sees a pool it attached to itself.
-            pool = redis.ConnectionPool.from_url(REDIS_URL)
-            client = redis.Redis(connection_pool=pool)
-            client.ping()
-            for op, make, n, clock in ops:
-                fn = make(pool) if make is not None else _e2e(client, key)
-                fn(min(n, 500))  # warm up
-                t = _best(fn, n, clock)
-                best[(op, mode)] = min(best.get((op, mode), float("inf")), t)
-                per_round.setdefault((op, mode), []).append(t)
-            pool.disconnect()
-    modes.plain()
-    setup.delete(key)
-    setup.close()
+    started = time.perf_counter()
+    rounds_run = 0
+    longest_round = 0.0  # the next round is assumed as long as the longest so far
+    try:
+        for round_index in range(int(args.rounds)):
+            elapsed = time.perf_counter() - started
+            if rounds_run >= _MIN_ROUNDS and elapsed + longest_round > args.budget:
+                break
+            faulthandler.dump_traceback_later(args.round_limit, exit=True)
+            took: dict[str, float] = {}
+            for mode in order:
+                t_mode = time.perf_counter()
+                switch[mode]()
+                # A fresh pool per mode and round: each mode sees a pool it attached to itself.
+                pool = redis.ConnectionPool.from_url(REDIS_URL)
+                client = redis.Redis(connection_pool=pool)
+                client.ping()
+                for op, make, count, clock in ops:
+                    fn = make(pool) if make is not None else _e2e(client, key)
+                    fn(min(count, 500))  # warm up
+                    t = _best(fn, count, clock)
+                    best[(op, mode)] = min(best.get((op, mode), float("inf")), t)
+                    per_round.setdefault((op, mode), []).append(t)
+                pool.disconnect()
+                took[mode] = time.perf_counter() - t_mode
+            faulthandler.cancel_dump_traceback_later()
+            rounds_run += 1
+            longest_round = max(longest_round, sum(took.values()))
+            print(
+                f"shim_redis: round {round_index + 1}/{args.rounds}: "
+                + ", ".join(f"{mode} {took[mode]:.2f}s" for mode in order)
+                + f" (elapsed {time.perf_counter() - started:.1f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        modes.plain()
+        setup.delete(key)
+        setup.close()
 
+    print(
+        f"\nrounds: {rounds_run} of {args.rounds} in {time.perf_counter() - started:.1f} s "
+        f"(budget {args.budget:g} s), {n} raw cycles and {max(1, n // 5)} GETs per timing run"
+    )
     status = 0
     bars = {"raw get_connection/release": 1.10, "end to end GET": 1.02}
     for op, bar in bars.items():
