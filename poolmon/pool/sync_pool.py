@@ -283,7 +283,7 @@ class Pool(BasePool[T]):
                 except (_Resolved, PoolClosed):
                     raise  # the waiter already left the queue
                 except BaseException:
-                    self._abandon(waiter)  # e.g. KeyboardInterrupt: lose no slot (invariant 5)
+                    self._abandon(waiter, req)  # e.g. KeyboardInterrupt: lose no slot (inv. 5)
                     raise
                 if served is not None:
                     if lent:
@@ -359,14 +359,15 @@ class Pool(BasePool[T]):
             req.pending = False
             raise _Resolved(error)
 
-    def _abandon(self, waiter: _Waiter[T]) -> None:
+    def _abandon(self, waiter: _Waiter[T], req: _Request) -> None:
         """An interrupted waiter leaves: give back whatever it was given (invariant 5)."""
         self._acquire()
         try:
             entry = waiter.entry
             if entry is not None:
                 waiter.entry = None
-                self._ledger.release(entry.id)  # its borrow was recorded at the hand-off
+                req.pending = False  # the hand-off's borrow resolved the wait
+                self._ledger.release(entry.id)  # ... and this is its return
                 self._lent.pop(id(entry.conn), None)
                 if not entry.gone:
                     if self._closed:

@@ -12,7 +12,7 @@ import pytest
 
 from poolmon.core.clock import ManualClock
 from poolmon.core.registry import PoolRegistry
-from poolmon.errors import PoolClosed, PoolExhausted, PoolTimeout
+from poolmon.errors import PoolClosed, PoolError, PoolExhausted, PoolTimeout
 from poolmon.pool import AsyncPool, BaseAsyncFactory
 from tests.unit.pool._support import Recorder, Res
 
@@ -61,11 +61,12 @@ def make(clock: ManualClock | None = None, **options: Any) -> tuple[AsyncPool[Re
     return AsyncPool(fac, clock=clock or ManualClock(), rng=lambda: 0.5, **options), fac
 
 
-def test_borrow_return_and_fair_handoff(registry: PoolRegistry) -> None:
+@pytest.mark.parametrize("handoff_after", [0.0, 3600.0], ids=["strict", "normal"])
+def test_borrow_return_and_fair_handoff(registry: PoolRegistry, handoff_after: float) -> None:
     rec = Recorder(registry)
 
     async def main() -> None:
-        pool, _ = make(max_size=1)
+        pool, _ = make(max_size=1, handoff_after=handoff_after)
         held = await pool.getconn()
         order: list[int] = []
 
@@ -115,11 +116,12 @@ def test_cancelled_after_handoff_gives_the_connection_back(registry: PoolRegistr
     rec = Recorder(registry)
 
     async def main() -> None:
-        pool, _ = make(max_size=1)
+        pool, _ = make(max_size=1, handoff_after=0)
         held = await pool.getconn()
         task = asyncio.create_task(pool.getconn(timeout=10))
         await _until(lambda: pool.waiting == 1)
         await pool.putconn(held)  # handed to the waiter, which has not resumed yet
+        assert pool.waiting == 0 and pool.idle == 0
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -282,3 +284,237 @@ def test_maintainer_task_ends_when_pool_dropped(registry: PoolRegistry) -> None:
         await asyncio.wait_for(task, 5)
 
     run(main)
+
+
+# ---------------------------------------------------------------------- bounded barging
+
+
+def test_strict_mode_hands_off_and_nobody_barges(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+
+    async def main() -> None:
+        pool, _ = make(max_size=1, handoff_after=0)
+        held = await pool.getconn()
+        task = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.waiting == 1)
+        await pool.putconn(held)
+        assert (pool.idle, pool.waiting) == (0, 0)
+        with pytest.raises(PoolTimeout):
+            await pool.getconn(timeout=0)  # runs before the waiter: still no barging
+        assert await task is held
+        await pool.putconn(held)
+        await pool.close()
+
+    run(main)
+    rec.assert_valid()
+
+
+def test_normal_mode_barge_and_the_head_keeps_its_place(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+
+    async def main() -> None:
+        pool, _ = make(max_size=1, handoff_after=10)
+        held = await pool.getconn()
+        first = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.waiting == 1)
+        head = pool._waiters[0]
+        second = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.waiting == 2)
+        await pool.putconn(held)  # parked; the head is woken but has not run
+        assert (pool.idle, pool.waiting) == (1, 2) and head.fut.done()
+        # No await between the return and this borrow: this task runs before the head.
+        assert await pool.getconn(timeout=0) is held
+        await _until(lambda: not head.fut.done())  # it looked, found nothing, sleeps again
+        assert pool._waiters[0] is head and pool.waiting == 2
+        await pool.putconn(held)
+        assert await first is held
+        assert not second.done()
+        await pool.putconn(held)
+        assert await second is held
+        await pool.putconn(held)
+        await pool.close()
+
+    run(main)
+    rec.assert_valid()
+
+
+def test_starvation_mode_after_the_bound(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+    clock = ManualClock()
+
+    async def main() -> None:
+        pool, _ = make(clock, max_size=1, handoff_after=1.0)
+        held = await pool.getconn()
+        first = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.waiting == 1)  # waiting from t=0
+        clock.advance(0.5)
+        await pool.putconn(held)
+        assert await pool.getconn(timeout=0) is held  # 0.5 < 1: a barge is allowed
+        clock.advance(1.0)
+        second = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.waiting == 2)  # waiting from t=1.5
+        await pool.putconn(held)  # the head waited 1.5: handed straight to it
+        assert (pool.idle, pool.waiting) == (0, 1)
+        with pytest.raises(PoolTimeout):
+            await pool.getconn(timeout=0)
+        assert await first is held
+        await pool.putconn(held)  # the new head waited 0 < 1: parked again
+        assert (pool.idle, pool.waiting) == (1, 1)
+        assert await pool.getconn(timeout=0) is held
+        clock.advance(1.0)
+        await pool.putconn(held)
+        assert (pool.idle, pool.waiting) == (0, 0)
+        assert await second is held
+        await pool.putconn(held)
+        await pool.close()
+
+    run(main)
+    queued = [e["duration"] for e in rec.kinds("borrow") if e.get("queued")]
+    assert queued == [1.5, 1.0]
+    rec.assert_valid()
+
+
+def test_cancelled_woken_head_passes_the_connection_on(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+
+    async def main() -> None:
+        pool, _ = make(max_size=1, handoff_after=10)
+        held = await pool.getconn()
+        first = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.waiting == 1)
+        second = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.waiting == 2)
+        await pool.putconn(held)  # parked, the head woken
+        first.cancel()  # ... and cancelled before it runs
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await _until(second.done)  # woken by the departing head, not by its timer
+        assert second.result() is held  # the connection went to the next waiter
+        await pool.putconn(held)
+        assert pool.snapshot().pending == 0
+        await pool.close()
+
+    run(main)
+    assert [(e["error_type"], e["phase"]) for e in rec.kinds("error")] == [("cancelled", "wait")]
+    rec.assert_valid()
+
+
+def test_cancelled_while_validating_puts_the_connection_back(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+    clock = ManualClock()
+
+    async def main() -> None:
+        pool, fac = make(clock, max_size=1, validate_after=5)
+        conn = await pool.getconn()
+        await pool.putconn(conn)
+        clock.advance(6)
+        gate = asyncio.Event()
+
+        async def slow_validate(c: Res) -> bool:
+            await gate.wait()
+            return True
+
+        fac.validate = slow_validate  # type: ignore[method-assign]
+        task = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.idle == 0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.idle == 1 and pool.size == 1  # back, not lost
+        gate.set()
+        assert await pool.getconn(timeout=0) is conn
+        await pool.putconn(conn)
+        await pool.close()
+
+    run(main)
+    rec.assert_valid()
+
+
+# ---------------------------------------------------------------------- loose ends
+
+
+def test_no_op_hooks_are_skipped(registry: PoolRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    async def counted_reset(self: object, conn: object) -> None:
+        calls.append("reset")
+
+    def counted_is_broken(self: object, conn: object) -> bool:
+        calls.append("is_broken")
+        return False
+
+    async def counted_validate(self: object, conn: object) -> bool:
+        calls.append("validate")
+        return True
+
+    # The defaults themselves (what a factory that does not override them inherits).
+    monkeypatch.setattr(BaseAsyncFactory, "reset", counted_reset)
+    monkeypatch.setattr(BaseAsyncFactory, "is_broken", counted_is_broken)
+    monkeypatch.setattr(BaseAsyncFactory, "validate", counted_validate)
+
+    class Plain(BaseAsyncFactory[Res]):
+        async def create(self) -> Res:
+            return Res(1)
+
+    class Resetting(Plain):
+        async def reset(self, conn: Res) -> None:
+            calls.append("own reset")
+
+    rec = Recorder(registry)
+
+    async def main() -> None:
+        for fac in (Plain(), Resetting()):
+            pool = AsyncPool(fac, clock=ManualClock(), maintain=False, validate_after=0)
+            for _ in range(2):
+                conn = await pool.getconn()
+                await pool.putconn(conn)
+            await pool.close()
+
+    run(main)
+    assert calls == ["own reset", "own reset"]
+    assert rec.kinds("validate") == []  # a factory without a health check is not validated
+    rec.assert_valid()
+
+
+def test_reclaimed_leak_leaves_the_lent_map(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+    clock = ManualClock()
+
+    async def main() -> None:
+        pool, _ = make(clock, max_size=1, leak_threshold=5, reclaim_after=20)
+        leaked = await pool.getconn()
+        clock.advance(21)
+        await pool.run_maintenance()
+        assert leaked.closed and pool.size == 0
+        assert id(leaked) not in pool._lent
+        other = await pool.getconn()
+        await pool.putconn(leaked)  # the holder's late return: absorbed
+        with pytest.raises(PoolError, match="not lent"):
+            await pool.putconn(leaked)  # a second one is a caller bug again
+        await pool.putconn(other)
+        await pool.close()
+
+    run(main)
+    assert rec.reasons() == ["leaked", "pool_closed"]
+    rec.assert_valid()
+
+
+def test_newcomer_leaves_an_idle_connection_to_a_starving_head(registry: PoolRegistry) -> None:
+    rec = Recorder(registry)
+    clock = ManualClock()
+
+    async def main() -> None:
+        pool, _ = make(clock, max_size=1, handoff_after=1.0)
+        held = await pool.getconn()
+        waiter = asyncio.create_task(pool.getconn(timeout=10))
+        await _until(lambda: pool.waiting == 1)
+        await pool.putconn(held)  # parked; the head is woken but has not run yet
+        clock.advance(2.0)  # ... and is starving by now
+        with pytest.raises(PoolTimeout):
+            await pool.getconn(timeout=0)
+        assert await waiter is held
+        await pool.putconn(held)
+        await pool.close()
+
+    run(main)
+    rec.assert_valid()

@@ -1,10 +1,13 @@
-"""Fair FIFO hand-off: queued callers are served in arrival order, and nobody starves."""
+"""Fairness: queued callers are served in arrival order among themselves, whatever the barging
+mode (strict hand-off, the default bound, or a bound never reached), and nobody starves."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+
+import pytest
 
 from poolmon.core.registry import PoolRegistry
 from poolmon.pool import Pool, factory
@@ -18,9 +21,18 @@ def _wait_until(cond: Callable[[], bool], what: str) -> None:
         time.sleep(0.0005)
 
 
-def test_waiters_served_in_arrival_order(registry: PoolRegistry) -> None:
+# 0: strict hand-off; None: the default bound (1 ms, so the late waiters are handed off);
+# 3600: normal mode throughout (every return parks the connection and wakes the head).
+MODES = [0.0, None, 3600.0]
+
+
+@pytest.mark.parametrize("handoff_after", MODES, ids=["strict", "default", "normal"])
+def test_waiters_served_in_arrival_order(
+    registry: PoolRegistry, handoff_after: float | None
+) -> None:
     rec = Recorder(registry)
-    pool = Pool(factory(object), max_size=4, maintain=False, validate_after=None)
+    bound = {} if handoff_after is None else {"handoff_after": handoff_after}
+    pool = Pool(factory(object), max_size=4, maintain=False, validate_after=None, **bound)
     held = [pool.getconn() for _ in range(4)]
     served: list[int] = []
     release = [threading.Event() for _ in range(8)]
@@ -53,9 +65,13 @@ def test_waiters_served_in_arrival_order(registry: PoolRegistry) -> None:
     rec.assert_valid()
 
 
-def test_no_thread_starves_under_contention(registry: PoolRegistry) -> None:
+@pytest.mark.parametrize("handoff_after", [0.0, None], ids=["strict", "default"])
+def test_no_thread_starves_under_contention(
+    registry: PoolRegistry, handoff_after: float | None
+) -> None:
     rec = Recorder(registry)
-    pool = Pool(factory(object), max_size=4, maintain=False, validate_after=None)
+    bound = {} if handoff_after is None else {"handoff_after": handoff_after}
+    pool = Pool(factory(object), max_size=4, maintain=False, validate_after=None, **bound)
     total = 2000
     counts = [0] * 8
     done = threading.Event()

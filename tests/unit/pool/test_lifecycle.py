@@ -14,7 +14,7 @@ import pytest
 from poolmon.core.clock import ManualClock
 from poolmon.core.registry import PoolRegistry
 from poolmon.errors import PoolClosed, PoolError, PoolExhausted, PoolTimeout
-from poolmon.pool import Pool
+from poolmon.pool import Pool, factory
 from tests.unit.pool._support import Recorder, Res, ScriptedFactory
 
 
@@ -283,10 +283,84 @@ def test_forced_reclamation_evicts_leaked(
     pool.run_maintenance()
     assert leaked.closed and pool.size == 0
     assert rec.reasons() == ["leaked"]
+    assert id(leaked) not in pool._lent  # nothing of the pool stays busy with it
     other = pool.getconn()  # the slot came back
     assert other is not leaked
-    pool.putconn(leaked)  # the late return is absorbed silently
+    pool.putconn(leaked)  # the late return is absorbed silently: no error, no second evict
+    with pytest.raises(PoolError, match="not lent"):
+        pool.putconn(leaked)  # ... once: a second return is a caller bug again
     pool.putconn(other)
+    assert rec.reasons() == ["leaked"]
+    rec.assert_valid()
+
+
+def test_reclaimed_leak_never_returned_keeps_nothing(
+    make: Callable[..., Pool[Res]], clock: ManualClock, fac: ScriptedFactory, rec: Recorder
+) -> None:
+    pool = make(max_size=2, leak_threshold=5, reclaim_after=20)
+    leaked = pool.getconn()
+    clock.advance(21)
+    pool.run_maintenance()
+    assert len(pool._reclaimed) == 1
+    fac.made.clear()  # the test factory's own list of everything it made
+    del leaked  # the holder drops it without returning it
+    gc.collect()
+    assert pool._reclaimed == {}  # remembered only while someone holds it
+    pool.close()
+    assert pool._drained.is_set()  # close() had nothing lent to wait for
+    assert rec.reasons() == ["leaked"]
+    rec.assert_valid()
+
+
+def test_reclaimed_resource_without_weak_references(
+    registry: PoolRegistry, clock: ManualClock
+) -> None:
+    rec = Recorder(registry)
+    pool = Pool(factory(object), clock=clock, maintain=False, leak_threshold=5, reclaim_after=20)
+    leaked = pool.getconn()  # a bare object(): cannot be weakly referenced
+    clock.advance(21)
+    pool.run_maintenance()
+    pool.putconn(leaked)  # still absorbed (a strong, bounded note)
+    assert pool._reclaimed == {}
+    pool.close()
+    assert rec.reasons() == ["leaked"]
+    rec.assert_valid()
+
+
+def test_reclaim_racing_a_return_evicts_once(
+    make: Callable[..., Pool[Res]], clock: ManualClock, rec: Recorder
+) -> None:
+    pool = make(max_size=1, leak_threshold=5, reclaim_after=20)
+    conn = pool.getconn()
+    clock.advance(21)
+    now = pool._now
+    armed = [True]
+
+    def reclaim_then_read() -> float:
+        # putconn's first clock read comes right after it found the entry lent: reclamation
+        # lands exactly there, before the return is recorded.
+        if armed[0]:
+            armed[0] = False
+            pool.run_maintenance()
+        return now()
+
+    pool._now = reclaim_then_read  # type: ignore[method-assign]
+    pool.putconn(conn)
+    assert conn.closed and pool.size == 0 and pool.idle == 0
+    assert pool._reclaimed == {} and pool._lent == {}
+    assert rec.reasons() == ["leaked"]
+    rec.assert_valid()
+
+
+def test_factory_without_health_check_is_not_validated(
+    registry: PoolRegistry, clock: ManualClock
+) -> None:
+    rec = Recorder(registry)
+    pool = Pool(factory(object), clock=clock, maintain=False, validate_after=0)
+    for _ in range(2):
+        pool.putconn(pool.getconn())
+    pool.close()
+    assert rec.kinds("validate") == []
     rec.assert_valid()
 
 
