@@ -486,7 +486,16 @@ class Pool(BasePool[T]):
             raise PoolError(f"{type(conn).__name__} object was not lent by pool {self.name!r}")
         now = self._now()
         self._ledger.release(entry.id, now)  # before the lock: see the module docstring
-        reason = self._return_reason(entry, now, broken)
+        # The common case (nothing to check) without a call: one attribute test per rule.
+        if (
+            broken
+            or entry.doomed is not None
+            or self._is_broken is not None
+            or now >= entry.expires
+        ):
+            reason = self._return_reason(entry, now, broken)
+        else:
+            reason = None
         reset_error: Exception | None = None
         if reason is None and self._reset is not None:
             try:
