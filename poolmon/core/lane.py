@@ -63,20 +63,10 @@ class HotLane:
         self.note_wait = self.waits.append
         self.note_use = self.uses.append
 
-    def borrow(self, conn: int, t0: float | None) -> None:
-        """The writer's borrow, for callers that prefer a call to inlining it."""
-        now = self.now()
-        self.borrowed[conn] = now
-        self.note_wait(0.0 if t0 is None else now - t0)
-
     def clear_samples(self) -> None:
         """Drop samples not folded yet (a forked child must not count its parent's)."""
         del self.waits[:]
         del self.uses[:]
-
-    def due(self) -> bool:
-        """True when a sample list has grown past :data:`FOLD_AT`."""
-        return len(self.uses) > FOLD_AT or len(self.waits) > FOLD_AT
 
 
 def take_samples(samples: list[float]) -> list[float]:
