@@ -45,9 +45,10 @@ from typing import TYPE_CHECKING, Any, Final
 from poolmon.core import events as ev
 from poolmon.core.catalog import BUCKETS, ERROR_TYPES, EVICTION_REASONS
 from poolmon.core.clock import Clock, system_clock
+from poolmon.core.compiled import fold_function, new_lane
 from poolmon.core.events import PoolEvent
 from poolmon.core.identity import PoolIdentity
-from poolmon.core.lane import FOLD_AT, HotLane, fold_samples, take_samples
+from poolmon.core.lane import FOLD_AT, HotLane, take_samples
 from poolmon.core.redact import scrub
 from poolmon.core.selfmetrics import SelfMetrics, log_once
 from poolmon.core.snapshot import HistogramSnapshot, LeakRecord, PoolSnapshot
@@ -103,6 +104,7 @@ class PoolLedger:
         "_evictions",
         "_extras",
         "_flagged",
+        "_fold_samples",
         "_ids",
         "_life_counts",
         "_life_sum",
@@ -170,7 +172,8 @@ class PoolLedger:
         self._alive: dict[int, float] = {}
         #: The lock-free writers' view of this ledger (see poolmon.core.lane). ``_borrowed`` is
         #: the lane's dict itself: lane writers and the locked methods share one live state.
-        self.lane = HotLane(self._now)
+        self.lane: HotLane = new_lane(self._now)  # compiled where built (poolmon.core.compiled)
+        self._fold_samples = fold_function()
         self._borrowed: dict[int, float] = self.lane.borrowed
         self._stacks: dict[int, str] = {}
         self._flagged: set[int] = set()
@@ -568,11 +571,13 @@ class PoolLedger:
         # Lock held: the only place lane samples meet the bucket counts (read-modify-write).
         lane = self.lane
         if lane.waits:
-            self._wait_sum += fold_samples(
+            self._wait_sum += self._fold_samples(
                 self._wait_counts, _WAIT_BOUNDS, take_samples(lane.waits)
             )
         if lane.uses:
-            self._use_sum += fold_samples(self._use_counts, _USE_BOUNDS, take_samples(lane.uses))
+            self._use_sum += self._fold_samples(
+                self._use_counts, _USE_BOUNDS, take_samples(lane.uses)
+            )
 
     # ------------------------------------------------------------------ leaks
 

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from poolmon.core.compiled import fast_method
 from poolmon.core.lane import FOLD_AT
 from poolmon.shims._psycopg_common import CONN_ATTR, TRACKER_ATTR, ShimState
 from poolmon.shims._psycopg_rules import (
@@ -127,7 +128,18 @@ def _getconn(original: Fn, st: ShimState) -> Fn:
         return conn
 
     GETCONN_CODES.add(getconn.__code__)
-    return getconn
+
+    def failed(tracker: Any, t0: float, exc: BaseException) -> None:
+        record_getconn_failed(st, tracker, t0, False, exc)
+
+    def adopt(tracker: Any, conn: Any, t0: float) -> None:
+        tracker.borrow(tracker.conn_id(conn), t0, False)
+
+    # The compiled fast path (poolmon._hot) where built; it takes only calls that find an idle
+    # connection and an open lane, and hands every other call to ``getconn`` above unchanged.
+    return fast_method(
+        "PSYCOPG_GETCONN", original, getconn, failed=failed, adopt=adopt, absorb=st.absorb
+    )
 
 
 def _putconn(original: Fn, st: ShimState) -> Fn:
@@ -169,7 +181,21 @@ def _putconn(original: Fn, st: ShimState) -> Fn:
             st.absorb(exc)
         return original(self, conn)  # type: ignore[no-any-return]
 
-    return putconn
+    def fold(tracker: Any) -> None:
+        tracker.ledger.fold()
+
+    def broken(tracker: Any, cid: int) -> None:
+        tracker.evict(cid, "broken")
+
+    return fast_method(
+        "PSYCOPG_PUTCONN",
+        original,
+        putconn,
+        fold=fold,
+        broken=broken,
+        absorb=st.absorb,
+        unknown=UNKNOWN,
+    )
 
 
 def _check_connection(original: Fn, st: ShimState) -> Fn:
@@ -190,7 +216,11 @@ def _check_connection(original: Fn, st: ShimState) -> Fn:
             st.absorb(exc)
         return None
 
-    return _check_connection
+    # Compiled where built: without a ``check=`` callback the original would only return, so the
+    # compiled wrapper returns at once (poolmon/_hot.c, skip_when); otherwise the wrapper above.
+    return fast_method(
+        "SKIP_IF_FALSY", original, _check_connection, absorb=st.absorb, attr="_check"
+    )
 
 
 def _close_connection(original: Fn, st: ShimState) -> Fn:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from queue import Empty
 from typing import Any
 
+from poolmon.core.compiled import fast_method
 from poolmon.core.lane import FOLD_AT
 from poolmon.shims._patch import PatchSet
 from poolmon.shims._redis_common import (
@@ -109,7 +110,39 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
             shim_error("borrow", exc)
         return conn
 
-    return get_connection
+    def failed(ledger: Any, _t0: None, exc: BaseException) -> None:
+        if isinstance(exc, max_error):
+            try:
+                ledger.error("exhausted", "borrow", exc)
+            except Exception as inner:
+                shim_error("get_connection", inner)
+
+    def adopt(ledger: Any, conn: Any, _t0: None) -> None:
+        _borrowed(ledger, conn, None, False)
+
+    # The compiled fast path (poolmon._hot) where built: calls on ``owner`` itself with an open
+    # lane; every other call goes to ``get_connection`` above unchanged.
+    return fast_method(
+        "REDIS_GET",
+        original,
+        get_connection,
+        failed=failed,
+        adopt=adopt,
+        absorb=_absorb_borrow,
+        owner=owner,
+    )
+
+
+def _absorb_borrow(exc: BaseException) -> None:
+    shim_error("borrow", exc)
+
+
+def _absorb_release(exc: BaseException) -> None:
+    shim_error("release", exc)
+
+
+def _fold(ledger: Any) -> None:
+    ledger.fold()
 
 
 def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
@@ -187,7 +220,9 @@ def _make_release(original: Fn, owner: type) -> Fn:
             shim_error("release", exc)
         return original(self, connection)  # type: ignore[no-any-return]
 
-    return release
+    return fast_method(
+        "REDIS_RELEASE", original, release, fold=_fold, absorb=_absorb_release, owner=owner
+    )
 
 
 def _make_make_connection(original: Fn) -> Fn:
@@ -258,7 +293,15 @@ def _make_connect_check_health(original: Fn) -> Fn:
         except Exception as exc:
             shim_error("connect", exc)
 
-    return connect_check_health
+    # Compiled where built: with a socket the original would only return (its own first step),
+    # so the compiled wrapper returns at once (poolmon/_hot.c, skip_when).
+    return fast_method(
+        "SKIP_IF_TRUTHY", original, connect_check_health, absorb=_absorb_connect, attr="_sock"
+    )
+
+
+def _absorb_connect(exc: BaseException) -> None:
+    shim_error("connect", exc)
 
 
 def _make_conn_disconnect(original: Fn) -> Fn:

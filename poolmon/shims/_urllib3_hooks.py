@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from types import CodeType, FrameType
 from typing import Any, Final
 
+from poolmon.core.compiled import fast_method
 from poolmon.core.lane import FOLD_AT
 from poolmon.shims._urllib3_state import (
     LINK,
@@ -189,7 +190,39 @@ def make_get_conn(original: Method) -> Method:
             shim_error(None, exc)
         return conn
 
-    return _get_conn
+    # The compiled fast path (poolmon._hot) where built: non-blocking pools, linked connections,
+    # an open lane; every other call goes to ``_get_conn`` above unchanged.
+    return fast_method(
+        "URLLIB3_GET",
+        original,
+        _get_conn,
+        failed=_get_conn_failed,
+        adopt=_adopt_borrowed,
+        absorb=_absorb,
+    )
+
+
+def _get_conn_failed(pool: Any, _t0: None, exc: BaseException) -> None:
+    try:
+        _borrow_failed(pool, None, False, False, exc)
+    except Exception as inner:
+        shim_error(None, inner)
+
+
+def _adopt_borrowed(pool: Any, conn: Any, _t0: None) -> None:
+    conn_link = conn.__dict__.get(LINK)
+    if conn_link is not None:
+        conn_link[0](conn_link[2])  # linked, the lane closed: the ledger's locked path
+    else:
+        _borrow_unlinked(pool, conn, 0.0, False)
+
+
+def _absorb(exc: BaseException) -> None:
+    shim_error(None, exc)
+
+
+def _fold(state: PoolState) -> None:
+    state.ledger.fold()
 
 
 def make_put_conn(original: Method) -> Method:
@@ -218,7 +251,7 @@ def make_put_conn(original: Method) -> Method:
                 shim_error(None, exc)
         original(self, conn)
 
-    return _put_conn
+    return fast_method("URLLIB3_PUT", original, _put_conn, fold=_fold, absorb=_absorb)
 
 
 def make_close_pool(original: Method) -> Method:

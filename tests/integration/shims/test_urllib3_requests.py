@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,7 +128,9 @@ def test_requests_retries_and_redirects_count_each_attempt_once(
         session.mount("http://", adapter)
         before = len(server.requests)
         assert session.get(f"{server.url}/redirect/2").text == "ok"
-        assert session.get(f"{server.url}/flaky/requests/2").text == "recovered"
+        # A key of its own: the module's server outlives this test (run once per implementation).
+        key = f"requests-{uuid.uuid4().hex[:8]}"
+        assert session.get(f"{server.url}/flaky/{key}/2").text == "recovered"
         attempts = len(server.requests) - before
         assert attempts == 3 + 3
         kinds = _kinds(stream, name)
@@ -198,8 +201,12 @@ def test_credentials_and_proxy_settings_appear_in_no_output(
     assert validate_stream(stream.getvalue().splitlines()) == []
 
 
-def _transcript(server: LoopbackServer, tls: LoopbackServer, ca_file: str, tag: str) -> list[Any]:
-    """Run the same mixed workload and write down everything urllib3/requests let a caller see."""
+def _transcript(
+    server: LoopbackServer, tls: LoopbackServer, ca_file: str, tag: str, keep: list[Any]
+) -> list[Any]:
+    """Run the same mixed workload and write down everything urllib3/requests let a caller see.
+    The pools go to ``keep``: a ledger lives as long as its pool, and some of urllib3's pools sit
+    in reference cycles that the garbage collector may break at any moment."""
     out: list[Any] = []
 
     def attempt(label: str, fn: Any) -> None:
@@ -241,6 +248,7 @@ def _transcript(server: LoopbackServer, tls: LoopbackServer, ca_file: str, tag: 
     attempt("https", lambda: tls_pool.request("GET", "/ok").data)
     bad_tls = urllib3.HTTPSConnectionPool(tls.host, tls.port, retries=False)
     attempt("https-untrusted", lambda: bad_tls.request("GET", "/ok").data)
+    keep.extend((pool, blocking, tls_pool, bad_tls))
     with requests.Session() as session:
         attempt("requests", lambda: session.get(f"{server.url}/redirect/2").history[0].status_code)
         streamed = session.get(f"{server.url}/big", stream=True)
@@ -251,10 +259,12 @@ def _transcript(server: LoopbackServer, tls: LoopbackServer, ca_file: str, tag: 
 def test_behaviour_is_the_same_with_and_without_instrumentation(
     registry: PoolRegistry, server: LoopbackServer, tls_server: LoopbackServer, ca: LoopbackCA
 ) -> None:
-    plain = _transcript(server, tls_server, ca.ca_file, "plain")
+    tag = uuid.uuid4().hex[:8]  # flaky-endpoint keys of this run only (the server is shared)
+    keep: list[Any] = []
+    plain = _transcript(server, tls_server, ca.ca_file, f"plain-{tag}", keep)
     shim.instrument(registry=registry)
     try:
-        instrumented = _transcript(server, tls_server, ca.ca_file, "instrumented")
+        instrumented = _transcript(server, tls_server, ca.ca_file, f"instrumented-{tag}", keep)
     finally:
         shim.uninstrument()
     assert instrumented == plain

@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -158,11 +159,12 @@ def test_block_true_waits_times_out_and_hands_over(
     ledger = _ledger(registry, name)
     assert ledger.max_size == 1
     holder_result: list[int] = []
+    gate = f"block-{uuid.uuid4().hex[:8]}"  # gates stay open: one per run on the shared server
     holder = threading.Thread(
-        target=lambda: holder_result.append(pool.request("GET", "/gate/block").status)
+        target=lambda: holder_result.append(pool.request("GET", f"/gate/{gate}").status)
     )
     holder.start()
-    server.wait_at_gate("block", 1)
+    server.wait_at_gate(gate, 1)
 
     # Fail-fast refusal (timeout 0): exhausted, no wait.
     with pytest.raises(EmptyPoolError):
@@ -177,7 +179,7 @@ def test_block_true_waits_times_out_and_hands_over(
     waiter = threading.Thread(target=lambda: waiter_result.append(pool.request("GET", "/ok").data))
     waiter.start()
     _poll(lambda: ledger.snapshot().pending == 1, "the waiter to queue")
-    server.open_gate("block")
+    server.open_gate(gate)
     holder.join(10)
     waiter.join(10)
     assert holder_result == [200] and waiter_result == [b"ok"]
@@ -243,15 +245,16 @@ def test_pool_full_discards_are_overflow_evictions(
 ) -> None:
     pool = urllib3.HTTPConnectionPool(server.host, server.port, maxsize=1)
     name = f"http://127.0.0.1:{server.port}"
-    holder = threading.Thread(target=lambda: pool.request("GET", "/gate/full"))
+    gate = f"full-{uuid.uuid4().hex[:8]}"  # gates stay open: one per run on the shared server
+    holder = threading.Thread(target=lambda: pool.request("GET", f"/gate/{gate}"))
     holder.start()
-    server.wait_at_gate("full", 1)
+    server.wait_at_gate(gate, 1)
     # The only slot is taken: a non-blocking pool opens a second connection...
     assert pool.request("GET", "/ok").data == b"ok"
     assert _ledger(registry, name).snapshot().idle == 1
     # ...so the holder's connection comes back to a full queue and is discarded.
     with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
-        server.open_gate("full")
+        server.open_gate(gate)
         holder.join(10)
     assert any("Connection pool is full" in r.getMessage() for r in caplog.records)
     assert log.kinds(name) == [
@@ -308,7 +311,8 @@ def test_redirects_and_retries_borrow_once_per_attempt(
     seen = len(server.requests)
     assert pool.request("GET", "/redirect/3").data == b"ok"
     retry = Retry(total=3, status_forcelist=[503], backoff_factor=0)
-    assert pool.request("GET", "/flaky/scenario/2", retries=retry).data == b"recovered"
+    key = f"scenario-{uuid.uuid4().hex[:8]}"  # the module's server outlives this test
+    assert pool.request("GET", f"/flaky/{key}/2", retries=retry).data == b"recovered"
     attempts = len(server.requests) - seen
     assert attempts == 4 + 3
     borrows = [k for k in log.kinds(name) if k.startswith("borrow")]
