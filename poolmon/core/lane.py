@@ -29,6 +29,11 @@ before iterating, because a writer may change its size at any moment.
 writers test it once per event and take the ledger's locked path from their next event on. An
 event already in flight at that moment is counted but not delivered to the new subscriber: the
 standard's rules for streams that begin late cover exactly that case.
+
+**Compiled.** Where ``poolmon._hot`` is built, ledgers get its ``Lane`` instead of
+:class:`HotLane` (same attributes, readable from C without attribute lookups) and fold with its
+``fold_samples`` (a bisect per sample in C); :mod:`poolmon.core.compiled` chooses. The Python
+classes here stay the reference: the compiled ones are tested against them.
 """
 
 from __future__ import annotations
