@@ -26,6 +26,7 @@ call), reads the clock at most once per event, and catches its own failures.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from queue import Empty
 from typing import Any
 
@@ -133,12 +134,10 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
     )
 
 
-def _absorb_borrow(exc: BaseException) -> None:
-    shim_error("borrow", exc)
-
-
-def _absorb_release(exc: BaseException) -> None:
-    shim_error("release", exc)
+# What the compiled wrappers call with a bookkeeping failure (the Python wrappers' labels).
+_absorb_borrow = partial(shim_error, "borrow")
+_absorb_release = partial(shim_error, "release")
+_absorb_connect = partial(shim_error, "connect")
 
 
 def _fold(ledger: Any) -> None:
@@ -298,10 +297,6 @@ def _make_connect_check_health(original: Fn) -> Fn:
     return fast_method(
         "SKIP_IF_TRUTHY", original, connect_check_health, absorb=_absorb_connect, attr="_sock"
     )
-
-
-def _absorb_connect(exc: BaseException) -> None:
-    shim_error("connect", exc)
 
 
 def _make_conn_disconnect(original: Fn) -> Fn:
