@@ -194,8 +194,8 @@ typedef struct {
 
 static PyTypeObject HotMethodType;
 
-static PyObject *s_tracker, *s_lane, *s_pool, *s_conn_tag, *s_pgconn, *s_txstatus, *s_ledger,
-    *s_conn_id, *s_block, *s_link, *zero_float;
+static PyObject *s_tracker, *s_lane, *s_pool, *s_conn_tag, *s_pgconn, *s_txstatus,
+    *s_block, *s_link, *s_sock, *zero_float;
 
 /* Call the Python wrapper with the call exactly as received. */
 static inline PyObject *
@@ -511,47 +511,60 @@ psycopg_putconn(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObje
     return to_original(m, args, nargsf, kwnames);
 }
 
-/* redis ConnectionPool.get_connection(self, ...): never waits (it refuses when full). */
+/* redis: conn._poolmon_sock, the (cid, ledger, lane) link of its current socket, when the lane
+ * is open; NULL (no error) otherwise. New reference. One lookup: it is all the hot path reads. */
+static PyObject *
+redis_sock(PyObject *conn)
+{
+    PyObject *link;
+    if (LOOKUP_ATTR(conn, s_sock, &link) <= 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(link) || PyTuple_GET_SIZE(link) != 3 ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(link, 0)) ||
+        Py_TYPE(PyTuple_GET_ITEM(link, 2)) != &LaneType ||
+        !((LaneObject *)PyTuple_GET_ITEM(link, 2))->open) {
+        Py_DECREF(link);
+        return NULL;
+    }
+    return link;
+}
+
+/* redis ConnectionPool.get_connection(self, ...): never waits (it refuses when full). The
+ * original runs first: a connection it lends has its socket link by then (connect() ran). One
+ * without a link (a pool made before instrument(), a lane closed by a leak) goes to ``adopt``
+ * with the pool, and a failure to ``failed`` with the pool: both find the ledger themselves. */
 static PyObject *
 redis_get(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     if (PyVectorcall_NARGS(nargsf) < 1 || (PyObject *)Py_TYPE(args[0]) != m->owner) {
         return to_slow(m, args, nargsf, kwnames); /* a subclass may override what we hook */
     }
-    PyObject *ledger;
-    if (LOOKUP_ATTR(args[0], s_ledger, &ledger) <= 0) {
-        PyErr_Clear();
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    LaneObject *lane = open_lane_of(ledger);
-    if (lane == NULL) {
-        Py_DECREF(ledger);
-        return to_slow(m, args, nargsf, kwnames);
-    }
+    PyObject *pool = args[0];
+    Py_INCREF(pool); /* the hooks below get it after the original ran */
     PyObject *conn = to_original(m, args, nargsf, kwnames);
     if (conn == NULL) {
-        report_failure(m, ledger, NULL);
-        goto done;
+        report_failure(m, pool, NULL);
+        Py_DECREF(pool);
+        return NULL;
     }
-    PyObject *cid;
+    PyObject *link = redis_sock(conn);
     int rc;
-    if (LOOKUP_ATTR(conn, s_conn_id, &cid) > 0 && PyLong_CheckExact(cid) && lane->open) {
-        rc = lane_borrow(lane, cid, NULL);
+    if (link != NULL) {
+        rc = lane_borrow((LaneObject *)PyTuple_GET_ITEM(link, 2), PyTuple_GET_ITEM(link, 0), NULL);
+        Py_DECREF(link);
     }
     else {
-        PyErr_Clear();
-        rc = call_hook(m->adopt, ledger, conn, Py_None);
+        rc = call_hook(m->adopt, pool, conn, Py_None);
     }
-    Py_XDECREF(cid);
+    Py_DECREF(pool);
     if (rc < 0) {
         absorb_error(m);
         if (PyErr_Occurred()) {
             Py_CLEAR(conn);
         }
     }
-done:
-    Py_DECREF(lane);
-    Py_DECREF(ledger);
     return conn;
 }
 
@@ -564,25 +577,15 @@ redis_release(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject
         (PyObject *)Py_TYPE(args[0]) != m->owner) {
         return to_slow(m, args, nargsf, kwnames);
     }
-    PyObject *conn = args[1], *cid = NULL, *ledger = NULL;
-    LaneObject *lane = NULL;
-    if (LOOKUP_ATTR(conn, s_conn_id, &cid) > 0 && PyLong_CheckExact(cid) &&
-        LOOKUP_ATTR(conn, s_ledger, &ledger) > 0) {
-        lane = open_lane_of(ledger);
-    }
-    PyErr_Clear();
-    if (lane == NULL) {
-        Py_XDECREF(cid);
-        Py_XDECREF(ledger);
+    PyObject *link = redis_sock(args[1]);
+    if (link == NULL) {
         return to_slow(m, args, nargsf, kwnames);
     }
-    int rc = lane_release(lane, cid);
+    int rc = lane_release((LaneObject *)PyTuple_GET_ITEM(link, 2), PyTuple_GET_ITEM(link, 0));
     if (rc == 2) {
-        rc = call_hook(m->fold, ledger, NULL, NULL);
+        rc = call_hook(m->fold, PyTuple_GET_ITEM(link, 1), NULL, NULL);
     }
-    Py_DECREF(cid);
-    Py_DECREF(ledger);
-    Py_DECREF(lane);
+    Py_DECREF(link);
     if (rc < 0) {
         absorb_error(m);
         if (PyErr_Occurred()) {
@@ -978,8 +981,7 @@ hot_exec(PyObject *module)
     INTERN(s_conn_tag, "_poolmon_conn");
     INTERN(s_pgconn, "pgconn");
     INTERN(s_txstatus, "transaction_status");
-    INTERN(s_ledger, "_poolmon_ledger");
-    INTERN(s_conn_id, "_poolmon_id");
+    INTERN(s_sock, "_poolmon_sock");
     INTERN(s_block, "block");
     INTERN(s_link, "_poolmon_link");
 #undef INTERN

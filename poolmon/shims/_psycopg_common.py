@@ -1,11 +1,13 @@
 """Shared machinery of the psycopg_pool and psycopg2.pool shims: per-pool trackers and tags.
 
-Bookkeeping lives on the library's own objects, so the hot path does two dict lookups instead
-of a global weak-keyed map (a ``WeakKeyDictionary`` lookup builds a weakref per call):
+Bookkeeping lives in attributes on the library's own objects, so the hot path does two attribute
+reads instead of a global weak-keyed map (a ``WeakKeyDictionary`` lookup builds a weakref per
+call). They are read and written with getattr/setattr only, never through ``__dict__``
+(:mod:`poolmon.shims._attrs` says why):
 
-* each pool gets a :class:`PoolTracker` in ``pool.__dict__[TRACKER_ATTR]``, created on first sight
+* each pool gets a :class:`PoolTracker` in ``pool._poolmon_tracker`` (``TRACKER_ATTR``), created on first sight
   (pools created before ``instrument()`` are seen lazily, their idle connections adopted);
-* each connection gets a *tag* ``(tracker, conn_id)`` in ``conn.__dict__[CONN_ATTR]``. The tracker
+* each connection gets a *tag* ``(tracker, conn_id)`` in ``conn._poolmon_conn`` (``CONN_ATTR``). The tracker
   in the tag makes a tag from an earlier instrumentation (or another pool) harmless: it is only
   trusted when it names the current tracker. Connection ids come from the ledger, never ``id()``.
   Connections without a ``__dict__`` (psycopg2's C type) use :class:`KeyedPoolTracker` instead.
@@ -27,6 +29,7 @@ from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import log_once
+from poolmon.shims._attrs import pop_attr
 from poolmon.shims._patch import PatchSet
 
 __all__ = ["CONN_ATTR", "TRACKER_ATTR", "KeyedPoolTracker", "PoolTracker", "ShimState", "tag_of"]
@@ -34,8 +37,8 @@ __all__ = ["CONN_ATTR", "TRACKER_ATTR", "KeyedPoolTracker", "PoolTracker", "Shim
 _log = logging.getLogger("poolmon")
 
 #: Attribute names poolmon sets on library objects (pools and connections). The hot-path wrappers
-#: spell them out as plain attribute reads (``pool._poolmon_tracker``): ~4x cheaper than
-#: ``__dict__.get``; keep the literals there in sync with these.
+#: spell them out as plain attribute reads (``pool._poolmon_tracker``), the cheapest read there
+#: is; keep the literals there in sync with these.
 TRACKER_ATTR: Final = "_poolmon_tracker"
 CONN_ATTR: Final = "_poolmon_conn"
 
@@ -61,7 +64,7 @@ class PoolTracker:
 
     def conn_id(self, conn: Any) -> int:
         """The ledger id of ``conn``; a connection never seen before is adopted (no create)."""
-        tag = conn.__dict__.get(CONN_ATTR)
+        tag = getattr(conn, CONN_ATTR, None)
         if tag is not None and tag[0] is self:
             cid: int = tag[1]
             return cid
@@ -69,7 +72,7 @@ class PoolTracker:
 
     def known_id(self, conn: Any) -> int | None:
         """The ledger id of ``conn`` if this tracker tagged it, else None."""
-        tag = conn.__dict__.get(CONN_ATTR)
+        tag = getattr(conn, CONN_ATTR, None)
         if tag is not None and tag[0] is self:
             cid: int = tag[1]
             return cid
@@ -78,12 +81,12 @@ class PoolTracker:
     def created(self, conn: Any, t0: float) -> int:
         """``conn`` was just opened (started at ``t0``): record it and tag it."""
         cid = self.ledger.create(t0)
-        conn.__dict__[CONN_ATTR] = (self, cid)
+        setattr(conn, CONN_ATTR, (self, cid))
         return cid
 
     def adopt(self, conn: Any, age: float = 0.0) -> int:
         cid = self.ledger.adopt(age=max(0.0, age))
-        conn.__dict__[CONN_ATTR] = (self, cid)
+        setattr(conn, CONN_ATTR, (self, cid))
         return cid
 
     def discard(self, conn: Any, cid: int, reason: str) -> None:
@@ -137,7 +140,7 @@ class KeyedPoolTracker(PoolTracker):
 
 def tag_of(conn: Any) -> tuple[PoolTracker, int] | None:
     """The ``(tracker, conn_id)`` tag poolmon put on ``conn``, if any (tests, diagnostics)."""
-    tag: tuple[PoolTracker, int] | None = getattr(conn, "__dict__", {}).get(CONN_ATTR)
+    tag: tuple[PoolTracker, int] | None = getattr(conn, CONN_ATTR, None)
     return tag
 
 
@@ -186,7 +189,7 @@ class ShimState:
         """
         try:
             with self._lock:
-                tracker: PoolTracker | None = pool.__dict__.get(TRACKER_ATTR)
+                tracker: PoolTracker | None = getattr(pool, TRACKER_ATTR, None)
                 if tracker is not None or self.registry is None:
                     return tracker
                 max_size, min_size, idle_max = self._limits(pool)
@@ -198,7 +201,7 @@ class ShimState:
                     idle_max=idle_max,
                 )
                 tracker = self._tracker_class(ledger, self)
-                pool.__dict__[TRACKER_ATTR] = tracker
+                setattr(pool, TRACKER_ATTR, tracker)
                 self._tracked.add(pool)
             for conn, age in self._idle(pool):
                 if tracker.known_id(conn) is None:
@@ -209,7 +212,7 @@ class ShimState:
             return None
 
     def set_limits(self, pool: Any) -> None:
-        tracker: PoolTracker | None = pool.__dict__.get(TRACKER_ATTR)
+        tracker: PoolTracker | None = getattr(pool, TRACKER_ATTR, None)
         if tracker is not None:
             max_size, min_size, idle_max = self._limits(pool)
             tracker.ledger.set_limits(max_size=max_size, min_size=min_size, idle_max=idle_max)
@@ -225,7 +228,7 @@ class ShimState:
             pools = list(self._tracked)
             self._tracked = weakref.WeakSet()
         for pool in pools:
-            tracker = pool.__dict__.pop(TRACKER_ATTR, None)
+            tracker = pop_attr(pool, TRACKER_ATTR)
             if tracker is not None and registry is not None:
                 registry.unregister(tracker.ledger)
 

@@ -201,7 +201,7 @@ def _putconn(original: Fn, st: ShimState) -> Fn:
 def _check_connection(original: Fn, st: ShimState) -> Fn:
     def _check_connection(self: Any, conn: Any) -> None:
         # Called on every getconn; without a ``check=`` callback it does nothing: stay out.
-        tracker = self.__dict__.get(TRACKER_ATTR) if self._check else None
+        tracker = getattr(self, TRACKER_ATTR, None) if self._check else None
         if tracker is None:
             return original(self, conn)  # type: ignore[no-any-return]
         t0 = tracker.now()
@@ -226,7 +226,7 @@ def _check_connection(original: Fn, st: ShimState) -> Fn:
 def _close_connection(original: Fn, st: ShimState) -> Fn:
     def _close_connection(self: Any, conn: Any) -> None:
         try:
-            tracker = self.__dict__.get(TRACKER_ATTR)
+            tracker = getattr(self, TRACKER_ATTR, None)
             if tracker is not None:
                 cid = tracker.known_id(conn)
                 if cid is not None:
@@ -251,7 +251,7 @@ def _check_connection_static(original: Fn, st: ShimState) -> Fn:
         tracker = None
         try:
             if sys._getframe(1).f_code.co_name == "check":
-                tag = conn.__dict__.get(CONN_ATTR)
+                tag = getattr(conn, CONN_ATTR, None)
                 tracker = tag[0] if tag is not None and tag[0].state is st else None
         except Exception as exc:
             st.absorb(exc)
@@ -273,7 +273,7 @@ def _close(original: Fn, st: ShimState) -> Fn:
     def close(self: Any, timeout: float = 5.0) -> None:
         original(self, timeout)
         try:
-            tracker = self.__dict__.get(TRACKER_ATTR)
+            tracker = getattr(self, TRACKER_ATTR, None)
             if tracker is not None and self._closed:
                 tracker.ledger.close()
         except Exception as exc:

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from poolmon.shims._attrs import pop_attr
 from poolmon.shims._patch import PatchSet
 from poolmon.shims._redis_common import (
     CLOSING,
@@ -34,6 +35,7 @@ from poolmon.shims._redis_common import (
     POOL_LEDGER,
     Shadowed,
     attach,
+    set_socket,
     shim_error,
     stamp,
 )
@@ -50,7 +52,7 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
     async def get_connection(
         self: Any, command_name: Any = None, *keys: Any, **options: Any
     ) -> Any:
-        ledger = self.__dict__.get(POOL_LEDGER)
+        ledger = getattr(self, POOL_LEDGER, None)
         if ledger is None:
             ledger = attach(self)
         plain = command_name is None and not keys and not options
@@ -81,7 +83,7 @@ def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
     async def get_connection(
         self: Any, command_name: Any = None, *keys: Any, **options: Any
     ) -> Any:
-        ledger = self.__dict__.get(POOL_LEDGER)
+        ledger = getattr(self, POOL_LEDGER, None)
         if ledger is None:
             ledger = attach(self)
         plain = command_name is None and not keys and not options
@@ -148,7 +150,7 @@ def _make_make_connection(original: Fn) -> Fn:
     def make_connection(self: Any) -> Any:
         conn = original(self)
         try:
-            ledger = self.__dict__.get(POOL_LEDGER)
+            ledger = getattr(self, POOL_LEDGER, None)
             if ledger is None:
                 ledger = attach(self)
             if ledger:
@@ -178,7 +180,7 @@ def _make_pool_aclose(original: Fn) -> Fn:
             await original(self)
         finally:
             CLOSING.reset(token)
-            ledger = self.__dict__.get(POOL_LEDGER)
+            ledger = getattr(self, POOL_LEDGER, None)
             if ledger:
                 try:
                     ledger.close()
@@ -194,7 +196,7 @@ def _make_connect_check_health(original: Fn) -> Fn:
     ) -> None:
         if self._reader is not None and self._writer is not None:
             return  # the original's own first step (is_connected): connect() runs every borrow
-        ledger = self.__dict__.get(CONN_LEDGER)
+        ledger = getattr(self, CONN_LEDGER, None)
         if not ledger:
             await original(self, check_health, retry_socket_connect)
             return
@@ -209,7 +211,7 @@ def _make_connect_check_health(original: Fn) -> Fn:
             raise
         try:
             if self._writer is not None:
-                setattr(self, CONN_ID, ledger.create(t0))
+                set_socket(self, ledger, ledger.create(t0))
         except Exception as exc:
             shim_error("connect", exc)
 
@@ -224,12 +226,11 @@ def _make_conn_disconnect(original: Fn) -> Fn:
         failure_count: int | None = None,
         health_check_failed: bool = False,
     ) -> None:
-        d = self.__dict__
-        cid = d.get(CONN_ID)
+        cid = getattr(self, CONN_ID, None)
         if cid is not None and self._writer is not None:
             try:
-                d[CONN_ID] = None
-                ledger = d[CONN_LEDGER]
+                ledger = self._poolmon_ledger  # CONN_LEDGER
+                set_socket(self, ledger, None)
                 closing = CLOSING.get()
                 if closing is not None:
                     reason = closing
@@ -238,7 +239,7 @@ def _make_conn_disconnect(original: Fn) -> Fn:
                     reason = "broken"
                 else:
                     reason = "other"
-                hc_t0 = d.pop(HC_T0, None)
+                hc_t0 = pop_attr(self, HC_T0)
                 if health_check_failed or (hc_t0 is not None and reason == "broken"):
                     reason = "failed_validation"
                     ledger.validate(cid, ledger._now() if hc_t0 is None else hc_t0, False)
@@ -252,22 +253,21 @@ def _make_conn_disconnect(original: Fn) -> Fn:
 
 def _make_check_health(original: Fn) -> Fn:
     async def check_health(self: Any) -> None:
-        d = self.__dict__
-        if not self.health_check_interval or d.get(CONN_ID) is None:
+        if not self.health_check_interval or getattr(self, CONN_ID, None) is None:
             await original(self)
             return
         if asyncio.get_running_loop().time() <= self.next_health_check:
             await original(self)
             return
-        ledger = d.get(CONN_LEDGER)
+        ledger: Any = getattr(self, CONN_LEDGER, None)
         t0 = ledger._now()
-        d[HC_T0] = t0
+        setattr(self, HC_T0, t0)
         try:
             await original(self)
         finally:
-            d.pop(HC_T0, None)
+            pop_attr(self, HC_T0)
         try:
-            cid = d.get(CONN_ID)
+            cid = getattr(self, CONN_ID, None)
             if cid is not None and self._writer is not None:
                 ledger.validate(cid, t0, True)
         except Exception as exc:

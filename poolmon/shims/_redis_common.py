@@ -5,8 +5,11 @@ cheapest lookup Python has (the hot path budget is ~0.2 us per event):
 
 * a pool carries ``_poolmon_ledger``: its :class:`~poolmon.core.ledger.PoolLedger` (``False`` when
   attaching failed, so a broken pool is not retried on every call);
-* a connection carries ``_poolmon_ledger`` (set once, when its pool makes it) and
-  ``_poolmon_id``: the ledger id of its *current socket*, or ``None`` while it has none. A redis-py
+* a connection carries ``_poolmon_ledger`` (set once, when its pool makes it), ``_poolmon_id``:
+  the ledger id of its *current socket*, or ``None`` while it has none, and ``_poolmon_sock``:
+  ``(id, ledger, ledger.lane)`` while it has a socket, ``None`` otherwise. The last one is all
+  the compiled borrow and return read: one attribute lookup per call (:func:`set_socket`
+  keeps the two in step). A redis-py
   connection object outlives many sockets; every successful connect is a new physical connection
   and gets a new id, and every disconnect of a live socket evicts the id. ``id()`` is never used:
   CPython reuses it at once.
@@ -32,6 +35,7 @@ from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import remember_secret, scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import log_once
+from poolmon.shims._attrs import drop_attr, pop_attr
 from poolmon.shims._patch import is_wrapped
 from poolmon.shims._version import installed_version
 
@@ -39,6 +43,7 @@ __all__ = [
     "CLOSING",
     "CONN_ID",
     "CONN_LEDGER",
+    "CONN_SOCK",
     "HC_T0",
     "POOL_LEDGER",
     "Shadowed",
@@ -48,6 +53,7 @@ __all__ = [
     "detach_all",
     "disconnect_reason",
     "identity_for_pool",
+    "set_socket",
     "shim_error",
     "slow_conn_id",
     "stamp",
@@ -58,6 +64,8 @@ _log = logging.getLogger("poolmon")
 POOL_LEDGER: Final = "_poolmon_ledger"
 CONN_LEDGER: Final = "_poolmon_ledger"
 CONN_ID: Final = "_poolmon_id"
+#: ``(conn_id, ledger, lane)`` of a connection's current socket (poolmon/_hot.c reads it).
+CONN_SOCK: Final = "_poolmon_sock"
 #: Set on a connection while a due PING health check runs: when it started.
 HC_T0: Final = "_poolmon_hc_t0"
 
@@ -154,9 +162,9 @@ def identity_for_pool(pool: Any) -> PoolIdentity:
 
 def _pool_connections(pool: Any) -> tuple[list[Any], list[Any]]:
     """(idle, in use) connections of a pool, read under the pool's own lock where it has one."""
-    available = pool.__dict__.get("_available_connections")
+    available = getattr(pool, "_available_connections", None)
     if available is not None:  # ConnectionPool (sync and asyncio) and async BlockingConnectionPool
-        lock = pool.__dict__.get("_lock")
+        lock = getattr(pool, "_lock", None)
         if isinstance(lock, type(threading.RLock())):
             with lock:
                 return list(available), list(pool._in_use_connections)
@@ -166,7 +174,7 @@ def _pool_connections(pool: Any) -> tuple[list[Any], list[Any]]:
     if queue is not None:
         with queue.mutex:
             idle = [c for c in queue.queue if c is not None]
-            every = list(pool.__dict__.get("_connections", ()))
+            every = list(getattr(pool, "_connections", ()))
         idle_ids = {id(c) for c in idle}
         return idle, [c for c in every if id(c) not in idle_ids]
     return [], []
@@ -182,15 +190,21 @@ def _is_connected(conn: Any) -> bool:
 def stamp(conn: Any, ledger: PoolLedger) -> None:
     """Mark ``conn`` as belonging to ``ledger`` (it has no tracked socket yet)."""
     target = _inner(conn)
-    if target.__dict__.get(CONN_LEDGER) is not ledger:
+    if getattr(target, CONN_LEDGER, None) is not ledger:
         setattr(target, CONN_LEDGER, ledger)
-        setattr(target, CONN_ID, None)
+        set_socket(target, ledger, None)
+
+
+def set_socket(conn: Any, ledger: PoolLedger, cid: int | None) -> None:
+    """Record ``conn``'s current socket as ledger id ``cid`` (``None``: it has no socket)."""
+    setattr(conn, CONN_ID, cid)
+    setattr(conn, CONN_SOCK, None if cid is None else (cid, ledger, ledger.lane))
 
 
 def _inner(conn: Any) -> Any:
     # redis-py's client-side cache wraps a real connection in CacheProxyConnection; sockets (and so
     # our connect/disconnect hooks) belong to the inner one.
-    inner = conn.__dict__.get("_conn")
+    inner = getattr(conn, "_conn", None)
     return inner if inner is not None and hasattr(inner, "connect_check_health") else conn
 
 
@@ -203,7 +217,7 @@ def attach(pool: Any) -> PoolLedger | None:
     """
     try:
         with STATE.lock:
-            ledger = pool.__dict__.get(POOL_LEDGER)
+            ledger = getattr(pool, POOL_LEDGER, None)
             if ledger is not None:
                 return ledger or None
             ledger = STATE.target_registry().register(
@@ -221,7 +235,7 @@ def attach(pool: Any) -> PoolLedger | None:
         for conn in idle:
             target = _inner(conn)
             if _is_connected(target):
-                setattr(target, CONN_ID, ledger.adopt())
+                set_socket(target, ledger, ledger.adopt())
         return ledger
     except Exception as exc:
         shim_error("attach", exc)
@@ -233,14 +247,13 @@ def attach(pool: Any) -> PoolLedger | None:
 def slow_conn_id(ledger: PoolLedger, conn: Any) -> int | None:
     """The id of a borrowed connection the fast path could not read (pre-existing, proxied)."""
     target = _inner(conn)
-    d = target.__dict__
-    if d.get(CONN_LEDGER) is None:
+    if getattr(target, CONN_LEDGER, None) is None:
         stamp(target, ledger)
-    cid = d.get(CONN_ID)
+    cid = getattr(target, CONN_ID, None)
     if cid is None and _is_connected(target):
         cid = ledger.adopt()
-        setattr(target, CONN_ID, cid)
-    return cid  # type: ignore[no-any-return]
+        set_socket(target, ledger, cid)
+    return cid
 
 
 def detach_all() -> None:
@@ -250,12 +263,13 @@ def detach_all() -> None:
         STATE.pools = weakref.WeakSet()
     for pool in pools:
         try:
-            ledger = pool.__dict__.pop(POOL_LEDGER, None)
+            ledger = pop_attr(pool, POOL_LEDGER)
             idle, used = _pool_connections(pool)
             for conn in (*idle, *used):
-                d = _inner(conn).__dict__
-                d.pop(CONN_LEDGER, None)
-                d.pop(CONN_ID, None)
+                target = _inner(conn)
+                drop_attr(target, CONN_LEDGER)
+                drop_attr(target, CONN_ID)
+                drop_attr(target, CONN_SOCK)
             if ledger:
                 STATE.target_registry().unregister(ledger)
         except Exception as exc:

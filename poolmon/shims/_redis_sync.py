@@ -32,6 +32,7 @@ from typing import Any
 
 from poolmon.core.compiled import fast_method
 from poolmon.core.lane import FOLD_AT
+from poolmon.shims._attrs import pop_attr
 from poolmon.shims._patch import PatchSet
 from poolmon.shims._redis_common import (
     CLOSING,
@@ -42,6 +43,7 @@ from poolmon.shims._redis_common import (
     Shadowed,
     attach,
     disconnect_reason,
+    set_socket,
     shim_error,
     slow_conn_id,
     stamp,
@@ -111,18 +113,32 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
             shim_error("borrow", exc)
         return conn
 
-    def failed(ledger: Any, _t0: None, exc: BaseException) -> None:
+    # The compiled wrapper calls the original first and hands these the pool, not its ledger.
+    def failed(pool: Any, _t0: None, exc: BaseException) -> None:
         if isinstance(exc, max_error):
             try:
-                ledger.error("exhausted", "borrow", exc)
+                ledger = getattr(pool, POOL_LEDGER, None)
+                if ledger is None:
+                    ledger = attach(pool)
+                if ledger:
+                    ledger.error("exhausted", "borrow", exc)
             except Exception as inner:
                 shim_error("get_connection", inner)
 
-    def adopt(ledger: Any, conn: Any, _t0: None) -> None:
-        _borrowed(ledger, conn, None, False)
+    def adopt(pool: Any, conn: Any, _t0: None) -> None:
+        try:
+            ledger = getattr(pool, POOL_LEDGER, None)
+            if ledger is None:
+                ledger = attach(pool)
+        except Exception as exc:
+            shim_error("borrow", exc)
+            return
+        if ledger:
+            _borrowed(ledger, conn, None, False)
 
-    # The compiled fast path (poolmon._hot) where built: calls on ``owner`` itself with an open
-    # lane; every other call goes to ``get_connection`` above unchanged.
+    # The compiled fast path (poolmon._hot) where built: calls on ``owner`` itself; a lent
+    # connection whose socket link names an open lane is recorded in C, any other goes to adopt.
+    # Calls on a subclass go to ``get_connection`` above unchanged.
     return fast_method(
         "REDIS_GET",
         original,
@@ -148,7 +164,7 @@ def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
     shadowed = Shadowed(owner, "get_connection")
 
     def get_connection(self: Any, command_name: Any = None, *keys: Any, **options: Any) -> Any:
-        ledger = self.__dict__.get(POOL_LEDGER)
+        ledger = getattr(self, POOL_LEDGER, None)
         if ledger is None:
             ledger = attach(self)
         if not ledger or (type(self) is not owner and shadowed(type(self))):
@@ -228,7 +244,7 @@ def _make_make_connection(original: Fn) -> Fn:
     def make_connection(self: Any) -> Any:
         conn = original(self)
         try:
-            ledger = self.__dict__.get(POOL_LEDGER)
+            ledger = getattr(self, POOL_LEDGER, None)
             if ledger is None:
                 ledger = attach(self)
             if ledger:
@@ -258,7 +274,7 @@ def _make_pool_close(original: Fn) -> Fn:
             original(self)
         finally:
             CLOSING.reset(token)
-            ledger = self.__dict__.get(POOL_LEDGER)
+            ledger = getattr(self, POOL_LEDGER, None)
             if ledger:
                 try:
                     ledger.close()
@@ -274,7 +290,7 @@ def _make_connect_check_health(original: Fn) -> Fn:
     ) -> None:
         if self._sock:
             return  # the original's own first step: connect() calls this on every borrow
-        ledger = self.__dict__.get(CONN_LEDGER)
+        ledger = getattr(self, CONN_LEDGER, None)
         if not ledger:
             return original(self, check_health, retry_socket_connect)  # type: ignore[no-any-return]
         t0 = ledger._now()
@@ -288,7 +304,7 @@ def _make_connect_check_health(original: Fn) -> Fn:
             raise
         try:
             if self._sock is not None:
-                setattr(self, CONN_ID, ledger.create(t0))
+                set_socket(self, ledger, ledger.create(t0))
         except Exception as exc:
             shim_error("connect", exc)
 
@@ -301,17 +317,16 @@ def _make_connect_check_health(original: Fn) -> Fn:
 
 def _make_conn_disconnect(original: Fn) -> Fn:
     def disconnect(self: Any, *args: Any, **kwargs: Any) -> None:
-        d = self.__dict__
-        cid = d.get(CONN_ID)
+        cid = getattr(self, CONN_ID, None)
         if cid is not None and self._sock is not None:
             try:
-                d[CONN_ID] = None
-                ledger = d[CONN_LEDGER]
+                ledger = self._poolmon_ledger  # CONN_LEDGER
+                set_socket(self, ledger, None)
                 health = kwargs.get("health_check_failed")
                 reason = disconnect_reason(args, kwargs.get("error"), health)
                 # Broken during a PING health check (redis-py's read path disconnects before
                 # the check's own failure handler runs): the check failed.
-                hc_t0 = d.pop(HC_T0, None)
+                hc_t0 = pop_attr(self, HC_T0)
                 if reason == "failed_validation" or (hc_t0 is not None and reason == "broken"):
                     reason = "failed_validation"
                     ledger.validate(cid, ledger._now() if hc_t0 is None else hc_t0, False)
@@ -325,21 +340,20 @@ def _make_conn_disconnect(original: Fn) -> Fn:
 
 def _make_check_health(original: Fn, monotonic: Callable[[], float]) -> Fn:
     def check_health(self: Any) -> None:
-        d = self.__dict__
         # Only a due PING is a health check; otherwise this is the per-command no-op.
-        if not self.health_check_interval or d.get(CONN_ID) is None:
+        if not self.health_check_interval or getattr(self, CONN_ID, None) is None:
             return original(self)  # type: ignore[no-any-return]
         if monotonic() <= self.next_health_check:
             return original(self)  # type: ignore[no-any-return]
-        ledger = d.get(CONN_LEDGER)
+        ledger: Any = getattr(self, CONN_LEDGER, None)
         t0 = ledger._now()
-        d[HC_T0] = t0
+        setattr(self, HC_T0, t0)
         try:
             original(self)  # a failed PING is recorded where the socket is dropped (disconnect)
         finally:
-            d.pop(HC_T0, None)
+            pop_attr(self, HC_T0)
         try:
-            cid = d.get(CONN_ID)
+            cid = getattr(self, CONN_ID, None)
             if cid is not None and self._sock is not None:
                 ledger.validate(cid, t0, True)
         except Exception as exc:

@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from poolmon.core.compiled import fast_method
 from poolmon.core.lane import FOLD_AT
+from poolmon.shims._attrs import pop_attr
 from poolmon.shims._urllib3_state import (
     LINK,
     PENDING,
@@ -62,7 +63,7 @@ Method = Callable[..., Any]
 
 
 def _ensure_state(pool: Any) -> PoolState:
-    state: PoolState | None = pool.__dict__.get(STATE)
+    state: PoolState | None = getattr(pool, STATE, None)
     return state if state is not None else attach(pool)
 
 
@@ -77,7 +78,7 @@ def _borrow_unlinked(pool: Any, conn: Any, waited: float, queued: bool) -> None:
         state.borrow(conn_id, ledger.now() - waited if waited else None, queued)
     else:
         # No socket yet: urllib3 connects lazily, on the first request.
-        conn.__dict__[PENDING] = (state, waited, queued)
+        setattr(conn, PENDING, (state, waited, queued))
 
 
 def _borrow_failed(
@@ -141,7 +142,7 @@ def make_get_conn(original: Method) -> Method:
                 conn_link[0](conn_link[2])
         except AttributeError as exc:
             try:
-                if LINK in conn.__dict__:
+                if hasattr(conn, LINK):
                     shim_error(None, exc)  # linked: the failure is ours
                 else:
                     _borrow_unlinked(self, conn, 0.0, False)
@@ -181,7 +182,7 @@ def make_get_conn(original: Method) -> Method:
             raise
         try:
             if state is not None and t0 is not None:
-                conn_link = conn.__dict__.get(LINK)
+                conn_link = getattr(conn, LINK, None)
                 if conn_link is not None:
                     conn_link[0](conn_link[2], t0, queued)
                 else:
@@ -210,7 +211,7 @@ def _get_conn_failed(pool: Any, _t0: None, exc: BaseException) -> None:
 
 
 def _adopt_borrowed(pool: Any, conn: Any, _t0: None) -> None:
-    conn_link = conn.__dict__.get(LINK)
+    conn_link = getattr(conn, LINK, None)
     if conn_link is not None:
         conn_link[0](conn_link[2])  # linked, the lane closed: the ledger's locked path
     else:
@@ -241,10 +242,10 @@ def make_put_conn(original: Method) -> Method:
                     conn_link[1](conn_link[2])
             except AttributeError as exc:
                 try:
-                    if LINK in conn.__dict__:
+                    if hasattr(conn, LINK):
                         shim_error(None, exc)  # linked: the failure is ours
                     else:
-                        conn.__dict__.pop(PENDING, None)
+                        pop_attr(conn, PENDING)
                 except Exception as inner:
                     shim_error(None, inner)
             except Exception as exc:
@@ -264,7 +265,7 @@ def make_close_pool(original: Method) -> Method:
             original(self)
         finally:
             try:
-                state: PoolState | None = self.__dict__.get(STATE)
+                state: PoolState | None = getattr(self, STATE, None)
                 if state is not None:
                     state.closing = True
                     state.maybe_close()
@@ -282,7 +283,7 @@ def make_connect(original: Method) -> Method:
     """
 
     def connect(self: Any) -> None:
-        pending = self.__dict__.pop(PENDING, None)
+        pending = pop_attr(self, PENDING)
         if pending is None:
             original(self)  # not borrowed from a pool: not a pool connection
             return
@@ -315,7 +316,7 @@ def make_close_conn(original: Method, reasons: Mapping[CodeType, str]) -> Method
     """``HTTPConnection.close``: evict the socket poolmon knows, if any."""
 
     def close(self: Any) -> None:
-        conn_link = self.__dict__.pop(LINK, None)
+        conn_link = pop_attr(self, LINK)
         if conn_link is None:
             original(self)
             return
@@ -327,7 +328,7 @@ def make_close_conn(original: Method, reasons: Mapping[CodeType, str]) -> Method
                 state.ledger.evict(conn_link[2], _reason(sys._getframe(1), reasons))
                 # Still borrowed by whoever closed it: a reconnect in the same borrow (a caller
                 # driving the connection itself) is a create followed by a borrow.
-                self.__dict__[PENDING] = (state, 0.0, False)
+                setattr(self, PENDING, (state, 0.0, False))
                 if state.closing:
                     state.maybe_close()
             except Exception as exc:

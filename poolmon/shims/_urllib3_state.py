@@ -33,6 +33,7 @@ from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import remember_secret, scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import log_once
+from poolmon.shims._attrs import setdefault_attr
 from poolmon.shims._version import installed_version
 
 __all__ = [
@@ -149,7 +150,7 @@ def attach(pool: Any) -> PoolState:
     are discarded on return), so it has no max and ``idle_max = maxsize``; a ``block=True`` pool
     never exceeds ``maxsize``.
     """
-    state: PoolState | None = pool.__dict__.get(STATE)
+    state: PoolState | None = getattr(pool, STATE, None)
     if state is not None:
         return state
     _remember_pool_secrets(pool)
@@ -163,8 +164,8 @@ def attach(pool: Any) -> PoolState:
         idle_max=maxsize,
     )
     state = PoolState(ledger)
-    # setdefault: two threads attaching one pool at once agree on the first state.
-    winner: PoolState = pool.__dict__.setdefault(STATE, state)
+    # Two threads attaching one pool at once agree on the first state.
+    winner: PoolState = setdefault_attr(pool, STATE, state)
     if winner is not state:
         SETTINGS.resolve().unregister(ledger)
         return winner
@@ -183,7 +184,7 @@ def _pool_collected(state: PoolState) -> None:
 def link(state: PoolState, conn: Any, conn_id: int) -> None:
     """Mark ``conn``'s current socket as the ledger's connection ``conn_id``."""
     # (borrow, release, id, state, the ledger's hot lane): what the hot path needs, one index away.
-    conn.__dict__[LINK] = (state.borrow, state.release, conn_id, state, state.ledger.lane)
+    setattr(conn, LINK, (state.borrow, state.release, conn_id, state, state.ledger.lane))
 
 
 def shim_error(ledger: PoolLedger | None, exc: BaseException) -> None:

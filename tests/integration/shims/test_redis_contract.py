@@ -256,6 +256,8 @@ def test_hook_failure_never_reaches_the_host(
         (ledger,) = registry.ledgers()
         if lane_open:
             ledger.lane = ExplodingLane()  # type: ignore[assignment]
+            # A socket's link holds the lane it was opened under: new sockets get this one.
+            client.connection_pool.disconnect()
         else:
             ledger.subscribe(lambda event: None)  # a subscriber closes the lane
             assert not ledger.lane.open
