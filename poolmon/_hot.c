@@ -240,6 +240,35 @@ absorb_error(HotMethodObject *m)
     PyErr_Restore(type, value, tb);
 }
 
+/* A borrow was recorded with status ``rc``: a bookkeeping failure (rc < 0) is absorbed and the
+ * caller gets ``conn``, unless absorbing re-raised (KeyboardInterrupt and the like: conn is
+ * dropped). Steals ``conn``. */
+static PyObject *
+lent(HotMethodObject *m, int rc, PyObject *conn)
+{
+    if (rc < 0) {
+        absorb_error(m);
+        if (PyErr_Occurred()) {
+            Py_CLEAR(conn);
+        }
+    }
+    return conn;
+}
+
+/* A return was recorded with status ``rc``: absorb a bookkeeping failure, then run the original
+ * (unless absorbing re-raised). */
+static PyObject *
+then_original(HotMethodObject *m, int rc, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (rc < 0) {
+        absorb_error(m);
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return to_original(m, args, nargsf, kwnames);
+}
+
 /* The original raised: let ``failed`` record it (it absorbs its own errors), re-raise as is. */
 static void
 report_failure(HotMethodObject *m, PyObject *holder, PyObject *t0)
@@ -444,12 +473,7 @@ psycopg_getconn(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObje
         rc = call_hook(m->adopt, tracker, conn, t0);
     }
     Py_XDECREF(cid);
-    if (rc < 0) {
-        absorb_error(m);
-        if (PyErr_Occurred()) {
-            Py_CLEAR(conn);
-        }
-    }
+    conn = lent(m, rc, conn);
 done:
     Py_DECREF(t0);
     Py_DECREF(lane);
@@ -502,31 +526,36 @@ psycopg_putconn(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObje
     Py_DECREF(cid);
     Py_DECREF(lane);
     Py_DECREF(tracker);
-    if (rc < 0) {
-        absorb_error(m);
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    return to_original(m, args, nargsf, kwnames);
+    return then_original(m, rc, args, nargsf, kwnames);
 }
 
-/* redis: conn._poolmon_sock, the (cid, ledger, lane) link of its current socket, when the lane
- * is open; NULL (no error) otherwise. New reference. One lookup: it is all the hot path reads. */
+/* conn.<name> when it is a tuple of ``size`` items with a Lane at ``lane_at``; NULL (no error)
+ * otherwise. New reference. The shims' per-connection links, read with one lookup. */
 static PyObject *
-redis_sock(PyObject *conn)
+lane_link(PyObject *conn, PyObject *name, Py_ssize_t size, Py_ssize_t lane_at)
 {
     PyObject *link;
-    if (LOOKUP_ATTR(conn, s_sock, &link) <= 0) {
+    if (LOOKUP_ATTR(conn, name, &link) <= 0) {
         PyErr_Clear();
         return NULL;
     }
-    if (!PyTuple_CheckExact(link) || PyTuple_GET_SIZE(link) != 3 ||
-        !PyLong_CheckExact(PyTuple_GET_ITEM(link, 0)) ||
-        Py_TYPE(PyTuple_GET_ITEM(link, 2)) != &LaneType ||
-        !((LaneObject *)PyTuple_GET_ITEM(link, 2))->open) {
+    if (!PyTuple_CheckExact(link) || PyTuple_GET_SIZE(link) != size ||
+        Py_TYPE(PyTuple_GET_ITEM(link, lane_at)) != &LaneType) {
         Py_DECREF(link);
         return NULL;
+    }
+    return link;
+}
+
+/* redis: conn._poolmon_sock, the (cid, ledger, lane) link of its current socket, when the lane
+ * is open; NULL (no error) otherwise. New reference. It is all the hot path reads. */
+static PyObject *
+redis_sock(PyObject *conn)
+{
+    PyObject *link = lane_link(conn, s_sock, 3, 2);
+    if (link != NULL && (!PyLong_CheckExact(PyTuple_GET_ITEM(link, 0)) ||
+                         !((LaneObject *)PyTuple_GET_ITEM(link, 2))->open)) {
+        Py_CLEAR(link);
     }
     return link;
 }
@@ -559,12 +588,7 @@ redis_get(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kw
         rc = call_hook(m->adopt, pool, conn, Py_None);
     }
     Py_DECREF(pool);
-    if (rc < 0) {
-        absorb_error(m);
-        if (PyErr_Occurred()) {
-            Py_CLEAR(conn);
-        }
-    }
+    conn = lent(m, rc, conn);
     return conn;
 }
 
@@ -586,30 +610,14 @@ redis_release(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject
         rc = call_hook(m->fold, PyTuple_GET_ITEM(link, 1), NULL, NULL);
     }
     Py_DECREF(link);
-    if (rc < 0) {
-        absorb_error(m);
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    return to_original(m, args, nargsf, kwnames);
+    return then_original(m, rc, args, nargsf, kwnames);
 }
 
 /* urllib3's link tuple (borrow, release, cid, state, lane) of conn, or NULL (no error). */
 static PyObject *
 urllib3_link(PyObject *conn)
 {
-    PyObject *link;
-    if (LOOKUP_ATTR(conn, s_link, &link) <= 0) {
-        PyErr_Clear();
-        return NULL;
-    }
-    if (!PyTuple_CheckExact(link) || PyTuple_GET_SIZE(link) != 5 ||
-        Py_TYPE(PyTuple_GET_ITEM(link, 4)) != &LaneType) {
-        Py_DECREF(link);
-        return NULL;
-    }
-    return link;
+    return lane_link(conn, s_link, 5, 4);
 }
 
 /* urllib3 _get_conn(self, timeout=None) of a non-blocking pool: it never waits. */
@@ -644,12 +652,7 @@ urllib3_get(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *
         rc = call_hook(m->adopt, self, conn, Py_None);
     }
     Py_XDECREF(link);
-    if (rc < 0) {
-        absorb_error(m);
-        if (PyErr_Occurred()) {
-            Py_CLEAR(conn);
-        }
-    }
+    conn = lent(m, rc, conn);
     return conn;
 }
 
@@ -670,13 +673,7 @@ urllib3_put(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *
         rc = call_hook(m->fold, PyTuple_GET_ITEM(link, 3), NULL, NULL);
     }
     Py_DECREF(link);
-    if (rc < 0) {
-        absorb_error(m);
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    return to_original(m, args, nargsf, kwnames);
+    return then_original(m, rc, args, nargsf, kwnames);
 }
 
 /* A method whose original, in every library release the shim supports, begins with
