@@ -18,7 +18,9 @@ def worker(url: str, n: int, index: int, release_fd: int) -> None:
     http = urllib3.PoolManager()
     for _ in range(n):
         http.request("GET", url).drain_conn()
-    print(f"worker {index} did {n}", flush=True)
+    # One write(2) per line: print() may write the text and its newline separately, and the
+    # workers share one stdout, so their lines could interleave.
+    os.write(sys.stdout.fileno(), f"worker {index} did {n}\n".encode())
     os.read(release_fd, 1)  # blocks until the parent closes the pipe's write end
     os._exit(0)  # like gunicorn's workers: no atexit handlers
 
