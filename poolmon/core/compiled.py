@@ -84,7 +84,7 @@ def fast_method(
     handing every call outside its common case to ``slow``; just ``slow`` when not compiled.
 
     ``hooks`` are the Python callbacks the compiled path calls for rare outcomes (``failed``,
-    ``adopt``, ``fold``, ``broken``, ``absorb``) and its constants (``owner``, ``unknown``).
+    ``adopt``, ``fold``, ``absorb``) and its constants (``owner``, ``attr``).
     """
     hot = compiled_module()
     if hot is None:

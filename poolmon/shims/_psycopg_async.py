@@ -15,12 +15,12 @@ from typing import Any
 from poolmon.shims._psycopg_common import CONN_ATTR, TRACKER_ATTR, ShimState
 from poolmon.shims._psycopg_rules import (
     GETCONN_CODES,
-    UNKNOWN,
     close_reason,
     record_check_failed,
     record_getconn_failed,
     record_pool_check,
     waiting_call,
+    wrap_run_task,
 )
 
 __all__ = ["patch_async"]
@@ -41,6 +41,7 @@ def patch_async(st: ShimState) -> None:
     wrap(cls, "putconn", lambda orig: _putconn(orig, st))
     wrap(cls, "_check_connection", lambda orig: _check_connection(orig, st))
     wrap(cls, "_close_connection", lambda orig: _close_connection(orig, st))
+    wrap(cls, "run_task", lambda orig: wrap_run_task(orig, st))
     wrap(cls, "check_connection", lambda orig: _check_connection_static(orig, st))
     wrap(cls, "close", lambda orig: _close(orig, st))
     wrap(cls, "resize", lambda orig: _resize(orig, st))
@@ -130,10 +131,7 @@ def _putconn(original: Fn, st: ShimState) -> Fn:
                 except AttributeError:
                     cid = tracker.adopt(conn)
                 tracker.release(cid)
-                if conn.pgconn.transaction_status == UNKNOWN:
-                    # Lost or closed: the pool drops it without a close call and starts a
-                    # replacement. Evict now, before that replacement's create can be recorded.
-                    tracker.evict(cid, "broken")
+                # A lost connection is evicted where the pool drops it (wrap_run_task).
         except Exception as exc:
             st.absorb(exc)
         return await original(self, conn)  # type: ignore[no-any-return]

@@ -1,14 +1,14 @@
 """psycopg_pool knowledge shared by the sync and async wrappers (psycopg-pool 3.2/3.3).
 
 What a pool is called, how big it is, which connections sit idle in it, why it closed a
-connection and what kind of error a failed ``getconn`` was. Nothing here is on the hot path
-except :data:`UNKNOWN` (a plain int compared with ``pgconn.transaction_status``).
+connection and what kind of error a failed ``getconn`` was. Nothing here is on the hot path.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from time import monotonic
 from types import CodeType, FrameType
 from typing import Any, Final
@@ -17,7 +17,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool.errors import PoolClosed, PoolTimeout, TooManyRequests
 
 from poolmon.core.identity import PoolIdentity, identity_from_libpq_dsn
-from poolmon.shims._psycopg_common import PoolTracker, ShimState
+from poolmon.shims._psycopg_common import TRACKER_ATTR, PoolTracker, ShimState
 
 __all__ = [
     "GETCONN_CODES",
@@ -31,12 +31,14 @@ __all__ = [
     "record_getconn_failed",
     "record_pool_check",
     "waiting_call",
+    "wrap_run_task",
 ]
 
 LIBRARY_LABEL: Final = "psycopg-pool"
 
 #: ``pgconn.transaction_status`` of a connection that is closed or lost: psycopg_pool drops such
-#: a connection without calling ``_close_connection`` (no close to hook), so the shim detects it.
+#: a connection without calling ``_close_connection`` (no close to hook), so the shim detects it
+#: where the pool does (:func:`wrap_run_task`).
 UNKNOWN: Final = int(TransactionStatus.UNKNOWN)
 
 # psycopg_pool names unnamed pools "pool-<n>" from a process-wide counter: not stable across
@@ -102,9 +104,42 @@ def close_reason(pool: Any, conn: Any, caller: str) -> str:
         return "pool_closed"
     if caller in ("_maybe_close_connection", "_add_to_pool"):
         # The regular pool closes here only when closed; the null pool also closes every
-        # connection nobody is waiting for: a return to a pool that keeps no idle connection.
-        return "pool_closed" if pool._closed else "overflow"
+        # connection nobody is waiting for: a return to a pool that keeps no idle connection
+        # (or a lost one, which it would otherwise drop).
+        if pool._closed:
+            return "pool_closed"
+        return "broken" if conn.pgconn.transaction_status == UNKNOWN else "overflow"
     return "pool_closed" if pool._closed else "other"
+
+
+def wrap_run_task(original: Callable[..., Any], st: ShimState) -> Callable[..., Any]:
+    """``run_task`` (sync in both pool flavours), watching for lost connections.
+
+    psycopg_pool's ``_return_connection`` drops a connection whose status is ``UNKNOWN`` (lost
+    or closed) without closing it, and asks for a replacement with ``run_task(AddConnection)``.
+    That call is where the shim records the eviction: only there, not on every return (reading
+    the status on each ``putconn`` cost ~70 ns of a ~2.2 us cycle), and before the replacement's
+    ``create`` can be recorded. The same spot covers a lost connection found by ``getconn``'s
+    check loop (already evicted as a failed validation: a second evict changes nothing) and one
+    handed to a waiter that timed out at that moment.
+    """
+
+    def run_task(self: Any, task: Any) -> None:
+        try:
+            caller = sys._getframe(1)
+            if caller.f_code.co_name == "_return_connection":
+                tracker: PoolTracker | None = getattr(self, TRACKER_ATTR, None)
+                conn = caller.f_locals.get("conn")
+                lost = conn is not None and conn.pgconn.transaction_status == UNKNOWN
+                if lost and tracker is not None:
+                    cid = tracker.known_id(conn)
+                    if cid is not None:
+                        tracker.evict(cid, "broken")
+        except Exception as exc:
+            st.absorb(exc)
+        return original(self, task)  # type: ignore[no-any-return]
+
+    return run_task
 
 
 def getconn_error_type(exc: BaseException, queued: bool) -> str | None:

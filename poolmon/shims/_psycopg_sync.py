@@ -22,12 +22,12 @@ from poolmon.core.lane import FOLD_AT
 from poolmon.shims._psycopg_common import CONN_ATTR, TRACKER_ATTR, ShimState
 from poolmon.shims._psycopg_rules import (
     GETCONN_CODES,
-    UNKNOWN,
     close_reason,
     record_check_failed,
     record_getconn_failed,
     record_pool_check,
     waiting_call,
+    wrap_run_task,
 )
 
 __all__ = ["patch_sync"]
@@ -48,6 +48,7 @@ def patch_sync(st: ShimState) -> None:
     wrap(cls, "putconn", lambda orig: _putconn(orig, st))
     wrap(cls, "_check_connection", lambda orig: _check_connection(orig, st))
     wrap(cls, "_close_connection", lambda orig: _close_connection(orig, st))
+    wrap(cls, "run_task", lambda orig: wrap_run_task(orig, st))
     wrap(cls, "check_connection", lambda orig: _check_connection_static(orig, st))
     wrap(cls, "close", lambda orig: _close(orig, st))
     wrap(cls, "resize", lambda orig: _resize(orig, st))
@@ -168,10 +169,7 @@ def _putconn(original: Fn, st: ShimState) -> Fn:
                             tracker.ledger.fold()
                 else:
                     tracker.release(cid)
-                if conn.pgconn.transaction_status == UNKNOWN:
-                    # Lost or closed: the pool drops it without a close call and starts a
-                    # replacement. Evict now, before that replacement's create can be recorded.
-                    tracker.evict(cid, "broken")
+                # A lost connection is evicted where the pool drops it (wrap_run_task).
         except AttributeError as exc:
             if hasattr(conn, "_pool"):
                 st.absorb(
@@ -184,17 +182,12 @@ def _putconn(original: Fn, st: ShimState) -> Fn:
     def fold(tracker: Any) -> None:
         tracker.ledger.fold()
 
-    def broken(tracker: Any, cid: int) -> None:
-        tracker.evict(cid, "broken")
-
     return fast_method(
         "PSYCOPG_PUTCONN",
         original,
         putconn,
         fold=fold,
-        broken=broken,
         absorb=st.absorb,
-        unknown=UNKNOWN,
     )
 
 

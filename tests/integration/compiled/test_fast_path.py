@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import psycopg_pool
 import pytest
 import redis
@@ -90,6 +93,38 @@ def _run_psycopg(pg_dsn: str) -> tuple[Any, ...]:
         psycopg_shim.uninstrument()
 
 
+def _run_psycopg_lost(pg_dsn: str) -> tuple[Any, ...]:
+    """A borrowed connection the server kills: returned, dropped by the pool, evicted broken."""
+    app = f"poolmon-fast-lost-{uuid.uuid4().hex[:8]}"
+    registry = PoolRegistry(clock=SteppingClock())
+    psycopg_shim.instrument(registry)
+    try:
+        with psycopg_pool.ConnectionPool(
+            pg_dsn, min_size=1, max_size=1, name="fast-lost", kwargs={"application_name": app}
+        ) as pool:
+            pool.wait()
+            conn = pool.getconn()
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                admin.execute(
+                    "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
+                    " where application_name = %s",
+                    (app,),
+                )
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("select 1")
+            pool.putconn(conn)
+            (ledger,) = registry.ledgers()
+            # The pool replaces the lost connection in a worker: wait for its create.
+            deadline = time.monotonic() + 10
+            while ledger.snapshot().idle != 1:
+                assert time.monotonic() < deadline, "the replacement was never created"
+                time.sleep(0.005)
+            assert ledger.lane.open
+            return _summary(ledger.snapshot())
+    finally:
+        psycopg_shim.uninstrument()
+
+
 def _run_redis(redis_url: str) -> tuple[Any, ...]:
     registry = PoolRegistry(clock=SteppingClock())
     redis_shim.instrument(registry)
@@ -141,6 +176,13 @@ def test_psycopg_counts_match_the_python_path(hot: Any, pg_dsn: str) -> None:
     used, idle, pending, waits, _, uses, _, _, _ = compiled
     assert (used, idle, pending) == (0, 2, 0)
     assert sum(waits) == sum(uses) == CYCLES + 1
+
+
+def test_psycopg_lost_connection_is_evicted_on_both_paths(hot: Any, pg_dsn: str) -> None:
+    compiled, python = _both(lambda: _run_psycopg_lost(pg_dsn))
+    assert compiled == python
+    evictions = compiled[7]
+    assert evictions.get("broken") == 1
 
 
 def test_redis_counts_match_the_python_path(hot: Any, redis_url: str) -> None:

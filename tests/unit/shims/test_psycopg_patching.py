@@ -21,7 +21,7 @@ from poolmon.shims import psycopg as pg_shim
 from poolmon.shims import psycopg2 as pg2_shim
 from poolmon.shims._patch import is_wrapped
 from poolmon.shims._psycopg_common import TRACKER_ATTR, KeyedPoolTracker, ShimState
-from poolmon.shims._psycopg_rules import close_reason, getconn_error_type, pool_identity
+from poolmon.shims._psycopg_rules import UNKNOWN, close_reason, getconn_error_type, pool_identity
 from tests.support.lanes import ExplodingLane
 
 PSYCOPG_TARGETS: list[tuple[Any, str]] = [
@@ -34,6 +34,7 @@ PSYCOPG_TARGETS: list[tuple[Any, str]] = [
         "putconn",
         "_check_connection",
         "_close_connection",
+        "run_task",
         "check_connection",
         "close",
         "resize",
@@ -184,13 +185,15 @@ def test_uninstrument_forgets_tracked_pools(registry: PoolRegistry) -> None:
 
 def test_close_reason_from_the_calling_method() -> None:
     p = SimpleNamespace(_closed=False, _drained_at=0.0)
-    conn = SimpleNamespace(_created_at=10.0)
+    conn = SimpleNamespace(_created_at=10.0, pgconn=SimpleNamespace(transaction_status=0))
     assert close_reason(p, conn, "_shrink_pool") == "idle_timeout"
     assert close_reason(p, conn, "_reset_connection") == "reset_failed"
     assert close_reason(p, conn, "_return_connection") == "max_lifetime"
     assert close_reason(p, conn, "check") == "max_lifetime"
     assert close_reason(p, conn, "drain") == "pool_closed"
     assert close_reason(p, conn, "_add_to_pool") == "overflow"  # the null pool's return
+    lost = SimpleNamespace(_created_at=10.0, pgconn=SimpleNamespace(transaction_status=UNKNOWN))
+    assert close_reason(p, lost, "_maybe_close_connection") == "broken"  # instead of dropping it
     assert close_reason(p, conn, "somewhere_else") == "other"
     p._drained_at = 20.0  # opened before a drain(): closed on return because of the drain
     assert close_reason(p, conn, "_return_connection") == "pool_closed"
