@@ -4,6 +4,8 @@ introspect like the functions they replace, and a switch that turns it all off."
 from __future__ import annotations
 
 import inspect
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -41,6 +43,27 @@ def test_lane_has_the_python_lanes_attributes(hot: Any) -> None:
         lane.borrowed = {}
     with pytest.raises(TypeError, match="callable"):
         hot.Lane(3)
+
+
+def test_lane_reads_the_system_clock_as_perf_counter_does(hot: Any) -> None:
+    lane = hot.Lane(time.perf_counter)
+    # On Linux the lane reads CLOCK_MONOTONIC itself; elsewhere it calls perf_counter.
+    assert lane.direct_clock is sys.platform.startswith("linux")
+    for _ in range(1000):
+        before = time.perf_counter()
+        reading = lane.read_clock()
+        after = time.perf_counter()
+        assert type(reading) is float
+        assert before <= reading <= after  # the same clock: readings interleave in order
+
+
+def test_lane_calls_an_injected_clock(hot: Any) -> None:
+    readings = iter([7, 2.5])
+    lane = hot.Lane(readings.__next__)
+    assert lane.direct_clock is False
+    first, second = lane.read_clock(), lane.read_clock()
+    assert (first, second) == (7.0, 2.5)
+    assert type(first) is float  # an int reading becomes a float sample
 
 
 @given(st.lists(st.floats(min_value=-1.0, max_value=10.0, allow_nan=False), max_size=300))
