@@ -8,7 +8,10 @@
  * implementation and the fallback; this module only re-implements their *common* case:
  *
  *   - Lane: the ledger's lock-free hot lane (poolmon/core/lane.py documents its invariants);
- *     same attributes as the Python HotLane, readable here without attribute lookups.
+ *     the same interface as the Python HotLane, readable here without attribute lookups, but
+ *     it counts each wait and use sample straight into fixed buckets (a bisect on C doubles)
+ *     instead of keeping a list of float objects for the ledger to fold: no allocation per
+ *     sample, and memory that never grows. The ledger drains the buckets under its lock.
  *   - HotMethod: a method descriptor (bound like a Python function, called without a bound
  *     method object) that checks cheaply whether the call is the common case and, if not,
  *     hands the call *unchanged* to the Python wrapper ("slow"). Once the original has been
@@ -16,10 +19,11 @@
  *     closed lane) go to small Python callbacks, so every decision the Python wrapper makes
  *     is still made in Python, in one place.
  *
- * Atomicity: every write below is one operation on a builtin dict or list with int keys and
- * float values, and no Python code runs between the dict lookup and the delete of a return
- * (int hashing and comparison call none): under the GIL that is exactly as atomic as the Python
- * lane's ``dict.pop``. Bookkeeping errors after the original was called are passed to
+ * Atomicity: every write below is one operation on a builtin dict with int keys and float
+ * values, or a bucket increment in this module's own C arrays; no Python code runs between the
+ * dict lookup and the delete of a return (int hashing and comparison call none), nor inside a
+ * bucket update or a drain: under the GIL each is one indivisible step, exactly as atomic as the
+ * Python lane's ``dict.pop`` and ``list.append``. Bookkeeping errors after the original was called are passed to
  * ``absorb`` (counted and logged once), never raised into the host.
  */
 #define PY_SSIZE_T_CLEAN
@@ -33,21 +37,551 @@
 #define LOOKUP_ATTR(obj, name, result) _PyObject_LookupAttr((obj), (name), (result))
 #endif
 
-/* A writer asks for a fold when the uses list grows past this (poolmon.core.lane.FOLD_AT). */
-static Py_ssize_t fold_at = 512;
+/* -------------------------------------------------------------------------------- Borrowed */
+
+/* The lane's live "used" state, conn id -> borrow time, as a small C hash table: the compiled
+ * Lane's ``borrowed``. A dict did this job first; per borrow+return it ran CPython's generic
+ * dict insert, lookup and delete and allocated a float, and on a real workload (a query between
+ * borrow and return) those code paths are out of the first-level caches every time: measured
+ * with callgrind's cache model, they were the largest part of poolmon's cost end to end.
+ *
+ * Open addressing with linear probing over int64 ids and C doubles; a deleted entry leaves a
+ * tombstone that a later insert reuses (a pool borrows the same few ids over and over), and the
+ * table is rebuilt (same or double size) when live entries plus tombstones pass 3/4 of it. Each
+ * entry carries the sequence number of its insertion, so ``copy()`` gives a dict in borrow
+ * order, as the dict did: the ledger's oldest borrow is the first item, and its leak scan stops
+ * at the first young one. Assigning an id already present keeps its place, as a dict does.
+ *
+ * Connection ids are ints; any other key (a test's mock connection hands the Python wrappers a
+ * mock for an id) goes to a plain dict on the side, ``others``, that keeps the same borrow order,
+ * so the table takes whatever the dict took. An operation on an int key is one C call that runs
+ * no Python code: under the GIL it is atomic, exactly as the dict's was. */
+
+typedef struct {
+    long long key;
+    unsigned long long seq; /* 0: empty slot */
+    double value;
+    char dead; /* tombstone: deleted, reusable */
+} BorrowEntry;
+
+typedef struct {
+    PyObject_HEAD
+    BorrowEntry *slots;
+    Py_ssize_t capacity; /* a power of two */
+    Py_ssize_t used;     /* live entries */
+    Py_ssize_t dead;     /* tombstones */
+    unsigned long long next_seq;
+    PyObject *others; /* NULL, or a dict: key that is not an int id -> (seq, value) */
+} BorrowedObject;
+
+static PyTypeObject BorrowedType;
+
+#define BORROWED_MIN 8
+
+static inline Py_ssize_t
+borrowed_home(const BorrowedObject *t, long long key)
+{
+    unsigned long long h = (unsigned long long)key * 0x9E3779B97F4A7C15ULL;
+    return (Py_ssize_t)(h >> 32) & (t->capacity - 1);
+}
+
+/* The slot holding key, or -1. */
+static Py_ssize_t
+borrowed_find(const BorrowedObject *t, long long key)
+{
+    Py_ssize_t mask = t->capacity - 1;
+    for (Py_ssize_t i = borrowed_home(t, key);; i = (i + 1) & mask) {
+        const BorrowEntry *e = &t->slots[i];
+        if (e->seq == 0) {
+            return -1;
+        }
+        if (!e->dead && e->key == key) {
+            return i;
+        }
+    }
+}
+
+/* Rehash the live entries into a table of ``capacity`` slots (keeps their sequence numbers). */
+static int
+borrowed_resize(BorrowedObject *t, Py_ssize_t capacity)
+{
+    BorrowEntry *fresh = PyMem_Calloc((size_t)capacity, sizeof(BorrowEntry));
+    if (fresh == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    BorrowEntry *old = t->slots;
+    Py_ssize_t old_capacity = t->capacity;
+    t->slots = fresh;
+    t->capacity = capacity;
+    t->dead = 0;
+    for (Py_ssize_t j = 0; j < old_capacity; j++) {
+        if (old[j].seq != 0 && !old[j].dead) {
+            Py_ssize_t i = borrowed_home(t, old[j].key);
+            while (fresh[i].seq != 0) {
+                i = (i + 1) & (capacity - 1);
+            }
+            fresh[i] = old[j];
+        }
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+/* t[key] = value (a new key goes last in borrow order). 0, or -1 with an error (no memory). */
+static int
+borrowed_set(BorrowedObject *t, long long key, double value)
+{
+    Py_ssize_t mask = t->capacity - 1, reuse = -1, i;
+    for (i = borrowed_home(t, key);; i = (i + 1) & mask) {
+        BorrowEntry *e = &t->slots[i];
+        if (e->seq == 0) {
+            break;
+        }
+        if (e->dead) {
+            if (reuse < 0) {
+                reuse = i;
+            }
+        }
+        else if (e->key == key) {
+            e->value = value;
+            return 0;
+        }
+    }
+    if (reuse >= 0) {
+        i = reuse;
+        t->dead--;
+    }
+    else if ((t->used + t->dead + 1) * 4 > t->capacity * 3) {
+        /* Rebuild: double when live entries need it, else just sweep the tombstones. */
+        Py_ssize_t capacity = (t->used + 1) * 2 > t->capacity ? t->capacity * 2 : t->capacity;
+        if (borrowed_resize(t, capacity) < 0) {
+            return -1;
+        }
+        return borrowed_set(t, key, value);
+    }
+    BorrowEntry *e = &t->slots[i];
+    e->key = key;
+    e->value = value;
+    e->seq = ++t->next_seq;
+    e->dead = 0;
+    t->used++;
+    return 0;
+}
+
+/* Remove key: 1 and its value in *value when it was there, else 0. */
+static int
+borrowed_pop(BorrowedObject *t, long long key, double *value)
+{
+    Py_ssize_t i = borrowed_find(t, key);
+    if (i < 0) {
+        return 0;
+    }
+    *value = t->slots[i].value;
+    t->slots[i].dead = 1;
+    t->used--;
+    t->dead++;
+    return 1;
+}
+
+static BorrowedObject *
+borrowed_create(void)
+{
+    BorrowedObject *t = PyObject_GC_New(BorrowedObject, &BorrowedType);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->others = NULL;
+    t->slots = PyMem_Calloc(BORROWED_MIN, sizeof(BorrowEntry));
+    if (t->slots == NULL) {
+        Py_DECREF(t);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    t->capacity = BORROWED_MIN;
+    t->used = t->dead = 0;
+    t->next_seq = 0;
+    PyObject_GC_Track(t);
+    return t;
+}
+
+static int
+borrowed_traverse(BorrowedObject *t, visitproc visit, void *arg)
+{
+    Py_VISIT(t->others);
+    return 0;
+}
+
+static int
+borrowed_clear_refs(BorrowedObject *t)
+{
+    Py_CLEAR(t->others);
+    return 0;
+}
+
+static void
+borrowed_dealloc(BorrowedObject *t)
+{
+    PyObject_GC_UnTrack(t);
+    Py_CLEAR(t->others);
+    PyMem_Free(t->slots);
+    PyObject_GC_Del(t);
+}
+
+/* ``others``: a key that is not an int id. Its entry (seq, value), borrowed reference, or NULL
+ * (an error set only when the lookup itself failed). */
+static PyObject *
+others_entry(BorrowedObject *t, PyObject *key)
+{
+    return t->others == NULL ? NULL : PyDict_GetItemWithError(t->others, key);
+}
+
+static int
+others_set(BorrowedObject *t, PyObject *key, double value)
+{
+    if (t->others == NULL && (t->others = PyDict_New()) == NULL) {
+        return -1;
+    }
+    PyObject *entry = others_entry(t, key);
+    if (entry == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    unsigned long long seq = entry != NULL
+                                 ? PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 0))
+                                 : ++t->next_seq; /* a new key goes last, an old one stays */
+    PyObject *fresh = Py_BuildValue("(Kd)", seq, value);
+    if (fresh == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItem(t->others, key, fresh);
+    Py_DECREF(fresh);
+    return rc;
+}
+
+/* Remove a key that is not an int id: 1 with *value, 0 when absent, -1 with an error. */
+static int
+others_pop(BorrowedObject *t, PyObject *key, double *value)
+{
+    PyObject *entry = others_entry(t, key);
+    if (entry == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    *value = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 1));
+    return PyDict_DelItem(t->others, key) < 0 ? -1 : 1;
+}
+
+static Py_ssize_t
+others_size(const BorrowedObject *t)
+{
+    return t->others == NULL ? 0 : PyDict_GET_SIZE(t->others);
+}
+
+/* A Python key as an id: 1 with *key set, 0 when it cannot be an id (not an exact int, or out of
+ * range), -1 with an error. Never runs Python code. */
+static int
+borrowed_key(PyObject *obj, long long *key)
+{
+    if (!PyLong_CheckExact(obj)) {
+        return 0;
+    }
+    int overflow;
+    *key = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (*key == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return overflow == 0;
+}
+
+static Py_ssize_t
+borrowed_length(BorrowedObject *t)
+{
+    return t->used + others_size(t);
+}
+
+static PyObject *
+borrowed_subscript(BorrowedObject *t, PyObject *obj)
+{
+    long long key;
+    int ok = borrowed_key(obj, &key);
+    if (ok < 0) {
+        return NULL;
+    }
+    if (!ok) {
+        PyObject *entry = others_entry(t, obj);
+        if (entry != NULL) {
+            return Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+        }
+        if (!PyErr_Occurred()) {
+            PyErr_SetObject(PyExc_KeyError, obj);
+        }
+        return NULL;
+    }
+    Py_ssize_t i = borrowed_find(t, key);
+    if (i < 0) {
+        PyErr_SetObject(PyExc_KeyError, obj);
+        return NULL;
+    }
+    return PyFloat_FromDouble(t->slots[i].value);
+}
+
+static int
+borrowed_ass_subscript(BorrowedObject *t, PyObject *obj, PyObject *value)
+{
+    long long key;
+    int ok = borrowed_key(obj, &key);
+    if (ok < 0) {
+        return -1;
+    }
+    if (value == NULL) {
+        double ignored;
+        int found = ok ? borrowed_pop(t, key, &ignored) : others_pop(t, obj, &ignored);
+        if (found == 0) {
+            PyErr_SetObject(PyExc_KeyError, obj);
+        }
+        return found > 0 ? 0 : -1;
+    }
+    if (!PyFloat_Check(value) && !PyLong_CheckExact(value)) {
+        PyErr_Format(PyExc_TypeError, "Borrowed: borrow times are floats, got %.100s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    double start = PyFloat_AsDouble(value);
+    if (start == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    return ok ? borrowed_set(t, key, start) : others_set(t, obj, start);
+}
+
+static int
+borrowed_contains(BorrowedObject *t, PyObject *obj)
+{
+    long long key;
+    int ok = borrowed_key(obj, &key);
+    if (ok < 0) {
+        return -1;
+    }
+    if (!ok) {
+        return others_entry(t, obj) != NULL ? 1 : (PyErr_Occurred() ? -1 : 0);
+    }
+    return borrowed_find(t, key) >= 0;
+}
+
+static PyObject *
+borrowed_pop_method(BorrowedObject *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "pop(conn_id[, default])");
+        return NULL;
+    }
+    long long key;
+    int ok = borrowed_key(args[0], &key);
+    if (ok < 0) {
+        return NULL;
+    }
+    double value;
+    int found = ok ? borrowed_pop(t, key, &value) : others_pop(t, args[0], &value);
+    if (found < 0) {
+        return NULL;
+    }
+    if (found) {
+        return PyFloat_FromDouble(value);
+    }
+    if (nargs == 2) {
+        Py_INCREF(args[1]);
+        return args[1];
+    }
+    PyErr_SetObject(PyExc_KeyError, args[0]);
+    return NULL;
+}
+
+static PyObject *
+borrowed_get(BorrowedObject *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(conn_id[, default])");
+        return NULL;
+    }
+    long long key;
+    int ok = borrowed_key(args[0], &key);
+    if (ok < 0) {
+        return NULL;
+    }
+    if (!ok) {
+        PyObject *entry = others_entry(t, args[0]);
+        if (entry != NULL) {
+            return Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    Py_ssize_t i = ok ? borrowed_find(t, key) : -1;
+    if (i >= 0) {
+        return PyFloat_FromDouble(t->slots[i].value);
+    }
+    PyObject *fallback = nargs == 2 ? args[1] : Py_None;
+    Py_INCREF(fallback);
+    return fallback;
+}
+
+
+/* One entry of a copy: an int id from the table, or a key from ``others``. */
+typedef struct {
+    unsigned long long seq;
+    long long key;
+    PyObject *other_key; /* NULL for an int id; else borrowed from ``others`` */
+    double value;
+} CopyEntry;
+
+static int
+copy_by_seq(const void *a, const void *b)
+{
+    unsigned long long x = ((const CopyEntry *)a)->seq, y = ((const CopyEntry *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* A dict of the live entries in borrow order. With int ids only, no Python code runs until every
+ * entry is read (the copy is one atomic step, like dict.copy()). */
+static PyObject *
+borrowed_copy(BorrowedObject *t, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t n = t->used + others_size(t);
+    CopyEntry *entries = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(CopyEntry));
+    if (entries == NULL) {
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t j = 0; j < t->capacity && k < t->used; j++) {
+        const BorrowEntry *e = &t->slots[j];
+        if (e->seq != 0 && !e->dead) {
+            entries[k++] = (CopyEntry){e->seq, e->key, NULL, e->value};
+        }
+    }
+    PyObject *other_key, *entry;
+    Py_ssize_t pos = 0;
+    while (t->others != NULL && k < n && PyDict_Next(t->others, &pos, &other_key, &entry)) {
+        unsigned long long seq = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 0));
+        entries[k++] = (CopyEntry){seq, 0, other_key, PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 1))};
+    }
+    /* Keys of ``others`` are borrowed from it: hold them while the dict is built. */
+    for (Py_ssize_t j = 0; j < k; j++) {
+        Py_XINCREF(entries[j].other_key);
+    }
+    qsort(entries, (size_t)k, sizeof(CopyEntry), copy_by_seq);
+    PyObject *dict = PyDict_New();
+    for (Py_ssize_t j = 0; dict != NULL && j < k; j++) {
+        PyObject *key = entries[j].other_key != NULL ? Py_NewRef(entries[j].other_key)
+                                                     : PyLong_FromLongLong(entries[j].key);
+        PyObject *value = PyFloat_FromDouble(entries[j].value);
+        if (key == NULL || value == NULL || PyDict_SetItem(dict, key, value) < 0) {
+            Py_CLEAR(dict);
+        }
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+    }
+    for (Py_ssize_t j = 0; j < k; j++) {
+        Py_XDECREF(entries[j].other_key);
+    }
+    PyMem_Free(entries);
+    return dict;
+}
+
+static PyObject *
+borrowed_clear_method(BorrowedObject *t, PyObject *Py_UNUSED(ignored))
+{
+    memset(t->slots, 0, (size_t)t->capacity * sizeof(BorrowEntry));
+    t->used = t->dead = 0;
+    Py_CLEAR(t->others);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+borrowed_iter(BorrowedObject *t)
+{
+    PyObject *copy = borrowed_copy(t, NULL);
+    if (copy == NULL) {
+        return NULL;
+    }
+    PyObject *it = PyObject_GetIter(copy);
+    Py_DECREF(copy);
+    return it;
+}
+
+static PyObject *
+borrowed_repr(BorrowedObject *t)
+{
+    PyObject *copy = borrowed_copy(t, NULL);
+    if (copy == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyUnicode_FromFormat("Borrowed(%R)", copy);
+    Py_DECREF(copy);
+    return r;
+}
+
+static PyMethodDef borrowed_methods[] = {
+    {"pop", (PyCFunction)(void (*)(void))borrowed_pop_method, METH_FASTCALL,
+     "pop(conn_id[, default]): remove an id and return its borrow time, as dict.pop."},
+    {"get", (PyCFunction)(void (*)(void))borrowed_get, METH_FASTCALL,
+     "get(conn_id[, default]): the borrow time of an id, as dict.get."},
+    {"copy", (PyCFunction)borrowed_copy, METH_NOARGS,
+     "A dict of conn id -> borrow time in borrow order (oldest first), taken atomically."},
+    {"clear", (PyCFunction)borrowed_clear_method, METH_NOARGS, "Forget every borrow."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMappingMethods borrowed_as_mapping = {
+    .mp_length = (lenfunc)borrowed_length,
+    .mp_subscript = (binaryfunc)borrowed_subscript,
+    .mp_ass_subscript = (objobjargproc)borrowed_ass_subscript,
+};
+
+static PySequenceMethods borrowed_as_sequence = {
+    .sq_contains = (objobjproc)borrowed_contains,
+};
+
+static PyTypeObject BorrowedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "poolmon._hot.Borrowed",
+    .tp_doc = PyDoc_STR("conn id -> borrow time, the compiled lane's live used state: the "
+                        "dict operations the ledger uses (set, pop, get, in, len, copy in "
+                        "borrow order), int ids in a small C hash table."),
+    .tp_basicsize = sizeof(BorrowedObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)borrowed_traverse,
+    .tp_clear = (inquiry)borrowed_clear_refs,
+    .tp_dealloc = (destructor)borrowed_dealloc,
+    .tp_repr = (reprfunc)borrowed_repr,
+    .tp_as_mapping = &borrowed_as_mapping,
+    .tp_as_sequence = &borrowed_as_sequence,
+    .tp_iter = (getiterfunc)borrowed_iter,
+    .tp_methods = borrowed_methods,
+};
 
 /* ------------------------------------------------------------------------------------ Lane */
+
+/* Bucket bounds per histogram: the standard's catalog has 20-odd; this is a generous ceiling. */
+#define MAX_BOUNDS 64
+
+/* One of the lane's two histograms (wait, use): the samples recorded since the last drain, in
+ * buckets with ``le`` semantics (bucket i counts bounds[i-1] < x <= bounds[i], the last bucket
+ * everything above), plus the sum of the positive samples. */
+typedef struct {
+    Py_ssize_t n_bounds;
+    double bounds[MAX_BOUNDS];
+    long long counts[MAX_BOUNDS + 1];
+    double sum;
+} Buckets;
 
 typedef struct {
     PyObject_HEAD
     char open;
-    char direct_clock; /* now is time.perf_counter and read_perf_counter() reads the same clock */
+    char retired;      /* its tracker was dropped (uninstrument): tags naming it are stale */
+    char direct_clock; /* now is time.perf_counter and direct_seconds() reads the same clock */
     PyObject *now;
-    PyObject *borrowed;
-    PyObject *waits;
-    PyObject *uses;
-    PyObject *note_wait;
-    PyObject *note_use;
+    BorrowedObject *borrowed;
+    Buckets waits;
+    Buckets uses;
 } LaneObject;
 
 static PyTypeObject LaneType;
@@ -59,30 +593,127 @@ static PyObject *perf_counter;
  * nanoseconds exactly as below (_PyTime_AsSecondsDouble), so a lane can read that clock itself
  * and give the very same floats as the Python code of the ledger reading time.perf_counter:
  * durations mixing both stay exact. It saves the call through the builtin (~270 instructions a
- * reading, three readings a cycle). Elsewhere perf_counter may read another clock: no shortcut. */
+ * reading). Elsewhere perf_counter may read another clock: no shortcut. */
 #if defined(__linux__) && defined(CLOCK_MONOTONIC)
 #define HAVE_DIRECT_CLOCK 1
-static PyObject *
-read_perf_counter(void)
+static int
+direct_seconds(double *out)
 {
     struct timespec ts;
     if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     }
     long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-    double seconds = ns % 1000000000LL == 0 ? (double)(ns / 1000000000LL) : (double)ns / 1e9;
-    return PyFloat_FromDouble(seconds);
+    *out = ns % 1000000000LL == 0 ? (double)(ns / 1000000000LL) : (double)ns / 1e9;
+    return 0;
 }
 #else
 #define HAVE_DIRECT_CLOCK 0
 #endif
 
+/* Add x to its bucket: bisect_left over the bounds, as the ledger's locked path does. */
+static inline void
+bucket_add(Buckets *b, double x)
+{
+    Py_ssize_t lo = 0, hi = b->n_bounds;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (b->bounds[mid] < x) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    b->counts[lo]++;
+    if (x > 0.0) {
+        b->sum += x; /* zero or negative durations (a clock that did not move) add nothing */
+    }
+}
+
+static int
+buckets_init(Buckets *b, PyObject *bounds, const char *what)
+{
+    PyObject *seq = PySequence_Fast(bounds, "Lane: bucket bounds must be a sequence of floats");
+    if (seq == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > MAX_BOUNDS) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "Lane: at most %d %s, got %zd", MAX_BOUNDS, what, n);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double bound = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        if (bound == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (i > 0 && !(bound > b->bounds[i - 1])) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "Lane: %s must be strictly increasing", what);
+            return -1;
+        }
+        b->bounds[i] = bound;
+    }
+    Py_DECREF(seq);
+    b->n_bounds = n;
+    return 0;
+}
+
+static void
+buckets_clear(Buckets *b)
+{
+    memset(b->counts, 0, sizeof(b->counts));
+    b->sum = 0.0;
+}
+
+/* Add the buckets into ``counts`` (a list of n_bounds + 1 ints) and empty them; the sum drained,
+ * or NULL with an error (counts then unchanged). */
+static PyObject *
+buckets_drain(Buckets *b, PyObject *counts)
+{
+    if (!PyList_Check(counts) || PyList_GET_SIZE(counts) != b->n_bounds + 1) {
+        PyErr_Format(PyExc_ValueError, "Lane.drain: need a list of %zd counts", b->n_bounds + 1);
+        return NULL;
+    }
+    PyObject *sums[MAX_BOUNDS + 1] = {NULL};
+    for (Py_ssize_t i = 0; i <= b->n_bounds; i++) {
+        if (b->counts[i] == 0) {
+            continue;
+        }
+        PyObject *inc = PyLong_FromLongLong(b->counts[i]);
+        sums[i] = inc ? PyNumber_Add(PyList_GET_ITEM(counts, i), inc) : NULL;
+        Py_XDECREF(inc);
+        if (sums[i] == NULL) {
+            for (Py_ssize_t j = 0; j < i; j++) {
+                Py_XDECREF(sums[j]);
+            }
+            return NULL;
+        }
+    }
+    /* Nothing below can fail or run Python code: the whole drain is one step under the GIL. */
+    for (Py_ssize_t i = 0; i <= b->n_bounds; i++) {
+        if (sums[i] != NULL) {
+            PyList_SetItem(counts, i, sums[i]); /* steals sums[i], releases the old count */
+        }
+    }
+    PyObject *sum = PyFloat_FromDouble(b->sum);
+    if (sum != NULL) {
+        buckets_clear(b);
+    }
+    return sum;
+}
+
 static PyObject *
 lane_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"now", NULL};
-    PyObject *now;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Lane", kwlist, &now)) {
+    static char *kwlist[] = {"now", "wait_bounds", "use_bounds", NULL};
+    PyObject *now, *wait_bounds = NULL, *use_bounds = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO:Lane", kwlist, &now, &wait_bounds,
+                                     &use_bounds)) {
         return NULL;
     }
     if (!PyCallable_Check(now)) {
@@ -90,24 +721,20 @@ lane_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                      Py_TYPE(now)->tp_name);
         return NULL;
     }
-    LaneObject *self = (LaneObject *)type->tp_alloc(type, 0);
+    LaneObject *self = (LaneObject *)type->tp_alloc(type, 0); /* zeroed: empty buckets */
     if (self == NULL) {
         return NULL;
     }
     self->open = 1;
-    self->direct_clock = HAVE_DIRECT_CLOCK && now == perf_counter;
+#if HAVE_DIRECT_CLOCK
+    self->direct_clock = now == perf_counter;
+#endif
     Py_INCREF(now);
     self->now = now;
-    self->borrowed = PyDict_New();
-    self->waits = PyList_New(0);
-    self->uses = PyList_New(0);
-    if (self->borrowed == NULL || self->waits == NULL || self->uses == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->note_wait = PyObject_GetAttrString(self->waits, "append");
-    self->note_use = PyObject_GetAttrString(self->uses, "append");
-    if (self->note_wait == NULL || self->note_use == NULL) {
+    self->borrowed = borrowed_create();
+    if (self->borrowed == NULL ||
+        (wait_bounds != NULL && buckets_init(&self->waits, wait_bounds, "wait_bounds") < 0) ||
+        (use_bounds != NULL && buckets_init(&self->uses, use_bounds, "use_bounds") < 0)) {
         Py_DECREF(self);
         return NULL;
     }
@@ -119,10 +746,6 @@ lane_traverse(LaneObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->now);
     Py_VISIT(self->borrowed);
-    Py_VISIT(self->waits);
-    Py_VISIT(self->uses);
-    Py_VISIT(self->note_wait);
-    Py_VISIT(self->note_use);
     return 0;
 }
 
@@ -131,10 +754,6 @@ lane_clear(LaneObject *self)
 {
     Py_CLEAR(self->now);
     Py_CLEAR(self->borrowed);
-    Py_CLEAR(self->waits);
-    Py_CLEAR(self->uses);
-    Py_CLEAR(self->note_wait);
-    Py_CLEAR(self->note_use);
     return 0;
 }
 
@@ -157,40 +776,102 @@ lane_read_clock(LaneObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 lane_clear_samples(LaneObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (PyList_SetSlice(self->waits, 0, PY_SSIZE_T_MAX, NULL) < 0 ||
-        PyList_SetSlice(self->uses, 0, PY_SSIZE_T_MAX, NULL) < 0) {
+    buckets_clear(&self->waits);
+    buckets_clear(&self->uses);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+lane_note(Buckets *b, PyObject *sample)
+{
+    double x = PyFloat_AsDouble(sample);
+    if (x == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
+    bucket_add(b, x);
     Py_RETURN_NONE;
+}
+
+static PyObject *
+lane_note_wait(LaneObject *self, PyObject *sample)
+{
+    return lane_note(&self->waits, sample);
+}
+
+static PyObject *
+lane_note_use(LaneObject *self, PyObject *sample)
+{
+    return lane_note(&self->uses, sample);
+}
+
+static PyObject *
+lane_drain(LaneObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "drain(wait_counts, use_counts)");
+        return NULL;
+    }
+    PyObject *wait_sum = buckets_drain(&self->waits, args[0]);
+    if (wait_sum == NULL) {
+        return NULL;
+    }
+    PyObject *use_sum = buckets_drain(&self->uses, args[1]);
+    if (use_sum == NULL) {
+        Py_DECREF(wait_sum);
+        return NULL;
+    }
+    PyObject *sums = PyTuple_Pack(2, wait_sum, use_sum);
+    Py_DECREF(wait_sum);
+    Py_DECREF(use_sum);
+    return sums;
+}
+
+/* Samples wait in buckets, not in lists: the lists a HotLane writer checks are always empty. */
+static PyObject *
+lane_no_samples(LaneObject *Py_UNUSED(self), void *Py_UNUSED(closure))
+{
+    return PyTuple_New(0);
 }
 
 static PyMethodDef lane_methods[] = {
     {"read_clock", (PyCFunction)lane_read_clock, METH_NOARGS,
      "A reading of the lane's clock, as the fast path takes it (always a float)."},
     {"clear_samples", (PyCFunction)lane_clear_samples, METH_NOARGS,
-     "Drop samples not folded yet (a forked child must not count its parent's)."},
+     "Drop samples not drained yet (a forked child must not count its parent's)."},
+    {"note_wait", (PyCFunction)lane_note_wait, METH_O, "Record one wait sample (seconds)."},
+    {"note_use", (PyCFunction)lane_note_use, METH_O, "Record one use sample (seconds)."},
+    {"drain", (PyCFunction)(void (*)(void))lane_drain, METH_FASTCALL,
+     "drain(wait_counts, use_counts) -> (wait_sum, use_sum): add the samples recorded since "
+     "the last drain into the ledger's bucket counts and empty the lane. Ledger lock held."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMemberDef lane_members[] = {
     {"open", T_BOOL, offsetof(LaneObject, open), 0,
-     "True while borrow/return need nothing but the lane's container operations."},
+     "True while borrow/return need nothing but the lane's own operations."},
+    {"retired", T_BOOL, offsetof(LaneObject, retired), 0,
+     "True once the tracker owning it was dropped: links and tags naming it are stale."},
     {"now", T_OBJECT, offsetof(LaneObject, now), READONLY, "The ledger's clock."},
     {"direct_clock", T_BOOL, offsetof(LaneObject, direct_clock), READONLY,
      "True when the clock is time.perf_counter and the lane reads it without calling it."},
     {"borrowed", T_OBJECT, offsetof(LaneObject, borrowed), READONLY,
-     "conn id -> borrow time; the ledger's live used state (shared, not a copy)."},
-    {"waits", T_OBJECT, offsetof(LaneObject, waits), READONLY, "Wait samples not folded yet."},
-    {"uses", T_OBJECT, offsetof(LaneObject, uses), READONLY, "Use samples not folded yet."},
-    {"note_wait", T_OBJECT, offsetof(LaneObject, note_wait), READONLY, "waits.append"},
-    {"note_use", T_OBJECT, offsetof(LaneObject, note_use), READONLY, "uses.append"},
+     "conn id -> borrow time (a Borrowed table); the ledger's live used state (shared)."},
     {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef lane_getset[] = {
+    {"waits", (getter)lane_no_samples, NULL,
+     "Always empty: wait samples go straight into the lane's buckets (see drain).", NULL},
+    {"uses", (getter)lane_no_samples, NULL,
+     "Always empty: use samples go straight into the lane's buckets (see drain).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject LaneType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "poolmon._hot.Lane",
-    .tp_doc = PyDoc_STR("The ledger's lock-free hot lane (see poolmon.core.lane), compiled."),
+    .tp_doc = PyDoc_STR("The ledger's lock-free hot lane (see poolmon.core.lane), compiled: "
+                        "samples are counted into buckets as they come."),
     .tp_basicsize = sizeof(LaneObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = lane_new,
@@ -199,19 +880,21 @@ static PyTypeObject LaneType = {
     .tp_dealloc = (destructor)lane_dealloc,
     .tp_methods = lane_methods,
     .tp_members = lane_members,
+    .tp_getset = lane_getset,
 };
 
 /* ------------------------------------------------------------------------------- HotMethod */
 
 enum {
     PSYCOPG_GETCONN = 1, /* psycopg_pool ConnectionPool.getconn */
-    PSYCOPG_PUTCONN,     /* psycopg_pool ConnectionPool.putconn */
+    PSYCOPG_RETURN,      /* psycopg_pool BasePool._check_pool_putconn (the return) */
     REDIS_GET,           /* redis ConnectionPool.get_connection */
     REDIS_RELEASE,       /* redis ConnectionPool/BlockingConnectionPool.release */
     URLLIB3_GET,         /* urllib3 HTTPConnectionPool._get_conn (non-blocking pools) */
     URLLIB3_PUT,         /* urllib3 HTTPConnectionPool._put_conn */
-    SKIP_IF_FALSY,       /* returns None at once when self.<attr> is falsy (see skip_when) */
-    SKIP_IF_TRUTHY,      /* returns None at once when self.<attr> is truthy */
+    PSYCOPG2_GET,        /* psycopg2.pool AbstractConnectionPool._getconn (and its alias) */
+    PSYCOPG2_PUT,        /* psycopg2.pool AbstractConnectionPool._putconn (and its alias) */
+    SKIP_IF_TRUTHY,      /* returns None at once when self.<attr> is truthy (skip_if_truthy) */
     KIND_MAX
 };
 
@@ -223,7 +906,6 @@ typedef struct {
     PyObject *slow;     /* poolmon's Python wrapper: takes every call this one does not */
     PyObject *failed;   /* (holder, t0, exc) after the original raised; may be None */
     PyObject *adopt;    /* (holder, conn, t0) for a borrow the fast path cannot record */
-    PyObject *fold;     /* (holder,) when the uses list is long */
     PyObject *absorb;   /* (exc,) a bookkeeping failure: counted, logged once */
     PyObject *owner;    /* redis: the class the wrapper was installed on */
     PyObject *attr;     /* SKIP_IF_*: the attribute of self tested */
@@ -232,8 +914,8 @@ typedef struct {
 
 static PyTypeObject HotMethodType;
 
-static PyObject *s_tracker, *s_lane, *s_pool, *s_conn_tag,
-    *s_block, *s_link, *s_sock, *zero_float;
+static PyObject *s_pool, *s_conn_tag,
+    *s_block, *s_link, *s_sock;
 
 /* Call the Python wrapper with the call exactly as received. */
 static inline PyObject *
@@ -331,103 +1013,95 @@ report_failure(HotMethodObject *m, PyObject *holder, PyObject *t0)
     PyErr_Restore(type, value, tb);
 }
 
-static PyObject *
-lane_now(LaneObject *lane)
+/* A reading of the lane's clock as a C double. 0, or -1 with an error. */
+static int
+lane_seconds(LaneObject *lane, double *out)
 {
 #if HAVE_DIRECT_CLOCK
     if (lane->direct_clock) {
-        return read_perf_counter();
+        return direct_seconds(out);
     }
 #endif
     PyObject *now = PyObject_CallNoArgs(lane->now);
-    if (now != NULL && !PyFloat_Check(now)) {
-        /* An injected clock returning an int or a Fraction: the samples must still be floats. */
-        double d = PyFloat_AsDouble(now);
-        Py_DECREF(now);
-        if (d == -1.0 && PyErr_Occurred()) {
-            return NULL;
-        }
-        now = PyFloat_FromDouble(d);
-    }
-    return now;
-}
-
-/* borrowed[cid] = now; waits.append(now - t0) (or 0.0 when t0 is NULL). 0 or -1 with an error. */
-static int
-lane_borrow(LaneObject *lane, PyObject *cid, PyObject *t0)
-{
-    PyObject *now = lane_now(lane);
     if (now == NULL) {
         return -1;
     }
-    int rc = PyDict_SetItem(lane->borrowed, cid, now);
-    if (rc == 0) {
-        if (t0 == NULL) {
-            rc = PyList_Append(lane->waits, zero_float);
-        }
-        else {
-            PyObject *wait = PyFloat_FromDouble(PyFloat_AS_DOUBLE(now) - PyFloat_AS_DOUBLE(t0));
-            rc = wait == NULL ? -1 : PyList_Append(lane->waits, wait);
-            Py_XDECREF(wait);
-        }
-    }
+    /* An injected clock may return an int or a Fraction: durations are still floats. */
+    *out = PyFloat_AsDouble(now);
     Py_DECREF(now);
-    return rc;
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
-/* start = borrowed.pop(cid, None); if start: uses.append(now - start). 0 when cid was not
- * borrowed, 1 when it was, 2 when it was and the uses list wants a fold, -1 with an error. */
+/* A reading of the lane's clock as a float object (a borrow time, a t0). */
+static PyObject *
+lane_now(LaneObject *lane)
+{
+    double now;
+    return lane_seconds(lane, &now) < 0 ? NULL : PyFloat_FromDouble(now);
+}
+
+/* A connection id from a shim's link or tag: an exact int. 0, or -1 with an error. */
+static int
+lane_key(PyObject *cid, long long *key)
+{
+    int ok = borrowed_key(cid, key);
+    if (ok == 0) {
+        PyErr_SetString(PyExc_TypeError, "poolmon: a connection id must be an int");
+    }
+    return ok > 0 ? 0 : -1;
+}
+
+/* borrowed[cid] = now, and the wait (now - t0, or 0.0 when there is no t0) into its bucket.
+ * 0, or -1 with an error. */
+static int
+lane_borrow(LaneObject *lane, PyObject *cid, const double *t0)
+{
+    long long key;
+    double now;
+    if (lane_key(cid, &key) < 0 || lane_seconds(lane, &now) < 0 ||
+        borrowed_set(lane->borrowed, key, now) < 0) {
+        return -1;
+    }
+    bucket_add(&lane->waits, t0 == NULL ? 0.0 : now - *t0);
+    return 0;
+}
+
+/* If cid is borrowed: forget it and put the use (now - start) into its bucket. 0 when cid was
+ * not borrowed, 1 when it was, -1 with an error. */
 static int
 lane_release(LaneObject *lane, PyObject *cid)
 {
-    PyObject *start = PyDict_GetItemWithError(lane->borrowed, cid); /* borrowed reference */
-    if (start == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    Py_INCREF(start);
-    /* No Python code ran since the lookup (int keys): the entry is still ours to delete. */
-    if (PyDict_DelItem(lane->borrowed, cid) < 0) {
-        Py_DECREF(start);
+    long long key;
+    double start, now;
+    if (lane_key(cid, &key) < 0) {
         return -1;
     }
-    PyObject *now = lane_now(lane);
-    if (now == NULL) {
-        Py_DECREF(start);
+    if (!borrowed_pop(lane->borrowed, key, &start)) {
+        return 0;
+    }
+    if (lane_seconds(lane, &now) < 0) {
         return -1;
     }
-    double begun = PyFloat_AsDouble(start);
-    Py_DECREF(start);
-    if (begun == -1.0 && PyErr_Occurred()) {
-        Py_DECREF(now);
-        return -1;
-    }
-    PyObject *use = PyFloat_FromDouble(PyFloat_AS_DOUBLE(now) - begun);
-    Py_DECREF(now);
-    if (use == NULL) {
-        return -1;
-    }
-    int rc = PyList_Append(lane->uses, use);
-    Py_DECREF(use);
-    if (rc < 0) {
-        return -1;
-    }
-    return PyList_GET_SIZE(lane->uses) > fold_at ? 2 : 1;
+    bucket_add(&lane->uses, now - start);
+    return 1;
 }
 
-/* holder.lane when it is an open Lane; NULL (no error set) otherwise. New reference. */
-static LaneObject *
-open_lane_of(PyObject *holder)
+/* conn.<name> when it is a tuple of ``size`` items with a Lane at ``lane_at``; NULL (no error)
+ * otherwise. New reference. The shims' per-connection links, read with one lookup. */
+static PyObject *
+lane_link(PyObject *conn, PyObject *name, Py_ssize_t size, Py_ssize_t lane_at)
 {
-    PyObject *lane;
-    if (LOOKUP_ATTR(holder, s_lane, &lane) <= 0) {
+    PyObject *link;
+    if (LOOKUP_ATTR(conn, name, &link) <= 0) {
         PyErr_Clear();
         return NULL;
     }
-    if (Py_TYPE(lane) != &LaneType || !((LaneObject *)lane)->open) {
-        Py_DECREF(lane);
+    if (!PyTuple_CheckExact(link) || PyTuple_GET_SIZE(link) != size ||
+        Py_TYPE(PyTuple_GET_ITEM(link, lane_at)) != &LaneType) {
+        Py_DECREF(link);
         return NULL;
     }
-    return (LaneObject *)lane;
+    return link;
 }
 
 /* conn's psycopg tag (tracker, cid) when it names ``tracker``: cid, new reference; else NULL
@@ -449,6 +1123,39 @@ psycopg_cid(PyObject *conn, PyObject *tracker)
     return cid;
 }
 
+/* psycopg_pool: pool._poolmon_link, the (tracker, lane, idle deque) link of a tracked pool, when
+ * its lane is open and current; NULL (no error) otherwise. New reference. One lookup gives the
+ * fast path all it reads of the pool (the deque is made once, in BasePool.__init__, and never
+ * replaced). */
+static PyObject *
+psycopg_link(PyObject *pool)
+{
+    PyObject *link = lane_link(pool, s_link, 3, 1);
+    if (link != NULL) {
+        LaneObject *lane = (LaneObject *)PyTuple_GET_ITEM(link, 1);
+        if (!lane->open || lane->retired) {
+            Py_CLEAR(link);
+        }
+    }
+    return link;
+}
+
+/* psycopg_pool: conn._poolmon_conn, the (tracker, cid, lane) tag of a connection, when its lane
+ * is open and current (not retired: the tracker that made the tag is still the pool's); NULL (no
+ * error) otherwise. New reference. */
+static PyObject *
+psycopg_tag(PyObject *conn)
+{
+    PyObject *tag = lane_link(conn, s_conn_tag, 3, 2);
+    if (tag != NULL) {
+        LaneObject *lane = (LaneObject *)PyTuple_GET_ITEM(tag, 2);
+        if (!lane->open || lane->retired) {
+            Py_CLEAR(tag);
+        }
+    }
+    return tag;
+}
+
 static int
 call_hook(PyObject *hook, PyObject *a, PyObject *b, PyObject *c)
 {
@@ -468,119 +1175,95 @@ call_hook(PyObject *hook, PyObject *a, PyObject *b, PyObject *c)
 static PyObject *
 psycopg_getconn(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
+    if (PyVectorcall_NARGS(nargsf) < 1) {
         return to_slow(m, args, nargsf, kwnames);
     }
-    PyObject *self = args[0];
-    PyObject *tracker;
-    if (LOOKUP_ATTR(self, s_tracker, &tracker) <= 0) {
-        PyErr_Clear();
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    if (tracker == Py_None) {
-        Py_DECREF(tracker);
-        return to_original(m, args, nargsf, kwnames);
-    }
-    LaneObject *lane = open_lane_of(tracker);
-    PyObject *idle = NULL;
-    Py_ssize_t n_idle = -1;
-    if (lane != NULL && LOOKUP_ATTR(self, s_pool, &idle) > 0) {
-        n_idle = PyObject_Length(idle);
-    }
-    Py_XDECREF(idle);
+    PyObject *link = psycopg_link(args[0]);
+    Py_ssize_t n_idle = link != NULL ? PyObject_Length(PyTuple_GET_ITEM(link, 2)) : -1;
     if (n_idle <= 0) {
         PyErr_Clear();
-        Py_XDECREF(lane);
-        Py_DECREF(tracker);
+        Py_XDECREF(link);
         return to_slow(m, args, nargsf, kwnames);
     }
-    PyObject *t0 = lane_now(lane);
-    if (t0 == NULL) {
+    PyObject *tracker = PyTuple_GET_ITEM(link, 0);
+    LaneObject *lane = (LaneObject *)PyTuple_GET_ITEM(link, 1);
+    double t0;
+    if (lane_seconds(lane, &t0) < 0) {
         PyErr_Clear();
-        Py_DECREF(lane);
-        Py_DECREF(tracker);
+        Py_DECREF(link);
         return to_slow(m, args, nargsf, kwnames);
     }
     PyObject *conn = to_original(m, args, nargsf, kwnames);
     if (conn == NULL) {
-        report_failure(m, tracker, t0);
-        goto done;
+        /* Rare: the hook takes t0 as a float object, made only now. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *t0_obj = PyFloat_FromDouble(t0);
+        PyErr_Restore(type, value, tb);
+        if (t0_obj != NULL) {
+            report_failure(m, tracker, t0_obj);
+            Py_DECREF(t0_obj);
+        }
+        Py_DECREF(link);
+        return NULL;
     }
     PyObject *cid = psycopg_cid(conn, tracker);
     int rc;
     if (cid != NULL && lane->open) {
-        rc = lane_borrow(lane, cid, t0);
+        rc = lane_borrow(lane, cid, &t0);
     }
     else {
-        rc = call_hook(m->adopt, tracker, conn, t0);
+        PyObject *t0_obj = PyFloat_FromDouble(t0);
+        rc = t0_obj == NULL ? -1 : call_hook(m->adopt, tracker, conn, t0_obj);
+        Py_XDECREF(t0_obj);
     }
     Py_XDECREF(cid);
     conn = lent(m, rc, conn);
-done:
-    Py_DECREF(t0);
-    Py_DECREF(lane);
-    Py_DECREF(tracker);
+    Py_DECREF(link); /* kept the tracker and the lane alive until here */
     return conn;
 }
 
-/* psycopg_pool putconn(self, conn): the return is recorded before the original runs. */
+/* psycopg_pool BasePool._check_pool_putconn(self, conn): the first statement of putconn, sync and
+ * async, in every release the shim supports (a test checks it), so the return is recorded here,
+ * before the pool acts on the connection. The original only tests
+ * ``getattr(conn, "_pool", None) is self`` and returns None; when that holds and the connection
+ * carries this pool's tag, the return is recorded and the original's answer (None) given without
+ * running its frame, which pays for the recording. Every other call (a connection of another pool,
+ * which the original refuses; an untagged one; a closed lane) goes to the Python wrapper.
+ * Hooking here rather than wrapping putconn spares a call from C back into the interpreter. */
 static PyObject *
-psycopg_putconn(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+psycopg_return(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL) {
         return to_slow(m, args, nargsf, kwnames);
     }
     PyObject *self = args[0], *conn = args[1];
-    PyObject *tracker;
-    if (LOOKUP_ATTR(self, s_tracker, &tracker) <= 0) {
+    PyObject *owner;
+    if (LOOKUP_ATTR(conn, s_pool, &owner) <= 0) {
         PyErr_Clear();
         return to_slow(m, args, nargsf, kwnames);
     }
-    if (tracker == Py_None) {
-        Py_DECREF(tracker);
-        return to_original(m, args, nargsf, kwnames);
-    }
-    LaneObject *lane = open_lane_of(tracker);
-    /* A tag naming this pool's tracker means a connection of this pool (a connection of another
-     * pool names another tracker; one returned twice finds no borrow to end, and the original
-     * refuses it as it would anyway). */
-    PyObject *cid = lane != NULL ? psycopg_cid(conn, tracker) : NULL;
-    if (cid == NULL) {
-        /* An untagged connection, a foreign object, a closed lane: the Python wrapper decides
-         * (and the original refuses what it must). */
-        Py_XDECREF(lane);
-        Py_DECREF(tracker);
+    int ours = owner == self;
+    Py_DECREF(owner);
+    /* The tag of a connection lent by this pool names the pool's tracker, unless that tracker was
+     * dropped since (uninstrument, instrument again), which retires its lane. (One returned
+     * twice finds no borrow to end, which changes nothing, as the library's own check lets it
+     * through too.) */
+    PyObject *tag = ours ? psycopg_tag(conn) : NULL;
+    if (tag == NULL) {
         return to_slow(m, args, nargsf, kwnames);
     }
-    int rc = lane_release(lane, cid);
-    if (rc == 2) {
-        rc = call_hook(m->fold, tracker, NULL, NULL) < 0 ? -1 : 1;
-    }
+    int rc = lane_release((LaneObject *)PyTuple_GET_ITEM(tag, 2), PyTuple_GET_ITEM(tag, 1));
     /* A lost connection (psycopg_pool drops it without a close call) is evicted by the run_task
      * wrapper, when _return_connection finds it lost: nothing to check on every return. */
-    Py_DECREF(cid);
-    Py_DECREF(lane);
-    Py_DECREF(tracker);
-    return then_original(m, rc, args, nargsf, kwnames);
-}
-
-/* conn.<name> when it is a tuple of ``size`` items with a Lane at ``lane_at``; NULL (no error)
- * otherwise. New reference. The shims' per-connection links, read with one lookup. */
-static PyObject *
-lane_link(PyObject *conn, PyObject *name, Py_ssize_t size, Py_ssize_t lane_at)
-{
-    PyObject *link;
-    if (LOOKUP_ATTR(conn, name, &link) <= 0) {
-        PyErr_Clear();
-        return NULL;
+    Py_DECREF(tag);
+    if (rc < 0) {
+        absorb_error(m);
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
     }
-    if (!PyTuple_CheckExact(link) || PyTuple_GET_SIZE(link) != size ||
-        Py_TYPE(PyTuple_GET_ITEM(link, lane_at)) != &LaneType) {
-        Py_DECREF(link);
-        return NULL;
-    }
-    return link;
+    Py_RETURN_NONE;
 }
 
 /* redis: conn._poolmon_sock, the (cid, ledger, lane) link of its current socket, when the lane
@@ -642,9 +1325,6 @@ redis_release(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject
         return to_slow(m, args, nargsf, kwnames);
     }
     int rc = lane_release((LaneObject *)PyTuple_GET_ITEM(link, 2), PyTuple_GET_ITEM(link, 0));
-    if (rc == 2) {
-        rc = call_hook(m->fold, PyTuple_GET_ITEM(link, 1), NULL, NULL);
-    }
     Py_DECREF(link);
     return then_original(m, rc, args, nargsf, kwnames);
 }
@@ -705,21 +1385,152 @@ urllib3_put(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *
         return to_slow(m, args, nargsf, kwnames);
     }
     int rc = lane_release((LaneObject *)PyTuple_GET_ITEM(link, 4), PyTuple_GET_ITEM(link, 2));
-    if (rc == 2) {
-        rc = call_hook(m->fold, PyTuple_GET_ITEM(link, 3), NULL, NULL);
-    }
     Py_DECREF(link);
     return then_original(m, rc, args, nargsf, kwnames);
 }
 
-/* A method whose original, in every library release the shim supports, begins with
- * ``if <self.attr is falsy/truthy>: return`` (psycopg_pool 3.2/3.3 ``_check_connection``:
- * ``if not self._check: return``, called on every getconn; redis-py ``connect_check_health``:
- * ``if self._sock: return``, called on every get_connection). In that case the original is not
- * called at all: its result (None) is known, and skipping its frame is what makes this wrapper
- * cheaper than the method it wraps. Otherwise the Python wrapper runs. */
+/* psycopg2.pool: pool._poolmon_link, the (tracker, lane, idle list, conns) link of a tracked
+ * pool, when its lane is open and current; NULL (no error) otherwise. New reference. psycopg2's
+ * connections are a C type without a __dict__: ``conns`` maps id(conn) to (conn, cid) (see
+ * poolmon.shims._psycopg_common.KeyedPoolTracker). The idle list is made once, in
+ * AbstractConnectionPool.__init__, and never replaced. */
 static PyObject *
-skip_when(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames, int truthy)
+psycopg2_link(PyObject *pool)
+{
+    PyObject *link = lane_link(pool, s_link, 4, 1);
+    if (link != NULL) {
+        LaneObject *lane = (LaneObject *)PyTuple_GET_ITEM(link, 1);
+        if (!lane->open || lane->retired || !PyList_CheckExact(PyTuple_GET_ITEM(link, 2)) ||
+            !PyDict_CheckExact(PyTuple_GET_ITEM(link, 3))) {
+            Py_CLEAR(link);
+        }
+    }
+    return link;
+}
+
+/* The cid of conn in a psycopg2 link's conns map (borrowed reference), or NULL (no error) when
+ * poolmon does not know it. */
+static PyObject *
+psycopg2_cid(PyObject *link, PyObject *conn)
+{
+    PyObject *key = PyLong_FromVoidPtr(conn); /* == id(conn) */
+    if (key == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *entry = PyDict_GetItemWithError(PyTuple_GET_ITEM(link, 3), key);
+    Py_DECREF(key);
+    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+        PyTuple_GET_ITEM(entry, 0) != conn) {
+        PyErr_Clear();
+        return NULL; /* an entry for another object at a reused address is not this one */
+    }
+    return PyTuple_GET_ITEM(entry, 1);
+}
+
+/* The original raised: ``failed`` gets (pool, conn) as its holder, so that it can tell a
+ * refused call from a reset that failed half way. */
+static void
+report_pair_failure(HotMethodObject *m, PyObject *pool, PyObject *conn)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *holder = PyTuple_Pack(2, pool, conn);
+    PyErr_Restore(type, value, tb);
+    if (holder != NULL) {
+        report_failure(m, holder, NULL);
+        Py_DECREF(holder);
+    }
+}
+
+/* psycopg2 _getconn(self, key=None) without a key (getconn(), and ThreadedConnectionPool's
+ * getconn passing key=None): psycopg2 never waits; a borrow with no wait. A key, a pool poolmon
+ * has not linked, a closed lane: the Python wrapper. */
+static PyObject *
+psycopg2_get(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1 || nargs > 2 || kwnames != NULL || (nargs == 2 && args[1] != Py_None)) {
+        return to_slow(m, args, nargsf, kwnames);
+    }
+    PyObject *link = psycopg2_link(args[0]);
+    if (link == NULL) {
+        return to_slow(m, args, nargsf, kwnames);
+    }
+    PyObject *conn = to_original(m, args, nargsf, kwnames);
+    if (conn == NULL) {
+        report_pair_failure(m, args[0], Py_None);
+        Py_DECREF(link);
+        return NULL;
+    }
+    PyObject *cid = psycopg2_cid(link, conn);
+    int rc;
+    if (cid != NULL) {
+        rc = lane_borrow((LaneObject *)PyTuple_GET_ITEM(link, 1), cid, NULL);
+    }
+    else {
+        rc = call_hook(m->adopt, args[0], conn, Py_None); /* made before instrument() */
+    }
+    Py_DECREF(link);
+    return lent(m, rc, conn);
+}
+
+/* psycopg2 _putconn(self, conn, key=None, close=False) with no key and close False (putconn(c),
+ * and ThreadedConnectionPool's putconn passing them on). The original runs first: it refuses
+ * what it must (closed pool, unknown connection) and may roll back; afterwards, the connection
+ * at the end of the idle list means kept (the return is recorded here), anything else means
+ * psycopg2 let it go, which ``adopt`` (pool, conn, idle count before) sorts out in Python. */
+static PyObject *
+psycopg2_put(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 2 || nargs > 4 || kwnames != NULL || (nargs >= 3 && args[2] != Py_None) ||
+        (nargs == 4 && args[3] != Py_False)) {
+        return to_slow(m, args, nargsf, kwnames);
+    }
+    PyObject *pool = args[0], *conn = args[1];
+    PyObject *link = psycopg2_link(pool);
+    if (link == NULL) {
+        return to_slow(m, args, nargsf, kwnames);
+    }
+    PyObject *idle = PyTuple_GET_ITEM(link, 2);
+    Py_ssize_t before = PyList_GET_SIZE(idle);
+    Py_INCREF(conn); /* the hooks below get it after the original ran */
+    PyObject *result = to_original(m, args, nargsf, kwnames);
+    if (result == NULL) {
+        report_pair_failure(m, pool, conn);
+        goto done;
+    }
+    int rc;
+    PyObject *cid = NULL;
+    if (PyList_GET_SIZE(idle) == before + 1 && PyList_GET_ITEM(idle, before) == conn &&
+        (cid = psycopg2_cid(link, conn)) != NULL) {
+        rc = lane_release((LaneObject *)PyTuple_GET_ITEM(link, 1), cid);
+    }
+    else {
+        PyObject *n = PyLong_FromSsize_t(before);
+        rc = n == NULL ? -1 : call_hook(m->adopt, pool, conn, n);
+        Py_XDECREF(n);
+    }
+    if (rc < 0) {
+        absorb_error(m);
+        if (PyErr_Occurred()) {
+            Py_CLEAR(result);
+        }
+    }
+done:
+    Py_DECREF(conn);
+    Py_DECREF(link);
+    return result;
+}
+
+/* A method whose original, in every library release the shim supports, begins with
+ * ``if self.<attr>: return`` (redis-py ``connect_check_health``: ``if self._sock: return``,
+ * called on every get_connection). In that case the original is not called at all: its result
+ * (None) is known, and skipping its frame pays for the wrapper. Otherwise the Python wrapper
+ * runs. */
+static PyObject *
+skip_if_truthy(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     PyObject *value;
     if (PyVectorcall_NARGS(nargsf) < 1 || LOOKUP_ATTR(args[0], m->attr, &value) <= 0) {
@@ -728,47 +1539,36 @@ skip_when(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kw
     }
     int is_true = PyObject_IsTrue(value);
     Py_DECREF(value);
-    if (is_true < 0 || is_true != truthy) {
+    if (is_true <= 0) {
         PyErr_Clear();
         return to_slow(m, args, nargsf, kwnames);
     }
     Py_RETURN_NONE;
 }
 
-static PyObject *
-skip_if_falsy(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    return skip_when(m, args, nargsf, kwnames, 0);
-}
-
-static PyObject *
-skip_if_truthy(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    return skip_when(m, args, nargsf, kwnames, 1);
-}
-
 static vectorcallfunc kinds[KIND_MAX] = {
     NULL,
     (vectorcallfunc)psycopg_getconn,
-    (vectorcallfunc)psycopg_putconn,
+    (vectorcallfunc)psycopg_return,
     (vectorcallfunc)redis_get,
     (vectorcallfunc)redis_release,
     (vectorcallfunc)urllib3_get,
     (vectorcallfunc)urllib3_put,
-    (vectorcallfunc)skip_if_falsy,
+    (vectorcallfunc)psycopg2_get,
+    (vectorcallfunc)psycopg2_put,
     (vectorcallfunc)skip_if_truthy,
 };
 
 static PyObject *
 hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"kind", "original", "slow", "failed", "adopt", "fold", "absorb",
+    static char *kwlist[] = {"kind", "original", "slow", "failed", "adopt", "absorb",
                              "owner", "attr", NULL};
     int kind;
-    PyObject *original, *slow, *failed = Py_None, *adopt = Py_None, *fold = Py_None,
+    PyObject *original, *slow, *failed = Py_None, *adopt = Py_None,
                                 *absorb = NULL, *owner = Py_None, *attr = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|$OOOOOO:HotMethod", kwlist, &kind,
-                                     &original, &slow, &failed, &adopt, &fold, &absorb, &owner,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|$OOOOO:HotMethod", kwlist, &kind,
+                                     &original, &slow, &failed, &adopt, &absorb, &owner,
                                      &attr)) {
         return NULL;
     }
@@ -777,8 +1577,8 @@ hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                      kind);
         return NULL;
     }
-    if ((kind == SKIP_IF_FALSY || kind == SKIP_IF_TRUTHY) && !PyUnicode_CheckExact(attr)) {
-        PyErr_SetString(PyExc_TypeError, "HotMethod: SKIP_IF_* kinds need attr: str");
+    if (kind == SKIP_IF_TRUTHY && !PyUnicode_CheckExact(attr)) {
+        PyErr_SetString(PyExc_TypeError, "HotMethod: SKIP_IF_TRUTHY needs attr: str");
         return NULL;
     }
     if (absorb == NULL || !PyCallable_Check(original) || !PyCallable_Check(slow) ||
@@ -797,7 +1597,6 @@ hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     SET(slow);
     SET(failed);
     SET(adopt);
-    SET(fold);
     SET(absorb);
     SET(owner);
     SET(attr);
@@ -812,7 +1611,6 @@ hot_traverse(HotMethodObject *self, visitproc visit, void *arg)
     Py_VISIT(self->slow);
     Py_VISIT(self->failed);
     Py_VISIT(self->adopt);
-    Py_VISIT(self->fold);
     Py_VISIT(self->absorb);
     Py_VISIT(self->owner);
     Py_VISIT(self->attr);
@@ -827,7 +1625,6 @@ hot_clear(HotMethodObject *self)
     Py_CLEAR(self->slow);
     Py_CLEAR(self->failed);
     Py_CLEAR(self->adopt);
-    Py_CLEAR(self->fold);
     Py_CLEAR(self->absorb);
     Py_CLEAR(self->owner);
     Py_CLEAR(self->attr);
@@ -911,107 +1708,18 @@ static PyTypeObject HotMethodType = {
     .tp_repr = (reprfunc)hot_repr,
 };
 
-/* ---------------------------------------------------------------------------- fold_samples */
-
-#define MAX_BOUNDS 64
-
-/* fold_samples(counts, bounds, samples) -> float: poolmon.core.lane.fold_samples, compiled (a
- * bisect per sample in C costs less than sorting the batch in Python). Bucket i counts the
- * samples with bounds[i-1] < x <= bounds[i]; the last bucket the ones above every bound. Returns
- * the sum of the positive samples. ``samples`` is left as it was. Caller holds the ledger lock. */
-static PyObject *
-hot_fold_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3 || !PyList_Check(args[0]) || !PyList_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "fold_samples(counts: list, bounds, samples: list)");
-        return NULL;
-    }
-    PyObject *counts = args[0], *samples = args[2];
-    PyObject *bounds = PySequence_Fast(args[1], "fold_samples: bounds must be a sequence");
-    if (bounds == NULL) {
-        return NULL;
-    }
-    Py_ssize_t nb = PySequence_Fast_GET_SIZE(bounds);
-    if (nb > MAX_BOUNDS || PyList_GET_SIZE(counts) != nb + 1) {
-        Py_DECREF(bounds);
-        PyErr_Format(PyExc_ValueError,
-                     "fold_samples: need len(counts) == len(bounds) + 1 and at most %d bounds",
-                     MAX_BOUNDS);
-        return NULL;
-    }
-    double bound[MAX_BOUNDS];
-    Py_ssize_t added[MAX_BOUNDS + 1] = {0};
-    for (Py_ssize_t i = 0; i < nb; i++) {
-        bound[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(bounds, i));
-        if (bound[i] == -1.0 && PyErr_Occurred()) {
-            Py_DECREF(bounds);
-            return NULL;
-        }
-    }
-    Py_DECREF(bounds);
-    double total = 0.0;
-    Py_ssize_t n = PyList_GET_SIZE(samples);
-    for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *item = PyList_GET_ITEM(samples, k);
-        double x = PyFloat_CheckExact(item) ? PyFloat_AS_DOUBLE(item) : PyFloat_AsDouble(item);
-        if (x == -1.0 && PyErr_Occurred()) {
-            return NULL;
-        }
-        Py_ssize_t lo = 0, hi = nb; /* first bound >= x: bisect_left */
-        while (lo < hi) {
-            Py_ssize_t mid = (lo + hi) / 2;
-            if (bound[mid] < x) {
-                lo = mid + 1;
-            }
-            else {
-                hi = mid;
-            }
-        }
-        added[lo]++;
-        if (x > 0.0) {
-            total += x;
-        }
-    }
-    for (Py_ssize_t i = 0; i <= nb; i++) {
-        if (added[i] == 0) {
-            continue;
-        }
-        PyObject *old = PyList_GET_ITEM(counts, i);
-        PyObject *inc = PyLong_FromSsize_t(added[i]);
-        PyObject *sum = inc ? PyNumber_Add(old, inc) : NULL;
-        Py_XDECREF(inc);
-        if (sum == NULL) {
-            return NULL;
-        }
-        PyList_SetItem(counts, i, sum); /* steals sum, releases old */
-    }
-    return PyFloat_FromDouble(total);
-}
-
-static PyMethodDef hot_functions[] = {
-    {"fold_samples", (PyCFunction)(void (*)(void))hot_fold_samples, METH_FASTCALL,
-     "fold_samples(counts, bounds, samples) -> sum of the positive samples (see "
-     "poolmon.core.lane.fold_samples)."},
-    {NULL, NULL, 0, NULL},
-};
-
 /* ---------------------------------------------------------------------------------- module */
 
 static int
 hot_exec(PyObject *module)
 {
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
-    INTERN(s_tracker, "_poolmon_tracker");
-    INTERN(s_lane, "lane");
     INTERN(s_pool, "_pool");
     INTERN(s_conn_tag, "_poolmon_conn");
     INTERN(s_sock, "_poolmon_sock");
     INTERN(s_block, "block");
-    INTERN(s_link, "_poolmon_link");
+    INTERN(s_link, "_poolmon_link"); /* urllib3 connections and psycopg_pool pools */
 #undef INTERN
-    if ((zero_float = PyFloat_FromDouble(0.0)) == NULL) {
-        return -1;
-    }
     PyObject *time_module = PyImport_ImportModule("time");
     if (time_module == NULL) {
         return -1;
@@ -1021,22 +1729,24 @@ hot_exec(PyObject *module)
     if (perf_counter == NULL) {
         return -1;
     }
-    if (PyType_Ready(&LaneType) < 0 || PyType_Ready(&HotMethodType) < 0) {
+    if (PyType_Ready(&BorrowedType) < 0 || PyType_Ready(&LaneType) < 0 ||
+        PyType_Ready(&HotMethodType) < 0) {
         return -1;
     }
-    if (PyModule_AddObjectRef(module, "Lane", (PyObject *)&LaneType) < 0 ||
-        PyModule_AddObjectRef(module, "HotMethod", (PyObject *)&HotMethodType) < 0 ||
-        PyModule_AddIntConstant(module, "FOLD_AT", (long)fold_at) < 0) {
+    if (PyModule_AddObjectRef(module, "Borrowed", (PyObject *)&BorrowedType) < 0 ||
+        PyModule_AddObjectRef(module, "Lane", (PyObject *)&LaneType) < 0 ||
+        PyModule_AddObjectRef(module, "HotMethod", (PyObject *)&HotMethodType) < 0) {
         return -1;
     }
 #define KIND(name) if (PyModule_AddIntConstant(module, #name, name) < 0) return -1
     KIND(PSYCOPG_GETCONN);
-    KIND(PSYCOPG_PUTCONN);
+    KIND(PSYCOPG_RETURN);
     KIND(REDIS_GET);
     KIND(REDIS_RELEASE);
     KIND(URLLIB3_GET);
     KIND(URLLIB3_PUT);
-    KIND(SKIP_IF_FALSY);
+    KIND(PSYCOPG2_GET);
+    KIND(PSYCOPG2_PUT);
     KIND(SKIP_IF_TRUTHY);
 #undef KIND
     return 0;
@@ -1052,7 +1762,6 @@ static struct PyModuleDef hot_module = {
     .m_name = "poolmon._hot",
     .m_doc = "The shims' borrow/return fast path, compiled (see poolmon/_hot.c).",
     .m_size = 0,
-    .m_methods = hot_functions,
     .m_slots = hot_slots,
 };
 

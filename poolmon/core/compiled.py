@@ -21,7 +21,6 @@ __all__ = [
     "PURE_PYTHON_ENV",
     "compiled_module",
     "fast_method",
-    "fold_function",
     "new_lane",
     "set_compiled",
 ]
@@ -54,27 +53,18 @@ def compiled_module() -> ModuleType | None:
     return module
 
 
-def new_lane(now: Callable[[], float]) -> Any:
-    """A hot lane for a new ledger: the compiled one when enabled (the compiled wrappers write
-    only to it), else :class:`poolmon.core.lane.HotLane`. Both have the same attributes."""
+def new_lane(
+    now: Callable[[], float], wait_bounds: Sequence[float], use_bounds: Sequence[float]
+) -> Any:
+    """A hot lane for a new ledger, with the ledger's wait and use bucket bounds: the compiled
+    one when enabled (the compiled wrappers write only to it), else
+    :class:`poolmon.core.lane.HotLane`. Both have the same interface."""
     hot = compiled_module()
     if hot is not None:
-        return hot.Lane(now)
+        return hot.Lane(now, wait_bounds, use_bounds)
     from poolmon.core.lane import HotLane
 
-    return HotLane(now)
-
-
-def fold_function() -> Callable[[list[int], Sequence[float], list[float]], float]:
-    """``fold_samples`` for a new ledger: compiled when enabled, else the Python one (same
-    buckets; the sum of the samples may differ in the last bits, being added in another order)."""
-    hot = compiled_module()
-    if hot is not None:
-        fold: Callable[[list[int], Sequence[float], list[float]], float] = hot.fold_samples
-        return fold
-    from poolmon.core.lane import fold_samples
-
-    return fold_samples
+    return HotLane(now, wait_bounds, use_bounds)
 
 
 def fast_method(
@@ -84,7 +74,7 @@ def fast_method(
     handing every call outside its common case to ``slow``; just ``slow`` when not compiled.
 
     ``hooks`` are the Python callbacks the compiled path calls for rare outcomes (``failed``,
-    ``adopt``, ``fold``, ``absorb``) and its constants (``owner``, ``attr``).
+    ``adopt``, ``absorb``) and its constants (``owner``, ``attr``).
     """
     hot = compiled_module()
     if hot is None:

@@ -30,10 +30,20 @@ writers test it once per event and take the ledger's locked path from their next
 event already in flight at that moment is counted but not delivered to the new subscriber: the
 standard's rules for streams that begin late cover exactly that case.
 
+**Draining.** The ledger empties a lane with :meth:`HotLane.drain`, under its lock, at every
+snapshot and whenever a writer asks: the samples go into the ledger's bucket counts and sums.
+
 **Compiled.** Where ``poolmon._hot`` is built, ledgers get its ``Lane`` instead of
-:class:`HotLane` (same attributes, readable from C without attribute lookups) and fold with its
-``fold_samples`` (a bisect per sample in C); :mod:`poolmon.core.compiled` chooses. The Python
-classes here stay the reference: the compiled ones are tested against them.
+:class:`HotLane` (same interface, readable from C without attribute lookups). It does not keep
+sample lists at all: ``note_wait``/``note_use`` and the compiled wrappers count each sample
+straight into fixed buckets of C doubles (no float object per sample, memory that never grows),
+so its ``waits``/``uses`` are always empty and no writer ever asks it for a fold;
+:mod:`poolmon.core.compiled` chooses. The Python class here stays the reference: the compiled one
+is tested against it.
+
+**Retiring.** A lane whose tracker a shim dropped (``uninstrument()``) is marked ``retired``: a
+link or tag still naming it is stale, and the compiled hooks hand such calls to the Python
+wrappers, which find the pool's current tracker.
 """
 
 from __future__ import annotations
@@ -55,12 +65,32 @@ class HotLane:
     does a slot read and a call, not an attribute lookup plus a method binding.
     """
 
-    __slots__ = ("borrowed", "note_use", "note_wait", "now", "open", "uses", "waits")
+    __slots__ = (
+        "borrowed",
+        "note_use",
+        "note_wait",
+        "now",
+        "open",
+        "retired",
+        "use_bounds",
+        "uses",
+        "wait_bounds",
+        "waits",
+    )
 
-    def __init__(self, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        now: Callable[[], float],
+        wait_bounds: Sequence[float] = (),
+        use_bounds: Sequence[float] = (),
+    ) -> None:
         #: True while borrow/return need nothing but the operations above.
         self.open = True
+        #: True once the tracker owning this lane was dropped (see the module docstring).
+        self.retired = False
         self.now = now
+        self.wait_bounds = tuple(wait_bounds)
+        self.use_bounds = tuple(use_bounds)
         #: conn id -> borrow time; the ledger's live ``used`` state (shared, not a copy).
         self.borrowed: dict[int, float] = {}
         self.waits: list[float] = []
@@ -69,9 +99,16 @@ class HotLane:
         self.note_use = self.uses.append
 
     def clear_samples(self) -> None:
-        """Drop samples not folded yet (a forked child must not count its parent's)."""
+        """Drop samples not drained yet (a forked child must not count its parent's)."""
         del self.waits[:]
         del self.uses[:]
+
+    def drain(self, wait_counts: list[int], use_counts: list[int]) -> tuple[float, float]:
+        """Add the samples present now into the bucket counts (``len(bounds) + 1`` each) and
+        return ``(wait_sum, use_sum)`` of the positive ones. Caller holds the ledger's lock."""
+        wait_sum = fold_samples(wait_counts, self.wait_bounds, take_samples(self.waits))
+        use_sum = fold_samples(use_counts, self.use_bounds, take_samples(self.uses))
+        return wait_sum, use_sum
 
 
 def take_samples(samples: list[float]) -> list[float]:

@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any, Final
 from poolmon.core import events as ev
 from poolmon.core.catalog import BUCKETS, ERROR_TYPES, EVICTION_REASONS
 from poolmon.core.clock import Clock, system_clock
-from poolmon.core.compiled import fold_function, new_lane
+from poolmon.core.compiled import new_lane
 from poolmon.core.events import PoolEvent
 from poolmon.core.identity import PoolIdentity
-from poolmon.core.lane import FOLD_AT, HotLane, take_samples
+from poolmon.core.lane import FOLD_AT, HotLane
 from poolmon.core.redact import scrub
 from poolmon.core.selfmetrics import SelfMetrics, log_once
 from poolmon.core.snapshot import HistogramSnapshot, LeakRecord, PoolSnapshot
@@ -104,7 +104,6 @@ class PoolLedger:
         "_evictions",
         "_extras",
         "_flagged",
-        "_fold_samples",
         "_ids",
         "_life_counts",
         "_life_sum",
@@ -172,8 +171,8 @@ class PoolLedger:
         self._alive: dict[int, float] = {}
         #: The lock-free writers' view of this ledger (see poolmon.core.lane). ``_borrowed`` is
         #: the lane's dict itself: lane writers and the locked methods share one live state.
-        self.lane: HotLane = new_lane(self._now)  # compiled where built (poolmon.core.compiled)
-        self._fold_samples = fold_function()
+        # Compiled where built (poolmon.core.compiled); it buckets with the ledger's own bounds.
+        self.lane: HotLane = new_lane(self._now, _WAIT_BOUNDS, _USE_BOUNDS)
         self._borrowed: dict[int, float] = self.lane.borrowed
         self._stacks: dict[int, str] = {}
         self._flagged: set[int] = set()
@@ -569,15 +568,9 @@ class PoolLedger:
 
     def _fold_locked(self) -> None:
         # Lock held: the only place lane samples meet the bucket counts (read-modify-write).
-        lane = self.lane
-        if lane.waits:
-            self._wait_sum += self._fold_samples(
-                self._wait_counts, _WAIT_BOUNDS, take_samples(lane.waits)
-            )
-        if lane.uses:
-            self._use_sum += self._fold_samples(
-                self._use_counts, _USE_BOUNDS, take_samples(lane.uses)
-            )
+        wait_sum, use_sum = self.lane.drain(self._wait_counts, self._use_counts)
+        self._wait_sum += wait_sum
+        self._use_sum += use_sum
 
     # ------------------------------------------------------------------ leaks
 

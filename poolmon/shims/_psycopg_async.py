@@ -38,7 +38,6 @@ def patch_async(st: ShimState) -> None:
     wrap(cls, "_open", lambda orig: _open(orig, st))
     wrap(cls, "_connect", lambda orig: _connect(orig, st))
     wrap(cls, "getconn", lambda orig: _getconn(orig, st))
-    wrap(cls, "putconn", lambda orig: _putconn(orig, st))
     wrap(cls, "_check_connection", lambda orig: _check_connection(orig, st))
     wrap(cls, "_close_connection", lambda orig: _close_connection(orig, st))
     wrap(cls, "run_task", lambda orig: wrap_run_task(orig, st))
@@ -112,31 +111,6 @@ def _getconn(original: Fn, st: ShimState) -> Fn:
 
     GETCONN_CODES.add(getconn.__code__)
     return getconn
-
-
-def _putconn(original: Fn, st: ShimState) -> Fn:
-    async def putconn(self: Any, conn: Any) -> None:
-        try:
-            tracker = self._poolmon_tracker  # TRACKER_ATTR, read as a plain attribute: fastest
-        except AttributeError:
-            tracker = st.track(self)
-        if tracker is None:
-            return await original(self, conn)  # type: ignore[no-any-return]
-        try:
-            # A connection of another pool makes the original raise ValueError: record nothing.
-            if getattr(conn, "_pool", None) is self:
-                try:
-                    tag = conn._poolmon_conn  # CONN_ATTR
-                    cid = tag[1] if tag[0] is tracker else tracker.adopt(conn)
-                except AttributeError:
-                    cid = tracker.adopt(conn)
-                tracker.release(cid)
-                # A lost connection is evicted where the pool drops it (wrap_run_task).
-        except Exception as exc:
-            st.absorb(exc)
-        return await original(self, conn)  # type: ignore[no-any-return]
-
-    return putconn
 
 
 def _check_connection(original: Fn, st: ShimState) -> Fn:

@@ -6,10 +6,14 @@ call). They are read and written with getattr/setattr only, never through ``__di
 (:mod:`poolmon.shims._attrs` says why):
 
 * each pool gets a :class:`PoolTracker` in ``pool._poolmon_tracker`` (``TRACKER_ATTR``), created on first sight
-  (pools created before ``instrument()`` are seen lazily, their idle connections adopted);
-* each connection gets a *tag* ``(tracker, conn_id)`` in ``conn._poolmon_conn`` (``CONN_ATTR``). The tracker
-  in the tag makes a tag from an earlier instrumentation (or another pool) harmless: it is only
-  trusted when it names the current tracker. Connection ids come from the ledger, never ``id()``.
+  (pools created before ``instrument()`` are seen lazily, their idle connections adopted), and,
+  where the shim asks for one, a *link* tuple in ``pool._poolmon_link`` (``LINK_ATTR``): what the
+  compiled fast path reads of the pool, in one lookup (psycopg_pool: tracker, lane, idle deque);
+* each connection gets a *tag* ``(tracker, conn_id, lane)`` in ``conn._poolmon_conn``
+  (``CONN_ATTR``). The tracker in the tag makes a tag from an earlier instrumentation (or another
+  pool) harmless: it is only trusted when it names the current tracker. The lane lets the
+  compiled return hook record a return from the tag alone; a dropped tracker's lane is marked
+  ``retired`` (:meth:`ShimState.stop`), which is how that hook knows the tag is stale. Connection ids come from the ledger, never ``id()``.
   Connections without a ``__dict__`` (psycopg2's C type) use :class:`KeyedPoolTracker` instead.
 
 Pools are held weakly (registry ``owner=`` and a ``WeakSet`` here); a tracker never refers back
@@ -32,7 +36,15 @@ from poolmon.core.selfmetrics import log_once
 from poolmon.shims._attrs import pop_attr
 from poolmon.shims._patch import PatchSet
 
-__all__ = ["CONN_ATTR", "TRACKER_ATTR", "KeyedPoolTracker", "PoolTracker", "ShimState", "tag_of"]
+__all__ = [
+    "CONN_ATTR",
+    "LINK_ATTR",
+    "TRACKER_ATTR",
+    "KeyedPoolTracker",
+    "PoolTracker",
+    "ShimState",
+    "tag_of",
+]
 
 _log = logging.getLogger("poolmon")
 
@@ -41,6 +53,7 @@ _log = logging.getLogger("poolmon")
 #: is; keep the literals there in sync with these.
 TRACKER_ATTR: Final = "_poolmon_tracker"
 CONN_ATTR: Final = "_poolmon_conn"
+LINK_ATTR: Final = "_poolmon_link"
 
 
 class PoolTracker:
@@ -81,12 +94,12 @@ class PoolTracker:
     def created(self, conn: Any, t0: float) -> int:
         """``conn`` was just opened (started at ``t0``): record it and tag it."""
         cid = self.ledger.create(t0)
-        setattr(conn, CONN_ATTR, (self, cid))
+        setattr(conn, CONN_ATTR, (self, cid, self.lane))
         return cid
 
     def adopt(self, conn: Any, age: float = 0.0) -> int:
         cid = self.ledger.adopt(age=max(0.0, age))
-        setattr(conn, CONN_ATTR, (self, cid))
+        setattr(conn, CONN_ATTR, (self, cid, self.lane))
         return cid
 
     def discard(self, conn: Any, cid: int, reason: str) -> None:
@@ -103,44 +116,46 @@ class KeyedPoolTracker(PoolTracker):
     until then the pool holds it anyway, so this keeps nothing alive that the pool would not.
     """
 
-    __slots__ = ("_conns",)
+    __slots__ = ("conns",)
 
     def __init__(self, ledger: PoolLedger, state: ShimState) -> None:
         super().__init__(ledger, state)
-        self._conns: dict[int, tuple[Any, int]] = {}
+        #: ``id(conn) -> (conn, conn_id)``; read by the compiled fast path through the pool's
+        #: link, so it is one dict for the tracker's whole life (never replaced).
+        self.conns: dict[int, tuple[Any, int]] = {}
 
     def conn_id(self, conn: Any) -> int:
-        entry = self._conns.get(id(conn))
+        entry = self.conns.get(id(conn))
         if entry is not None and entry[0] is conn:
             return entry[1]
         return self.adopt(conn)
 
     def known_id(self, conn: Any) -> int | None:
-        entry = self._conns.get(id(conn))
+        entry = self.conns.get(id(conn))
         if entry is not None and entry[0] is conn:
             return entry[1]
         return None
 
     def created(self, conn: Any, t0: float) -> int:
         cid = self.ledger.create(t0)
-        self._conns[id(conn)] = (conn, cid)
+        self.conns[id(conn)] = (conn, cid)
         return cid
 
     def adopt(self, conn: Any, age: float = 0.0) -> int:
         cid = self.ledger.adopt(age=max(0.0, age))
-        self._conns[id(conn)] = (conn, cid)
+        self.conns[id(conn)] = (conn, cid)
         return cid
 
     def discard(self, conn: Any, cid: int, reason: str) -> None:
-        entry = self._conns.get(id(conn))
+        entry = self.conns.get(id(conn))
         if entry is not None and entry[0] is conn:
-            del self._conns[id(conn)]
+            del self.conns[id(conn)]
         self.evict(cid, reason)
 
 
-def tag_of(conn: Any) -> tuple[PoolTracker, int] | None:
-    """The ``(tracker, conn_id)`` tag poolmon put on ``conn``, if any (tests, diagnostics)."""
-    tag: tuple[PoolTracker, int] | None = getattr(conn, CONN_ATTR, None)
+def tag_of(conn: Any) -> tuple[PoolTracker, int, Any] | None:
+    """The ``(tracker, conn_id, lane)`` tag poolmon put on ``conn``, if any (tests, diagnostics)."""
+    tag: tuple[PoolTracker, int, Any] | None = getattr(conn, CONN_ATTR, None)
     return tag
 
 
@@ -148,7 +163,9 @@ class ShimState:
     """The mutable state of one shim: its patches, registry and the pools it tracks.
 
     ``identity`` and ``limits`` are the library-specific parts: how to name a pool and read its
-    configured ``(max, min, idle_max)`` sizes. ``idle`` lists a pool's idle connections with their ages, for adoption.
+    configured ``(max, min, idle_max)`` sizes. ``idle`` lists a pool's idle connections with their
+    ages, for adoption. ``link``, when given, makes the tuple stored in ``pool._poolmon_link`` for
+    the compiled fast path (which reads it instead of the tracker).
     """
 
     def __init__(
@@ -159,6 +176,7 @@ class ShimState:
         limits: Callable[[Any], tuple[int | None, int | None, int | None]],
         idle: Callable[[Any], Iterable[tuple[Any, float]]],
         tracker_class: type[PoolTracker] = PoolTracker,
+        link: Callable[[Any, PoolTracker], tuple[Any, ...]] | None = None,
     ) -> None:
         self.label = label
         self.patches = PatchSet(label)
@@ -167,6 +185,7 @@ class ShimState:
         self._limits = limits
         self._idle = idle
         self._tracker_class = tracker_class
+        self._link = link
         # Guards first sight only (two threads meeting a new pool must not register it twice);
         # never taken on the hot path, never held while calling into the library.
         self._lock = threading.Lock()
@@ -202,6 +221,9 @@ class ShimState:
                 )
                 tracker = self._tracker_class(ledger, self)
                 setattr(pool, TRACKER_ATTR, tracker)
+                if self._link is not None:
+                    # After the tracker: the fast path never sees a link without it.
+                    setattr(pool, LINK_ATTR, self._link(pool, tracker))
                 self._tracked.add(pool)
             for conn, age in self._idle(pool):
                 if tracker.known_id(conn) is None:
@@ -228,7 +250,13 @@ class ShimState:
             pools = list(self._tracked)
             self._tracked = weakref.WeakSet()
         for pool in pools:
+            pop_attr(pool, LINK_ATTR)  # first: the fast path stops before the tracker goes
             tracker = pop_attr(pool, TRACKER_ATTR)
+            if tracker is not None:
+                try:
+                    tracker.lane.retired = True  # connection tags naming it are stale from now on
+                except Exception as exc:
+                    self.absorb(exc)
             if tracker is not None and registry is not None:
                 registry.unregister(tracker.ledger)
 

@@ -253,7 +253,11 @@ def _make_conn_disconnect(original: Fn) -> Fn:
 
 def _make_check_health(original: Fn) -> Fn:
     async def check_health(self: Any) -> None:
-        if not self.health_check_interval or getattr(self, CONN_ID, None) is None:
+        # Before every command; the original does nothing without a health_check_interval
+        # (see the sync wrapper): answer as it would, without a second coroutine per command.
+        if not self.health_check_interval:
+            return
+        if getattr(self, CONN_ID, None) is None:
             await original(self)
             return
         if asyncio.get_running_loop().time() <= self.next_health_check:

@@ -222,10 +222,6 @@ def _absorb(exc: BaseException) -> None:
     shim_error(None, exc)
 
 
-def _fold(state: PoolState) -> None:
-    state.ledger.fold()
-
-
 def make_put_conn(original: Method) -> Method:
     def _put_conn(self: Any, conn: Any) -> None:
         if conn is not None:
@@ -252,7 +248,7 @@ def make_put_conn(original: Method) -> Method:
                 shim_error(None, exc)
         original(self, conn)
 
-    return fast_method("URLLIB3_PUT", original, _put_conn, fold=_fold, absorb=_absorb)
+    return fast_method("URLLIB3_PUT", original, _put_conn, absorb=_absorb)
 
 
 def make_close_pool(original: Method) -> Method:

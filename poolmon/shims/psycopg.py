@@ -9,9 +9,10 @@ create              ``_connect`` (background workers; the null pool connects ins
 wait                ``WaitingClient.wait``, attributed to its ``getconn`` call (see rules)
 borrow              ``getconn`` (``connection()`` goes through it)
 validate            ``_check_connection`` when the pool has ``check=``; ``check()``
-return              ``putconn``
+return              ``_check_pool_putconn``, the first step of ``putconn`` (``_psycopg_base``)
 evict               ``_close_connection``, reason from its caller; broken connections, which the
-                    pool drops without closing, detected on ``putconn`` and on failed checks
+                    pool drops without closing, detected where it asks for their replacement
+                    (``run_task`` from ``_return_connection``) and on failed checks
 error               failed ``getconn``: timeout, exhausted (``max_waiting``), pool_closed;
                     failed ``_connect``: create_failed; failed reset: reset_failed
 ==================  ==========================================================================
@@ -33,7 +34,7 @@ from typing import Any, Final
 
 from poolmon.core.identity import PoolIdentity
 from poolmon.core.registry import PoolRegistry
-from poolmon.shims._psycopg_common import ShimState
+from poolmon.shims._psycopg_common import PoolTracker, ShimState
 from poolmon.shims._version import installed_version, supported
 
 __all__ = ["LIBRARY", "SUPPORTED", "available", "instrument", "is_instrumented", "uninstrument"]
@@ -67,7 +68,13 @@ def _idle(pool: Any) -> list[tuple[Any, float]]:
     return list(idle_connections(pool))
 
 
-_state: Final = ShimState("psycopg", identity=_identity, limits=_limits, idle=_idle)
+def _link(pool: Any, tracker: PoolTracker) -> tuple[PoolTracker, Any, Any]:
+    # What the compiled getconn and return hooks read of a pool, in one lookup (poolmon/_hot.c,
+    # psycopg_link). BasePool.__init__ makes the idle deque once and never replaces it.
+    return (tracker, tracker.lane, pool._pool)
+
+
+_state: Final = ShimState("psycopg", identity=_identity, limits=_limits, idle=_idle, link=_link)
 
 
 def available() -> bool:
@@ -87,10 +94,12 @@ def instrument(registry: PoolRegistry | None = None, *, version: str | None = No
     if not available() or not supported(LIBRARY, SUPPORTED, version):
         return False
     from poolmon.shims._psycopg_async import patch_async
+    from poolmon.shims._psycopg_base import patch_base
     from poolmon.shims._psycopg_sync import patch_sync
 
     _state.start(registry)
     try:
+        patch_base(_state)
         patch_sync(_state)
         patch_async(_state)
     except BaseException:

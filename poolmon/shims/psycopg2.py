@@ -9,7 +9,14 @@ lock, so its events are ordered by that lock.
 psycopg2 never waits: an exhausted pool raises ``PoolError`` at once (error type ``exhausted``).
 It keeps at most ``minconn`` idle connections; a return beyond that closes the connection
 (eviction reason ``overflow``). A connection returned closed or with a lost server is discarded
-(``broken``); ``putconn(close=True)`` is the caller's decision (``other``).
+(``broken``); ``putconn(close=True)`` is the caller's decision (``other``). The reasons are
+decided in psycopg2's own order: ``close=True`` first, then a full pool, then the connection's
+state.
+
+Where poolmon's compiled fast path is built, the common ``getconn()``/``putconn(conn)`` calls
+run in C (``poolmon/_hot.c``: ``psycopg2_get``/``psycopg2_put``): the return is recorded after
+psycopg2 has decided (the connection at the end of the idle list means kept), anything else goes
+to the Python hooks below, which are also the reference implementation.
 
 Usage::
 
@@ -24,6 +31,7 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any, Final
 
+from poolmon.core.compiled import fast_method
 from poolmon.core.identity import PoolIdentity, identity_from_libpq_dsn
 from poolmon.core.registry import PoolRegistry
 from poolmon.shims._psycopg_common import KeyedPoolTracker, PoolTracker, ShimState
@@ -72,10 +80,22 @@ def _idle(pool: Any) -> list[tuple[Any, float]]:
     return [(conn, 0.0) for conn in tuple(pool._pool)]  # ages unknown: psycopg2 keeps none
 
 
+def _link(pool: Any, tracker: PoolTracker) -> tuple[Any, ...]:
+    # What the compiled getconn/putconn read of a pool, in one lookup (poolmon/_hot.c,
+    # psycopg2_link). AbstractConnectionPool.__init__ makes the idle list once.
+    assert isinstance(tracker, KeyedPoolTracker)
+    return (tracker, tracker.lane, pool._pool, tracker.conns)
+
+
 # psycopg2 connections are a C type without ``__dict__``: connection ids are kept by id() in the
 # tracker, guarded by identity (see KeyedPoolTracker).
 _state: Final = ShimState(
-    "psycopg2", identity=_identity, limits=_limits, idle=_idle, tracker_class=KeyedPoolTracker
+    "psycopg2",
+    identity=_identity,
+    limits=_limits,
+    idle=_idle,
+    tracker_class=KeyedPoolTracker,
+    link=_link,
 )
 
 
@@ -117,7 +137,7 @@ def _patch(st: ShimState, pool_mod: Any) -> None:
     # each gets its own wrapper (ThreadedConnectionPool reaches the underscored ones).
     for owner, prefix in ((base, "_"), (pool_mod.SimpleConnectionPool, "")):
         wrap(owner, f"{prefix}getconn", lambda orig: _getconn(orig, st, error))
-        wrap(owner, f"{prefix}putconn", lambda orig: _putconn(orig, st))
+        wrap(owner, f"{prefix}putconn", lambda orig: _putconn(orig, st, error))
         wrap(owner, f"{prefix}closeall", lambda orig: _closeall(orig, st))
 
 
@@ -183,7 +203,23 @@ def _getconn(original: Fn, st: ShimState, pool_error: type[Exception]) -> Fn:
             st.absorb(exc)
         return conn
 
-    return _getconn
+    def failed(holder: tuple[Any, Any], _t0: None, exc: BaseException) -> None:
+        try:
+            pool = holder[0]
+            tracker = _tracker(pool, st)
+            if tracker is not None and isinstance(exc, pool_error):
+                _refused(st, tracker, pool, exc)
+        except Exception as inner:
+            st.absorb(inner)
+
+    def adopt(pool: Any, conn: Any, _t0: None) -> None:
+        tracker = _tracker(pool, st)  # a connection made before instrument(): adopted now
+        if tracker is not None:
+            tracker.borrow(tracker.conn_id(conn))
+
+    return fast_method(
+        "PSYCOPG2_GET", original, _getconn, failed=failed, adopt=adopt, absorb=st.absorb
+    )
 
 
 def _refused(st: ShimState, tracker: PoolTracker, pool: Any, exc: Exception) -> None:
@@ -195,17 +231,18 @@ def _refused(st: ShimState, tracker: PoolTracker, pool: Any, exc: Exception) -> 
 
 
 def _put_reason(pool: Any, conn: Any, close: bool) -> str | None:
-    """What ``_putconn`` is about to do with ``conn``: the eviction reason, or None if kept."""
-    if conn.closed or conn.info.transaction_status == _STATUS_UNKNOWN:
-        return "broken"
+    """What ``_putconn`` is about to do with ``conn``: the eviction reason, or None if kept.
+    psycopg2's own order: the caller's ``close``, then a full pool, then the connection's state."""
     if close:
         return "other"  # the caller asked for it to be closed
     if len(pool._pool) >= pool.minconn:
         return "overflow"
+    if conn.closed or conn.get_transaction_status() == _STATUS_UNKNOWN:
+        return "broken"
     return None
 
 
-def _putconn(original: Fn, st: ShimState) -> Fn:
+def _putconn(original: Fn, st: ShimState, pool_error: type[Exception]) -> Fn:
     def _putconn(self: Any, conn: Any = None, key: Any = None, close: bool = False) -> None:
         tracker = _tracker(self, st)
         if tracker is None:
@@ -233,7 +270,38 @@ def _putconn(original: Fn, st: ShimState) -> Fn:
                 st.absorb(exc)
         return None
 
-    return _putconn
+    def failed(holder: tuple[Any, Any], _t0: None, exc: BaseException) -> None:
+        # The compiled path ran the original first. A PoolError is a refusal (closed pool,
+        # unknown connection): nothing happened. Anything else came from the rollback of an
+        # accepted return, which leaves the connection keyed in ``_rused``.
+        try:
+            pool, conn = holder
+            tracker = _tracker(pool, st)
+            if tracker is None or isinstance(exc, pool_error):
+                return
+            if not pool.closed and id(conn) in pool._rused:
+                cid = tracker.conn_id(conn)
+                tracker.release(cid)
+                _reset_failed(st, tracker, conn, cid)
+        except Exception as inner:
+            st.absorb(inner)
+
+    def settled(pool: Any, conn: Any, before: int) -> None:
+        # The compiled path after an accepted put it could not record itself: the connection
+        # was let go (not at the end of the idle list), or poolmon did not know it yet.
+        tracker = _tracker(pool, st)
+        if tracker is None:
+            return
+        cid = tracker.conn_id(conn)
+        tracker.release(cid)
+        idle = pool._pool
+        if not (len(idle) == before + 1 and idle[before] is conn):
+            reason = "overflow" if before >= pool.minconn else "broken"
+            tracker.discard(conn, cid, reason)
+
+    return fast_method(
+        "PSYCOPG2_PUT", original, _putconn, failed=failed, adopt=settled, absorb=st.absorb
+    )
 
 
 def _reset_failed(st: ShimState, tracker: PoolTracker, conn: Any, cid: int) -> None:

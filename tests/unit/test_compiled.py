@@ -1,5 +1,6 @@
-"""poolmon._hot, the compiled fast path: same lane, same folding, wrappers that bind and
-introspect like the functions they replace, and a switch that turns it all off."""
+"""poolmon._hot, the compiled fast path: a lane with the Python lane's interface that buckets
+every sample exactly where the Python lane's drain does, wrappers that bind and introspect like
+the functions they replace, and a switch that turns it all off."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poolmon.core import compiled
-from poolmon.core.lane import HotLane, fold_samples
+from poolmon.core.lane import HotLane
 from tests.conftest import require
 
 BOUNDS = (0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
@@ -26,23 +27,63 @@ def hot() -> Any:
     return module
 
 
-def test_lane_has_the_python_lanes_attributes(hot: Any) -> None:
+#: What a shim or the ledger uses of a lane (poolmon.core.lane); both implementations have it.
+LANE_INTERFACE = (
+    "borrowed",
+    "clear_samples",
+    "drain",
+    "note_use",
+    "note_wait",
+    "now",
+    "open",
+    "retired",
+    "uses",
+    "waits",
+)
+
+
+def test_lane_has_the_python_lanes_interface(hot: Any) -> None:
     clock = iter(range(100)).__next__
-    lane, reference = hot.Lane(clock), HotLane(clock)
-    for name in HotLane.__slots__:
-        assert type(getattr(lane, name)) is type(getattr(reference, name)), name
-    assert lane.open is True and lane.now is clock
-    lane.open = False
-    assert lane.open is False
+    lane, reference = hot.Lane(clock, BOUNDS, BOUNDS), HotLane(clock, BOUNDS, BOUNDS)
+    for name in LANE_INTERFACE:
+        assert hasattr(lane, name) and hasattr(reference, name), name
+    assert type(lane.borrowed) is hot.Borrowed and type(reference.borrowed) is dict
+    assert lane.open is True and lane.retired is False and lane.now is clock
+    lane.open, lane.retired = False, True
+    assert lane.open is False and lane.retired is True
+    # Samples go straight into buckets: no list for a writer to watch grow.
     lane.note_wait(0.5)
     lane.note_use(1.5)
-    assert (lane.waits, lane.uses) == ([0.5], [1.5])
+    assert len(lane.waits) == len(lane.uses) == 0
+    waits, uses = [0] * (len(BOUNDS) + 1), [0] * (len(BOUNDS) + 1)
+    assert lane.drain(waits, uses) == (0.5, 1.5)
+    assert waits[BOUNDS.index(0.5)] == 1 and uses[BOUNDS.index(5.0)] == 1
+    assert lane.drain(waits, uses) == (0.0, 0.0)  # drained: nothing twice
+    lane.note_use(0.2)
     lane.clear_samples()
-    assert (lane.waits, lane.uses) == ([], [])
+    assert lane.drain(waits, uses) == (0.0, 0.0) and sum(uses) == 1
     with pytest.raises(AttributeError):
         lane.borrowed = {}
     with pytest.raises(TypeError, match="callable"):
         hot.Lane(3)
+
+
+def test_lane_rejects_bad_bounds_and_counts(hot: Any) -> None:
+    with pytest.raises(ValueError, match="strictly increasing"):
+        hot.Lane(float, (1.0, 0.5), ())
+    with pytest.raises(ValueError, match="at most 64"):
+        hot.Lane(float, tuple(float(i) for i in range(65)), ())
+    with pytest.raises(TypeError):
+        hot.Lane(float, (1.0, "x"), ())
+    lane = hot.Lane(float, BOUNDS, BOUNDS)
+    lane.note_wait(0.5)
+    with pytest.raises(ValueError, match="need a list of 10 counts"):
+        lane.drain([0, 0], [0] * 10)
+    with pytest.raises(TypeError):
+        lane.note_wait("soon")
+    waits = [0] * 10
+    assert lane.drain(waits, [0] * 10) == (0.5, 0.0)  # the refused drain lost nothing
+    assert sum(waits) == 1
 
 
 def test_lane_reads_the_system_clock_as_perf_counter_does(hot: Any) -> None:
@@ -66,24 +107,31 @@ def test_lane_calls_an_injected_clock(hot: Any) -> None:
     assert type(first) is float  # an int reading becomes a float sample
 
 
-@given(st.lists(st.floats(min_value=-1.0, max_value=10.0, allow_nan=False), max_size=300))
-def test_compiled_fold_puts_every_sample_in_the_python_folds_bucket(samples: list[float]) -> None:
+samples_strategy = st.lists(
+    st.floats(min_value=-1.0, max_value=10.0, allow_nan=False), max_size=300
+)
+
+
+@given(samples_strategy, samples_strategy)
+def test_compiled_lane_buckets_every_sample_as_the_python_lane_drains_it(
+    waits: list[float], uses: list[float]
+) -> None:
     module = compiled.compiled_module()
     if module is None:
         return  # the hot fixture reports the missing module (and fails in CI)
-    python_counts = [0] * (len(BOUNDS) + 1)
-    compiled_counts = [0] * (len(BOUNDS) + 1)
-    python_sum = fold_samples(python_counts, BOUNDS, list(samples))
-    compiled_sum = module.fold_samples(compiled_counts, BOUNDS, samples)
+    lanes = (module.Lane(float, BOUNDS, BOUNDS), HotLane(float, BOUNDS, BOUNDS))
+    results = []
+    for lane in lanes:
+        for x in waits:
+            lane.note_wait(x)
+        for x in uses:
+            lane.note_use(x)
+        counts = ([0] * (len(BOUNDS) + 1), [0] * (len(BOUNDS) + 1))
+        sums = lane.drain(*counts)
+        results.append((counts, sums))
+    (compiled_counts, compiled_sums), (python_counts, python_sums) = results
     assert compiled_counts == python_counts
-    assert compiled_sum == pytest.approx(python_sum, rel=1e-9, abs=1e-12)
-
-
-def test_compiled_fold_rejects_mismatched_buckets(hot: Any) -> None:
-    with pytest.raises(ValueError, match="len\\(counts\\) == len\\(bounds\\) \\+ 1"):
-        hot.fold_samples([0, 0], BOUNDS, [1.0])
-    with pytest.raises(TypeError):
-        hot.fold_samples((0,), BOUNDS, [1.0])
+    assert compiled_sums == pytest.approx(python_sums, rel=1e-9, abs=1e-12)
 
 
 class Pool:
@@ -142,8 +190,8 @@ def test_hot_method_rejects_bad_arguments(hot: Any) -> None:
 
     with pytest.raises(ValueError, match="kind must be in 1\\.\\."):
         hot.HotMethod(0, f, f, absorb=f)
-    with pytest.raises(TypeError, match="need attr"):
-        hot.HotMethod(hot.SKIP_IF_FALSY, f, f, absorb=f)
+    with pytest.raises(TypeError, match="needs attr"):
+        hot.HotMethod(hot.SKIP_IF_TRUTHY, f, f, absorb=f)
     with pytest.raises(TypeError, match="must be callable"):
         hot.HotMethod(hot.REDIS_GET, f, 3, absorb=f)
 
@@ -156,15 +204,83 @@ def test_the_switch_selects_the_python_implementation(
 
     try:
         compiled.set_compiled(False)
-        assert isinstance(compiled.new_lane(float), HotLane)
+        assert isinstance(compiled.new_lane(float, BOUNDS, BOUNDS), HotLane)
         assert compiled.fast_method("REDIS_GET", slow, slow, absorb=slow) is slow
-        assert compiled.fold_function() is fold_samples
         compiled.set_compiled(None)
         monkeypatch.setenv(compiled.PURE_PYTHON_ENV, "1")
         assert compiled.compiled_module() is None
         monkeypatch.setenv(compiled.PURE_PYTHON_ENV, "0")
         assert compiled.compiled_module() is hot
-        assert isinstance(compiled.new_lane(float), hot.Lane)
-        assert compiled.fold_function() is hot.fold_samples
+        assert isinstance(compiled.new_lane(float, BOUNDS, BOUNDS), hot.Lane)
     finally:
         compiled.set_compiled(None)
+
+
+# ------------------------------------------------------------------ Borrowed, the compiled table
+
+# Ids are ints; other keys (a mock connection's "id" in a library's own tests, an int past 64
+# bits) must behave as the dict's did too.
+ids = st.one_of(
+    st.integers(min_value=-3, max_value=40),
+    st.sampled_from(["mock", "other", 2**70, -(2**70)]),
+)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), ids, st.floats(min_value=0.0, max_value=1e6)),
+        st.tuples(st.just("pop"), ids, st.none()),
+        st.tuples(st.just("del"), ids, st.none()),
+        st.tuples(st.just("get"), ids, st.none()),
+        st.tuples(st.just("clear"), st.just(0), st.none()),
+    ),
+    max_size=400,
+)
+
+
+@given(operations)
+def test_borrowed_behaves_as_the_dict_it_replaces(ops: list[tuple[str, int, Any]]) -> None:
+    """Every operation the ledger and the shims use, against a dict; ``copy()`` keeps the
+    dict's order (borrow order: a re-borrowed id keeps its place), through growth and tombstone
+    sweeps."""
+    module = compiled.compiled_module()
+    if module is None:
+        return  # the hot fixture reports the missing module (and fails in CI)
+    table, reference = module.Lane(float).borrowed, {}
+    for op, key, value in ops:
+        if op == "set":
+            table[key] = value
+            reference[key] = value
+        elif op == "pop":
+            assert table.pop(key, None) == reference.pop(key, None)
+        elif op == "del":
+            if key in reference:
+                del table[key]
+                del reference[key]
+            else:
+                with pytest.raises(KeyError):
+                    del table[key]
+        elif op == "get":
+            assert table.get(key) == reference.get(key)
+            assert (key in table) is (key in reference)
+        else:
+            table.clear()
+            reference.clear()
+        assert len(table) == len(reference)
+    copy = table.copy()
+    assert type(copy) is dict
+    assert list(copy.items()) == list(reference.items())
+    assert list(table) == list(reference)
+
+
+def test_borrowed_refuses_what_is_not_a_time(hot: Any) -> None:
+    table = hot.Lane(float).borrowed
+    with pytest.raises(TypeError, match="borrow times are floats"):
+        table[1] = "soon"
+    with pytest.raises(TypeError, match="borrow times are floats"):
+        table["mock"] = "soon"
+    assert "a" not in table and 2**70 not in table and table.get("a", 5) == 5
+    with pytest.raises(KeyError):
+        table.pop(7)
+    table[7] = 3  # an int time from an injected clock is kept as a float
+    assert table[7] == 3.0 and type(table[7]) is float
+    table["mock"] = 1.5
+    assert repr(table) == "Borrowed({7: 3.0, 'mock': 1.5})"

@@ -17,16 +17,20 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
+import psycopg2
+import psycopg2.pool
 import psycopg_pool
 import pytest
 import redis
 import urllib3
 
+from poolmon.core.catalog import BUCKETS
 from poolmon.core.clock import ManualClock
 from poolmon.core.compiled import compiled_module, set_compiled
 from poolmon.core.registry import PoolRegistry
 from poolmon.core.snapshot import PoolSnapshot
 from poolmon.shims import psycopg as psycopg_shim
+from poolmon.shims import psycopg2 as psycopg2_shim
 from poolmon.shims import redis as redis_shim
 from poolmon.shims import urllib3 as urllib3_shim
 from tests.conftest import require
@@ -125,6 +129,48 @@ def _run_psycopg_lost(pg_dsn: str) -> tuple[Any, ...]:
         psycopg_shim.uninstrument()
 
 
+def _run_psycopg2(pg_dsn: str, pool_class: Any) -> tuple[Any, ...]:
+    """Every outcome of a psycopg2 return: kept, overflow, the caller's close, a lost server;
+    and a refused borrow (exhausted), a foreign connection (refused), a keyed borrow."""
+    app = f"poolmon-fast-pg2-{uuid.uuid4().hex[:8]}"
+    registry = PoolRegistry(clock=SteppingClock())
+    psycopg2_shim.instrument(registry)
+    try:
+        pool = pool_class(1, 3, pg_dsn, application_name=app)
+        try:
+            for _ in range(CYCLES):
+                pool.putconn(pool.getconn())  # kept
+            first, second, third = pool.getconn(), pool.getconn(), pool.getconn()
+            with pytest.raises(psycopg2.pool.PoolError):
+                pool.getconn()  # exhausted
+            pool.putconn(first)  # kept (the pool keeps minconn=1 idle)
+            pool.putconn(second)  # overflow: closed
+            pool.putconn(third, close=True)  # the caller's close (the Python wrapper's case)
+            with pytest.raises(psycopg2.pool.PoolError):
+                pool.putconn(psycopg2.connect(pg_dsn))  # not this pool's: refused
+            doomed = pool.getconn()
+            with psycopg2.connect(pg_dsn) as admin, admin.cursor() as cur:
+                admin.autocommit = True
+                cur.execute(
+                    "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
+                    " where application_name = %s",
+                    (app,),
+                )
+            with pytest.raises(psycopg2.OperationalError):
+                doomed.cursor().execute("select 1")
+            pool.putconn(doomed)  # lost: psycopg2 closes it
+            keyed = pool.getconn(key="job")  # a keyed borrow: the Python wrapper
+            assert pool.getconn(key="job") is keyed
+            pool.putconn(keyed, key="job")
+            (ledger,) = registry.ledgers()
+            assert ledger.lane.open
+            return _summary(ledger.snapshot())
+        finally:
+            pool.closeall()
+    finally:
+        psycopg2_shim.uninstrument()
+
+
 def _run_redis(redis_url: str) -> tuple[Any, ...]:
     registry = PoolRegistry(clock=SteppingClock())
     redis_shim.instrument(registry)
@@ -178,6 +224,19 @@ def test_psycopg_counts_match_the_python_path(hot: Any, pg_dsn: str) -> None:
     assert sum(waits) == sum(uses) == CYCLES + 1
 
 
+@pytest.mark.parametrize(
+    "pool_class", [psycopg2.pool.SimpleConnectionPool, psycopg2.pool.ThreadedConnectionPool]
+)
+def test_psycopg2_counts_match_the_python_path(hot: Any, pg_dsn: str, pool_class: Any) -> None:
+    compiled, python = _both(lambda: _run_psycopg2(pg_dsn, pool_class))
+    assert compiled == python
+    used, idle, pending, waits, _, uses, _, evictions, errors = compiled
+    assert (used, idle, pending) == (0, 1, 0)
+    assert sum(waits) == sum(uses) == CYCLES + 5
+    assert {k: v for k, v in evictions.items() if v} == {"overflow": 1, "other": 1, "broken": 1}
+    assert {k: v for k, v in errors.items() if v} == {"exhausted": 1}
+
+
 def test_psycopg_lost_connection_is_evicted_on_both_paths(hot: Any, pg_dsn: str) -> None:
     compiled, python = _both(lambda: _run_psycopg_lost(pg_dsn))
     assert compiled == python
@@ -214,6 +273,20 @@ def _flaky_clock() -> Callable[[], float]:
     return now
 
 
+def _flaky_lane(hot: Any) -> Any:
+    return hot.Lane(_flaky_clock(), BUCKETS["wait_time"], BUCKETS["use_time"])
+
+
+def _swap_psycopg_lane(pool: Any, lane: Any) -> None:
+    """Give a tracked pool a new lane everywhere the compiled hooks read one: its tracker, its
+    ledger, its link and the tags of its idle connections."""
+    tracker = pool._poolmon_tracker
+    tracker.lane = tracker.ledger.lane = lane
+    pool._poolmon_link = (tracker, lane, pool._pool)
+    for conn in pool._pool:
+        conn._poolmon_conn = (tracker, conn._poolmon_conn[1], lane)
+
+
 def test_failures_on_the_compiled_path_never_reach_the_host(
     hot: Any, pg_dsn: str, redis_url: str, server: LoopbackServer
 ) -> None:
@@ -224,22 +297,21 @@ def test_failures_on_the_compiled_path_never_reach_the_host(
     try:
         with psycopg_pool.ConnectionPool(pg_dsn, min_size=1, max_size=1, name="flaky") as pool:
             pool.wait()
-            tracker = pool._poolmon_tracker  # type: ignore[attr-defined]
-            tracker.lane = tracker.ledger.lane = hot.Lane(_flaky_clock())
+            _swap_psycopg_lane(pool, _flaky_lane(hot))
             for _ in range(5):
                 with pool.connection() as conn:
                     assert conn.execute("select 1").fetchone() == (1,)
         rpool = redis.ConnectionPool.from_url(redis_url)
         client = redis.Redis(connection_pool=rpool)
         assert client.ping() is True
-        rpool._poolmon_ledger.lane = hot.Lane(_flaky_clock())  # type: ignore[attr-defined]
+        rpool._poolmon_ledger.lane = _flaky_lane(hot)  # type: ignore[attr-defined]
         rpool.disconnect()  # a socket's link holds the lane it was opened under: reopen it
         for _ in range(5):
             assert client.ping() is True
         rpool.disconnect()
         hpool = urllib3.HTTPConnectionPool(server.host, server.port, maxsize=1)
         ledger = next(led for led in registry.ledgers() if led.identity.name.startswith("http"))
-        ledger.lane = hot.Lane(_flaky_clock())
+        ledger.lane = _flaky_lane(hot)
         for _ in range(5):
             assert hpool.request("GET", "/ok").data == b"ok"
         hpool.close()

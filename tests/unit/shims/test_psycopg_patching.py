@@ -6,7 +6,10 @@ A fake connection class stands in for psycopg's (unit tests of logic only): psyc
 
 from __future__ import annotations
 
+import ast
+import inspect
 import logging
+import textwrap
 from collections.abc import Iterator
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -14,13 +17,13 @@ from typing import Any
 import psycopg2.pool as pg2pool
 import psycopg_pool
 import pytest
-from psycopg_pool import null_pool, null_pool_async, pool, pool_async
+from psycopg_pool import base, null_pool, null_pool_async, pool, pool_async
 
 from poolmon.core.registry import PoolRegistry
 from poolmon.shims import psycopg as pg_shim
 from poolmon.shims import psycopg2 as pg2_shim
 from poolmon.shims._patch import is_wrapped
-from poolmon.shims._psycopg_common import TRACKER_ATTR, KeyedPoolTracker, ShimState
+from poolmon.shims._psycopg_common import LINK_ATTR, TRACKER_ATTR, KeyedPoolTracker, ShimState
 from poolmon.shims._psycopg_rules import UNKNOWN, close_reason, getconn_error_type, pool_identity
 from tests.support.lanes import ExplodingLane
 
@@ -31,7 +34,6 @@ PSYCOPG_TARGETS: list[tuple[Any, str]] = [
         "_open",
         "_connect",
         "getconn",
-        "putconn",
         "_check_connection",
         "_close_connection",
         "run_task",
@@ -40,6 +42,7 @@ PSYCOPG_TARGETS: list[tuple[Any, str]] = [
         "resize",
     )
 ] + [
+    (base.BasePool, "_check_pool_putconn"),
     (null_pool.NullConnectionPool, "resize"),
     (null_pool_async.AsyncNullConnectionPool, "resize"),
     (pool.WaitingClient, "wait"),
@@ -148,7 +151,13 @@ def test_hook_failures_are_absorbed_and_counted(
         monkeypatch.setattr(tracker, "borrow", boom)
         monkeypatch.setattr(tracker, "release", boom)
         if lane_open:
-            monkeypatch.setattr(tracker, "lane", ExplodingLane())
+            exploding = ExplodingLane()
+            monkeypatch.setattr(tracker, "lane", exploding)
+            # The compiled hooks read the lane from the pool's link and the connection's tag: an
+            # ExplodingLane in the link is not theirs to write, and a retired lane in the tags is
+            # stale, so they hand the calls to the Python wrappers, which explode.
+            monkeypatch.setattr(p, LINK_ATTR, (tracker, exploding, p._pool))
+            monkeypatch.setattr(tracker.ledger.lane, "retired", True)
         else:
             tracker.ledger.subscribe(lambda event: None)  # a subscriber closes the lane
             assert not tracker.lane.open
@@ -175,8 +184,12 @@ def test_uninstrument_forgets_tracked_pools(registry: PoolRegistry) -> None:
     with _fake_pool() as p:
         p.wait()
         assert TRACKER_ATTR in p.__dict__ and len(registry.snapshot()) == 1
+        lane = p.__dict__[TRACKER_ATTR].lane
+        assert p.__dict__[LINK_ATTR] == (p.__dict__[TRACKER_ATTR], lane, p._pool)
         pg_shim.uninstrument()
-        assert TRACKER_ATTR not in p.__dict__ and registry.snapshot() == []
+        assert TRACKER_ATTR not in p.__dict__ and LINK_ATTR not in p.__dict__
+        assert registry.snapshot() == []
+        assert lane.retired  # tags still naming it are stale for the compiled hooks
         p.putconn(p.getconn())  # the pool works on, unobserved
 
 
@@ -234,3 +247,32 @@ def test_keyed_tracker_never_confuses_connections(registry: PoolRegistry) -> Non
     tracker.discard(a, ca, "overflow")
     assert tracker.known_id(a) is None
     assert tracker.conn_id(b) != ca  # ids are never reused
+
+
+# ------------------------------------------------------------------ the shapes the hooks rely on
+
+
+def _method_body(cls: type, name: str) -> list[ast.stmt]:
+    """The statements of ``cls.name`` as installed (docstring left out)."""
+    source = textwrap.dedent(inspect.getsource(getattr(cls, name)))
+    (func,) = ast.parse(source).body
+    assert isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef)
+    body = func.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return body
+
+
+def test_installed_psycopg_pool_has_the_shapes_the_hooks_answer_for() -> None:
+    """The return hook answers for ``_check_pool_putconn`` and the ``_check_connection`` wrapper
+    for its no-check case without running them: true only while the installed release has the
+    shapes below (every release in SUPPORTED does). A release that changes them fails here."""
+    for cls in (pool.ConnectionPool, pool_async.AsyncConnectionPool):
+        first = ast.unparse(_method_body(cls, "putconn")[0])
+        assert first == "self._check_pool_putconn(conn)", cls
+        check = ast.unparse(_method_body(cls, "_check_connection")[0])
+        assert check == "if not self._check:\n    return", cls
+    body = [ast.unparse(stmt) for stmt in _method_body(base.BasePool, "_check_pool_putconn")]
+    assert body[0] == "if (pool := getattr(conn, '_pool', None)) is self:\n    return" or (
+        body[:2] == ["pool = getattr(conn, '_pool', None)", "if pool is self:\n    return"]
+    ), body[:2]  # 3.2.7 and later; 3.2.0-3.2.6
