@@ -3,6 +3,9 @@ attach failures, built-in metrics detection. No Redis server needed."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from typing import Any
 
 import pytest
@@ -195,3 +198,32 @@ def test_builtin_metrics_detection_follows_redis_observability() -> None:
         assert common.builtin_pool_metrics_enabled() is False
     finally:
         reset_observability_instance()
+
+
+# ------------------------------------------------------------------ the shapes the hooks rely on
+
+
+def _body(function: Any) -> list[str]:
+    """The statements of ``function`` as installed, docstring left out, unparsed."""
+    source = textwrap.dedent(inspect.getsource(function))
+    (node,) = ast.parse(source).body
+    assert isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return [ast.unparse(stmt) for stmt in body]
+
+
+@pytest.mark.parametrize("module_name", ["redis.connection", "redis.asyncio.connection"])
+def test_installed_redis_has_the_shapes_the_hooks_answer_for(module_name: str) -> None:
+    """The wrappers answer for ``check_health`` without a health_check_interval and (compiled)
+    for ``connect_check_health`` on a connected socket without running them: true only while
+    the installed release begins them as below (every release in SUPPORTED does)."""
+    import importlib
+
+    conn = importlib.import_module(module_name).AbstractConnection
+    check = _body(conn.check_health)
+    assert len(check) == 1 and check[0].startswith("if self.health_check_interval and "), check
+    if module_name == "redis.connection":  # the compiled skip is on the sync class only
+        first = _body(conn.connect_check_health)[0]
+        assert first == "if self._sock:\n    return", first

@@ -1,0 +1,153 @@
+"""One process, one mode, one case, run under callgrind by ``benchmarks.instructions``.
+
+``python -m benchmarks._cg_driver MODE CASE N``: builds the case's pool against the real local
+server, instruments it when MODE is ``poolmon``, warms up, then runs N operations. Nothing is
+timed here: callgrind counts what the calling thread executes.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+from collections.abc import Callable
+
+PG_DSN = os.environ.get("POOLMON_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("POOLMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+Loop = Callable[[int], None]
+
+
+def _psycopg_pool(e2e: bool) -> Loop:
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(PG_DSN, min_size=1, max_size=1, open=True, name="cg")
+    pool.wait()
+    get, put = pool.getconn, pool.putconn
+
+    def raw(n: int) -> None:
+        for _ in range(n):
+            put(get())
+
+    def select(n: int) -> None:
+        for _ in range(n):
+            with pool.connection() as conn:
+                conn.execute("select 1").fetchone()
+
+    return select if e2e else raw
+
+
+def _psycopg2(e2e: bool) -> Loop:
+    from psycopg2.pool import ThreadedConnectionPool
+
+    pool = ThreadedConnectionPool(1, 1, PG_DSN)
+    get, put = pool.getconn, pool.putconn
+
+    def raw(n: int) -> None:
+        for _ in range(n):
+            put(get())
+
+    def select(n: int) -> None:
+        for _ in range(n):
+            conn = get()
+            with conn.cursor() as cur:
+                cur.execute("select 1")
+                cur.fetchone()
+            put(conn)
+
+    return select if e2e else raw
+
+
+def _redis(e2e: bool) -> Loop:
+    import redis
+
+    pool = redis.ConnectionPool.from_url(REDIS_URL)
+    client = redis.Redis(connection_pool=pool)
+    client.set("poolmon-instructions", b"x" * 64)
+
+    def raw(n: int) -> None:
+        get, release = pool.get_connection, pool.release
+        for _ in range(n):
+            release(get())
+
+    def read(n: int) -> None:
+        g = client.get
+        for _ in range(n):
+            g("poolmon-instructions")
+
+    return read if e2e else raw
+
+
+_SERVER = """
+import sys
+from tests.support.http_servers import LoopbackServer
+server = LoopbackServer()
+print(server.port, flush=True)
+sys.stdin.read()  # until the driver exits
+server.close()
+"""
+
+
+def _urllib3(e2e: bool) -> Loop:
+    import atexit
+    import subprocess
+
+    from urllib3 import HTTPConnectionPool
+
+    # The server in a process of its own (started with exec, so valgrind does not follow it):
+    # in this process its threads would take the GIL back and forth with the calling thread and
+    # blur the count.
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    atexit.register(server.kill)
+    assert server.stdout is not None
+    port = int(server.stdout.readline())
+    pool = HTTPConnectionPool("127.0.0.1", port, maxsize=1)
+    pool.request("GET", "/ok")
+
+    def raw(n: int) -> None:
+        get, put = pool._get_conn, pool._put_conn
+        for _ in range(n):
+            put(get())
+
+    def request(n: int) -> None:
+        for _ in range(n):
+            pool.request("GET", "/ok")
+
+    return request if e2e else raw
+
+
+CASES: dict[str, tuple[str, Callable[[bool], Loop], bool]] = {
+    "psycopg_pool-raw": ("psycopg", _psycopg_pool, False),
+    "psycopg_pool-select": ("psycopg", _psycopg_pool, True),
+    "psycopg2-raw": ("psycopg2", _psycopg2, False),
+    "psycopg2-select": ("psycopg2", _psycopg2, True),
+    "redis-raw": ("redis", _redis, False),
+    "redis-get": ("redis", _redis, True),
+    "urllib3-raw": ("urllib3", _urllib3, False),
+    "urllib3-get": ("urllib3", _urllib3, True),
+}
+
+
+def main(argv: list[str]) -> int:
+    mode, case, n = argv[0], argv[1], int(argv[2])
+    library, build, e2e = CASES[case]
+    if mode == "poolmon":
+        # Instrumented before the pool exists, as an application started under poolmon run.
+        import poolmon
+        from poolmon.core.registry import PoolRegistry
+
+        poolmon.instrument(library, registry=PoolRegistry())
+    loop = build(e2e)
+    loop(300)  # warm up: first sight, adoption, specialised bytecode
+    # Everything alive now is set aside from the cyclic GC: its full collections would otherwise
+    # scan a heap that differs between the modes (poolmon's own modules) at points that differ
+    # between the runs, thousands of instructions per operation of noise.
+    gc.freeze()
+    loop(n)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
