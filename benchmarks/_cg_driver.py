@@ -18,44 +18,44 @@ REDIS_URL = os.environ.get("POOLMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 Loop = Callable[[int], None]
 
 
+def _cycles(get: Callable[[], object], put: Callable[[object], object]) -> Loop:
+    """The raw cycle: borrow and return, nothing in between."""
+
+    def raw(n: int) -> None:
+        for _ in range(n):
+            put(get())
+
+    return raw
+
+
 def _psycopg_pool(e2e: bool) -> Loop:
     from psycopg_pool import ConnectionPool
 
     pool = ConnectionPool(PG_DSN, min_size=1, max_size=1, open=True, name="cg")
     pool.wait()
-    get, put = pool.getconn, pool.putconn
-
-    def raw(n: int) -> None:
-        for _ in range(n):
-            put(get())
 
     def select(n: int) -> None:
         for _ in range(n):
             with pool.connection() as conn:
                 conn.execute("select 1").fetchone()
 
-    return select if e2e else raw
+    return select if e2e else _cycles(pool.getconn, pool.putconn)
 
 
 def _psycopg2(e2e: bool) -> Loop:
     from psycopg2.pool import ThreadedConnectionPool
 
     pool = ThreadedConnectionPool(1, 1, PG_DSN)
-    get, put = pool.getconn, pool.putconn
-
-    def raw(n: int) -> None:
-        for _ in range(n):
-            put(get())
 
     def select(n: int) -> None:
         for _ in range(n):
-            conn = get()
+            conn = pool.getconn()
             with conn.cursor() as cur:
                 cur.execute("select 1")
                 cur.fetchone()
-            put(conn)
+            pool.putconn(conn)
 
-    return select if e2e else raw
+    return select if e2e else _cycles(pool.getconn, pool.putconn)
 
 
 def _redis(e2e: bool) -> Loop:
@@ -65,17 +65,12 @@ def _redis(e2e: bool) -> Loop:
     client = redis.Redis(connection_pool=pool)
     client.set("poolmon-instructions", b"x" * 64)
 
-    def raw(n: int) -> None:
-        get, release = pool.get_connection, pool.release
-        for _ in range(n):
-            release(get())
-
     def read(n: int) -> None:
         g = client.get
         for _ in range(n):
             g("poolmon-instructions")
 
-    return read if e2e else raw
+    return read if e2e else _cycles(pool.get_connection, pool.release)
 
 
 _SERVER = """
@@ -106,16 +101,12 @@ def _urllib3(e2e: bool) -> Loop:
     pool = HTTPConnectionPool("127.0.0.1", port, maxsize=1)
     pool.request("GET", "/ok")
 
-    def raw(n: int) -> None:
-        get, put = pool._get_conn, pool._put_conn
-        for _ in range(n):
-            put(get())
-
     def request(n: int) -> None:
         for _ in range(n):
             pool.request("GET", "/ok")
 
-    return request if e2e else raw
+    # Bound after instrument(): main() instruments before any pool exists.
+    return request if e2e else _cycles(pool._get_conn, pool._put_conn)
 
 
 CASES: dict[str, tuple[str, Callable[[bool], Loop], bool]] = {

@@ -1123,16 +1123,14 @@ psycopg_cid(PyObject *conn, PyObject *tracker)
     return cid;
 }
 
-/* psycopg_pool: pool._poolmon_link, the (tracker, lane, idle deque) link of a tracked pool, when
- * its lane is open and current; NULL (no error) otherwise. New reference. One lookup gives the
- * fast path all it reads of the pool (the deque is made once, in BasePool.__init__, and never
- * replaced). */
+/* obj.<name> when it is a link tuple (see lane_link) whose lane is open and current (not
+ * retired: the tracker that made it is still the one in use); NULL (no error) otherwise. */
 static PyObject *
-psycopg_link(PyObject *pool)
+open_link(PyObject *obj, PyObject *name, Py_ssize_t size, Py_ssize_t lane_at)
 {
-    PyObject *link = lane_link(pool, s_link, 3, 1);
+    PyObject *link = lane_link(obj, name, size, lane_at);
     if (link != NULL) {
-        LaneObject *lane = (LaneObject *)PyTuple_GET_ITEM(link, 1);
+        LaneObject *lane = (LaneObject *)PyTuple_GET_ITEM(link, lane_at);
         if (!lane->open || lane->retired) {
             Py_CLEAR(link);
         }
@@ -1140,20 +1138,21 @@ psycopg_link(PyObject *pool)
     return link;
 }
 
-/* psycopg_pool: conn._poolmon_conn, the (tracker, cid, lane) tag of a connection, when its lane
- * is open and current (not retired: the tracker that made the tag is still the pool's); NULL (no
- * error) otherwise. New reference. */
+/* psycopg_pool: pool._poolmon_link, the (tracker, lane, idle deque) link of a tracked pool. One
+ * lookup gives the fast path all it reads of the pool (the deque is made once, in
+ * BasePool.__init__, and never replaced). New reference or NULL (no error). */
+static PyObject *
+psycopg_link(PyObject *pool)
+{
+    return open_link(pool, s_link, 3, 1);
+}
+
+/* psycopg_pool: conn._poolmon_conn, the (tracker, cid, lane) tag of a connection. New reference
+ * or NULL (no error). */
 static PyObject *
 psycopg_tag(PyObject *conn)
 {
-    PyObject *tag = lane_link(conn, s_conn_tag, 3, 2);
-    if (tag != NULL) {
-        LaneObject *lane = (LaneObject *)PyTuple_GET_ITEM(tag, 2);
-        if (!lane->open || lane->retired) {
-            Py_CLEAR(tag);
-        }
-    }
-    return tag;
+    return open_link(conn, s_conn_tag, 3, 2);
 }
 
 static int
@@ -1397,13 +1396,10 @@ urllib3_put(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *
 static PyObject *
 psycopg2_link(PyObject *pool)
 {
-    PyObject *link = lane_link(pool, s_link, 4, 1);
-    if (link != NULL) {
-        LaneObject *lane = (LaneObject *)PyTuple_GET_ITEM(link, 1);
-        if (!lane->open || lane->retired || !PyList_CheckExact(PyTuple_GET_ITEM(link, 2)) ||
-            !PyDict_CheckExact(PyTuple_GET_ITEM(link, 3))) {
-            Py_CLEAR(link);
-        }
+    PyObject *link = open_link(pool, s_link, 4, 1);
+    if (link != NULL && (!PyList_CheckExact(PyTuple_GET_ITEM(link, 2)) ||
+                         !PyDict_CheckExact(PyTuple_GET_ITEM(link, 3)))) {
+        Py_CLEAR(link);
     }
     return link;
 }
