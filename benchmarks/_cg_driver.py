@@ -31,31 +31,20 @@ def _cycles(get: Callable[[], object], put: Callable[[object], object]) -> Loop:
 def _psycopg_pool(e2e: bool) -> Loop:
     from psycopg_pool import ConnectionPool
 
+    from benchmarks.shim_psycopg import _pp_e2e, _pp_raw
+
     pool = ConnectionPool(PG_DSN, min_size=1, max_size=1, open=True, name="cg")
     pool.wait()
-
-    def select(n: int) -> None:
-        for _ in range(n):
-            with pool.connection() as conn:
-                conn.execute("select 1").fetchone()
-
-    return select if e2e else _cycles(pool.getconn, pool.putconn)
+    return _pp_e2e(pool) if e2e else _pp_raw(pool)
 
 
 def _psycopg2(e2e: bool) -> Loop:
     from psycopg2.pool import ThreadedConnectionPool
 
+    from benchmarks.shim_psycopg import _pg2_e2e, _pg2_raw
+
     pool = ThreadedConnectionPool(1, 1, PG_DSN)
-
-    def select(n: int) -> None:
-        for _ in range(n):
-            conn = pool.getconn()
-            with conn.cursor() as cur:
-                cur.execute("select 1")
-                cur.fetchone()
-            pool.putconn(conn)
-
-    return select if e2e else _cycles(pool.getconn, pool.putconn)
+    return _pg2_e2e(pool) if e2e else _pg2_raw(pool)
 
 
 def _redis(e2e: bool) -> Loop:
