@@ -115,7 +115,11 @@ def _getconn(original: Fn, st: ShimState) -> Fn:
 
 def _check_connection(original: Fn, st: ShimState) -> Fn:
     async def _check_connection(self: Any, conn: Any) -> None:
-        tracker = getattr(self, TRACKER_ATTR, None) if self._check else None
+        # Without a ``check=`` callback the original only returns (see the sync wrapper): answer
+        # as it would, without a second coroutine on every getconn.
+        if not self._check:
+            return None
+        tracker = getattr(self, TRACKER_ATTR, None)
         if tracker is None:
             return await original(self, conn)  # type: ignore[no-any-return]
         t0 = tracker.now()

@@ -13,8 +13,9 @@ call). They are read and written with getattr/setattr only, never through ``__di
   (``CONN_ATTR``). The tracker in the tag makes a tag from an earlier instrumentation (or another
   pool) harmless: it is only trusted when it names the current tracker. The lane lets the
   compiled return hook record a return from the tag alone; a dropped tracker's lane is marked
-  ``retired`` (:meth:`ShimState.stop`), which is how that hook knows the tag is stale. Connection ids come from the ledger, never ``id()``.
-  Connections without a ``__dict__`` (psycopg2's C type) use :class:`KeyedPoolTracker` instead.
+  ``retired`` (:meth:`ShimState.stop`), which is how that hook knows the tag is stale.
+  Connection ids come from the ledger, never ``id()``. Connections without a ``__dict__``
+  (psycopg2's C type) use :class:`KeyedPoolTracker` instead.
 
 Pools are held weakly (registry ``owner=`` and a ``WeakSet`` here); a tracker never refers back
 to its pool, so instrumenting creates no reference cycle that would delay a pool's finaliser.
