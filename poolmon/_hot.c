@@ -1,35 +1,44 @@
-/* poolmon._hot: the shims' borrow/return fast path, compiled.
+/* poolmon._hot: library-agnostic primitives of the shims' fast path, compiled.
  *
- * Why this exists: a shimmed pool's whole borrow+return cycle costs 2.5 us (psycopg_pool) to
- * 6.5 us (redis-py), and the standard's bars leave poolmon a quarter to a tenth of that. A
- * pure-Python wrapper pays a frame per call before it does any work (~0.35 us each on the
- * reference machine), so the cheapest possible Python wrapper pair already spends the whole
- * budget. The Python wrappers (poolmon/shims/_*_sync.py, _urllib3_hooks.py) stay the reference
- * implementation and the fallback; this module only re-implements their *common* case:
+ * Why this exists: a shimmed library pool's whole borrow+return cycle costs 2.5 to 8 us, and
+ * the standard's bars leave poolmon a small part of that (docs/overhead.md). A pure-Python
+ * wrapper pays a frame per call before it does any work, so the cheapest Python wrapper pair
+ * already spends the budget. The Python wrappers stay the reference implementation and the
+ * fallback (POOLMON_PURE_PYTHON=1); this module only runs their *common* case.
  *
- *   - Lane: the ledger's lock-free hot lane (poolmon/core/lane.py documents its invariants);
- *     the same interface as the Python HotLane, readable here without attribute lookups, but
- *     it counts each wait and use sample straight into fixed buckets (a bisect on C doubles)
- *     instead of keeping a list of float objects for the ledger to fold: no allocation per
- *     sample, and memory that never grows. The ledger drains the buckets under its lock.
- *   - HotMethod: a method descriptor (bound like a Python function, called without a bound
- *     method object) that checks cheaply whether the call is the common case and, if not,
- *     hands the call *unchanged* to the Python wrapper ("slow"). Once the original has been
- *     called, the rare outcomes (an exception, a connection poolmon has not tagged yet, a
- *     closed lane) go to small Python callbacks, so every decision the Python wrapper makes
- *     is still made in Python, in one place.
+ * Nothing here knows a library. Every attribute name, argument position, ownership check and
+ * default is a parameter a shim passes from Python (poolmon.core.compiled, poolmon.shims._runtime),
+ * and a test greps this file for the shims' attribute names. A new shim adds no C.
  *
- * Atomicity: every write below is one operation on a builtin dict with int keys and float
- * values, or a bucket increment in this module's own C arrays; no Python code runs between the
- * dict lookup and the delete of a return (int hashing and comparison call none), nor inside a
- * bucket update or a drain: under the GIL each is one indivisible step, exactly as atomic as the
- * Python lane's ``dict.pop`` and ``list.append``. Bookkeeping errors after the original was called are passed to
- * ``absorb`` (counted and logged once), never raised into the host.
+ *   - Borrowed: the lane's conn id -> borrow time table.
+ *   - Lane: the ledger's lock-free hot lane (poolmon/core/lane.py states the protocol and its
+ *     invariants); it counts each wait and use sample straight into fixed buckets (a bisect on C
+ *     doubles): no allocation per sample, memory that never grows. The ledger drains the buckets
+ *     under its lock.
+ *   - Link: a named link record (lane, cid, key, items, table) that hooks read in one lookup.
+ *   - HotMethod: a method descriptor of three generic kinds (BORROW, RELEASE, SKIP_IF_TRUTHY)
+ *     that checks cheaply whether a call is the common case and, if not, hands it *unchanged* to
+ *     the Python wrapper ("slow"). Once the original has been called, the rare outcomes (an
+ *     exception, a connection poolmon has not linked yet) go to small Python callbacks, so every
+ *     decision the Python wrapper makes is still made in Python, in one place.
+ *
+ * Atomicity: every write below is one operation on this module's own table or bucket arrays;
+ * no Python code runs between the lookup and the delete of a return, nor inside a bucket update
+ * or a drain: under the GIL each is one indivisible step, exactly as atomic as the Python lane's
+ * ``dict.pop`` and ``list.append`` (lane.py, invariant L1). Bookkeeping errors after the original
+ * was called are passed to ``absorb`` (counted and logged once), never raised into the host.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 #include <time.h>
+
+/* The hooks' helpers are inlined: a call per helper was measurable on a raw cycle (callgrind). */
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
 
 #if PY_VERSION_HEX >= 0x030D0000
 #define LOOKUP_ATTR(obj, name, result) PyObject_GetOptionalAttr((obj), (name), (result))
@@ -298,43 +307,70 @@ borrowed_length(BorrowedObject *t)
     return t->used + others_size(t);
 }
 
-static PyObject *
-borrowed_subscript(BorrowedObject *t, PyObject *obj)
-{
-    long long key;
-    int ok = borrowed_key(obj, &key);
-    if (ok < 0) {
-        return NULL;
-    }
-    if (!ok) {
-        PyObject *entry = others_entry(t, obj);
-        if (entry != NULL) {
-            return Py_NewRef(PyTuple_GET_ITEM(entry, 1));
-        }
-        if (!PyErr_Occurred()) {
-            PyErr_SetObject(PyExc_KeyError, obj);
-        }
-        return NULL;
-    }
-    Py_ssize_t i = borrowed_find(t, key);
-    if (i < 0) {
-        PyErr_SetObject(PyExc_KeyError, obj);
-        return NULL;
-    }
-    return PyFloat_FromDouble(t->slots[i].value);
-}
-
+/* Look ``obj`` up, int id or other key alike, and remove it when ``remove``: 1 with its borrow
+ * time in *value, 0 when absent, -1 with an error. Every read or delete below goes through it. */
 static int
-borrowed_ass_subscript(BorrowedObject *t, PyObject *obj, PyObject *value)
+borrowed_take(BorrowedObject *t, PyObject *obj, int remove, double *value)
 {
     long long key;
     int ok = borrowed_key(obj, &key);
     if (ok < 0) {
         return -1;
     }
+    if (!ok) {
+        if (remove) {
+            return others_pop(t, obj, value);
+        }
+        PyObject *entry = others_entry(t, obj);
+        if (entry == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        *value = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 1));
+        return 1;
+    }
+    if (remove) {
+        return borrowed_pop(t, key, value);
+    }
+    Py_ssize_t i = borrowed_find(t, key);
+    if (i < 0) {
+        return 0;
+    }
+    *value = t->slots[i].value;
+    return 1;
+}
+
+/* borrowed_take's answer as Python sees it: the time, ``fallback`` (new reference) when absent,
+ * or KeyError when absent and there is no fallback. */
+static PyObject *
+taken(int found, double value, PyObject *obj, PyObject *fallback)
+{
+    if (found < 0) {
+        return NULL;
+    }
+    if (found) {
+        return PyFloat_FromDouble(value);
+    }
+    if (fallback == NULL) {
+        PyErr_SetObject(PyExc_KeyError, obj);
+        return NULL;
+    }
+    return Py_NewRef(fallback);
+}
+
+static PyObject *
+borrowed_subscript(BorrowedObject *t, PyObject *obj)
+{
+    double value = 0.0;
+    int found = borrowed_take(t, obj, 0, &value); /* before value is read: argument order */
+    return taken(found, value, obj, NULL);
+}
+
+static int
+borrowed_ass_subscript(BorrowedObject *t, PyObject *obj, PyObject *value)
+{
     if (value == NULL) {
         double ignored;
-        int found = ok ? borrowed_pop(t, key, &ignored) : others_pop(t, obj, &ignored);
+        int found = borrowed_take(t, obj, 1, &ignored);
         if (found == 0) {
             PyErr_SetObject(PyExc_KeyError, obj);
         }
@@ -349,81 +385,53 @@ borrowed_ass_subscript(BorrowedObject *t, PyObject *obj, PyObject *value)
     if (start == -1.0 && PyErr_Occurred()) {
         return -1;
     }
+    long long key;
+    int ok = borrowed_key(obj, &key);
+    if (ok < 0) {
+        return -1;
+    }
     return ok ? borrowed_set(t, key, start) : others_set(t, obj, start);
 }
 
 static int
 borrowed_contains(BorrowedObject *t, PyObject *obj)
 {
-    long long key;
-    int ok = borrowed_key(obj, &key);
-    if (ok < 0) {
+    double ignored;
+    return borrowed_take(t, obj, 0, &ignored);
+}
+
+/* pop(key[, default]) and get(key[, default]): one or two arguments. */
+static int
+key_and_default(Py_ssize_t nargs, const char *usage)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, usage);
         return -1;
     }
-    if (!ok) {
-        return others_entry(t, obj) != NULL ? 1 : (PyErr_Occurred() ? -1 : 0);
-    }
-    return borrowed_find(t, key) >= 0;
+    return 0;
 }
 
 static PyObject *
 borrowed_pop_method(BorrowedObject *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "pop(conn_id[, default])");
+    if (key_and_default(nargs, "pop(conn_id[, default])") < 0) {
         return NULL;
     }
-    long long key;
-    int ok = borrowed_key(args[0], &key);
-    if (ok < 0) {
-        return NULL;
-    }
-    double value;
-    int found = ok ? borrowed_pop(t, key, &value) : others_pop(t, args[0], &value);
-    if (found < 0) {
-        return NULL;
-    }
-    if (found) {
-        return PyFloat_FromDouble(value);
-    }
-    if (nargs == 2) {
-        Py_INCREF(args[1]);
-        return args[1];
-    }
-    PyErr_SetObject(PyExc_KeyError, args[0]);
-    return NULL;
+    double value = 0.0;
+    int found = borrowed_take(t, args[0], 1, &value);
+    return taken(found, value, args[0], nargs == 2 ? args[1] : NULL);
 }
 
 static PyObject *
 borrowed_get(BorrowedObject *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "get(conn_id[, default])");
+    if (key_and_default(nargs, "get(conn_id[, default])") < 0) {
         return NULL;
     }
-    long long key;
-    int ok = borrowed_key(args[0], &key);
-    if (ok < 0) {
-        return NULL;
-    }
-    if (!ok) {
-        PyObject *entry = others_entry(t, args[0]);
-        if (entry != NULL) {
-            return Py_NewRef(PyTuple_GET_ITEM(entry, 1));
-        }
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    Py_ssize_t i = ok ? borrowed_find(t, key) : -1;
-    if (i >= 0) {
-        return PyFloat_FromDouble(t->slots[i].value);
-    }
-    PyObject *fallback = nargs == 2 ? args[1] : Py_None;
-    Py_INCREF(fallback);
-    return fallback;
+    double value = 0.0;
+    int found = borrowed_take(t, args[0], 0, &value);
+    return taken(found, value, args[0], nargs == 2 ? args[1] : Py_None);
 }
-
 
 /* One entry of a copy: an int id from the table, or a key from ``others``. */
 typedef struct {
@@ -833,7 +841,14 @@ lane_no_samples(LaneObject *Py_UNUSED(self), void *Py_UNUSED(closure))
     return PyTuple_New(0);
 }
 
+static PyObject *lane_borrow_method(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *lane_release_method(LaneObject *self, PyObject *const *args, Py_ssize_t nargs);
+
 static PyMethodDef lane_methods[] = {
+    {"borrow", (PyCFunction)(void (*)(void))lane_borrow_method, METH_FASTCALL,
+     "borrow(cid, now, waited) -> False: the lane protocol's borrow (poolmon.core.lane)."},
+    {"release", (PyCFunction)(void (*)(void))lane_release_method, METH_FASTCALL,
+     "release(cid, now) -> False: the lane protocol's return (poolmon.core.lane)."},
     {"read_clock", (PyCFunction)lane_read_clock, METH_NOARGS,
      "A reading of the lane's clock, as the fast path takes it (always a float)."},
     {"clear_samples", (PyCFunction)lane_clear_samples, METH_NOARGS,
@@ -883,18 +898,124 @@ static PyTypeObject LaneType = {
     .tp_getset = lane_getset,
 };
 
+/* ------------------------------------------------------------------------------------ Link */
+
+/* A named link record: what a hook reads of a pool or a connection, in one attribute lookup.
+ * The shims make them (poolmon.shims._runtime) and never change one in place: a new record
+ * replaces the old with one setattr, so a reader sees the old or the new one whole.
+ *
+ *   lane   the ledger's Lane the hooks record into;
+ *   cid    a connection link's ledger id (an int), None on a pool link;
+ *   key    who made it (a tracker, a ledger), or the object a table entry is for;
+ *   items  a pool link's idle container (its length and last item are what hooks read), or None;
+ *   table  a pool link's id(obj) -> Link table, for connections that take no attributes, or None.
+ *
+ * Python's fallback is poolmon.core.lane.Link (the same fields). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *lane;
+    PyObject *cid;
+    PyObject *key;
+    PyObject *items;
+    PyObject *table;
+} LinkObject;
+
+static PyTypeObject LinkType;
+
+static PyObject *
+link_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"lane", "cid", "key", "items", "table", NULL};
+    PyObject *lane, *cid = Py_None, *key = Py_None, *items = Py_None, *table = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOO:Link", kwlist, &lane, &cid, &key, &items,
+                                     &table)) {
+        return NULL;
+    }
+    if (table != Py_None && !PyDict_CheckExact(table)) {
+        PyErr_SetString(PyExc_TypeError, "Link: table must be a dict or None");
+        return NULL;
+    }
+    LinkObject *self = (LinkObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->lane = Py_NewRef(lane);
+    self->cid = Py_NewRef(cid);
+    self->key = Py_NewRef(key);
+    self->items = Py_NewRef(items);
+    self->table = Py_NewRef(table);
+    return (PyObject *)self;
+}
+
+static int
+link_traverse(LinkObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->lane);
+    Py_VISIT(self->cid);
+    Py_VISIT(self->key);
+    Py_VISIT(self->items);
+    Py_VISIT(self->table);
+    return 0;
+}
+
+static int
+link_clear(LinkObject *self)
+{
+    Py_CLEAR(self->lane);
+    Py_CLEAR(self->cid);
+    Py_CLEAR(self->key);
+    Py_CLEAR(self->items);
+    Py_CLEAR(self->table);
+    return 0;
+}
+
+static void
+link_dealloc(LinkObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    link_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+link_repr(LinkObject *self)
+{
+    return PyUnicode_FromFormat("Link(cid=%R)", self->cid);
+}
+
+static PyMemberDef link_members[] = {
+    {"lane", T_OBJECT, offsetof(LinkObject, lane), READONLY, "The Lane hooks record into."},
+    {"cid", T_OBJECT, offsetof(LinkObject, cid), READONLY, "A connection's ledger id, or None."},
+    {"key", T_OBJECT, offsetof(LinkObject, key), READONLY, "Who made it, or whom it is for."},
+    {"items", T_OBJECT, offsetof(LinkObject, items), READONLY, "A pool's idle container."},
+    {"table", T_OBJECT, offsetof(LinkObject, table), READONLY, "id(obj) -> Link, or None."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject LinkType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "poolmon._hot.Link",
+    .tp_doc = PyDoc_STR("Link(lane, cid=None, key=None, items=None, table=None): what a hook "
+                        "reads of a pool or a connection (poolmon.core.lane.Link)."),
+    .tp_basicsize = sizeof(LinkObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = link_new,
+    .tp_traverse = (traverseproc)link_traverse,
+    .tp_clear = (inquiry)link_clear,
+    .tp_dealloc = (destructor)link_dealloc,
+    .tp_repr = (reprfunc)link_repr,
+    .tp_members = link_members,
+};
+
 /* ------------------------------------------------------------------------------- HotMethod */
 
+/* Three generic kinds; every library detail (which attribute holds which link, which argument
+ * is the connection, which ownership check, which defaults make a call the common one) is a
+ * parameter given from Python by the shim (poolmon.core.compiled.hot_borrow & co.). */
 enum {
-    PSYCOPG_GETCONN = 1, /* psycopg_pool ConnectionPool.getconn */
-    PSYCOPG_RETURN,      /* psycopg_pool BasePool._check_pool_putconn (the return) */
-    REDIS_GET,           /* redis ConnectionPool.get_connection */
-    REDIS_RELEASE,       /* redis ConnectionPool/BlockingConnectionPool.release */
-    URLLIB3_GET,         /* urllib3 HTTPConnectionPool._get_conn (non-blocking pools) */
-    URLLIB3_PUT,         /* urllib3 HTTPConnectionPool._put_conn */
-    PSYCOPG2_GET,        /* psycopg2.pool AbstractConnectionPool._getconn (and its alias) */
-    PSYCOPG2_PUT,        /* psycopg2.pool AbstractConnectionPool._putconn (and its alias) */
-    SKIP_IF_TRUTHY,      /* returns None at once when self.<attr> is truthy (skip_if_truthy) */
+    BORROW = 1,     /* call the original, then record a borrow of the connection it returned */
+    RELEASE,        /* record the return of args[1], then call the original (or answer for it) */
+    SKIP_IF_TRUTHY, /* return None at once when self.<attr> is truthy; else the Python wrapper */
     KIND_MAX
 };
 
@@ -902,20 +1023,27 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     int kind;
-    PyObject *original; /* the library's function */
-    PyObject *slow;     /* poolmon's Python wrapper: takes every call this one does not */
-    PyObject *failed;   /* (holder, t0, exc) after the original raised; may be None */
-    PyObject *adopt;    /* (holder, conn, t0) for a borrow the fast path cannot record */
-    PyObject *absorb;   /* (exc,) a bookkeeping failure: counted, logged once */
-    PyObject *owner;    /* redis: the class the wrapper was installed on */
-    PyObject *attr;     /* SKIP_IF_*: the attribute of self tested */
+    char need_items; /* BORROW: the pool link's items must be non-empty (no wait possible) */
+    char timed;      /* BORROW: read t0 from the pool link's lane before the call */
+    char match_key;  /* the connection link's key must be the pool link's key */
+    char kept;       /* RELEASE: record after the original, when the items grew by the conn */
+    PyObject *original;   /* the library's function */
+    PyObject *slow;       /* poolmon's Python wrapper: takes every call this one does not */
+    PyObject *failed;     /* (self, conn or None, t0 or None, exc) after the original raised */
+    PyObject *adopt;      /* (self, conn, t0 / idle count before / None): unlinked outcomes */
+    PyObject *absorb;     /* (exc,) a bookkeeping failure: counted, logged once */
+    PyObject *exact_type; /* None, or the only type of self the fast path takes */
+    PyObject *unless;     /* None, or an attribute of self that must be falsy */
+    PyObject *pool_link;  /* None, or the attribute of self holding the pool's Link */
+    PyObject *conn_link;  /* None (use the pool link's table), or the connection's Link attr */
+    PyObject *owner_attr; /* RELEASE: None, or an attribute of the conn that must be self */
+    PyObject *answer;     /* RELEASE: NULL (call the original), or what to return instead */
+    PyObject *defaults;   /* a tuple: arguments after the fixed ones, when given, must be these */
+    PyObject *attr;       /* SKIP_IF_TRUTHY: the attribute of self tested */
     PyObject *dict;
 } HotMethodObject;
 
 static PyTypeObject HotMethodType;
-
-static PyObject *s_pool, *s_conn_tag,
-    *s_block, *s_link, *s_sock;
 
 /* Call the Python wrapper with the call exactly as received. */
 static inline PyObject *
@@ -960,38 +1088,22 @@ absorb_error(HotMethodObject *m)
     PyErr_Restore(type, value, tb);
 }
 
-/* A borrow was recorded with status ``rc``: a bookkeeping failure (rc < 0) is absorbed and the
- * caller gets ``conn``, unless absorbing re-raised (KeyboardInterrupt and the like: conn is
- * dropped). Steals ``conn``. */
-static PyObject *
-lent(HotMethodObject *m, int rc, PyObject *conn)
+/* Absorb a bookkeeping failure (rc < 0). -1 when absorbing re-raised (KeyboardInterrupt...). */
+static int
+settle(HotMethodObject *m, int rc)
 {
     if (rc < 0) {
         absorb_error(m);
         if (PyErr_Occurred()) {
-            Py_CLEAR(conn);
+            return -1;
         }
     }
-    return conn;
-}
-
-/* A return was recorded with status ``rc``: absorb a bookkeeping failure, then run the original
- * (unless absorbing re-raised). */
-static PyObject *
-then_original(HotMethodObject *m, int rc, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    if (rc < 0) {
-        absorb_error(m);
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    return to_original(m, args, nargsf, kwnames);
+    return 0;
 }
 
 /* The original raised: let ``failed`` record it (it absorbs its own errors), re-raise as is. */
 static void
-report_failure(HotMethodObject *m, PyObject *holder, PyObject *t0)
+report_failure(HotMethodObject *m, PyObject *self, PyObject *conn, const double *t0)
 {
     if (m->failed == Py_None) {
         return;
@@ -999,17 +1111,17 @@ report_failure(HotMethodObject *m, PyObject *holder, PyObject *t0)
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
-    if (value != NULL) {
+    PyObject *t0_obj = t0 != NULL ? PyFloat_FromDouble(*t0) : Py_NewRef(Py_None);
+    if (value != NULL && t0_obj != NULL) {
         if (tb != NULL) {
             PyException_SetTraceback(value, tb);
         }
-        PyObject *cargs[3] = {holder, t0 ? t0 : Py_None, value};
-        PyObject *r = PyObject_Vectorcall(m->failed, cargs, 3, NULL);
-        if (r == NULL) {
-            PyErr_Clear();
-        }
+        PyObject *cargs[4] = {self, conn, t0_obj, value};
+        PyObject *r = PyObject_Vectorcall(m->failed, cargs, 4, NULL);
         Py_XDECREF(r);
     }
+    PyErr_Clear();
+    Py_XDECREF(t0_obj);
     PyErr_Restore(type, value, tb);
 }
 
@@ -1032,7 +1144,7 @@ lane_seconds(LaneObject *lane, double *out)
     return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
-/* A reading of the lane's clock as a float object (a borrow time, a t0). */
+/* A reading of the lane's clock as a float object. */
 static PyObject *
 lane_now(LaneObject *lane)
 {
@@ -1040,8 +1152,8 @@ lane_now(LaneObject *lane)
     return lane_seconds(lane, &now) < 0 ? NULL : PyFloat_FromDouble(now);
 }
 
-/* A connection id from a shim's link or tag: an exact int. 0, or -1 with an error. */
-static int
+/* A connection id from a link: an exact int. 0, or -1 with an error. */
+static ALWAYS_INLINE int
 lane_key(PyObject *cid, long long *key)
 {
     int ok = borrowed_key(cid, key);
@@ -1051,9 +1163,9 @@ lane_key(PyObject *cid, long long *key)
     return ok > 0 ? 0 : -1;
 }
 
-/* borrowed[cid] = now, and the wait (now - t0, or 0.0 when there is no t0) into its bucket.
- * 0, or -1 with an error. */
-static int
+/* The lane protocol's borrow (poolmon/core/lane.py): borrowed[cid] = now, and the wait
+ * (now - t0, or 0.0 without a t0) into its bucket. 0, or -1 with an error. */
+static ALWAYS_INLINE int
 lane_borrow(LaneObject *lane, PyObject *cid, const double *t0)
 {
     long long key;
@@ -1066,9 +1178,9 @@ lane_borrow(LaneObject *lane, PyObject *cid, const double *t0)
     return 0;
 }
 
-/* If cid is borrowed: forget it and put the use (now - start) into its bucket. 0 when cid was
- * not borrowed, 1 when it was, -1 with an error. */
-static int
+/* The lane protocol's return: if cid is borrowed, forget it and put the use (now - start) into
+ * its bucket. 0 when cid was not borrowed, 1 when it was, -1 with an error. */
+static ALWAYS_INLINE int
 lane_release(LaneObject *lane, PyObject *cid)
 {
     long long key;
@@ -1086,445 +1198,273 @@ lane_release(LaneObject *lane, PyObject *cid)
     return 1;
 }
 
-/* conn.<name> when it is a tuple of ``size`` items with a Lane at ``lane_at``; NULL (no error)
- * otherwise. New reference. The shims' per-connection links, read with one lookup. */
-static PyObject *
-lane_link(PyObject *conn, PyObject *name, Py_ssize_t size, Py_ssize_t lane_at)
+/* link as a Link whose lane is an open, current Lane (not retired: the tracker that made it is
+ * still the one in use): the link itself, else NULL. Borrowed reference in, borrowed out. */
+static ALWAYS_INLINE LinkObject *
+live(PyObject *link)
+{
+    if (link == NULL || Py_TYPE(link) != &LinkType) {
+        return NULL;
+    }
+    LinkObject *l = (LinkObject *)link;
+    if (Py_TYPE(l->lane) != &LaneType) {
+        return NULL;
+    }
+    LaneObject *lane = (LaneObject *)l->lane;
+    return lane->open && !lane->retired ? l : NULL;
+}
+
+/* obj.<name> when it is a live Link (new reference), else NULL with no error set. */
+static ALWAYS_INLINE LinkObject *
+live_attr(PyObject *obj, PyObject *name)
 {
     PyObject *link;
-    if (LOOKUP_ATTR(conn, name, &link) <= 0) {
+    if (LOOKUP_ATTR(obj, name, &link) <= 0) {
         PyErr_Clear();
         return NULL;
     }
-    if (!PyTuple_CheckExact(link) || PyTuple_GET_SIZE(link) != size ||
-        Py_TYPE(PyTuple_GET_ITEM(link, lane_at)) != &LaneType) {
+    if (live(link) == NULL) {
         Py_DECREF(link);
         return NULL;
     }
+    return (LinkObject *)link;
+}
+
+/* The live connection link of conn: conn.<conn_link>, or the pool link's table entry for
+ * id(conn) whose key is conn itself (an entry for another object at a reused address is not
+ * this one). With match_key, it must have been made by the pool link's maker. New reference or
+ * NULL (no error). */
+static ALWAYS_INLINE LinkObject *
+conn_link_of(HotMethodObject *m, LinkObject *plink, PyObject *conn)
+{
+    LinkObject *link = NULL;
+    if (m->conn_link != Py_None) {
+        link = live_attr(conn, m->conn_link);
+    }
+    else if (plink != NULL && plink->table != Py_None) {
+        PyObject *addr = PyLong_FromVoidPtr(conn); /* == id(conn) */
+        PyObject *entry = addr ? PyDict_GetItemWithError(plink->table, addr) : NULL;
+        Py_XDECREF(addr);
+        link = live(entry);
+        if (link != NULL && link->key == conn) {
+            Py_INCREF(link);
+        }
+        else {
+            link = NULL;
+        }
+        PyErr_Clear();
+    }
+    if (link != NULL && (!PyLong_CheckExact(link->cid) ||
+                         (m->match_key && (plink == NULL || link->key != plink->key)))) {
+        Py_CLEAR(link);
+    }
     return link;
 }
 
-/* conn's psycopg tag (tracker, cid) when it names ``tracker``: cid, new reference; else NULL
- * with no error set. */
-static PyObject *
-psycopg_cid(PyObject *conn, PyObject *tracker)
+/* Whether a call is one the fast path takes: no keywords (when defaults are given) and the
+ * positional arguments after the first ``fixed`` ones identical to ``defaults``. */
+static ALWAYS_INLINE int
+common_args(HotMethodObject *m, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+            Py_ssize_t fixed)
 {
-    PyObject *tag;
-    if (LOOKUP_ATTR(conn, s_conn_tag, &tag) <= 0) {
-        PyErr_Clear();
-        return NULL;
+    if (nargs < fixed) {
+        return 0;
     }
-    PyObject *cid = NULL;
-    if (PyTuple_CheckExact(tag) && PyTuple_GET_SIZE(tag) >= 2 && PyTuple_GET_ITEM(tag, 0) == tracker) {
-        cid = PyTuple_GET_ITEM(tag, 1);
-        Py_INCREF(cid);
+    if (m->defaults == Py_None) {
+        return 1;
     }
-    Py_DECREF(tag);
-    return cid;
-}
-
-/* obj.<name> when it is a link tuple (see lane_link) whose lane is open and current (not
- * retired: the tracker that made it is still the one in use); NULL (no error) otherwise. */
-static PyObject *
-open_link(PyObject *obj, PyObject *name, Py_ssize_t size, Py_ssize_t lane_at)
-{
-    PyObject *link = lane_link(obj, name, size, lane_at);
-    if (link != NULL) {
-        LaneObject *lane = (LaneObject *)PyTuple_GET_ITEM(link, lane_at);
-        if (!lane->open || lane->retired) {
-            Py_CLEAR(link);
+    Py_ssize_t extra = nargs - fixed;
+    if (kwnames != NULL || extra > PyTuple_GET_SIZE(m->defaults)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < extra; i++) {
+        if (args[fixed + i] != PyTuple_GET_ITEM(m->defaults, i)) {
+            return 0;
         }
     }
-    return link;
+    return 1;
 }
 
-/* psycopg_pool: pool._poolmon_link, the (tracker, lane, idle deque) link of a tracked pool. One
- * lookup gives the fast path all it reads of the pool (the deque is made once, in
- * BasePool.__init__, and never replaced). New reference or NULL (no error). */
-static PyObject *
-psycopg_link(PyObject *pool)
+/* The checks on self every kind shares: its exact type, a must-be-falsy attribute. */
+static ALWAYS_INLINE int
+common_self(HotMethodObject *m, PyObject *self)
 {
-    return open_link(pool, s_link, 3, 1);
-}
-
-/* psycopg_pool: conn._poolmon_conn, the (tracker, cid, lane) tag of a connection. New reference
- * or NULL (no error). */
-static PyObject *
-psycopg_tag(PyObject *conn)
-{
-    return open_link(conn, s_conn_tag, 3, 2);
+    if (m->exact_type != Py_None && (PyObject *)Py_TYPE(self) != m->exact_type) {
+        return 0; /* a subclass may override what we hook: the Python wrapper decides */
+    }
+    if (m->unless != Py_None) {
+        PyObject *value;
+        if (LOOKUP_ATTR(self, m->unless, &value) <= 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        int truth = PyObject_IsTrue(value);
+        Py_DECREF(value);
+        if (truth != 0) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static int
-call_hook(PyObject *hook, PyObject *a, PyObject *b, PyObject *c)
+call_adopt(HotMethodObject *m, PyObject *self, PyObject *conn, PyObject *extra)
 {
-    PyObject *cargs[3] = {a, b, c};
-    Py_ssize_t n = c != NULL ? 3 : (b != NULL ? 2 : 1);
-    PyObject *r = PyObject_Vectorcall(hook, cargs, n, NULL);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
+    PyObject *cargs[3] = {self, conn, extra};
+    PyObject *r = extra != NULL ? PyObject_Vectorcall(m->adopt, cargs, 3, NULL) : NULL;
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
-/* psycopg_pool getconn(self, timeout=None). The fast path needs a tracked pool, an open lane and
- * an idle connection (a caller that will queue goes to the Python wrapper, which records the
- * wait; losing a race for the idle connection only means its wait event is not emitted). */
+/* BORROW: the original lends a connection. The common case: the checks on self hold, the pool
+ * link (when asked for) is live and, with need_items, has an idle connection, so the call
+ * cannot wait; losing a race for that connection only means its wait event goes unrecorded.
+ * After the original returned, a connection with a live link is recorded here; any other goes
+ * to ``adopt`` in Python. Every other call goes to the Python wrapper, unchanged. */
 static PyObject *
-psycopg_getconn(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+hot_borrow(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    if (PyVectorcall_NARGS(nargsf) < 1) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!common_args(m, args, nargs, kwnames, 1) || !common_self(m, args[0])) {
         return to_slow(m, args, nargsf, kwnames);
     }
-    PyObject *link = psycopg_link(args[0]);
-    Py_ssize_t n_idle = link != NULL ? PyObject_Length(PyTuple_GET_ITEM(link, 2)) : -1;
-    if (n_idle <= 0) {
+    PyObject *self = args[0];
+    LinkObject *plink = NULL;
+    if (m->pool_link != Py_None) {
+        plink = live_attr(self, m->pool_link);
+        Py_ssize_t n_idle = plink == NULL || !m->need_items ? 1 : PyObject_Length(plink->items);
+        if (n_idle <= 0) {
+            PyErr_Clear();
+            Py_XDECREF(plink);
+            return to_slow(m, args, nargsf, kwnames);
+        }
+    }
+    if (plink == NULL && (m->pool_link != Py_None || m->timed)) {
+        return to_slow(m, args, nargsf, kwnames);
+    }
+    double t0 = 0.0;
+    if (m->timed && lane_seconds((LaneObject *)plink->lane, &t0) < 0) {
         PyErr_Clear();
-        Py_XDECREF(link);
+        Py_DECREF(plink);
         return to_slow(m, args, nargsf, kwnames);
     }
-    PyObject *tracker = PyTuple_GET_ITEM(link, 0);
-    LaneObject *lane = (LaneObject *)PyTuple_GET_ITEM(link, 1);
-    double t0;
-    if (lane_seconds(lane, &t0) < 0) {
-        PyErr_Clear();
-        Py_DECREF(link);
-        return to_slow(m, args, nargsf, kwnames);
-    }
+    Py_INCREF(self); /* the hooks below get it after the original ran */
     PyObject *conn = to_original(m, args, nargsf, kwnames);
     if (conn == NULL) {
-        /* Rare: the hook takes t0 as a float object, made only now. */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyObject *t0_obj = PyFloat_FromDouble(t0);
-        PyErr_Restore(type, value, tb);
-        if (t0_obj != NULL) {
-            report_failure(m, tracker, t0_obj);
-            Py_DECREF(t0_obj);
-        }
-        Py_DECREF(link);
-        return NULL;
-    }
-    PyObject *cid = psycopg_cid(conn, tracker);
-    int rc;
-    if (cid != NULL && lane->open) {
-        rc = lane_borrow(lane, cid, &t0);
+        report_failure(m, self, Py_None, m->timed ? &t0 : NULL);
     }
     else {
-        PyObject *t0_obj = PyFloat_FromDouble(t0);
-        rc = t0_obj == NULL ? -1 : call_hook(m->adopt, tracker, conn, t0_obj);
-        Py_XDECREF(t0_obj);
+        LinkObject *link = conn_link_of(m, plink, conn);
+        int rc;
+        if (link != NULL) {
+            rc = lane_borrow((LaneObject *)link->lane, link->cid, m->timed ? &t0 : NULL);
+            Py_DECREF(link);
+        }
+        else {
+            PyObject *t0_obj = m->timed ? PyFloat_FromDouble(t0) : Py_NewRef(Py_None);
+            rc = call_adopt(m, self, conn, t0_obj);
+            Py_XDECREF(t0_obj);
+        }
+        if (settle(m, rc) < 0) {
+            Py_CLEAR(conn);
+        }
     }
-    Py_XDECREF(cid);
-    conn = lent(m, rc, conn);
-    Py_DECREF(link); /* kept the tracker and the lane alive until here */
+    Py_DECREF(self);
+    Py_XDECREF(plink); /* kept the tracker and the lane alive until here */
     return conn;
 }
 
-/* psycopg_pool BasePool._check_pool_putconn(self, conn): the first statement of putconn, sync and
- * async, in every release the shim supports (a test checks it), so the return is recorded here,
- * before the pool acts on the connection. The original only tests
- * ``getattr(conn, "_pool", None) is self`` and returns None; when that holds and the connection
- * carries this pool's tag, the return is recorded and the original's answer (None) given without
- * running its frame, which pays for the recording. Every other call (a connection of another pool,
- * which the original refuses; an untagged one; a closed lane) goes to the Python wrapper.
- * Hooking here rather than wrapping putconn spares a call from C back into the interpreter. */
+/* RELEASE with ``kept``: the original runs first (it refuses what it must, and decides whether
+ * to keep the connection); afterwards, the connection at the end of the pool link's items, one
+ * more than before, means kept, and the return is recorded here; anything else means the pool
+ * let it go, which ``adopt`` (self, conn, idle count before) sorts out in Python. */
 static PyObject *
-psycopg_return(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+release_after(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL) {
-        return to_slow(m, args, nargsf, kwnames);
-    }
     PyObject *self = args[0], *conn = args[1];
-    PyObject *owner;
-    if (LOOKUP_ATTR(conn, s_pool, &owner) <= 0) {
-        PyErr_Clear();
+    LinkObject *plink = live_attr(self, m->pool_link);
+    if (plink == NULL || !PyList_CheckExact(plink->items)) {
+        Py_XDECREF(plink);
         return to_slow(m, args, nargsf, kwnames);
     }
-    int ours = owner == self;
-    Py_DECREF(owner);
-    /* The tag of a connection lent by this pool names the pool's tracker, unless that tracker was
-     * dropped since (uninstrument, instrument again), which retires its lane. (One returned
-     * twice finds no borrow to end, which changes nothing, as the library's own check lets it
-     * through too.) */
-    PyObject *tag = ours ? psycopg_tag(conn) : NULL;
-    if (tag == NULL) {
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    int rc = lane_release((LaneObject *)PyTuple_GET_ITEM(tag, 2), PyTuple_GET_ITEM(tag, 1));
-    /* A lost connection (psycopg_pool drops it without a close call) is evicted by the run_task
-     * wrapper, when _return_connection finds it lost: nothing to check on every return. */
-    Py_DECREF(tag);
-    if (rc < 0) {
-        absorb_error(m);
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    Py_RETURN_NONE;
-}
-
-/* redis: conn._poolmon_sock, the (cid, ledger, lane) link of its current socket, when the lane
- * is open; NULL (no error) otherwise. New reference. It is all the hot path reads. */
-static PyObject *
-redis_sock(PyObject *conn)
-{
-    PyObject *link = lane_link(conn, s_sock, 3, 2);
-    if (link != NULL && (!PyLong_CheckExact(PyTuple_GET_ITEM(link, 0)) ||
-                         !((LaneObject *)PyTuple_GET_ITEM(link, 2))->open)) {
-        Py_CLEAR(link);
-    }
-    return link;
-}
-
-/* redis ConnectionPool.get_connection(self, ...): never waits (it refuses when full). The
- * original runs first: a connection it lends has its socket link by then (connect() ran). One
- * without a link (a pool made before instrument(), a lane closed by a leak) goes to ``adopt``
- * with the pool, and a failure to ``failed`` with the pool: both find the ledger themselves. */
-static PyObject *
-redis_get(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    if (PyVectorcall_NARGS(nargsf) < 1 || (PyObject *)Py_TYPE(args[0]) != m->owner) {
-        return to_slow(m, args, nargsf, kwnames); /* a subclass may override what we hook */
-    }
-    PyObject *pool = args[0];
-    Py_INCREF(pool); /* the hooks below get it after the original ran */
-    PyObject *conn = to_original(m, args, nargsf, kwnames);
-    if (conn == NULL) {
-        report_failure(m, pool, NULL);
-        Py_DECREF(pool);
-        return NULL;
-    }
-    PyObject *link = redis_sock(conn);
-    int rc;
-    if (link != NULL) {
-        rc = lane_borrow((LaneObject *)PyTuple_GET_ITEM(link, 2), PyTuple_GET_ITEM(link, 0), NULL);
-        Py_DECREF(link);
-    }
-    else {
-        rc = call_hook(m->adopt, pool, conn, Py_None);
-    }
-    Py_DECREF(pool);
-    conn = lent(m, rc, conn);
-    return conn;
-}
-
-/* redis release(self, connection): the return is recorded before the original runs (it may
- * disconnect a connection marked for reconnect: return, then evict). */
-static PyObject *
-redis_release(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL ||
-        (PyObject *)Py_TYPE(args[0]) != m->owner) {
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    PyObject *link = redis_sock(args[1]);
-    if (link == NULL) {
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    int rc = lane_release((LaneObject *)PyTuple_GET_ITEM(link, 2), PyTuple_GET_ITEM(link, 0));
-    Py_DECREF(link);
-    return then_original(m, rc, args, nargsf, kwnames);
-}
-
-/* urllib3's link tuple (borrow, release, cid, state, lane) of conn, or NULL (no error). */
-static PyObject *
-urllib3_link(PyObject *conn)
-{
-    return lane_link(conn, s_link, 5, 4);
-}
-
-/* urllib3 _get_conn(self, timeout=None) of a non-blocking pool: it never waits. */
-static PyObject *
-urllib3_get(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    if (PyVectorcall_NARGS(nargsf) < 1) {
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    PyObject *self = args[0], *block;
-    if (LOOKUP_ATTR(self, s_block, &block) <= 0) {
-        PyErr_Clear();
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    int blocking = PyObject_IsTrue(block);
-    Py_DECREF(block);
-    if (blocking != 0) {
-        PyErr_Clear();
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    PyObject *conn = to_original(m, args, nargsf, kwnames);
-    if (conn == NULL) {
-        report_failure(m, self, NULL);
-        return NULL;
-    }
-    PyObject *link = urllib3_link(conn);
-    int rc;
-    if (link != NULL && ((LaneObject *)PyTuple_GET_ITEM(link, 4))->open) {
-        rc = lane_borrow((LaneObject *)PyTuple_GET_ITEM(link, 4), PyTuple_GET_ITEM(link, 2), NULL);
-    }
-    else {
-        rc = call_hook(m->adopt, self, conn, Py_None);
-    }
-    Py_XDECREF(link);
-    conn = lent(m, rc, conn);
-    return conn;
-}
-
-/* urllib3 _put_conn(self, conn): the return is recorded before the connection is queued. */
-static PyObject *
-urllib3_put(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL || args[1] == Py_None) {
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    PyObject *link = urllib3_link(args[1]);
-    if (link == NULL || !((LaneObject *)PyTuple_GET_ITEM(link, 4))->open) {
-        Py_XDECREF(link);
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    int rc = lane_release((LaneObject *)PyTuple_GET_ITEM(link, 4), PyTuple_GET_ITEM(link, 2));
-    Py_DECREF(link);
-    return then_original(m, rc, args, nargsf, kwnames);
-}
-
-/* psycopg2.pool: pool._poolmon_link, the (tracker, lane, idle list, conns) link of a tracked
- * pool, when its lane is open and current; NULL (no error) otherwise. New reference. psycopg2's
- * connections are a C type without a __dict__: ``conns`` maps id(conn) to (conn, cid) (see
- * poolmon.shims._psycopg_common.KeyedPoolTracker). The idle list is made once, in
- * AbstractConnectionPool.__init__, and never replaced. */
-static PyObject *
-psycopg2_link(PyObject *pool)
-{
-    PyObject *link = open_link(pool, s_link, 4, 1);
-    if (link != NULL && (!PyList_CheckExact(PyTuple_GET_ITEM(link, 2)) ||
-                         !PyDict_CheckExact(PyTuple_GET_ITEM(link, 3)))) {
-        Py_CLEAR(link);
-    }
-    return link;
-}
-
-/* The cid of conn in a psycopg2 link's conns map (borrowed reference), or NULL (no error) when
- * poolmon does not know it. */
-static PyObject *
-psycopg2_cid(PyObject *link, PyObject *conn)
-{
-    PyObject *key = PyLong_FromVoidPtr(conn); /* == id(conn) */
-    if (key == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    PyObject *entry = PyDict_GetItemWithError(PyTuple_GET_ITEM(link, 3), key);
-    Py_DECREF(key);
-    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 ||
-        PyTuple_GET_ITEM(entry, 0) != conn) {
-        PyErr_Clear();
-        return NULL; /* an entry for another object at a reused address is not this one */
-    }
-    return PyTuple_GET_ITEM(entry, 1);
-}
-
-/* The original raised: ``failed`` gets (pool, conn) as its holder, so that it can tell a
- * refused call from a reset that failed half way. */
-static void
-report_pair_failure(HotMethodObject *m, PyObject *pool, PyObject *conn)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *holder = PyTuple_Pack(2, pool, conn);
-    PyErr_Restore(type, value, tb);
-    if (holder != NULL) {
-        report_failure(m, holder, NULL);
-        Py_DECREF(holder);
-    }
-}
-
-/* psycopg2 _getconn(self, key=None) without a key (getconn(), and ThreadedConnectionPool's
- * getconn passing key=None): psycopg2 never waits; a borrow with no wait. A key, a pool poolmon
- * has not linked, a closed lane: the Python wrapper. */
-static PyObject *
-psycopg2_get(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1 || nargs > 2 || kwnames != NULL || (nargs == 2 && args[1] != Py_None)) {
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    PyObject *link = psycopg2_link(args[0]);
-    if (link == NULL) {
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    PyObject *conn = to_original(m, args, nargsf, kwnames);
-    if (conn == NULL) {
-        report_pair_failure(m, args[0], Py_None);
-        Py_DECREF(link);
-        return NULL;
-    }
-    PyObject *cid = psycopg2_cid(link, conn);
-    int rc;
-    if (cid != NULL) {
-        rc = lane_borrow((LaneObject *)PyTuple_GET_ITEM(link, 1), cid, NULL);
-    }
-    else {
-        rc = call_hook(m->adopt, args[0], conn, Py_None); /* made before instrument() */
-    }
-    Py_DECREF(link);
-    return lent(m, rc, conn);
-}
-
-/* psycopg2 _putconn(self, conn, key=None, close=False) with no key and close False (putconn(c),
- * and ThreadedConnectionPool's putconn passing them on). The original runs first: it refuses
- * what it must (closed pool, unknown connection) and may roll back; afterwards, the connection
- * at the end of the idle list means kept (the return is recorded here), anything else means
- * psycopg2 let it go, which ``adopt`` (pool, conn, idle count before) sorts out in Python. */
-static PyObject *
-psycopg2_put(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 2 || nargs > 4 || kwnames != NULL || (nargs >= 3 && args[2] != Py_None) ||
-        (nargs == 4 && args[3] != Py_False)) {
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    PyObject *pool = args[0], *conn = args[1];
-    PyObject *link = psycopg2_link(pool);
-    if (link == NULL) {
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    PyObject *idle = PyTuple_GET_ITEM(link, 2);
+    PyObject *idle = plink->items;
     Py_ssize_t before = PyList_GET_SIZE(idle);
-    Py_INCREF(conn); /* the hooks below get it after the original ran */
+    Py_INCREF(self);
+    Py_INCREF(conn);
     PyObject *result = to_original(m, args, nargsf, kwnames);
     if (result == NULL) {
-        report_pair_failure(m, pool, conn);
-        goto done;
-    }
-    int rc;
-    PyObject *cid = NULL;
-    if (PyList_GET_SIZE(idle) == before + 1 && PyList_GET_ITEM(idle, before) == conn &&
-        (cid = psycopg2_cid(link, conn)) != NULL) {
-        rc = lane_release((LaneObject *)PyTuple_GET_ITEM(link, 1), cid);
+        report_failure(m, self, conn, NULL);
     }
     else {
-        PyObject *n = PyLong_FromSsize_t(before);
-        rc = n == NULL ? -1 : call_hook(m->adopt, pool, conn, n);
-        Py_XDECREF(n);
-    }
-    if (rc < 0) {
-        absorb_error(m);
-        if (PyErr_Occurred()) {
+        int rc;
+        LinkObject *link = NULL;
+        if (PyList_GET_SIZE(idle) == before + 1 && PyList_GET_ITEM(idle, before) == conn &&
+            (link = conn_link_of(m, plink, conn)) != NULL) {
+            rc = lane_release((LaneObject *)link->lane, link->cid);
+            Py_DECREF(link);
+        }
+        else {
+            PyObject *n = PyLong_FromSsize_t(before);
+            rc = call_adopt(m, self, conn, n);
+            Py_XDECREF(n);
+        }
+        if (settle(m, rc) < 0) {
             Py_CLEAR(result);
         }
     }
-done:
     Py_DECREF(conn);
-    Py_DECREF(link);
+    Py_DECREF(self);
+    Py_DECREF(plink);
     return result;
 }
 
-/* A method whose original, in every library release the shim supports, begins with
- * ``if self.<attr>: return`` (redis-py ``connect_check_health``: ``if self._sock: return``,
- * called on every get_connection). In that case the original is not called at all: its result
- * (None) is known, and skipping its frame pays for the wrapper. Otherwise the Python wrapper
- * runs. */
+/* RELEASE: the caller gives args[1] back. The return is recorded before the original runs (it
+ * may queue the connection for another thread at once, or close it: return, then evict). With
+ * ``owner_attr`` the connection must name self as its pool (the library's own ownership check,
+ * made here; when it fails the original refuses the call itself). With an ``answer`` the
+ * original is known to do nothing more than that check: its frame is skipped and the answer
+ * returned. Every other call goes to the Python wrapper, unchanged. */
+static PyObject *
+hot_release(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!common_args(m, args, nargs, kwnames, 2) || args[1] == Py_None ||
+        !common_self(m, args[0])) {
+        return to_slow(m, args, nargsf, kwnames);
+    }
+    if (m->kept) {
+        return release_after(m, args, nargsf, kwnames);
+    }
+    PyObject *self = args[0], *conn = args[1];
+    if (m->owner_attr != Py_None) {
+        PyObject *owner;
+        if (LOOKUP_ATTR(conn, m->owner_attr, &owner) <= 0) {
+            PyErr_Clear();
+            return to_slow(m, args, nargsf, kwnames);
+        }
+        Py_DECREF(owner); /* only its identity is compared */
+        if (owner != self) {
+            return to_slow(m, args, nargsf, kwnames);
+        }
+    }
+    LinkObject *plink = m->pool_link != Py_None ? live_attr(self, m->pool_link) : NULL;
+    LinkObject *link = conn_link_of(m, plink, conn);
+    Py_XDECREF(plink);
+    if (link == NULL) {
+        return to_slow(m, args, nargsf, kwnames);
+    }
+    int rc = lane_release((LaneObject *)link->lane, link->cid);
+    Py_DECREF(link);
+    if (settle(m, rc) < 0) {
+        return NULL;
+    }
+    return m->answer != NULL ? Py_NewRef(m->answer) : to_original(m, args, nargsf, kwnames);
+}
+
+/* SKIP_IF_TRUTHY: a method whose original, in every release the shim supports, begins with
+ * ``if self.<attr>: return`` (a test checks that shape): then its result (None) is known, and
+ * skipping its frame pays for the wrapper. Otherwise the Python wrapper runs. */
 static PyObject *
 skip_if_truthy(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -1544,28 +1484,39 @@ skip_if_truthy(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObjec
 
 static vectorcallfunc kinds[KIND_MAX] = {
     NULL,
-    (vectorcallfunc)psycopg_getconn,
-    (vectorcallfunc)psycopg_return,
-    (vectorcallfunc)redis_get,
-    (vectorcallfunc)redis_release,
-    (vectorcallfunc)urllib3_get,
-    (vectorcallfunc)urllib3_put,
-    (vectorcallfunc)psycopg2_get,
-    (vectorcallfunc)psycopg2_put,
+    (vectorcallfunc)hot_borrow,
+    (vectorcallfunc)hot_release,
     (vectorcallfunc)skip_if_truthy,
 };
+
+/* None or a str: the attribute names the shims pass. */
+static int
+optional_name(PyObject *value, const char *what)
+{
+    if (value != Py_None && !PyUnicode_CheckExact(value)) {
+        PyErr_Format(PyExc_TypeError, "HotMethod: %s must be a str or None", what);
+        return -1;
+    }
+    return 0;
+}
 
 static PyObject *
 hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"kind", "original", "slow", "failed", "adopt", "absorb",
-                             "owner", "attr", NULL};
-    int kind;
-    PyObject *original, *slow, *failed = Py_None, *adopt = Py_None,
-                                *absorb = NULL, *owner = Py_None, *attr = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|$OOOOO:HotMethod", kwlist, &kind,
-                                     &original, &slow, &failed, &adopt, &absorb, &owner,
-                                     &attr)) {
+    static char *kwlist[] = {"kind", "original", "slow", "absorb", "failed", "adopt",
+                             "exact_type", "unless", "pool_link", "conn_link", "owner_attr",
+                             "answer", "defaults", "attr", "need_items", "timed", "match_key",
+                             "kept", NULL};
+    int kind, need_items = 0, timed = 0, match_key = 0, kept = 0;
+    PyObject *original, *slow, *absorb = NULL, *failed = Py_None, *adopt = Py_None,
+                                        *exact_type = Py_None, *unless = Py_None,
+                                        *pool_link = Py_None, *conn_link = Py_None,
+                                        *owner_attr = Py_None, *answer = NULL,
+                                        *defaults = Py_None, *attr = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|$OOOOOOOOOOOpppp:HotMethod", kwlist, &kind,
+                                     &original, &slow, &absorb, &failed, &adopt, &exact_type,
+                                     &unless, &pool_link, &conn_link, &owner_attr, &answer,
+                                     &defaults, &attr, &need_items, &timed, &match_key, &kept)) {
         return NULL;
     }
     if (kind <= 0 || kind >= KIND_MAX) {
@@ -1573,13 +1524,33 @@ hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                      kind);
         return NULL;
     }
-    if (kind == SKIP_IF_TRUTHY && !PyUnicode_CheckExact(attr)) {
-        PyErr_SetString(PyExc_TypeError, "HotMethod: SKIP_IF_TRUTHY needs attr: str");
-        return NULL;
-    }
     if (absorb == NULL || !PyCallable_Check(original) || !PyCallable_Check(slow) ||
         !PyCallable_Check(absorb)) {
         PyErr_SetString(PyExc_TypeError, "HotMethod: original, slow and absorb must be callable");
+        return NULL;
+    }
+    if (optional_name(unless, "unless") < 0 || optional_name(pool_link, "pool_link") < 0 ||
+        optional_name(conn_link, "conn_link") < 0 || optional_name(owner_attr, "owner_attr") < 0 ||
+        optional_name(attr, "attr") < 0) {
+        return NULL;
+    }
+    static PyObject *no_defaults = NULL; /* RELEASE takes exactly (self, conn) unless told */
+    if (kind == RELEASE && defaults == Py_None) {
+        if (no_defaults == NULL && (no_defaults = PyTuple_New(0)) == NULL) {
+            return NULL;
+        }
+        defaults = no_defaults;
+    }
+    if (defaults != Py_None && !PyTuple_CheckExact(defaults)) {
+        PyErr_SetString(PyExc_TypeError, "HotMethod: defaults must be a tuple or None");
+        return NULL;
+    }
+    if ((kind == SKIP_IF_TRUTHY && attr == Py_None) ||
+        ((timed || need_items || kept || match_key) && pool_link == Py_None) ||
+        (kind != SKIP_IF_TRUTHY && conn_link == Py_None && pool_link == Py_None)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "HotMethod: SKIP_IF_TRUTHY needs attr; timed, need_items, kept and "
+                        "match_key need pool_link; BORROW and RELEASE need conn_link or pool_link");
         return NULL;
     }
     HotMethodObject *self = (HotMethodObject *)type->tp_alloc(type, 0);
@@ -1588,43 +1559,47 @@ hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->vectorcall = kinds[kind];
     self->kind = kind;
-#define SET(field) Py_INCREF(field); self->field = field
+    self->need_items = (char)need_items;
+    self->timed = (char)timed;
+    self->match_key = (char)match_key;
+    self->kept = (char)kept;
+#define SET(field) self->field = Py_XNewRef(field)
     SET(original);
     SET(slow);
     SET(failed);
     SET(adopt);
     SET(absorb);
-    SET(owner);
+    SET(exact_type);
+    SET(unless);
+    SET(pool_link);
+    SET(conn_link);
+    SET(owner_attr);
+    SET(answer);
+    SET(defaults);
     SET(attr);
 #undef SET
     return (PyObject *)self;
 }
 
+#define HOT_FIELDS(X)                                                                           \
+    X(original) X(slow) X(failed) X(adopt) X(absorb) X(exact_type) X(unless) X(pool_link)      \
+        X(conn_link) X(owner_attr) X(answer) X(defaults) X(attr) X(dict)
+
 static int
 hot_traverse(HotMethodObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->original);
-    Py_VISIT(self->slow);
-    Py_VISIT(self->failed);
-    Py_VISIT(self->adopt);
-    Py_VISIT(self->absorb);
-    Py_VISIT(self->owner);
-    Py_VISIT(self->attr);
-    Py_VISIT(self->dict);
+#define VISIT(field) Py_VISIT(self->field);
+    HOT_FIELDS(VISIT)
+#undef VISIT
     return 0;
 }
 
 static int
 hot_clear(HotMethodObject *self)
 {
-    Py_CLEAR(self->original);
-    Py_CLEAR(self->slow);
-    Py_CLEAR(self->failed);
-    Py_CLEAR(self->adopt);
-    Py_CLEAR(self->absorb);
-    Py_CLEAR(self->owner);
-    Py_CLEAR(self->attr);
-    Py_CLEAR(self->dict);
+#define CLEAR(field) Py_CLEAR(self->field);
+    HOT_FIELDS(CLEAR)
+#undef CLEAR
     return 0;
 }
 
@@ -1656,15 +1631,13 @@ hot_get_from_original(HotMethodObject *self, void *name)
 static PyObject *
 hot_get_wrapped(HotMethodObject *self, void *Py_UNUSED(closure))
 {
-    Py_INCREF(self->original);
-    return self->original;
+    return Py_NewRef(self->original);
 }
 
 static PyObject *
 hot_get_slow(HotMethodObject *self, void *Py_UNUSED(closure))
 {
-    Py_INCREF(self->slow);
-    return self->slow;
+    return Py_NewRef(self->slow);
 }
 
 static PyGetSetDef hot_getset[] = {
@@ -1704,18 +1677,54 @@ static PyTypeObject HotMethodType = {
     .tp_repr = (reprfunc)hot_repr,
 };
 
+/* ------------------------------------------------------------------- the lane protocol, for Python */
+
+/* Lane.borrow(cid, now, waited) / Lane.release(cid, now): the lane protocol's two writes as the
+ * ledger's Python code calls them (poolmon.core.lane.HotLane has the same methods). They return
+ * False: the compiled lane counts into buckets and never asks for a fold (lane.py, L2). */
+static PyObject *
+lane_borrow_method(LaneObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long key;
+    double now, waited;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "borrow(cid, now, waited)");
+        return NULL;
+    }
+    if (lane_key(args[0], &key) < 0 || ((now = PyFloat_AsDouble(args[1])) == -1.0 &&
+                                        PyErr_Occurred()) ||
+        ((waited = PyFloat_AsDouble(args[2])) == -1.0 && PyErr_Occurred()) ||
+        borrowed_set(self->borrowed, key, now) < 0) {
+        return NULL;
+    }
+    bucket_add(&self->waits, waited);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+lane_release_method(LaneObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long key;
+    double start, now;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "release(cid, now)");
+        return NULL;
+    }
+    if (lane_key(args[0], &key) < 0 ||
+        ((now = PyFloat_AsDouble(args[1])) == -1.0 && PyErr_Occurred())) {
+        return NULL;
+    }
+    if (borrowed_pop(self->borrowed, key, &start)) {
+        bucket_add(&self->uses, now - start);
+    }
+    Py_RETURN_FALSE;
+}
+
 /* ---------------------------------------------------------------------------------- module */
 
 static int
 hot_exec(PyObject *module)
 {
-#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
-    INTERN(s_pool, "_pool");
-    INTERN(s_conn_tag, "_poolmon_conn");
-    INTERN(s_sock, "_poolmon_sock");
-    INTERN(s_block, "block");
-    INTERN(s_link, "_poolmon_link"); /* urllib3 connections and psycopg_pool pools */
-#undef INTERN
     PyObject *time_module = PyImport_ImportModule("time");
     if (time_module == NULL) {
         return -1;
@@ -1726,23 +1735,18 @@ hot_exec(PyObject *module)
         return -1;
     }
     if (PyType_Ready(&BorrowedType) < 0 || PyType_Ready(&LaneType) < 0 ||
-        PyType_Ready(&HotMethodType) < 0) {
+        PyType_Ready(&LinkType) < 0 || PyType_Ready(&HotMethodType) < 0) {
         return -1;
     }
     if (PyModule_AddObjectRef(module, "Borrowed", (PyObject *)&BorrowedType) < 0 ||
         PyModule_AddObjectRef(module, "Lane", (PyObject *)&LaneType) < 0 ||
+        PyModule_AddObjectRef(module, "Link", (PyObject *)&LinkType) < 0 ||
         PyModule_AddObjectRef(module, "HotMethod", (PyObject *)&HotMethodType) < 0) {
         return -1;
     }
 #define KIND(name) if (PyModule_AddIntConstant(module, #name, name) < 0) return -1
-    KIND(PSYCOPG_GETCONN);
-    KIND(PSYCOPG_RETURN);
-    KIND(REDIS_GET);
-    KIND(REDIS_RELEASE);
-    KIND(URLLIB3_GET);
-    KIND(URLLIB3_PUT);
-    KIND(PSYCOPG2_GET);
-    KIND(PSYCOPG2_PUT);
+    KIND(BORROW);
+    KIND(RELEASE);
     KIND(SKIP_IF_TRUTHY);
 #undef KIND
     return 0;
@@ -1756,7 +1760,7 @@ static PyModuleDef_Slot hot_slots[] = {
 static struct PyModuleDef hot_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "poolmon._hot",
-    .m_doc = "The shims' borrow/return fast path, compiled (see poolmon/_hot.c).",
+    .m_doc = "Library-agnostic primitives of the shims' fast path (see poolmon/_hot.c).",
     .m_size = 0,
     .m_slots = hot_slots,
 };

@@ -17,13 +17,20 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Final
 
+from poolmon.core.lane import HotLane, LaneProtocol, Link
+
 __all__ = [
+    "HOT_KINDS",
     "PURE_PYTHON_ENV",
     "compiled_module",
     "fast_method",
     "new_lane",
+    "new_link",
     "set_compiled",
 ]
+
+#: The compiled wrapper kinds (poolmon/_hot.c): generic, parametrised by the shims.
+HOT_KINDS: Final = ("BORROW", "RELEASE", "SKIP_IF_TRUTHY")
 
 #: Environment variable: any value but empty or ``0`` turns the compiled fast path off.
 PURE_PYTHON_ENV: Final = "POOLMON_PURE_PYTHON"
@@ -46,7 +53,7 @@ def compiled_module() -> ModuleType | None:
     if not enabled:
         return None
     try:
-        from poolmon import _hot  # type: ignore[attr-defined]
+        from poolmon import _hot
     except ImportError:
         return None
     module: ModuleType = _hot
@@ -55,29 +62,60 @@ def compiled_module() -> ModuleType | None:
 
 def new_lane(
     now: Callable[[], float], wait_bounds: Sequence[float], use_bounds: Sequence[float]
-) -> Any:
+) -> LaneProtocol:
     """A hot lane for a new ledger, with the ledger's wait and use bucket bounds: the compiled
     one when enabled (the compiled wrappers write only to it), else
     :class:`poolmon.core.lane.HotLane`. Both have the same interface."""
     hot = compiled_module()
     if hot is not None:
-        return hot.Lane(now, wait_bounds, use_bounds)
-    from poolmon.core.lane import HotLane
-
+        lane: LaneProtocol = hot.Lane(now, wait_bounds, use_bounds)
+        return lane
     return HotLane(now, wait_bounds, use_bounds)
 
 
-def fast_method(
-    kind: str, original: Callable[..., Any], slow: Callable[..., Any], **hooks: Any
-) -> Callable[..., Any]:
-    """The compiled wrapper of ``kind`` (a constant of ``poolmon._hot``) around ``original``,
-    handing every call outside its common case to ``slow``; just ``slow`` when not compiled.
+def new_link(
+    lane: Any,
+    cid: int | None = None,
+    key: object = None,
+    items: object = None,
+    table: dict[int, Any] | None = None,
+) -> Any:
+    """A link record (:class:`poolmon.core.lane.Link`) for ``lane``: the compiled one when the
+    lane is compiled (the compiled hooks read only those), else the Python one."""
+    hot = compiled_module()
+    if hot is not None and type(lane) is hot.Lane:
+        return hot.Link(lane, cid, key, items, table)
+    return Link(lane, cid, key, items, table)
 
-    ``hooks`` are the Python callbacks the compiled path calls for rare outcomes (``failed``,
-    ``adopt``, ``absorb``) and its constants (``owner``, ``attr``).
+
+def fast_method(
+    kind: str, original: Callable[..., Any], slow: Callable[..., Any], **params: Any
+) -> Callable[..., Any]:
+    """The compiled wrapper of ``kind`` (one of :data:`HOT_KINDS`) around ``original``, handing
+    every call outside its common case to ``slow``; just ``slow`` when not compiled.
+
+    ``params`` say, in the library's terms, what the common case is and where its links are:
+
+    * ``absorb(exc)``: a bookkeeping failure (required);
+    * ``failed(self, conn, t0, exc)``: the original raised; ``adopt(self, conn, extra)``: the
+      original lent or took back a connection without a live link;
+    * ``exact_type``: the only class of ``self`` taken (subclasses go to ``slow``);
+    * ``unless``: an attribute of ``self`` that must be falsy;
+    * ``pool_link``: the attribute of ``self`` holding the pool's :class:`Link`; ``need_items``:
+      its ``items`` must be non-empty (no wait possible); ``timed``: measure the wait from it;
+    * ``conn_link``: the attribute of the connection holding its link (without it: the pool
+      link's ``table`` by ``id(conn)``); ``match_key``: its ``key`` must be the pool link's;
+    * ``owner_attr``: an attribute of the connection that must be ``self`` (RELEASE);
+    * ``answer``: RELEASE skips the original, known to do nothing more, and returns this;
+    * ``kept``: RELEASE records after the original, when the pool link's items grew by the
+      connection; ``defaults``: arguments after the fixed ones, when given, must be these
+      (RELEASE without it takes exactly ``(self, conn)``, no keywords);
+    * ``attr``: SKIP_IF_TRUTHY's attribute of ``self``.
     """
+    if kind not in HOT_KINDS:
+        raise ValueError(f"fast_method: kind must be one of {HOT_KINDS}, got {kind!r}")
     hot = compiled_module()
     if hot is None:
         return slow
-    wrapper: Callable[..., Any] = hot.HotMethod(getattr(hot, kind), original, slow, **hooks)
+    wrapper: Callable[..., Any] = hot.HotMethod(getattr(hot, kind), original, slow, **params)
     return wrapper

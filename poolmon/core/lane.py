@@ -1,61 +1,89 @@
-"""The ledger's lock-free hot lane: borrow and return recorded without taking the ledger's lock.
+"""The lane protocol: borrow and return recorded without taking the ledger's lock.
 
-A shimmed library pool's whole borrow+return cycle costs ~2.4 us (psycopg_pool) to ~8 us
-(redis-py); the standard's bars leave poolmon 0.6-0.8 us of it. A lock pair per event, a bisect
-per sample and a Python method call per event already spend that. So when nothing but counting
-is asked of a ledger (no subscriber, no stack sampling, no leak bookkeeping: :attr:`HotLane.open`),
-borrow and return are reduced to single operations on builtin containers:
+This module is the one place the protocol is defined. The ledger (:meth:`PoolLedger.borrow`,
+:meth:`PoolLedger.release`) and every shim record through the same two calls on a lane,
+``lane.borrow(cid, now, waited)`` and ``lane.release(cid, now)``; the compiled lane
+(``poolmon._hot.Lane``) has the same two methods and its hooks run the same two operations in C.
+Shims never write a lane's containers themselves: their pure-Python paths call the ledger, whose
+methods take the lane while it is open.
 
-* borrow: ``borrowed[conn] = now`` and ``waits.append(now - t0)``;
-* return: ``start = borrowed.pop(conn, None)`` and ``uses.append(now - start)``.
+Why: a shimmed library pool's whole borrow+return cycle costs ~2.4 us (psycopg_pool) to ~8 us
+(redis-py); a lock pair per event, a bisect per sample and a few Python calls already spend what
+the bars leave poolmon. So while nothing but counting is asked of a ledger (no subscriber, no
+stack sampling, no leak bookkeeping: :attr:`HotLane.open`), borrow and return are reduced to
+single operations on builtin containers.
 
-**Why that is exact without a lock.** Each of those is one C-level operation on a ``dict`` or
-``list``: atomic under the GIL (no Python code runs inside it: keys are ints, values floats) and
-guarded by the container's own lock on free-threaded builds. So no update is lost, whatever the
-threads do. What is *not* atomic — read-modify-write of a bucket count — happens only in
-:func:`fold_samples`, under the ledger's lock, on samples already taken out of the lists.
+Invariants (cited in the code as L1..L5):
 
-**Folding.** The ledger moves samples into its fixed-bucket histograms at every snapshot, and a
-writer that sees a list longer than :data:`FOLD_AT` asks it to fold early, so memory stays bounded
-by ``FOLD_AT`` plus the connections in flight, never by the number of events. Taking samples out
-is ``items = lst[:n]; del lst[:n]`` under the lock: appends that race with it land after index
-``n`` and wait for the next fold. Sorting a batch and bisecting the bucket bounds into it costs
-~30 ns a sample here, against ~110 ns for a bisect per sample.
-
-**Readers** (snapshots, leak checks) copy ``borrowed`` with ``dict.copy()`` (one atomic call)
-before iterating, because a writer may change its size at any moment.
-
-**Switching.** ``open`` goes False as soon as a subscriber attaches or leak/stack work is due;
-writers test it once per event and take the ledger's locked path from their next event on. An
-event already in flight at that moment is counted but not delivered to the new subscriber: the
-standard's rules for streams that begin late cover exactly that case.
-
-**Draining.** The ledger empties a lane with :meth:`HotLane.drain`, under its lock, at every
-snapshot and whenever a writer asks: the samples go into the ledger's bucket counts and sums.
-
-**Compiled.** Where ``poolmon._hot`` is built, ledgers get its ``Lane`` instead of
-:class:`HotLane` (same interface, readable from C without attribute lookups). It does not keep
-sample lists at all: ``note_wait``/``note_use`` and the compiled wrappers count each sample
-straight into fixed buckets of C doubles (no float object per sample, memory that never grows),
-so its ``waits``/``uses`` are always empty and no writer ever asks it for a fold;
-:mod:`poolmon.core.compiled` chooses. The Python class here stays the reference: the compiled one
-is tested against it.
+* **L1 (atomic writes).** A borrow is ``borrowed[cid] = now`` and ``waits.append(waited)``; a
+  return is ``start = borrowed.pop(cid, None)`` and ``uses.append(now - start)``. Each is one
+  C-level operation on a ``dict`` or ``list`` with int keys and float values: atomic under the GIL
+  (no Python code runs inside it) and guarded by the container's own lock on free-threaded builds.
+  No update is lost, whatever the threads do. What is *not* atomic, the read-modify-write of a
+  bucket count, happens only in :func:`fold_samples`, under the ledger's lock.
+* **L2 (fold rule).** A writer that makes a sample list longer than :data:`FOLD_AT` gets ``True``
+  back from ``borrow``/``release`` and asks the ledger to fold, so memory stays bounded by
+  ``FOLD_AT`` plus the connections in flight, never by the number of events. The ledger also
+  folds at every snapshot. Taking samples out is ``items = lst[:n]; del lst[:n]`` under the lock:
+  appends that race with it land after index ``n`` and wait for the next fold. The compiled lane
+  counts into fixed buckets and never asks.
+* **L3 (only live ids).** A lane records only ids the ledger knows alive: the ledger checks
+  ``_alive`` before taking the lane; a shim's link carries an id from ``create``/``adopt`` and is
+  replaced or dropped when that id is evicted, so an id read from a live link is alive.
+* **L4 (switching).** ``open`` goes False as soon as a subscriber attaches or leak/stack work is
+  due; writers test it once per event and take the ledger's locked path from their next event on.
+  An event already in flight at that moment is counted but not delivered to the new subscriber:
+  the standard's rules for streams that begin late cover exactly that case.
+* **L5 (readers copy).** Snapshots and leak checks copy ``borrowed`` with ``copy()`` (one atomic
+  call) before iterating, because a writer may change its size at any moment.
 
 **Retiring.** A lane whose tracker a shim dropped (``uninstrument()``) is marked ``retired``: a
-link or tag still naming it is stale, and the compiled hooks hand such calls to the Python
-wrappers, which find the pool's current tracker.
+link still naming it is stale, and the compiled hooks hand such calls to the Python wrappers,
+which find the pool's current tracker.
+
+**Links.** :class:`Link` is the named record hooks read of a pool or a connection in one
+attribute lookup (lane, cid, key, items, table); ``poolmon._hot.Link`` has the same fields.
+Links are never changed in place: a new one replaces the old with one ``setattr``.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final, Protocol
 
-__all__ = ["FOLD_AT", "HotLane", "fold_samples", "take_samples"]
+__all__ = [
+    "FOLD_AT",
+    "HotLane",
+    "LaneProtocol",
+    "Link",
+    "fold_samples",
+    "take_samples",
+]
 
 #: A writer asks for a fold when a sample list grows past this length (bounded memory).
 FOLD_AT: Final = 512
+
+
+class LaneProtocol(Protocol):
+    """What the ledger and the shims use of a lane: :class:`HotLane` and ``poolmon._hot.Lane``."""
+
+    open: bool
+    retired: bool
+
+    @property
+    def now(self) -> Callable[[], float]: ...
+
+    @property
+    def borrowed(self) -> Any: ...
+
+    def borrow(self, cid: int, now: float, waited: float, /) -> bool: ...
+
+    def release(self, cid: int, now: float, /) -> bool: ...
+
+    def clear_samples(self) -> None: ...
+
+    def drain(self, wait_counts: list[int], use_counts: list[int], /) -> tuple[float, float]: ...
 
 
 class HotLane:
@@ -98,6 +126,22 @@ class HotLane:
         self.note_wait = self.waits.append
         self.note_use = self.uses.append
 
+    def borrow(self, cid: int, now: float, waited: float) -> bool:
+        """Record a borrow of ``cid`` at ``now`` after ``waited`` seconds (L1). True when the
+        caller must ask the ledger to fold (L2)."""
+        self.borrowed[cid] = now
+        self.note_wait(waited)
+        return len(self.waits) > FOLD_AT
+
+    def release(self, cid: int, now: float) -> bool:
+        """Record the return of ``cid`` at ``now``, if it is borrowed (L1). True when the caller
+        must ask the ledger to fold (L2)."""
+        start = self.borrowed.pop(cid, None)
+        if start is None:
+            return False
+        self.note_use(now - start)
+        return len(self.uses) > FOLD_AT
+
     def clear_samples(self) -> None:
         """Drop samples not drained yet (a forked child must not count its parent's)."""
         del self.waits[:]
@@ -109,6 +153,37 @@ class HotLane:
         wait_sum = fold_samples(wait_counts, self.wait_bounds, take_samples(self.waits))
         use_sum = fold_samples(use_counts, self.use_bounds, take_samples(self.uses))
         return wait_sum, use_sum
+
+
+class Link:
+    """What a hook reads of a pool or a connection, in one attribute lookup (see the module
+    docstring). ``poolmon._hot.Link`` is the compiled twin with the same fields.
+
+    * ``lane``: the ledger's lane the hooks record into;
+    * ``cid``: a connection link's ledger id, None on a pool link;
+    * ``key``: who made it (a tracker, a ledger), or the object a table entry is for;
+    * ``items``: a pool link's idle container, or None;
+    * ``table``: a pool link's ``id(obj) -> Link`` table for objects that take no attributes.
+    """
+
+    __slots__ = ("cid", "items", "key", "lane", "table")
+
+    def __init__(
+        self,
+        lane: object,
+        cid: int | None = None,
+        key: object = None,
+        items: object = None,
+        table: dict[int, Link] | None = None,
+    ) -> None:
+        self.lane = lane
+        self.cid = cid
+        self.key = key
+        self.items = items
+        self.table = table
+
+    def __repr__(self) -> str:
+        return f"Link(cid={self.cid!r})"
 
 
 def take_samples(samples: list[float]) -> list[float]:

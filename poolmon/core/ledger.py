@@ -48,7 +48,7 @@ from poolmon.core.clock import Clock, system_clock
 from poolmon.core.compiled import new_lane
 from poolmon.core.events import PoolEvent
 from poolmon.core.identity import PoolIdentity
-from poolmon.core.lane import FOLD_AT, HotLane
+from poolmon.core.lane import LaneProtocol
 from poolmon.core.redact import scrub
 from poolmon.core.selfmetrics import SelfMetrics, log_once
 from poolmon.core.snapshot import HistogramSnapshot, LeakRecord, PoolSnapshot
@@ -172,7 +172,7 @@ class PoolLedger:
         #: The lock-free writers' view of this ledger (see poolmon.core.lane). ``_borrowed`` is
         #: the lane's dict itself: lane writers and the locked methods share one live state.
         # Compiled where built (poolmon.core.compiled); it buckets with the ledger's own bounds.
-        self.lane: HotLane = new_lane(self._now, _WAIT_BOUNDS, _USE_BOUNDS)
+        self.lane: LaneProtocol = new_lane(self._now, _WAIT_BOUNDS, _USE_BOUNDS)
         self._borrowed: dict[int, float] = self.lane.borrowed
         self._stacks: dict[int, str] = {}
         self._flagged: set[int] = set()
@@ -360,10 +360,9 @@ class PoolLedger:
         if now is None:
             now = self._now()
         lane = self.lane
+        # The lane protocol (poolmon.core.lane): L3, only live ids; L2, fold when asked.
         if lane.open and not queued and conn in self._alive:
-            lane.borrowed[conn] = now
-            lane.note_wait(0.0 if t0 is None else now - t0)
-            if len(lane.waits) > FOLD_AT:
+            if lane.borrow(conn, now, 0.0 if t0 is None else now - t0):
                 self.fold()
             return
         self._acquire()
@@ -405,11 +404,8 @@ class PoolLedger:
             now = self._now()
         lane = self.lane
         if lane.open:
-            start = lane.borrowed.pop(conn, None)
-            if start is not None:
-                lane.note_use(now - start)
-                if len(lane.uses) > FOLD_AT:
-                    self.fold()
+            if lane.release(conn, now):  # the lane protocol (poolmon.core.lane), L1 and L2
+                self.fold()
             return
         self._acquire()
         try:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from poolmon.shims._psycopg_common import CONN_ATTR, TRACKER_ATTR, ShimState
+from poolmon.shims._psycopg_common import CONN_ATTR, TRACKER_ATTR, TrackingState
 from poolmon.shims._psycopg_rules import (
     GETCONN_CODES,
     close_reason,
@@ -28,7 +28,7 @@ __all__ = ["patch_async"]
 Fn = Callable[..., Any]
 
 
-def patch_async(st: ShimState) -> None:
+def patch_async(st: TrackingState) -> None:
     """Install the wrappers on psycopg_pool's asyncio classes."""
     from psycopg_pool import pool_async
     from psycopg_pool.null_pool_async import AsyncNullConnectionPool
@@ -48,7 +48,7 @@ def patch_async(st: ShimState) -> None:
     wrap(pool_async.WaitingClient, "wait", lambda orig: _waiting_client_wait(orig, st))
 
 
-def _open(original: Fn, st: ShimState) -> Fn:
+def _open(original: Fn, st: TrackingState) -> Fn:
     def _open(self: Any) -> None:
         st.track(self)
         original(self)
@@ -56,38 +56,26 @@ def _open(original: Fn, st: ShimState) -> Fn:
     return _open
 
 
-def _connect(original: Fn, st: ShimState) -> Fn:
+def _connect(original: Fn, st: TrackingState) -> Fn:
     async def _connect(self: Any, timeout: float | None = None) -> Any:
-        try:
-            tracker = self._poolmon_tracker  # TRACKER_ATTR, read as a plain attribute: fastest
-        except AttributeError:
-            tracker = st.track(self)
+        tracker = st.tracker_of(self)
         if tracker is None:
             return await original(self, timeout)
         t0 = tracker.now()
         try:
             conn = await original(self, timeout)
         except Exception as exc:
-            try:
-                tracker.ledger.create_failed(t0, exc)
-            except Exception as inner:
-                st.absorb(inner)
+            st.connect_failed(tracker, t0, exc)
             raise
-        try:
-            tracker.created(conn, t0)
-        except Exception as exc:
-            st.absorb(exc)
+        st.connected(tracker, t0, conn)
         return conn
 
     return _connect
 
 
-def _getconn(original: Fn, st: ShimState) -> Fn:
+def _getconn(original: Fn, st: TrackingState) -> Fn:
     async def getconn(self: Any, timeout: float | None = None) -> Any:
-        try:
-            tracker = self._poolmon_tracker  # TRACKER_ATTR, read as a plain attribute: fastest
-        except AttributeError:
-            tracker = st.track(self)
+        tracker = st.tracker_of(self)
         if tracker is None:
             return await original(self, timeout)
         cell = [False]  # see the sync wrapper: set once by the WaitingClient.wait wrapper
@@ -98,22 +86,16 @@ def _getconn(original: Fn, st: ShimState) -> Fn:
             record_getconn_failed(st, tracker, t0, cell[0], exc)
             raise
         try:
-            # tracker.conn_id() inlined: this is the hot path (a call costs ~0.1 us here).
-            try:
-                tag = conn._poolmon_conn  # CONN_ATTR
-                cid = tag[1] if tag[0] is tracker else tracker.adopt(conn)
-            except AttributeError:
-                cid = tracker.adopt(conn)
-            tracker.borrow(cid, t0, cell[0])
+            tracker.borrow(tracker.conn_id(conn), t0, cell[0])  # the lane protocol (core.lane)
         except Exception as exc:
-            st.absorb(exc)
+            st.absorb(exc, "borrow")
         return conn
 
     GETCONN_CODES.add(getconn.__code__)
     return getconn
 
 
-def _check_connection(original: Fn, st: ShimState) -> Fn:
+def _check_connection(original: Fn, st: TrackingState) -> Fn:
     async def _check_connection(self: Any, conn: Any) -> None:
         # Without a ``check=`` callback the original only returns (see the sync wrapper): answer
         # as it would, without a second coroutine on every getconn.
@@ -137,7 +119,7 @@ def _check_connection(original: Fn, st: ShimState) -> Fn:
     return _check_connection
 
 
-def _close_connection(original: Fn, st: ShimState) -> Fn:
+def _close_connection(original: Fn, st: TrackingState) -> Fn:
     async def _close_connection(self: Any, conn: Any) -> None:
         # Runs up to the first await inside the caller's step, so frame 1 is the calling
         # coroutine (the method whose name gives the eviction reason).
@@ -157,7 +139,7 @@ def _close_connection(original: Fn, st: ShimState) -> Fn:
     return _close_connection
 
 
-def _check_connection_static(original: Fn, st: ShimState) -> Fn:
+def _check_connection_static(original: Fn, st: TrackingState) -> Fn:
     async def check_connection(conn: Any) -> None:
         # pool.check() tests each idle connection through this staticmethod and drops (never
         # closes) the ones that fail, then starts a replacement: record the validation here,
@@ -167,7 +149,7 @@ def _check_connection_static(original: Fn, st: ShimState) -> Fn:
         try:
             if sys._getframe(1).f_code.co_name == "check":
                 tag = getattr(conn, CONN_ATTR, None)
-                tracker = tag[0] if tag is not None and tag[0].state is st else None
+                tracker = tag.key if tag is not None and tag.key.state is st else None
         except Exception as exc:
             st.absorb(exc)
         if tracker is None:
@@ -184,7 +166,7 @@ def _check_connection_static(original: Fn, st: ShimState) -> Fn:
     return check_connection
 
 
-def _close(original: Fn, st: ShimState) -> Fn:
+def _close(original: Fn, st: TrackingState) -> Fn:
     async def close(self: Any, timeout: float = 5.0) -> None:
         await original(self, timeout)
         try:
@@ -198,7 +180,7 @@ def _close(original: Fn, st: ShimState) -> Fn:
     return close
 
 
-def _resize(original: Fn, st: ShimState) -> Fn:
+def _resize(original: Fn, st: TrackingState) -> Fn:
     async def resize(self: Any, min_size: int, max_size: int | None = None) -> None:
         await original(self, min_size, max_size)
         try:
@@ -210,7 +192,7 @@ def _resize(original: Fn, st: ShimState) -> Fn:
     return resize
 
 
-def _waiting_client_wait(original: Fn, st: ShimState) -> Fn:
+def _waiting_client_wait(original: Fn, st: TrackingState) -> Fn:
     async def wait(self: Any, timeout: float) -> Any:
         try:
             found = waiting_call(sys._getframe(1))

@@ -7,15 +7,16 @@ call). They are read and written with getattr/setattr only, never through ``__di
 
 * each pool gets a :class:`PoolTracker` in ``pool._poolmon_tracker`` (``TRACKER_ATTR``), created on first sight
   (pools created before ``instrument()`` are seen lazily, their idle connections adopted), and,
-  where the shim asks for one, a *link* tuple in ``pool._poolmon_link`` (``LINK_ATTR``): what the
-  compiled fast path reads of the pool, in one lookup (psycopg_pool: tracker, lane, idle deque);
-* each connection gets a *tag* ``(tracker, conn_id, lane)`` in ``conn._poolmon_conn``
-  (``CONN_ATTR``). The tracker in the tag makes a tag from an earlier instrumentation (or another
-  pool) harmless: it is only trusted when it names the current tracker. The lane lets the
-  compiled return hook record a return from the tag alone; a dropped tracker's lane is marked
-  ``retired`` (:meth:`ShimState.stop`), which is how that hook knows the tag is stale.
-  Connection ids come from the ledger, never ``id()``. Connections without a ``__dict__``
-  (psycopg2's C type) use :class:`KeyedPoolTracker` instead.
+  where the shim asks for one, a pool :class:`~poolmon.core.lane.Link` in ``pool._poolmon_link``
+  (``LINK_ATTR``): what the compiled hooks read of the pool, in one lookup (``key`` the tracker,
+  ``items`` the idle container, and for psycopg2 ``table`` the keyed tags);
+* each connection gets a *tag*, a connection Link (``lane``, ``cid``, ``key`` = the tracker) in
+  ``conn._poolmon_conn`` (``CONN_ATTR``). The tracker in the tag makes a tag from an earlier
+  instrumentation (or another pool) harmless: it is only trusted when it names the current
+  tracker. The lane lets the compiled return hook record a return from the tag alone; a dropped
+  tracker's lane is marked ``retired`` (:meth:`TrackingState.stop`), which is how that hook knows
+  the tag is stale. Connection ids come from the ledger, never ``id()``. Connections without a
+  ``__dict__`` (psycopg2's C type) use :class:`KeyedPoolTracker` instead.
 
 Pools are held weakly (registry ``owner=`` and a ``WeakSet`` here); a tracker never refers back
 to its pool, so instrumenting creates no reference cycle that would delay a pool's finaliser.
@@ -23,19 +24,14 @@ to its pool, so instrumenting creates no reference cycle that would delay a pool
 
 from __future__ import annotations
 
-import logging
-import threading
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+from poolmon.core.compiled import new_link
 from poolmon.core.identity import PoolIdentity
 from poolmon.core.ledger import PoolLedger
-from poolmon.core.redact import scrub
-from poolmon.core.registry import PoolRegistry, get_default_registry
-from poolmon.core.selfmetrics import log_once
 from poolmon.shims._attrs import pop_attr
-from poolmon.shims._patch import PatchSet
+from poolmon.shims._runtime import ShimState
 
 __all__ = [
     "CONN_ATTR",
@@ -43,11 +39,10 @@ __all__ = [
     "TRACKER_ATTR",
     "KeyedPoolTracker",
     "PoolTracker",
-    "ShimState",
+    "TrackingState",
+    "sync_connect",
     "tag_of",
 ]
-
-_log = logging.getLogger("poolmon")
 
 #: Attribute names poolmon sets on library objects (pools and connections). The hot-path wrappers
 #: spell them out as plain attribute reads (``pool._poolmon_tracker``), the cheapest read there
@@ -67,7 +62,7 @@ class PoolTracker:
 
     __slots__ = ("borrow", "evict", "lane", "ledger", "now", "release", "state")
 
-    def __init__(self, ledger: PoolLedger, state: ShimState) -> None:
+    def __init__(self, ledger: PoolLedger, state: TrackingState) -> None:
         self.ledger = ledger
         self.lane = ledger.lane
         self.state = state
@@ -78,29 +73,29 @@ class PoolTracker:
 
     def conn_id(self, conn: Any) -> int:
         """The ledger id of ``conn``; a connection never seen before is adopted (no create)."""
-        tag = getattr(conn, CONN_ATTR, None)
-        if tag is not None and tag[0] is self:
-            cid: int = tag[1]
-            return cid
-        return self.adopt(conn)
+        cid = self.known_id(conn)
+        return cid if cid is not None else self.adopt(conn)
 
     def known_id(self, conn: Any) -> int | None:
         """The ledger id of ``conn`` if this tracker tagged it, else None."""
         tag = getattr(conn, CONN_ATTR, None)
-        if tag is not None and tag[0] is self:
-            cid: int = tag[1]
+        if tag is not None and tag.key is self:
+            cid: int = tag.cid
             return cid
         return None
+
+    def _tag(self, conn: Any, cid: int) -> None:
+        setattr(conn, CONN_ATTR, new_link(self.lane, cid, key=self))
 
     def created(self, conn: Any, t0: float) -> int:
         """``conn`` was just opened (started at ``t0``): record it and tag it."""
         cid = self.ledger.create(t0)
-        setattr(conn, CONN_ATTR, (self, cid, self.lane))
+        self._tag(conn, cid)
         return cid
 
     def adopt(self, conn: Any, age: float = 0.0) -> int:
         cid = self.ledger.adopt(age=max(0.0, age))
-        setattr(conn, CONN_ATTR, (self, cid, self.lane))
+        self._tag(conn, cid)
         return cid
 
     def discard(self, conn: Any, cid: int, reason: str) -> None:
@@ -109,9 +104,9 @@ class PoolTracker:
 
 
 class KeyedPoolTracker(PoolTracker):
-    """A tracker for connections that take no attributes: ``id(conn) -> (conn, conn_id)``.
+    """A tracker for connections that take no attributes: ``id(conn) -> Link(cid, key=conn)``.
 
-    The entry holds the connection itself, so its ``id()`` cannot be reused while the entry
+    The entry holds the connection itself (as its ``key``), so its ``id()`` cannot be reused while the entry
     exists, and the identity check makes a stale entry impossible to mistake for another
     connection. Entries leave on :meth:`discard`, i.e. when the pool lets go of the connection;
     until then the pool holds it anyway, so this keeps nothing alive that the pool would not.
@@ -119,54 +114,42 @@ class KeyedPoolTracker(PoolTracker):
 
     __slots__ = ("conns",)
 
-    def __init__(self, ledger: PoolLedger, state: ShimState) -> None:
+    def __init__(self, ledger: PoolLedger, state: TrackingState) -> None:
         super().__init__(ledger, state)
-        #: ``id(conn) -> (conn, conn_id)``; read by the compiled fast path through the pool's
-        #: link, so it is one dict for the tracker's whole life (never replaced).
-        self.conns: dict[int, tuple[Any, int]] = {}
-
-    def conn_id(self, conn: Any) -> int:
-        entry = self.conns.get(id(conn))
-        if entry is not None and entry[0] is conn:
-            return entry[1]
-        return self.adopt(conn)
+        #: ``id(conn) -> Link(lane, cid, key=conn)``; read by the compiled hooks through the
+        #: pool link's ``table``, so it is one dict for the tracker's whole life (never replaced).
+        self.conns: dict[int, Any] = {}
 
     def known_id(self, conn: Any) -> int | None:
         entry = self.conns.get(id(conn))
-        if entry is not None and entry[0] is conn:
-            return entry[1]
+        if entry is not None and entry.key is conn:
+            cid: int = entry.cid
+            return cid
         return None
 
-    def created(self, conn: Any, t0: float) -> int:
-        cid = self.ledger.create(t0)
-        self.conns[id(conn)] = (conn, cid)
-        return cid
-
-    def adopt(self, conn: Any, age: float = 0.0) -> int:
-        cid = self.ledger.adopt(age=max(0.0, age))
-        self.conns[id(conn)] = (conn, cid)
-        return cid
+    def _tag(self, conn: Any, cid: int) -> None:
+        self.conns[id(conn)] = new_link(self.lane, cid, key=conn)
 
     def discard(self, conn: Any, cid: int, reason: str) -> None:
         entry = self.conns.get(id(conn))
-        if entry is not None and entry[0] is conn:
+        if entry is not None and entry.key is conn:
             del self.conns[id(conn)]
         self.evict(cid, reason)
 
 
-def tag_of(conn: Any) -> tuple[PoolTracker, int, Any] | None:
-    """The ``(tracker, conn_id, lane)`` tag poolmon put on ``conn``, if any (tests, diagnostics)."""
-    tag: tuple[PoolTracker, int, Any] | None = getattr(conn, CONN_ATTR, None)
-    return tag
+def tag_of(conn: Any) -> Any:
+    """The tag (a connection Link: lane, cid, key = tracker) poolmon put on ``conn``, if any
+    (tests, diagnostics)."""
+    return getattr(conn, CONN_ATTR, None)
 
 
-class ShimState:
-    """The mutable state of one shim: its patches, registry and the pools it tracks.
+class TrackingState(ShimState):
+    """The runtime's :class:`ShimState` with per-pool trackers (psycopg_pool, psycopg2).
 
     ``identity`` and ``limits`` are the library-specific parts: how to name a pool and read its
     configured ``(max, min, idle_max)`` sizes. ``idle`` lists a pool's idle connections with their
-    ages, for adoption. ``link``, when given, makes the tuple stored in ``pool._poolmon_link`` for
-    the compiled fast path (which reads it instead of the tracker).
+    ages, for adoption. ``link``, when given, makes the pool Link stored in ``pool._poolmon_link``
+    for the compiled hooks (which read it instead of the tracker).
     """
 
     def __init__(
@@ -177,27 +160,14 @@ class ShimState:
         limits: Callable[[Any], tuple[int | None, int | None, int | None]],
         idle: Callable[[Any], Iterable[tuple[Any, float]]],
         tracker_class: type[PoolTracker] = PoolTracker,
-        link: Callable[[Any, PoolTracker], tuple[Any, ...]] | None = None,
+        link: Callable[[Any, PoolTracker], Any] | None = None,
     ) -> None:
-        self.label = label
-        self.patches = PatchSet(label)
-        self.registry: PoolRegistry | None = None
+        super().__init__(label)
         self._identity = identity
         self._limits = limits
         self._idle = idle
         self._tracker_class = tracker_class
         self._link = link
-        # Guards first sight only (two threads meeting a new pool must not register it twice);
-        # never taken on the hot path, never held while calling into the library.
-        self._lock = threading.Lock()
-        self._tracked: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    @property
-    def active(self) -> bool:
-        return self.registry is not None
-
-    def start(self, registry: PoolRegistry | None) -> None:
-        self.registry = registry if registry is not None else get_default_registry()
 
     def track(self, pool: Any) -> PoolTracker | None:
         """The tracker of ``pool``, registering it on first sight. None when inactive or failing.
@@ -208,12 +178,12 @@ class ShimState:
         respect to the pool's other threads.
         """
         try:
-            with self._lock:
+            with self.lock:
                 tracker: PoolTracker | None = getattr(pool, TRACKER_ATTR, None)
                 if tracker is not None or self.registry is None:
                     return tracker
                 max_size, min_size, idle_max = self._limits(pool)
-                ledger = self.registry.register(
+                ledger = self.target_registry().register(
                     self._identity(pool),
                     owner=pool,
                     max_size=max_size,
@@ -225,7 +195,7 @@ class ShimState:
                 if self._link is not None:
                     # After the tracker: the fast path never sees a link without it.
                     setattr(pool, LINK_ATTR, self._link(pool, tracker))
-                self._tracked.add(pool)
+                self.pools.add(pool)
             for conn, age in self._idle(pool):
                 if tracker.known_id(conn) is None:
                     tracker.adopt(conn, age)
@@ -233,6 +203,29 @@ class ShimState:
         except Exception as exc:
             self.absorb(exc)
             return None
+
+    def tracker_of(self, pool: Any) -> PoolTracker | None:
+        """The tracker of ``pool``: its attribute when set (a plain attribute read, the cheapest
+        there is), else :meth:`track` (first sight)."""
+        try:
+            tracker: PoolTracker = pool._poolmon_tracker  # TRACKER_ATTR
+        except AttributeError:
+            return self.track(pool)
+        return tracker
+
+    def connected(self, tracker: PoolTracker, t0: float, conn: Any) -> None:
+        """A connect that started at ``t0`` gave ``conn``: record the create, tag it."""
+        try:
+            tracker.created(conn, t0)
+        except Exception as exc:
+            self.absorb(exc, "connect")
+
+    def connect_failed(self, tracker: PoolTracker, t0: float, exc: BaseException) -> None:
+        """A connect that started at ``t0`` raised ``exc`` (re-raised by the caller)."""
+        try:
+            tracker.ledger.create_failed(t0, exc)
+        except Exception as inner:
+            self.absorb(inner, "connect")
 
     def set_limits(self, pool: Any) -> None:
         tracker: PoolTracker | None = getattr(pool, TRACKER_ATTR, None)
@@ -246,10 +239,8 @@ class ShimState:
         A pool keeps working untouched; if instrumented again it is seen afresh (old connection
         tags name the old tracker, so they are ignored and the connections re-adopted).
         """
-        with self._lock:
-            registry, self.registry = self.registry, None
-            pools = list(self._tracked)
-            self._tracked = weakref.WeakSet()
+        registry = self.target_registry()
+        pools = self.take_pools()
         for pool in pools:
             pop_attr(pool, LINK_ATTR)  # first: the fast path stops before the tracker goes
             tracker = pop_attr(pool, TRACKER_ATTR)
@@ -258,21 +249,25 @@ class ShimState:
                     tracker.lane.retired = True  # connection tags naming it are stale from now on
                 except Exception as exc:
                     self.absorb(exc)
-            if tracker is not None and registry is not None:
+            if tracker is not None:
                 registry.unregister(tracker.ledger)
 
-    def absorb(self, exc: BaseException) -> None:
-        """A failure inside poolmon's own code: count it, log it once, never propagate it."""
+
+def sync_connect(original: Callable[..., Any], st: TrackingState) -> Callable[..., Any]:
+    """The create hook of a synchronous pool's connect method (psycopg_pool ``_connect``,
+    psycopg2 ``_connect``): not a hot path, so it forwards whatever arguments it gets."""
+
+    def _connect(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tracker = st.tracker_of(self)
+        if tracker is None:
+            return original(self, *args, **kwargs)
+        t0 = tracker.now()
         try:
-            registry = self.registry or get_default_registry()
-            registry.self_metrics.inc("poolmon.shim.errors", self.label)
-            log_once(
-                _log,
-                f"shim:{self.label}:{type(exc).__name__}",
-                "poolmon: the %s shim absorbed %s; the pool is unaffected, further failures "
-                "are only counted in poolmon_shim_errors_total",
-                self.label,
-                scrub(f"{type(exc).__name__}: {exc}"),
-            )
-        except Exception:  # pragma: no cover - logging itself failed; nothing left to do
-            pass
+            conn = original(self, *args, **kwargs)
+        except Exception as exc:
+            st.connect_failed(tracker, t0, exc)
+            raise
+        st.connected(tracker, t0, conn)
+        return conn
+
+    return _connect

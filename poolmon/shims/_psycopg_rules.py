@@ -17,7 +17,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool.errors import PoolClosed, PoolTimeout, TooManyRequests
 
 from poolmon.core.identity import PoolIdentity, identity_from_libpq_dsn
-from poolmon.shims._psycopg_common import TRACKER_ATTR, PoolTracker, ShimState
+from poolmon.shims._psycopg_common import TRACKER_ATTR, PoolTracker, TrackingState
 
 __all__ = [
     "GETCONN_CODES",
@@ -83,7 +83,7 @@ def _is_null(pool: Any) -> bool:
 
 def idle_connections(pool: Any) -> Iterable[tuple[Any, float]]:
     """The connections idle in ``pool`` now, with their ages (for adoption on first sight)."""
-    conns = tuple(pool._pool)  # one C-level copy: atomic under the GIL (see ShimState.track)
+    conns = tuple(pool._pool)  # one C-level copy: atomic under the GIL (see TrackingState.track)
     now = monotonic()  # psycopg_pool stamps _created_at with time.monotonic
     return [(conn, now - getattr(conn, "_created_at", now)) for conn in conns]
 
@@ -112,7 +112,7 @@ def close_reason(pool: Any, conn: Any, caller: str) -> str:
     return "pool_closed" if pool._closed else "other"
 
 
-def wrap_run_task(original: Callable[..., Any], st: ShimState) -> Callable[..., Any]:
+def wrap_run_task(original: Callable[..., Any], st: TrackingState) -> Callable[..., Any]:
     """``run_task`` (sync in both pool flavours), watching for lost connections.
 
     psycopg_pool's ``_return_connection`` drops a connection whose status is ``UNKNOWN`` (lost
@@ -173,7 +173,7 @@ def waiting_call(frame: FrameType | None) -> tuple[PoolTracker, list[bool]] | No
 
 
 def record_getconn_failed(
-    st: ShimState, tracker: PoolTracker, t0: float, queued: bool, exc: BaseException
+    st: TrackingState, tracker: PoolTracker, t0: float, queued: bool, exc: BaseException
 ) -> None:
     try:
         error_type = getconn_error_type(exc, queued)
@@ -186,7 +186,7 @@ def record_getconn_failed(
 
 
 def record_check_failed(
-    st: ShimState, tracker: PoolTracker, conn: Any, t0: float, exc: BaseException
+    st: TrackingState, tracker: PoolTracker, conn: Any, t0: float, exc: BaseException
 ) -> None:
     """The ``check=`` callback rejected ``conn`` in ``getconn``.
 
@@ -207,7 +207,9 @@ def record_check_failed(
         st.absorb(inner)
 
 
-def record_pool_check(st: ShimState, tracker: PoolTracker, conn: Any, t0: float, ok: bool) -> None:
+def record_pool_check(
+    st: TrackingState, tracker: PoolTracker, conn: Any, t0: float, ok: bool
+) -> None:
     """One connection tested by ``pool.check()``: a failure means it is dropped."""
     try:
         cid = tracker.conn_id(conn)

@@ -19,7 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from poolmon.core.compiled import fast_method
-from poolmon.shims._psycopg_common import CONN_ATTR, TRACKER_ATTR, ShimState
+from poolmon.shims._psycopg_common import (
+    CONN_ATTR,
+    LINK_ATTR,
+    TRACKER_ATTR,
+    TrackingState,
+    sync_connect,
+)
 from poolmon.shims._psycopg_rules import (
     GETCONN_CODES,
     close_reason,
@@ -35,7 +41,7 @@ __all__ = ["patch_sync"]
 Fn = Callable[..., Any]
 
 
-def patch_sync(st: ShimState) -> None:
+def patch_sync(st: TrackingState) -> None:
     """Install the wrappers on psycopg_pool's sync classes."""
     from psycopg_pool import pool as pool_mod
     from psycopg_pool.null_pool import NullConnectionPool
@@ -43,7 +49,7 @@ def patch_sync(st: ShimState) -> None:
     cls = pool_mod.ConnectionPool
     wrap = st.patches.wrap
     wrap(cls, "_open", lambda orig: _open(orig, st))
-    wrap(cls, "_connect", lambda orig: _connect(orig, st))
+    wrap(cls, "_connect", lambda orig: sync_connect(orig, st))
     wrap(cls, "getconn", lambda orig: _getconn(orig, st))
     wrap(cls, "_check_connection", lambda orig: _check_connection(orig, st))
     wrap(cls, "_close_connection", lambda orig: _close_connection(orig, st))
@@ -55,7 +61,7 @@ def patch_sync(st: ShimState) -> None:
     wrap(pool_mod.WaitingClient, "wait", lambda orig: _waiting_client_wait(orig, st))
 
 
-def _open(original: Fn, st: ShimState) -> Fn:
+def _open(original: Fn, st: TrackingState) -> Fn:
     def _open(self: Any) -> None:
         # Register before the workers start connecting: the pool shows (at zero) from now on.
         st.track(self)
@@ -64,85 +70,58 @@ def _open(original: Fn, st: ShimState) -> Fn:
     return _open
 
 
-def _connect(original: Fn, st: ShimState) -> Fn:
-    def _connect(self: Any, timeout: float | None = None) -> Any:
-        try:
-            tracker = self._poolmon_tracker  # TRACKER_ATTR, read as a plain attribute: fastest
-        except AttributeError:
-            tracker = st.track(self)
-        if tracker is None:
-            return original(self, timeout)
-        t0 = tracker.now()
-        try:
-            conn = original(self, timeout)
-        except Exception as exc:
-            try:
-                tracker.ledger.create_failed(t0, exc)
-            except Exception as inner:
-                st.absorb(inner)
-            raise
-        try:
-            tracker.created(conn, t0)
-        except Exception as exc:
-            st.absorb(exc)
-        return conn
-
-    return _connect
-
-
-def _getconn(original: Fn, st: ShimState) -> Fn:
+def _getconn(original: Fn, st: TrackingState) -> Fn:
     def getconn(self: Any, timeout: float | None = None) -> Any:
-        try:
-            tracker = self._poolmon_tracker  # TRACKER_ATTR, read as a plain attribute: fastest
-        except AttributeError:
-            tracker = st.track(self)
+        tracker = st.tracker_of(self)
         if tracker is None:
             return original(self, timeout)
         # Set to True by the WaitingClient.wait wrapper (found through this frame) the first
         # time this call queues: one caller, one wait, however often the check loop re-queues.
         cell = [False]
-        lane = tracker.lane
-        t0 = lane.now()
+        t0 = tracker.now()
         try:
             conn = original(self, timeout)
         except BaseException as exc:
             record_getconn_failed(st, tracker, t0, cell[0], exc)
             raise
         try:
-            # tracker.conn_id() and the lane's borrow inlined: this is the hot path, where a
-            # Python call costs ~0.1 us of a ~0.6 us budget (poolmon.core.lane explains why
-            # these two container operations need no lock).
-            try:
-                tag = conn._poolmon_conn  # CONN_ATTR
-                cid = tag[1] if tag[0] is tracker else tracker.adopt(conn)
-            except AttributeError:
-                cid = tracker.adopt(conn)
-            if lane.open and not cell[0]:
-                now = lane.now()
-                lane.borrowed[cid] = now
-                lane.note_wait(now - t0)
-            else:
-                tracker.borrow(cid, t0, cell[0])
+            tracker.borrow(tracker.conn_id(conn), t0, cell[0])  # the lane protocol (core.lane)
         except Exception as exc:
-            st.absorb(exc)
+            st.absorb(exc, "borrow")
         return conn
 
     GETCONN_CODES.add(getconn.__code__)
 
-    def failed(tracker: Any, t0: float, exc: BaseException) -> None:
-        record_getconn_failed(st, tracker, t0, False, exc)
+    # The compiled hook calls these with the pool (it ran the original first).
+    def failed(pool: Any, _conn: None, t0: float, exc: BaseException) -> None:
+        tracker = getattr(pool, TRACKER_ATTR, None)
+        if tracker is not None:
+            record_getconn_failed(st, tracker, t0, False, exc)
 
-    def adopt(tracker: Any, conn: Any, t0: float) -> None:
-        tracker.borrow(tracker.conn_id(conn), t0, False)
+    def adopt(pool: Any, conn: Any, t0: float) -> None:
+        tracker = getattr(pool, TRACKER_ATTR, None)
+        if tracker is not None:
+            tracker.borrow(tracker.conn_id(conn), t0, False)
 
-    # The compiled fast path (poolmon._hot) where built; it takes only calls that find an idle
-    # connection and an open lane, and hands every other call to ``getconn`` above unchanged.
+    # The compiled fast path (poolmon._hot) where built: it takes only calls that find an idle
+    # connection in a pool with a live link, times them from that link's lane, and records a
+    # connection whose tag names the pool's tracker; every other call goes to ``getconn`` above.
     return fast_method(
-        "PSYCOPG_GETCONN", original, getconn, failed=failed, adopt=adopt, absorb=st.absorb
+        "BORROW",
+        original,
+        getconn,
+        pool_link=LINK_ATTR,
+        need_items=True,
+        timed=True,
+        conn_link=CONN_ATTR,
+        match_key=True,
+        failed=failed,
+        adopt=adopt,
+        absorb=st.absorber("borrow"),
     )
 
 
-def _check_connection(original: Fn, st: ShimState) -> Fn:
+def _check_connection(original: Fn, st: TrackingState) -> Fn:
     def _check_connection(self: Any, conn: Any) -> None:
         # Called on every getconn. Without a ``check=`` callback the original only returns
         # (its first statement, in every supported release): give that answer here, in one
@@ -169,7 +148,7 @@ def _check_connection(original: Fn, st: ShimState) -> Fn:
     return _check_connection
 
 
-def _close_connection(original: Fn, st: ShimState) -> Fn:
+def _close_connection(original: Fn, st: TrackingState) -> Fn:
     def _close_connection(self: Any, conn: Any) -> None:
         try:
             tracker = getattr(self, TRACKER_ATTR, None)
@@ -188,7 +167,7 @@ def _close_connection(original: Fn, st: ShimState) -> Fn:
     return _close_connection
 
 
-def _check_connection_static(original: Fn, st: ShimState) -> Fn:
+def _check_connection_static(original: Fn, st: TrackingState) -> Fn:
     def check_connection(conn: Any) -> None:
         # pool.check() tests each idle connection through this staticmethod and drops (never
         # closes) the ones that fail, then starts a replacement: record the validation here,
@@ -198,7 +177,7 @@ def _check_connection_static(original: Fn, st: ShimState) -> Fn:
         try:
             if sys._getframe(1).f_code.co_name == "check":
                 tag = getattr(conn, CONN_ATTR, None)
-                tracker = tag[0] if tag is not None and tag[0].state is st else None
+                tracker = tag.key if tag is not None and tag.key.state is st else None
         except Exception as exc:
             st.absorb(exc)
         if tracker is None:
@@ -215,7 +194,7 @@ def _check_connection_static(original: Fn, st: ShimState) -> Fn:
     return check_connection
 
 
-def _close(original: Fn, st: ShimState) -> Fn:
+def _close(original: Fn, st: TrackingState) -> Fn:
     def close(self: Any, timeout: float = 5.0) -> None:
         original(self, timeout)
         try:
@@ -229,7 +208,7 @@ def _close(original: Fn, st: ShimState) -> Fn:
     return close
 
 
-def _resize(original: Fn, st: ShimState) -> Fn:
+def _resize(original: Fn, st: TrackingState) -> Fn:
     def resize(self: Any, min_size: int, max_size: int | None = None) -> None:
         original(self, min_size, max_size)
         try:
@@ -241,7 +220,7 @@ def _resize(original: Fn, st: ShimState) -> Fn:
     return resize
 
 
-def _waiting_client_wait(original: Fn, st: ShimState) -> Fn:
+def _waiting_client_wait(original: Fn, st: TrackingState) -> Fn:
     def wait(self: Any, timeout: float) -> Any:
         try:
             found = waiting_call(sys._getframe(1))

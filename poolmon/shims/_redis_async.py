@@ -33,10 +33,10 @@ from poolmon.shims._redis_common import (
     CONN_LEDGER,
     HC_T0,
     POOL_LEDGER,
+    STATE,
     Shadowed,
     attach,
     set_socket,
-    shim_error,
     stamp,
 )
 from poolmon.shims._redis_sync import _borrowed
@@ -69,7 +69,7 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
             try:
                 ledger.error("exhausted", "borrow", exc)
             except Exception as inner:
-                shim_error("get_connection", inner)
+                STATE.absorb(inner, "get_connection")
             raise
         _borrowed(ledger, conn, None, False)
         return conn
@@ -98,7 +98,7 @@ def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
                 queued = True
                 ledger.wait()
         except Exception as exc:
-            shim_error("get_connection", exc)
+            STATE.absorb(exc, "get_connection")
         try:
             if plain:
                 conn = await original(self)
@@ -126,7 +126,7 @@ def _failed(ledger: Any, exc: BaseException, t0: float, queued: bool) -> None:
                 kind = "other" if isinstance(exc, Exception) else "cancelled"
             ledger.error(kind, "wait", exc)
     except Exception as inner:
-        shim_error("get_connection", inner)
+        STATE.absorb(inner, "get_connection")
 
 
 def _make_release(original: Fn, owner: type) -> Fn:
@@ -140,7 +140,7 @@ def _make_release(original: Fn, owner: type) -> Fn:
         except AttributeError:
             pass
         except Exception as exc:
-            shim_error("release", exc)
+            STATE.absorb(exc, "release")
         await original(self, connection)
 
     return release
@@ -156,7 +156,7 @@ def _make_make_connection(original: Fn) -> Fn:
             if ledger:
                 stamp(conn, ledger)
         except Exception as exc:
-            shim_error("make_connection", exc)
+            STATE.absorb(exc, "make_connection")
         return conn
 
     return make_connection
@@ -185,7 +185,7 @@ def _make_pool_aclose(original: Fn) -> Fn:
                 try:
                     ledger.close()
                 except Exception as exc:
-                    shim_error("aclose", exc)
+                    STATE.absorb(exc, "aclose")
 
     return aclose
 
@@ -207,13 +207,13 @@ def _make_connect_check_health(original: Fn) -> Fn:
             try:
                 ledger.create_failed(t0, exc)
             except Exception as inner:
-                shim_error("connect", inner)
+                STATE.absorb(inner, "connect")
             raise
         try:
             if self._writer is not None:
                 set_socket(self, ledger, ledger.create(t0))
         except Exception as exc:
-            shim_error("connect", exc)
+            STATE.absorb(exc, "connect")
 
     return connect_check_health
 
@@ -245,7 +245,7 @@ def _make_conn_disconnect(original: Fn) -> Fn:
                     ledger.validate(cid, ledger._now() if hc_t0 is None else hc_t0, False)
                 ledger.evict(cid, reason)
             except Exception as exc:
-                shim_error("disconnect", exc)
+                STATE.absorb(exc, "disconnect")
         await original(self, nowait, error, failure_count, health_check_failed)
 
     return disconnect
@@ -275,7 +275,7 @@ def _make_check_health(original: Fn) -> Fn:
             if cid is not None and self._writer is not None:
                 ledger.validate(cid, t0, True)
         except Exception as exc:
-            shim_error("check_health", exc)
+            STATE.absorb(exc, "check_health")
 
     return check_health
 

@@ -7,12 +7,12 @@ cheapest lookup Python has (the hot path budget is ~0.2 us per event):
   attaching failed, so a broken pool is not retried on every call);
 * a connection carries ``_poolmon_ledger`` (set once, when its pool makes it), ``_poolmon_id``:
   the ledger id of its *current socket*, or ``None`` while it has none, and ``_poolmon_sock``:
-  ``(id, ledger, ledger.lane)`` while it has a socket, ``None`` otherwise. The last one is all
-  the compiled borrow and return read: one attribute lookup per call (:func:`set_socket`
-  keeps the two in step). A redis-py
-  connection object outlives many sockets; every successful connect is a new physical connection
-  and gets a new id, and every disconnect of a live socket evicts the id. ``id()`` is never used:
-  CPython reuses it at once.
+  the socket's :class:`~poolmon.core.lane.Link` (lane, cid, key = the ledger) while it has a
+  socket, ``None`` otherwise. The link is all the compiled borrow and return read: one attribute
+  lookup per call (:func:`set_socket` keeps the two in step). A redis-py connection object
+  outlives many sockets; every successful connect is a new physical connection and gets a new
+  id, and every disconnect of a live socket evicts the id. ``id()`` is never used: CPython
+  reuses it at once.
 
 Pools are held weakly (a :class:`weakref.WeakSet` for uninstrument's clean-up, the registry's weak
 owner reference for metrics), so instrumenting never keeps a pool alive.
@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import logging
 import sys
 import threading
-import weakref
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Final
 
+from poolmon.core.compiled import new_link
 from poolmon.core.identity import PoolIdentity, derive_name
 from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import remember_secret, scrub
-from poolmon.core.registry import PoolRegistry, get_default_registry
-from poolmon.core.selfmetrics import log_once
 from poolmon.shims._attrs import drop_attr, pop_attr
 from poolmon.shims._patch import is_wrapped
+from poolmon.shims._runtime import ShimState
 from poolmon.shims._version import installed_version
 
 __all__ = [
@@ -46,25 +43,24 @@ __all__ = [
     "CONN_SOCK",
     "HC_T0",
     "POOL_LEDGER",
+    "STATE",
     "Shadowed",
-    "ShimState",
     "attach",
     "builtin_pool_metrics_enabled",
     "detach_all",
     "disconnect_reason",
     "identity_for_pool",
+    "set_on_attach",
     "set_socket",
-    "shim_error",
     "slow_conn_id",
     "stamp",
 ]
 
-_log = logging.getLogger("poolmon")
-
 POOL_LEDGER: Final = "_poolmon_ledger"
 CONN_LEDGER: Final = "_poolmon_ledger"
 CONN_ID: Final = "_poolmon_id"
-#: ``(conn_id, ledger, lane)`` of a connection's current socket (poolmon/_hot.c reads it).
+#: The Link (lane, cid, key = ledger) of a connection's current socket (the compiled hooks'
+#: ``conn_link``).
 CONN_SOCK: Final = "_poolmon_sock"
 #: Set on a connection while a due PING health check runs: when it started.
 HC_T0: Final = "_poolmon_hc_t0"
@@ -77,37 +73,17 @@ CLOSING: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar(
 )
 
 
-@dataclass
-class ShimState:
-    """What instrument() set up: the registry new pools join and the pools attached so far."""
+#: The redis shim's one state: patches, registry, attached pools, the error absorber.
+STATE: Final = ShimState("redis")
 
-    registry: PoolRegistry | None = None
-    pools: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    #: Called with each newly attached pool's ledger (the shim records redis-py's own metrics).
-    on_attach: Callable[[PoolLedger], None] | None = None
-
-    def target_registry(self) -> PoolRegistry:
-        return self.registry if self.registry is not None else get_default_registry()
+#: Called with each newly attached pool's ledger (the shim records redis-py's own metrics there).
+_on_attach: Callable[[PoolLedger], None] | None = None
 
 
-STATE: Final = ShimState()
-
-
-def shim_error(where: str, exc: BaseException) -> None:
-    """Absorb a failure of poolmon's own bookkeeping: count it, log it once, never raise."""
-    try:
-        STATE.target_registry().self_metrics.inc("poolmon.shim.errors", "redis")
-        log_once(
-            _log,
-            f"redis-shim:{where}:{type(exc).__name__}",
-            "poolmon: redis shim failed in %s (%s); the application is unaffected, further "
-            "failures are only counted in poolmon_shim_errors_total",
-            where,
-            scrub(f"{type(exc).__name__}: {exc}"),
-        )
-    except Exception:  # pragma: no cover - logging itself failed; nothing left to do safely
-        pass
+def set_on_attach(hook: Callable[[PoolLedger], None] | None) -> None:
+    """Set (None: clear) the hook :func:`attach` calls with each newly attached pool's ledger."""
+    global _on_attach
+    _on_attach = hook
 
 
 # ---------------------------------------------------------------------------- identity
@@ -198,7 +174,7 @@ def stamp(conn: Any, ledger: PoolLedger) -> None:
 def set_socket(conn: Any, ledger: PoolLedger, cid: int | None) -> None:
     """Record ``conn``'s current socket as ledger id ``cid`` (``None``: it has no socket)."""
     setattr(conn, CONN_ID, cid)
-    setattr(conn, CONN_SOCK, None if cid is None else (cid, ledger, ledger.lane))
+    setattr(conn, CONN_SOCK, None if cid is None else new_link(ledger.lane, cid, key=ledger))
 
 
 def _inner(conn: Any) -> Any:
@@ -227,8 +203,8 @@ def attach(pool: Any) -> PoolLedger | None:
             )
             setattr(pool, POOL_LEDGER, ledger)
             STATE.pools.add(pool)
-            if STATE.on_attach is not None:
-                STATE.on_attach(ledger)
+            if _on_attach is not None:
+                _on_attach(ledger)
         idle, used = _pool_connections(pool)
         for conn in (*idle, *used):
             stamp(conn, ledger)
@@ -238,7 +214,7 @@ def attach(pool: Any) -> PoolLedger | None:
                 set_socket(target, ledger, ledger.adopt())
         return ledger
     except Exception as exc:
-        shim_error("attach", exc)
+        STATE.absorb(exc, "attach")
         with contextlib.suppress(Exception):
             setattr(pool, POOL_LEDGER, False)
         return None
@@ -257,11 +233,10 @@ def slow_conn_id(ledger: PoolLedger, conn: Any) -> int | None:
 
 
 def detach_all() -> None:
-    """Forget every attached pool: drop our attributes and unregister the ledgers."""
-    with STATE.lock:
-        pools = list(STATE.pools)
-        STATE.pools = weakref.WeakSet()
-    for pool in pools:
+    """Switch the shim off: forget every attached pool, drop our attributes and unregister the
+    ledgers (from the registry they joined: read before ``take_pools`` forgets it)."""
+    registry = STATE.target_registry()
+    for pool in STATE.take_pools():
         try:
             ledger = pop_attr(pool, POOL_LEDGER)
             idle, used = _pool_connections(pool)
@@ -271,9 +246,9 @@ def detach_all() -> None:
                 drop_attr(target, CONN_ID)
                 drop_attr(target, CONN_SOCK)
             if ledger:
-                STATE.target_registry().unregister(ledger)
+                registry.unregister(ledger)
         except Exception as exc:
-            shim_error("detach", exc)
+            STATE.absorb(exc, "detach")
 
 
 # ---------------------------------------------------------------------------- eviction reasons
@@ -361,8 +336,3 @@ def builtin_pool_metrics_enabled() -> bool:
         )
     except Exception:
         return False
-
-
-def connections_of(pool: Any) -> Iterable[Any]:
-    idle, used = _pool_connections(pool)
-    return (*idle, *used)

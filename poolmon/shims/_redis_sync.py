@@ -26,25 +26,24 @@ call), reads the clock at most once per event, and catches its own failures.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from queue import Empty
 from typing import Any
 
 from poolmon.core.compiled import fast_method
-from poolmon.core.lane import FOLD_AT
 from poolmon.shims._attrs import pop_attr
 from poolmon.shims._patch import PatchSet
 from poolmon.shims._redis_common import (
     CLOSING,
     CONN_ID,
     CONN_LEDGER,
+    CONN_SOCK,
     HC_T0,
     POOL_LEDGER,
+    STATE,
     Shadowed,
     attach,
     disconnect_reason,
     set_socket,
-    shim_error,
     slow_conn_id,
     stamp,
 )
@@ -64,9 +63,9 @@ def _borrowed(ledger: Any, conn: Any, t0: float | None, queued: bool) -> None:
             cid = slow_conn_id(ledger, conn)
             if cid is None:
                 return
-        ledger.borrow(cid, t0, queued)
+        ledger.borrow(cid, t0, queued=queued)
     except Exception as exc:
-        shim_error("borrow", exc)
+        STATE.absorb(exc, "borrow")
 
 
 def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseException]) -> Fn:
@@ -92,29 +91,25 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
             try:
                 ledger.error("exhausted", "borrow", exc)
             except Exception as inner:
-                shim_error("get_connection", inner)
+                STATE.absorb(inner, "get_connection")
             raise
-        # Inlined rather than calling _borrowed(), and the ledger's lock-free lane written
-        # directly while it is open (poolmon.core.lane): this is the hottest line of the shim.
+        # Inlined rather than calling _borrowed(): this is the hottest line of the shim. The
+        # ledger takes its lock-free lane while it is open (poolmon.core.lane); this pool never
+        # waits (it refuses at once when full), so no t0.
         try:
             cid = conn._poolmon_id
             if cid is None:
                 cid = slow_conn_id(ledger, conn)
             if cid is not None:
-                lane = ledger.lane
-                if lane.open:
-                    lane.borrowed[cid] = lane.now()
-                    lane.note_wait(0.0)  # this pool never waits: refuses at once when full
-                else:
-                    ledger.borrow(cid)
+                ledger.borrow(cid)
         except AttributeError:
             _borrowed(ledger, conn, None, False)  # not stamped: made before instrument()
         except Exception as exc:
-            shim_error("borrow", exc)
+            STATE.absorb(exc, "borrow")
         return conn
 
     # The compiled wrapper calls the original first and hands these the pool, not its ledger.
-    def failed(pool: Any, _t0: None, exc: BaseException) -> None:
+    def failed(pool: Any, _conn: None, _t0: None, exc: BaseException) -> None:
         if isinstance(exc, max_error):
             try:
                 ledger = getattr(pool, POOL_LEDGER, None)
@@ -123,7 +118,7 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
                 if ledger:
                     ledger.error("exhausted", "borrow", exc)
             except Exception as inner:
-                shim_error("get_connection", inner)
+                STATE.absorb(inner, "get_connection")
 
     def adopt(pool: Any, conn: Any, _t0: None) -> None:
         try:
@@ -131,29 +126,24 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
             if ledger is None:
                 ledger = attach(pool)
         except Exception as exc:
-            shim_error("borrow", exc)
+            STATE.absorb(exc, "borrow")
             return
         if ledger:
             _borrowed(ledger, conn, None, False)
 
     # The compiled fast path (poolmon._hot) where built: calls on ``owner`` itself; a lent
-    # connection whose socket link names an open lane is recorded in C, any other goes to adopt.
-    # Calls on a subclass go to ``get_connection`` above unchanged.
+    # connection whose socket link (CONN_SOCK) is live is recorded in C, any other goes to
+    # adopt. Calls on a subclass go to ``get_connection`` above unchanged.
     return fast_method(
-        "REDIS_GET",
+        "BORROW",
         original,
         get_connection,
+        exact_type=owner,
+        conn_link=CONN_SOCK,
         failed=failed,
         adopt=adopt,
-        absorb=_absorb_borrow,
-        owner=owner,
+        absorb=STATE.absorber("borrow"),
     )
-
-
-# What the compiled wrappers call with a bookkeeping failure (the Python wrappers' labels).
-_absorb_borrow = partial(shim_error, "borrow")
-_absorb_release = partial(shim_error, "release")
-_absorb_connect = partial(shim_error, "connect")
 
 
 def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
@@ -175,7 +165,7 @@ def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
                 queued = True
                 ledger.wait()
         except Exception as exc:
-            shim_error("get_connection", exc)
+            STATE.absorb(exc, "get_connection")
         try:
             if command_name is None and not keys and not options:
                 conn = original(self)
@@ -203,7 +193,7 @@ def _blocking_failed(ledger: Any, exc: BaseException, t0: float, queued: bool) -
             kind = "other" if isinstance(exc, Exception) else "cancelled"
             ledger.error(kind, "wait", exc)
     except Exception as inner:
-        shim_error("get_connection", inner)
+        STATE.absorb(inner, "get_connection")
 
 
 def _make_release(original: Fn, owner: type) -> Fn:
@@ -215,23 +205,24 @@ def _make_release(original: Fn, owner: type) -> Fn:
         try:
             cid = connection._poolmon_id
             if cid is not None and (type(self) is owner or not shadowed(type(self))):
-                ledger = connection._poolmon_ledger
-                lane = ledger.lane
-                if lane.open:  # the ledger's release, inlined on its lock-free lane
-                    start = lane.borrowed.pop(cid, None)
-                    if start is not None:
-                        lane.note_use(lane.now() - start)
-                        if len(lane.uses) > FOLD_AT:
-                            ledger.fold()
-                else:
-                    ledger.release(cid)
+                connection._poolmon_ledger.release(cid)  # CONN_LEDGER; its lane when open
         except AttributeError:
             pass  # a connection poolmon does not track (made before instrument(), or foreign)
         except Exception as exc:
-            shim_error("release", exc)
+            STATE.absorb(exc, "release")
         return original(self, connection)  # type: ignore[no-any-return]
 
-    return fast_method("REDIS_RELEASE", original, release, absorb=_absorb_release, owner=owner)
+    # Compiled where built: ``release(conn)`` on ``owner`` itself (exactly two positional
+    # arguments) with a live socket link is recorded in C before the original runs.
+    return fast_method(
+        "RELEASE",
+        original,
+        release,
+        exact_type=owner,
+        conn_link=CONN_SOCK,
+        defaults=(),
+        absorb=STATE.absorber("release"),
+    )
 
 
 def _make_make_connection(original: Fn) -> Fn:
@@ -244,7 +235,7 @@ def _make_make_connection(original: Fn) -> Fn:
             if ledger:
                 stamp(conn, ledger)
         except Exception as exc:
-            shim_error("make_connection", exc)
+            STATE.absorb(exc, "make_connection")
         return conn
 
     return make_connection
@@ -273,7 +264,7 @@ def _make_pool_close(original: Fn) -> Fn:
                 try:
                     ledger.close()
                 except Exception as exc:
-                    shim_error("close", exc)
+                    STATE.absorb(exc, "close")
 
     return close
 
@@ -294,18 +285,22 @@ def _make_connect_check_health(original: Fn) -> Fn:
             try:
                 ledger.create_failed(t0, exc)
             except Exception as inner:
-                shim_error("connect", inner)
+                STATE.absorb(inner, "connect")
             raise
         try:
             if self._sock is not None:
                 set_socket(self, ledger, ledger.create(t0))
         except Exception as exc:
-            shim_error("connect", exc)
+            STATE.absorb(exc, "connect")
 
     # Compiled where built: with a socket the original would only return (its own first step),
-    # so the compiled wrapper returns at once (poolmon/_hot.c, skip_when).
+    # so the compiled wrapper returns at once (poolmon/_hot.c, skip_if_truthy).
     return fast_method(
-        "SKIP_IF_TRUTHY", original, connect_check_health, absorb=_absorb_connect, attr="_sock"
+        "SKIP_IF_TRUTHY",
+        original,
+        connect_check_health,
+        attr="_sock",
+        absorb=STATE.absorber("connect"),
     )
 
 
@@ -326,7 +321,7 @@ def _make_conn_disconnect(original: Fn) -> Fn:
                     ledger.validate(cid, ledger._now() if hc_t0 is None else hc_t0, False)
                 ledger.evict(cid, reason)
             except Exception as exc:
-                shim_error("disconnect", exc)
+                STATE.absorb(exc, "disconnect")
         return original(self, *args, **kwargs)  # type: ignore[no-any-return]
 
     return disconnect
@@ -357,7 +352,7 @@ def _make_check_health(original: Fn, monotonic: Callable[[], float]) -> Fn:
             if cid is not None and self._sock is not None:
                 ledger.validate(cid, t0, True)
         except Exception as exc:
-            shim_error("check_health", exc)
+            STATE.absorb(exc, "check_health")
 
     return check_health
 

@@ -22,8 +22,13 @@ Where events come from (urllib3 2.x, ``connectionpool.py`` and ``connection.py``
   ``exhausted`` when the caller asked not to wait (``timeout <= 0``).
 
 Every bookkeeping step sits in ``try/except Exception`` (free in CPython 3.11 until something
-raises): a failure is counted in ``poolmon.shim.errors`` and logged once, never raised into urllib3.
-Exceptions of urllib3 itself are recorded and re-raised unchanged.
+raises): a failure goes to ``STATE.absorb`` (counted in ``poolmon.shim.errors``, logged once), never
+raised into urllib3. Exceptions of urllib3 itself are recorded and re-raised unchanged.
+
+Where built, ``_get_conn`` and ``_put_conn`` are the compiled generic hooks
+(:func:`poolmon.core.compiled.fast_method`, kinds ``BORROW`` and ``RELEASE``), told here which
+attribute holds a connection's link; every call outside their common case (a blocking pool, a
+connection without a live link, a closed lane) runs the Python wrappers below unchanged.
 """
 
 from __future__ import annotations
@@ -34,17 +39,8 @@ from types import CodeType, FrameType
 from typing import Any, Final
 
 from poolmon.core.compiled import fast_method
-from poolmon.core.lane import FOLD_AT
 from poolmon.shims._attrs import pop_attr
-from poolmon.shims._urllib3_state import (
-    LINK,
-    PENDING,
-    STATE,
-    PoolState,
-    attach,
-    link,
-    shim_error,
-)
+from poolmon.shims._urllib3_state import LINK, PENDING, POOL_STATE, STATE, PoolState, attach, link
 
 __all__ = [
     "PUT_CONN",
@@ -63,7 +59,7 @@ Method = Callable[..., Any]
 
 
 def _ensure_state(pool: Any) -> PoolState:
-    state: PoolState | None = getattr(pool, STATE, None)
+    state: PoolState | None = getattr(pool, POOL_STATE, None)
     return state if state is not None else attach(pool)
 
 
@@ -75,7 +71,7 @@ def _borrow_unlinked(pool: Any, conn: Any, waited: float, queued: bool) -> None:
         ledger = state.ledger
         conn_id = ledger.adopt()
         link(state, conn, conn_id)
-        state.borrow(conn_id, ledger.now() - waited if waited else None, queued)
+        state.borrow(conn_id, ledger.now() - waited if waited else None, queued=queued)
     else:
         # No socket yet: urllib3 connects lazily, on the first request.
         setattr(conn, PENDING, (state, waited, queued))
@@ -113,7 +109,7 @@ def make_init(original: Method) -> Method:
         try:
             attach(self)
         except Exception as exc:
-            shim_error(None, exc)
+            STATE.absorb(exc, "attach")
 
     return __init__
 
@@ -125,31 +121,23 @@ def make_get_conn(original: Method) -> Method:
         try:
             conn = original(self, timeout)
         except BaseException as exc:
-            try:
-                _borrow_failed(self, None, False, False, exc)
-            except Exception as inner:
-                shim_error(None, inner)
+            _get_conn_failed(self, None, None, exc)
             raise
         try:
-            # The hot path: a linked idle connection. A non-blocking pool never waits. The
-            # ledger's lock-free lane is written inline while open (poolmon.core.lane).
+            # The common case: a linked idle connection (a non-blocking pool never waits),
+            # recorded by the ledger (its lock-free lane while open: poolmon.core.lane).
             conn_link = conn._poolmon_link  # LINK, as a plain attribute read: fastest
-            lane = conn_link[4]
-            if lane.open:
-                lane.borrowed[conn_link[2]] = lane.now()
-                lane.note_wait(0.0)
-            else:
-                conn_link[0](conn_link[2])
+            conn_link.key.borrow(conn_link.cid)
         except AttributeError as exc:
             try:
                 if hasattr(conn, LINK):
-                    shim_error(None, exc)  # linked: the failure is ours
+                    STATE.absorb(exc, "borrow")  # linked: the failure is ours
                 else:
                     _borrow_unlinked(self, conn, 0.0, False)
             except Exception as inner:
-                shim_error(None, inner)
+                STATE.absorb(inner, "borrow")
         except Exception as exc:
-            shim_error(None, exc)
+            STATE.absorb(exc, "borrow")
         return conn
 
     def _get_conn_blocking(self: Any, timeout: float | None) -> Any:
@@ -171,55 +159,56 @@ def make_get_conn(original: Method) -> Method:
                 ledger.wait()
                 queued = True
         except Exception as exc:
-            shim_error(None, exc)
+            STATE.absorb(exc, "borrow")
         try:
             conn = original(self, timeout)
         except BaseException as exc:
             try:
                 _borrow_failed(self, t0, queued, fail_fast, exc)
             except Exception as inner:
-                shim_error(None, inner)
+                STATE.absorb(inner, "borrow")
             raise
         try:
             if state is not None and t0 is not None:
                 conn_link = getattr(conn, LINK, None)
                 if conn_link is not None:
-                    conn_link[0](conn_link[2], t0, queued)
+                    conn_link.key.borrow(conn_link.cid, t0, queued=queued)
                 else:
                     _borrow_unlinked(self, conn, state.ledger.now() - t0, queued)
         except Exception as exc:
-            shim_error(None, exc)
+            STATE.absorb(exc, "borrow")
         return conn
 
-    # The compiled fast path (poolmon._hot) where built: non-blocking pools, linked connections,
-    # an open lane; every other call goes to ``_get_conn`` above unchanged.
+    # The compiled fast path (poolmon._hot) where built: non-blocking pools (``block`` falsy),
+    # connections with a live link (an open, current lane); every other call goes to
+    # ``_get_conn`` above unchanged, and a connection lent without one to ``_adopt_borrowed``.
     return fast_method(
-        "URLLIB3_GET",
+        "BORROW",
         original,
         _get_conn,
+        unless="block",
+        conn_link=LINK,
         failed=_get_conn_failed,
         adopt=_adopt_borrowed,
-        absorb=_absorb,
+        absorb=STATE.absorber("borrow"),
     )
 
 
-def _get_conn_failed(pool: Any, _t0: None, exc: BaseException) -> None:
+def _get_conn_failed(pool: Any, _conn: None, _t0: None, exc: BaseException) -> None:
+    """A non-blocking ``_get_conn`` raised (it never waits: no t0, no queueing)."""
     try:
         _borrow_failed(pool, None, False, False, exc)
     except Exception as inner:
-        shim_error(None, inner)
+        STATE.absorb(inner, "borrow")
 
 
 def _adopt_borrowed(pool: Any, conn: Any, _t0: None) -> None:
+    """A non-blocking ``_get_conn`` lent ``conn``, which has no live link."""
     conn_link = getattr(conn, LINK, None)
     if conn_link is not None:
-        conn_link[0](conn_link[2])  # linked, the lane closed: the ledger's locked path
+        conn_link.key.borrow(conn_link.cid)  # linked, the lane closed: the ledger's locked path
     else:
         _borrow_unlinked(pool, conn, 0.0, False)
-
-
-def _absorb(exc: BaseException) -> None:
-    shim_error(None, exc)
 
 
 def make_put_conn(original: Method) -> Method:
@@ -227,28 +216,29 @@ def make_put_conn(original: Method) -> Method:
         if conn is not None:
             try:
                 conn_link = conn._poolmon_link  # LINK
-                lane = conn_link[4]
-                if lane.open:  # the ledger's release, inlined on its lock-free lane
-                    start = lane.borrowed.pop(conn_link[2], None)
-                    if start is not None:
-                        lane.note_use(lane.now() - start)
-                        if len(lane.uses) > FOLD_AT:
-                            conn_link[3].ledger.fold()
-                else:
-                    conn_link[1](conn_link[2])
+                conn_link.key.release(conn_link.cid)  # the ledger's (its lane while open)
             except AttributeError as exc:
                 try:
                     if hasattr(conn, LINK):
-                        shim_error(None, exc)  # linked: the failure is ours
+                        STATE.absorb(exc, "return")  # linked: the failure is ours
                     else:
                         pop_attr(conn, PENDING)
                 except Exception as inner:
-                    shim_error(None, inner)
+                    STATE.absorb(inner, "return")
             except Exception as exc:
-                shim_error(None, exc)
+                STATE.absorb(exc, "return")
         original(self, conn)
 
-    return fast_method("URLLIB3_PUT", original, _put_conn, absorb=_absorb)
+    # The compiled fast path: exactly (self, conn), conn not None, with a live link: the return
+    # recorded before the original queues it; every other call goes to ``_put_conn`` above.
+    return fast_method(
+        "RELEASE",
+        original,
+        _put_conn,
+        conn_link=LINK,
+        defaults=(),
+        absorb=STATE.absorber("return"),
+    )
 
 
 def make_close_pool(original: Method) -> Method:
@@ -261,12 +251,12 @@ def make_close_pool(original: Method) -> Method:
             original(self)
         finally:
             try:
-                state: PoolState | None = getattr(self, STATE, None)
+                state: PoolState | None = getattr(self, POOL_STATE, None)
                 if state is not None:
                     state.closing = True
                     state.maybe_close()
             except Exception as exc:
-                shim_error(None, exc)
+                STATE.absorb(exc, "close_pool")
 
     return close
 
@@ -296,14 +286,14 @@ def make_connect(original: Method) -> Method:
                     # wait ends in failure (the create event above already counts create_failed).
                     ledger.error("other", "wait", exc)
             except Exception as inner:
-                shim_error(ledger, inner)
+                STATE.absorb(inner, "connect")
             raise
         try:
             conn_id = ledger.create(t0)
             link(state, self, conn_id)
-            state.borrow(conn_id, ledger.now() - waited if waited else None, queued)
+            state.borrow(conn_id, ledger.now() - waited if waited else None, queued=queued)
         except Exception as exc:
-            shim_error(ledger, exc)
+            STATE.absorb(exc, "connect")
 
     return connect
 
@@ -320,15 +310,15 @@ def make_close_conn(original: Method, reasons: Mapping[CodeType, str]) -> Method
             original(self)
         finally:
             try:
-                state: PoolState = conn_link[3]
-                state.ledger.evict(conn_link[2], _reason(sys._getframe(1), reasons))
+                state: PoolState = conn_link.key
+                state.ledger.evict(conn_link.cid, _reason(sys._getframe(1), reasons))
                 # Still borrowed by whoever closed it: a reconnect in the same borrow (a caller
                 # driving the connection itself) is a create followed by a borrow.
                 setattr(self, PENDING, (state, 0.0, False))
                 if state.closing:
                     state.maybe_close()
             except Exception as exc:
-                shim_error(None, exc)
+                STATE.absorb(exc, "close")
 
     return close
 

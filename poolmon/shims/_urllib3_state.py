@@ -4,10 +4,15 @@ State lives in plain attributes on urllib3's own objects, because an attribute r
 lookup Python has (the hot path budget is ~0.2 us per event):
 
 * a pool (``HTTPConnectionPool``) carries ``_poolmon_state``: its :class:`PoolState`;
-* a connection object carries ``_poolmon_link`` while it has a *socket poolmon saw open*: the tuple
-  ``(borrow, release, conn_id, state)`` (bound ledger methods first, so the hot path is one tuple
-  index and one call). A urllib3 connection object outlives many sockets: every ``connect()`` is a
-  new physical connection with a new ledger id, every ``close()`` of a linked socket evicts it.
+* a connection object carries ``_poolmon_link`` while it has a *socket poolmon saw open*: a link
+  record (:func:`poolmon.core.compiled.new_link`) with ``lane`` (the ledger's hot lane when the
+  socket was opened), ``cid`` (the socket's ledger id) and ``key`` (the pool's
+  :class:`PoolState`). The compiled hooks read the record in one attribute lookup; the Python
+  paths record through ``link.key.borrow(link.cid)`` / ``link.key.release(link.cid)``, the
+  ledger's own methods (the lane protocol, :mod:`poolmon.core.lane`). A urllib3 connection object
+  outlives many sockets: every ``connect()`` is a new physical connection with a new ledger id
+  (a new link replaces the old), every ``close()`` of a linked socket evicts it and drops the
+  link.
 * a connection object borrowed *without* a socket carries ``_poolmon_pending`` = ``(state, waited,
   queued)``: its borrow is recorded at the ``connect()`` that follows, after the create (the
   standard's state machine: create, then borrow). ``_put_conn`` clears it.
@@ -21,63 +26,49 @@ evicted (``pool_closed``) when the pool is collected.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import weakref
 from base64 import b64decode
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from poolmon.core.compiled import new_link
 from poolmon.core.identity import PoolIdentity, derive_name
 from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import remember_secret, scrub
-from poolmon.core.registry import PoolRegistry, get_default_registry
-from poolmon.core.selfmetrics import log_once
 from poolmon.shims._attrs import setdefault_attr
+from poolmon.shims._runtime import ShimState
 from poolmon.shims._version import installed_version
 
 __all__ = [
     "LINK",
     "PENDING",
+    "POOL_STATE",
     "STATE",
     "PoolState",
-    "Settings",
     "attach",
     "link",
-    "shim_error",
 ]
 
-_log = logging.getLogger("poolmon")
+#: The shim's one state: patches, the registry new pools join, the error absorber.
+STATE: Final = ShimState("urllib3")
 
-STATE: Final = "_poolmon_state"
+#: Attribute names on urllib3's objects (module docstring).
+POOL_STATE: Final = "_poolmon_state"
 LINK: Final = "_poolmon_link"
 PENDING: Final = "_poolmon_pending"
 
 _DEFAULT_PORTS: Final[Mapping[str, int]] = {"http": 80, "https": 443}
 
 
-class Settings:
-    """What ``instrument()`` was given: the registry to register pools in (None: the default one,
-    looked up when each pool is first seen, so replacing the default registry works)."""
-
-    __slots__ = ("registry",)
-
-    def __init__(self) -> None:
-        self.registry: PoolRegistry | None = None
-
-    def resolve(self) -> PoolRegistry:
-        return self.registry if self.registry is not None else get_default_registry()
-
-
-SETTINGS: Final = Settings()
-
-
 class PoolState:
     """poolmon's view of one urllib3 pool. Holds no reference to the pool itself.
 
-    ``closing`` is set by ``pool.close()``; the ledger's close event is emitted once the last
-    connection poolmon knows is evicted (connections borrowed at close time are closed by urllib3
-    when they are returned), so the stream never shows a connection event after the pool's close.
+    ``borrow``/``release`` are the ledger's methods, bound once (the Python paths' one call per
+    event). ``closing`` is set by ``pool.close()``; the ledger's close event is emitted once the
+    last connection poolmon knows is evicted (connections borrowed at close time are closed by
+    urllib3 when they are returned), so the stream never shows a connection event after the
+    pool's close.
     """
 
     __slots__ = ("__weakref__", "borrow", "closing", "ledger", "lock", "release")
@@ -126,7 +117,7 @@ def identity_for_pool(pool: Any) -> PoolIdentity:
 
 
 def _remember_pool_secrets(pool: Any) -> None:
-    """Teach :func:`scrub` the credentials this pool carries, in case an error message echoes one."""
+    """Teach :func:`scrub` the credentials this pool carries, should an error message echo one."""
     proxy = getattr(pool, "proxy", None)
     auth = getattr(proxy, "auth", None) if proxy is not None else None
     if auth:
@@ -150,14 +141,15 @@ def attach(pool: Any) -> PoolState:
     are discarded on return), so it has no max and ``idle_max = maxsize``; a ``block=True`` pool
     never exceeds ``maxsize``.
     """
-    state: PoolState | None = getattr(pool, STATE, None)
+    state: PoolState | None = getattr(pool, POOL_STATE, None)
     if state is not None:
         return state
     _remember_pool_secrets(pool)
     queue = pool.pool
     maxsize = getattr(queue, "maxsize", None) if queue is not None else None
     block = bool(getattr(pool, "block", False))
-    ledger = SETTINGS.resolve().register(
+    registry = STATE.target_registry()
+    ledger = registry.register(
         identity_for_pool(pool),
         owner=pool,
         max_size=maxsize if block else None,
@@ -165,9 +157,9 @@ def attach(pool: Any) -> PoolState:
     )
     state = PoolState(ledger)
     # Two threads attaching one pool at once agree on the first state.
-    winner: PoolState = setdefault_attr(pool, STATE, state)
+    winner: PoolState = setdefault_attr(pool, POOL_STATE, state)
     if winner is not state:
-        SETTINGS.resolve().unregister(ledger)
+        registry.unregister(ledger)
         return winner
     # The state holds no reference to the pool, so this keeps nothing alive.
     weakref.finalize(pool, _pool_collected, state)
@@ -178,26 +170,9 @@ def _pool_collected(state: PoolState) -> None:
     try:
         state.drop_all()
     except Exception as exc:
-        shim_error(state.ledger, exc)
+        STATE.absorb(exc, "pool_collected")
 
 
 def link(state: PoolState, conn: Any, conn_id: int) -> None:
     """Mark ``conn``'s current socket as the ledger's connection ``conn_id``."""
-    # (borrow, release, id, state, the ledger's hot lane): what the hot path needs, one index away.
-    setattr(conn, LINK, (state.borrow, state.release, conn_id, state, state.ledger.lane))
-
-
-def shim_error(ledger: PoolLedger | None, exc: BaseException) -> None:
-    """Absorb a failure of poolmon's own bookkeeping: count it, log it once, never raise."""
-    try:
-        metrics = ledger.self_metrics if ledger is not None else SETTINGS.resolve().self_metrics
-        metrics.inc("poolmon.shim.errors", "urllib3")
-        log_once(
-            _log,
-            f"urllib3-shim:{type(exc).__name__}",
-            "poolmon: urllib3 shim failed (%s); urllib3 is unaffected, further failures are only "
-            "counted in poolmon_shim_errors_total",
-            scrub(f"{type(exc).__name__}: {exc}"),
-        )
-    except Exception:  # pragma: no cover - observation must never break the host
-        pass
+    setattr(conn, LINK, new_link(state.ledger.lane, conn_id, key=state))

@@ -32,9 +32,10 @@ import functools
 import importlib.util
 from typing import Any, Final
 
+from poolmon.core.compiled import new_link
 from poolmon.core.identity import PoolIdentity
 from poolmon.core.registry import PoolRegistry
-from poolmon.shims._psycopg_common import PoolTracker, ShimState
+from poolmon.shims._psycopg_common import PoolTracker, TrackingState
 from poolmon.shims._version import installed_version, supported
 
 __all__ = ["LIBRARY", "SUPPORTED", "available", "instrument", "is_instrumented", "uninstrument"]
@@ -68,13 +69,13 @@ def _idle(pool: Any) -> list[tuple[Any, float]]:
     return list(idle_connections(pool))
 
 
-def _link(pool: Any, tracker: PoolTracker) -> tuple[PoolTracker, Any, Any]:
-    # What the compiled getconn and return hooks read of a pool, in one lookup (poolmon/_hot.c,
-    # psycopg_link). BasePool.__init__ makes the idle deque once and never replaces it.
-    return (tracker, tracker.lane, pool._pool)
+def _link(pool: Any, tracker: PoolTracker) -> Any:
+    # What the compiled getconn hook reads of a pool, in one lookup: the lane, the tracker (a
+    # tag must name it) and the idle deque (BasePool.__init__ makes it once, never replaces it).
+    return new_link(tracker.lane, key=tracker, items=pool._pool)
 
 
-_state: Final = ShimState("psycopg", identity=_identity, limits=_limits, idle=_idle, link=_link)
+_state: Final = TrackingState("psycopg", identity=_identity, limits=_limits, idle=_idle, link=_link)
 
 
 def available() -> bool:

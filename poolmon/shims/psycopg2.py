@@ -31,10 +31,16 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any, Final
 
-from poolmon.core.compiled import fast_method
+from poolmon.core.compiled import fast_method, new_link
 from poolmon.core.identity import PoolIdentity, identity_from_libpq_dsn
 from poolmon.core.registry import PoolRegistry
-from poolmon.shims._psycopg_common import KeyedPoolTracker, PoolTracker, ShimState
+from poolmon.shims._psycopg_common import (
+    LINK_ATTR,
+    KeyedPoolTracker,
+    PoolTracker,
+    TrackingState,
+    sync_connect,
+)
 from poolmon.shims._version import installed_version, supported
 
 __all__ = ["LIBRARY", "SUPPORTED", "available", "instrument", "is_instrumented", "uninstrument"]
@@ -80,16 +86,17 @@ def _idle(pool: Any) -> list[tuple[Any, float]]:
     return [(conn, 0.0) for conn in tuple(pool._pool)]  # ages unknown: psycopg2 keeps none
 
 
-def _link(pool: Any, tracker: PoolTracker) -> tuple[Any, ...]:
-    # What the compiled getconn/putconn read of a pool, in one lookup (poolmon/_hot.c,
-    # psycopg2_link). AbstractConnectionPool.__init__ makes the idle list once.
+def _link(pool: Any, tracker: PoolTracker) -> Any:
+    # What the compiled getconn/putconn read of a pool, in one lookup: the lane, the idle list
+    # (AbstractConnectionPool.__init__ makes it once) and the keyed tags, psycopg2's connections
+    # taking no attributes (KeyedPoolTracker).
     assert isinstance(tracker, KeyedPoolTracker)
-    return (tracker, tracker.lane, pool._pool, tracker.conns)
+    return new_link(tracker.lane, key=tracker, items=pool._pool, table=tracker.conns)
 
 
 # psycopg2 connections are a C type without ``__dict__``: connection ids are kept by id() in the
 # tracker, guarded by identity (see KeyedPoolTracker).
-_state: Final = ShimState(
+_state: Final = TrackingState(
     "psycopg2",
     identity=_identity,
     limits=_limits,
@@ -128,11 +135,11 @@ def instrument(registry: PoolRegistry | None = None, *, version: str | None = No
     return True
 
 
-def _patch(st: ShimState, pool_mod: Any) -> None:
+def _patch(st: TrackingState, pool_mod: Any) -> None:
     base = pool_mod.AbstractConnectionPool
     error = pool_mod.PoolError
     wrap = st.patches.wrap
-    wrap(base, "_connect", lambda orig: _connect(orig, st))
+    wrap(base, "_connect", lambda orig: sync_connect(orig, st))
     # SimpleConnectionPool's aliases hold the same functions as the underscored originals;
     # each gets its own wrapper (ThreadedConnectionPool reaches the underscored ones).
     for owner, prefix in ((base, "_"), (pool_mod.SimpleConnectionPool, "")):
@@ -154,40 +161,9 @@ def is_instrumented() -> bool:
 # ---------------------------------------------------------------------------------- wrappers
 
 
-def _tracker(pool: Any, st: ShimState) -> PoolTracker | None:
-    try:
-        tracker: PoolTracker = pool._poolmon_tracker  # TRACKER_ATTR as a plain attribute read
-    except AttributeError:
-        return st.track(pool)
-    return tracker
-
-
-def _connect(original: Fn, st: ShimState) -> Fn:
-    def _connect(self: Any, key: Any = None) -> Any:
-        tracker = _tracker(self, st)
-        if tracker is None:
-            return original(self, key)
-        t0 = tracker.now()
-        try:
-            conn = original(self, key)
-        except Exception as exc:
-            try:
-                tracker.ledger.create_failed(t0, exc)
-            except Exception as inner:
-                st.absorb(inner)
-            raise
-        try:
-            tracker.created(conn, t0)
-        except Exception as exc:
-            st.absorb(exc)
-        return conn
-
-    return _connect
-
-
-def _getconn(original: Fn, st: ShimState, pool_error: type[Exception]) -> Fn:
+def _getconn(original: Fn, st: TrackingState, pool_error: type[Exception]) -> Fn:
     def _getconn(self: Any, key: Any = None) -> Any:
-        tracker = _tracker(self, st)
+        tracker = st.tracker_of(self)
         # A key already holding a connection gets that same connection back: not a new borrow.
         if tracker is None or (key is not None and key in self._used):
             return original(self, key)
@@ -203,26 +179,34 @@ def _getconn(original: Fn, st: ShimState, pool_error: type[Exception]) -> Fn:
             st.absorb(exc)
         return conn
 
-    def failed(holder: tuple[Any, Any], _t0: None, exc: BaseException) -> None:
+    def failed(pool: Any, _conn: None, _t0: None, exc: BaseException) -> None:
         try:
-            pool = holder[0]
-            tracker = _tracker(pool, st)
+            tracker = st.tracker_of(pool)
             if tracker is not None and isinstance(exc, pool_error):
                 _refused(st, tracker, pool, exc)
         except Exception as inner:
             st.absorb(inner)
 
     def adopt(pool: Any, conn: Any, _t0: None) -> None:
-        tracker = _tracker(pool, st)  # a connection made before instrument(): adopted now
+        tracker = st.tracker_of(pool)  # a connection made before instrument(): adopted now
         if tracker is not None:
             tracker.borrow(tracker.conn_id(conn))
 
+    # Compiled where built: getconn() without a key (a borrow with no wait: psycopg2 never
+    # waits) in a pool with a live link; the connection's tag is found in the link's table.
     return fast_method(
-        "PSYCOPG2_GET", original, _getconn, failed=failed, adopt=adopt, absorb=st.absorb
+        "BORROW",
+        original,
+        _getconn,
+        pool_link=LINK_ATTR,
+        defaults=(None,),
+        failed=failed,
+        adopt=adopt,
+        absorb=st.absorber("borrow"),
     )
 
 
-def _refused(st: ShimState, tracker: PoolTracker, pool: Any, exc: Exception) -> None:
+def _refused(st: TrackingState, tracker: PoolTracker, pool: Any, exc: Exception) -> None:
     try:
         error_type = "pool_closed" if pool.closed else "exhausted"
         tracker.ledger.error(error_type, "borrow", exc)
@@ -242,9 +226,9 @@ def _put_reason(pool: Any, conn: Any, close: bool) -> str | None:
     return None
 
 
-def _putconn(original: Fn, st: ShimState, pool_error: type[Exception]) -> Fn:
+def _putconn(original: Fn, st: TrackingState, pool_error: type[Exception]) -> Fn:
     def _putconn(self: Any, conn: Any = None, key: Any = None, close: bool = False) -> None:
-        tracker = _tracker(self, st)
+        tracker = st.tracker_of(self)
         if tracker is None:
             return original(self, conn, key, close)  # type: ignore[no-any-return]
         cid: int | None = None
@@ -270,13 +254,12 @@ def _putconn(original: Fn, st: ShimState, pool_error: type[Exception]) -> Fn:
                 st.absorb(exc)
         return None
 
-    def failed(holder: tuple[Any, Any], _t0: None, exc: BaseException) -> None:
+    def failed(pool: Any, conn: Any, _t0: None, exc: BaseException) -> None:
         # The compiled path ran the original first. A PoolError is a refusal (closed pool,
         # unknown connection): nothing happened. Anything else came from the rollback of an
         # accepted return, which leaves the connection keyed in ``_rused``.
         try:
-            pool, conn = holder
-            tracker = _tracker(pool, st)
+            tracker = st.tracker_of(pool)
             if tracker is None or isinstance(exc, pool_error):
                 return
             if not pool.closed and id(conn) in pool._rused:
@@ -289,7 +272,7 @@ def _putconn(original: Fn, st: ShimState, pool_error: type[Exception]) -> Fn:
     def settled(pool: Any, conn: Any, before: int) -> None:
         # The compiled path after an accepted put it could not record itself: the connection
         # was let go (not at the end of the idle list), or poolmon did not know it yet.
-        tracker = _tracker(pool, st)
+        tracker = st.tracker_of(pool)
         if tracker is None:
             return
         cid = tracker.conn_id(conn)
@@ -299,12 +282,23 @@ def _putconn(original: Fn, st: ShimState, pool_error: type[Exception]) -> Fn:
             reason = "overflow" if before >= pool.minconn else "broken"
             tracker.discard(conn, cid, reason)
 
+    # Compiled where built: putconn(conn) with no key and close False. psycopg2 decides first;
+    # the connection at the end of the idle list, one more than before, means kept (recorded in
+    # C); anything else goes to ``settled``, in psycopg2's own order of reasons.
     return fast_method(
-        "PSYCOPG2_PUT", original, _putconn, failed=failed, adopt=settled, absorb=st.absorb
+        "RELEASE",
+        original,
+        _putconn,
+        pool_link=LINK_ATTR,
+        kept=True,
+        defaults=(None, False),
+        failed=failed,
+        adopt=settled,
+        absorb=st.absorber("return"),
     )
 
 
-def _reset_failed(st: ShimState, tracker: PoolTracker, conn: Any, cid: int) -> None:
+def _reset_failed(st: TrackingState, tracker: PoolTracker, conn: Any, cid: int) -> None:
     # The rollback of a returned connection raised: psycopg2 neither pools nor closes it.
     try:
         tracker.ledger.error("reset_failed", "reset", conn=cid)
@@ -313,9 +307,9 @@ def _reset_failed(st: ShimState, tracker: PoolTracker, conn: Any, cid: int) -> N
         st.absorb(exc)
 
 
-def _closeall(original: Fn, st: ShimState) -> Fn:
+def _closeall(original: Fn, st: TrackingState) -> Fn:
     def _closeall(self: Any) -> None:
-        tracker = _tracker(self, st)
+        tracker = st.tracker_of(self)
         if tracker is None or self.closed:
             return original(self)  # type: ignore[no-any-return]
         conns: list[Any] = []

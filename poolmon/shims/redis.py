@@ -34,8 +34,7 @@ from typing import Final
 from poolmon.core.ledger import PoolLedger
 from poolmon.core.registry import PoolRegistry
 from poolmon.shims import _redis_common as common
-from poolmon.shims._patch import PatchSet
-from poolmon.shims._redis_common import builtin_pool_metrics_enabled
+from poolmon.shims._redis_common import STATE, builtin_pool_metrics_enabled
 from poolmon.shims._version import installed_version, supported
 
 __all__ = [
@@ -53,7 +52,7 @@ LIBRARY: Final = "redis"
 #: Hook points verified against redis-py 8.1 (``connect_check_health``, the pool classes' bodies).
 SUPPORTED: Final = ">=8.0,<9"
 
-_patches: Final = PatchSet(LIBRARY)
+#: Serialises instrument() and uninstrument() (STATE.lock guards first sight of a pool only).
 _lock: Final = threading.Lock()
 
 
@@ -76,20 +75,22 @@ def instrument(registry: PoolRegistry | None = None) -> bool:
     if not available():
         return False
     with _lock:
-        if _patches.active:
+        if STATE.patches.active:
             return True
         if not supported(LIBRARY, SUPPORTED, _installed_version()):
             return False
         from poolmon.shims._redis_async import patch_async
         from poolmon.shims._redis_sync import patch_sync
 
-        common.STATE.registry = registry
-        common.STATE.on_attach = _on_attach
+        STATE.start(registry)
+        common.set_on_attach(_on_attach)
         try:
-            patch_sync(_patches)
-            patch_async(_patches)
+            patch_sync(STATE.patches)
+            patch_async(STATE.patches)
         except Exception:
-            _patches.restore()
+            STATE.patches.restore()
+            common.detach_all()
+            common.set_on_attach(None)
             raise
         return True
 
@@ -97,13 +98,13 @@ def instrument(registry: PoolRegistry | None = None) -> bool:
 def uninstrument() -> None:
     """Restore every patched attribute to the identical original object; forget attached pools."""
     with _lock:
-        _patches.restore()
+        STATE.patches.restore()
         common.detach_all()
-        common.STATE.registry = None
+        common.set_on_attach(None)
 
 
 def is_instrumented() -> bool:
-    return _patches.active
+    return STATE.patches.active
 
 
 def library_exports_semconv(ledger: PoolLedger) -> bool:

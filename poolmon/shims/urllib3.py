@@ -26,23 +26,18 @@ See :mod:`poolmon.shims._urllib3_hooks` for the hook points and their caveats.
 from __future__ import annotations
 
 import http.client
-import threading
 from types import CodeType
 from typing import Any, Final
 
 from poolmon.core.registry import PoolRegistry
 from poolmon.shims import _urllib3_hooks as hooks
-from poolmon.shims._patch import PatchSet
-from poolmon.shims._urllib3_state import SETTINGS
+from poolmon.shims._urllib3_state import STATE
 from poolmon.shims._version import installed_version, supported
 
 __all__ = ["LIBRARY", "SUPPORTED", "available", "instrument", "is_instrumented", "uninstrument"]
 
 LIBRARY: Final = "urllib3"
 SUPPORTED: Final = ">=2.0,<3"
-
-_patches: Final = PatchSet(LIBRARY)
-_lock = threading.Lock()
 
 
 def available() -> bool:
@@ -51,7 +46,7 @@ def available() -> bool:
 
 
 def is_instrumented() -> bool:
-    return _patches.active
+    return STATE.patches.active
 
 
 def instrument(registry: PoolRegistry | None = None) -> bool:
@@ -60,16 +55,17 @@ def instrument(registry: PoolRegistry | None = None) -> bool:
     ``registry`` defaults to the default registry, looked up when each pool is first seen. An
     unsupported urllib3 version is reported once and left untouched.
     """
-    with _lock:
-        if _patches.active:
+    with STATE.lock:
+        if STATE.patches.active:
             return True
         if not supported(LIBRARY, SUPPORTED):
             return False
-        SETTINGS.registry = registry
+        STATE.start(registry)
         try:
             _apply()
         except Exception:
-            _patches.restore()
+            STATE.patches.restore()
+            STATE.take_pools()
             raise
         return True
 
@@ -77,11 +73,13 @@ def instrument(registry: PoolRegistry | None = None) -> bool:
 def uninstrument() -> None:
     """Restore every original urllib3 attribute exactly (identity, not equality).
 
-    Pools and connections keep their inert ``_poolmon_*`` attributes; nothing reads them any more.
+    Pools and connections keep their inert ``_poolmon_*`` attributes; nothing reads them any more
+    (urllib3's pools are not detached: a pool seen again after a new ``instrument()`` goes on
+    recording into the ledger it was registered with).
     """
-    with _lock:
-        _patches.restore()
-        SETTINGS.registry = None
+    with STATE.lock:
+        STATE.patches.restore()
+        STATE.take_pools()  # switch off; no pool is tracked there (see above)
 
 
 def _apply() -> None:
@@ -92,21 +90,23 @@ def _apply() -> None:
     pool_cls = connectionpool.HTTPConnectionPool
     reasons = _close_reasons(connectionpool, response)
 
-    _patches.wrap(pool_cls, "__init__", hooks.make_init)
-    _patches.wrap(pool_cls, "_get_conn", hooks.make_get_conn)
-    _patches.wrap(pool_cls, "_put_conn", hooks.make_put_conn)
-    _patches.wrap(pool_cls, "close", hooks.make_close_pool)
+    patches = STATE.patches
+    patches.wrap(pool_cls, "__init__", hooks.make_init)
+    patches.wrap(pool_cls, "_get_conn", hooks.make_get_conn)
+    patches.wrap(pool_cls, "_put_conn", hooks.make_put_conn)
+    patches.wrap(pool_cls, "close", hooks.make_close_pool)
     # Each class that overrides connect gets its own patch (HTTPSConnection does not call super).
     for conn_cls in (connection.HTTPConnection, connection.HTTPSConnection):
         if "connect" in vars(conn_cls):
-            _patches.wrap(conn_cls, "connect", hooks.make_connect)
+            patches.wrap(conn_cls, "connect", hooks.make_connect)
     for conn_cls in (connection.HTTPConnection, connection.HTTPSConnection):
         if "close" in vars(conn_cls):
-            _patches.wrap(conn_cls, "close", lambda orig: hooks.make_close_conn(orig, reasons))
+            patches.wrap(conn_cls, "close", lambda orig: hooks.make_close_conn(orig, reasons))
 
 
 def _code(obj: Any) -> CodeType | None:
-    """The code object of a function, unwrapping decorators (``contextmanager`` keeps __wrapped__)."""
+    """The code object of a function, unwrapping decorators (``contextmanager`` keeps
+    ``__wrapped__``)."""
     obj = getattr(obj, "__wrapped__", obj)
     return getattr(obj, "__code__", None)
 

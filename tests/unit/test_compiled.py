@@ -190,10 +190,18 @@ def test_hot_method_rejects_bad_arguments(hot: Any) -> None:
 
     with pytest.raises(ValueError, match="kind must be in 1\\.\\."):
         hot.HotMethod(0, f, f, absorb=f)
-    with pytest.raises(TypeError, match="needs attr"):
+    with pytest.raises(ValueError, match="SKIP_IF_TRUTHY needs attr"):
         hot.HotMethod(hot.SKIP_IF_TRUTHY, f, f, absorb=f)
+    with pytest.raises(ValueError, match="need conn_link or pool_link"):
+        hot.HotMethod(hot.BORROW, f, f, absorb=f)
+    with pytest.raises(ValueError, match="need pool_link"):
+        hot.HotMethod(hot.RELEASE, f, f, absorb=f, conn_link="x", kept=True)
+    with pytest.raises(TypeError, match="must be a str or None"):
+        hot.HotMethod(hot.BORROW, f, f, absorb=f, conn_link=3)
+    with pytest.raises(TypeError, match="defaults must be a tuple"):
+        hot.HotMethod(hot.BORROW, f, f, absorb=f, conn_link="x", defaults=[None])
     with pytest.raises(TypeError, match="must be callable"):
-        hot.HotMethod(hot.REDIS_GET, f, 3, absorb=f)
+        hot.HotMethod(hot.BORROW, f, 3, absorb=f, conn_link="x")
 
 
 def test_the_switch_selects_the_python_implementation(
@@ -205,7 +213,7 @@ def test_the_switch_selects_the_python_implementation(
     try:
         compiled.set_compiled(False)
         assert isinstance(compiled.new_lane(float, BOUNDS, BOUNDS), HotLane)
-        assert compiled.fast_method("REDIS_GET", slow, slow, absorb=slow) is slow
+        assert compiled.fast_method("BORROW", slow, slow, absorb=slow) is slow
         compiled.set_compiled(None)
         monkeypatch.setenv(compiled.PURE_PYTHON_ENV, "1")
         assert compiled.compiled_module() is None

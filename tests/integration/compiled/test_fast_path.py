@@ -277,14 +277,14 @@ def _flaky_lane(hot: Any) -> Any:
     return hot.Lane(_flaky_clock(), BUCKETS["wait_time"], BUCKETS["use_time"])
 
 
-def _swap_psycopg_lane(pool: Any, lane: Any) -> None:
+def _swap_psycopg_lane(hot: Any, pool: Any, lane: Any) -> None:
     """Give a tracked pool a new lane everywhere the compiled hooks read one: its tracker, its
     ledger, its link and the tags of its idle connections."""
     tracker = pool._poolmon_tracker
     tracker.lane = tracker.ledger.lane = lane
-    pool._poolmon_link = (tracker, lane, pool._pool)
+    pool._poolmon_link = hot.Link(lane, key=tracker, items=pool._pool)
     for conn in pool._pool:
-        conn._poolmon_conn = (tracker, conn._poolmon_conn[1], lane)
+        conn._poolmon_conn = hot.Link(lane, conn._poolmon_conn.cid, key=tracker)
 
 
 def test_failures_on_the_compiled_path_never_reach_the_host(
@@ -297,7 +297,7 @@ def test_failures_on_the_compiled_path_never_reach_the_host(
     try:
         with psycopg_pool.ConnectionPool(pg_dsn, min_size=1, max_size=1, name="flaky") as pool:
             pool.wait()
-            _swap_psycopg_lane(pool, _flaky_lane(hot))
+            _swap_psycopg_lane(hot, pool, _flaky_lane(hot))
             for _ in range(5):
                 with pool.connection() as conn:
                     assert conn.execute("select 1").fetchone() == (1,)
@@ -329,13 +329,25 @@ def test_compiled_wrappers_are_installed_and_removed(hot: Any) -> None:
     set_compiled(True)
     try:
         assert redis_shim.instrument(PoolRegistry())
-        installed = redis.ConnectionPool.__dict__["get_connection"]
-        assert isinstance(installed, hot.HotMethod)
-        assert installed.__wrapped__.__name__ == "get_connection"
+        # The generic kinds: borrow, return and the connected-socket skip are compiled.
+        for owner, name in HOOKED_REDIS:
+            installed = owner.__dict__[name]
+            assert isinstance(installed, hot.HotMethod), name
+            assert installed.__wrapped__.__name__ == name
     finally:
         redis_shim.uninstrument()
         set_compiled(None)
-    assert not isinstance(redis.ConnectionPool.__dict__["get_connection"], hot.HotMethod)
+    for owner, name in HOOKED_REDIS:
+        assert not isinstance(owner.__dict__[name], hot.HotMethod), name
+
+
+#: The redis-py methods the shim wraps with a compiled hook (BORROW, RELEASE, SKIP_IF_TRUTHY).
+HOOKED_REDIS = [
+    (redis.ConnectionPool, "get_connection"),
+    (redis.ConnectionPool, "release"),
+    (redis.BlockingConnectionPool, "release"),
+    (redis.connection.AbstractConnection, "connect_check_health"),
+]
 
 
 def test_threads_on_the_compiled_path_lose_no_count(hot: Any, redis_url: str) -> None:

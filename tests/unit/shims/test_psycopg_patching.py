@@ -23,7 +23,7 @@ from poolmon.core.registry import PoolRegistry
 from poolmon.shims import psycopg as pg_shim
 from poolmon.shims import psycopg2 as pg2_shim
 from poolmon.shims._patch import is_wrapped
-from poolmon.shims._psycopg_common import LINK_ATTR, TRACKER_ATTR, KeyedPoolTracker, ShimState
+from poolmon.shims._psycopg_common import LINK_ATTR, TRACKER_ATTR, KeyedPoolTracker, TrackingState
 from poolmon.shims._psycopg_rules import UNKNOWN, close_reason, getconn_error_type, pool_identity
 from tests.support.lanes import ExplodingLane
 
@@ -185,7 +185,8 @@ def test_uninstrument_forgets_tracked_pools(registry: PoolRegistry) -> None:
         p.wait()
         assert TRACKER_ATTR in p.__dict__ and len(registry.snapshot()) == 1
         lane = p.__dict__[TRACKER_ATTR].lane
-        assert p.__dict__[LINK_ATTR] == (p.__dict__[TRACKER_ATTR], lane, p._pool)
+        link = p.__dict__[LINK_ATTR]
+        assert (link.key, link.lane, link.items) == (p.__dict__[TRACKER_ATTR], lane, p._pool)
         pg_shim.uninstrument()
         assert TRACKER_ATTR not in p.__dict__ and LINK_ATTR not in p.__dict__
         assert registry.snapshot() == []
@@ -237,7 +238,9 @@ def test_identity_drops_credentials_and_auto_names() -> None:
 
 
 def test_keyed_tracker_never_confuses_connections(registry: PoolRegistry) -> None:
-    state = ShimState("t", identity=lambda p: None, limits=lambda p: (1, 1, 1), idle=lambda p: [])  # type: ignore[arg-type,return-value]
+    state = TrackingState(
+        "t", identity=lambda p: None, limits=lambda p: (1, 1, 1), idle=lambda p: []
+    )  # type: ignore[arg-type,return-value]
     from poolmon.core.identity import PoolIdentity
 
     tracker = KeyedPoolTracker(registry.register(PoolIdentity("k")), state)

@@ -136,9 +136,15 @@ def test_shadowed_guard_outermost_wrapper_records() -> None:
         patches.restore()
 
 
+def _use_registry(monkeypatch: pytest.MonkeyPatch, registry: PoolRegistry) -> None:
+    """What ``instrument(registry)`` sets on the shim's state, undone after the test."""
+    monkeypatch.setattr(common.STATE, "registry", registry)
+    monkeypatch.setattr(common.STATE, "explicit_registry", True)
+
+
 def test_attach_failure_is_absorbed_and_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     registry = PoolRegistry()
-    monkeypatch.setattr(common.STATE, "registry", registry)
+    _use_registry(monkeypatch, registry)
     calls = []
 
     def boom(pool: Any) -> Any:
@@ -156,7 +162,7 @@ def test_attach_failure_is_absorbed_and_not_retried(monkeypatch: pytest.MonkeyPa
 
 def test_attach_adopts_idle_connected_connections(monkeypatch: pytest.MonkeyPatch) -> None:
     registry = PoolRegistry()
-    monkeypatch.setattr(common.STATE, "registry", registry)
+    _use_registry(monkeypatch, registry)
 
     class Conn:
         def __init__(self, connected: bool) -> None:
@@ -172,6 +178,10 @@ def test_attach_adopts_idle_connected_connections(monkeypatch: pytest.MonkeyPatc
     assert ledger is not None and ledger.name == "redis://h:1/0"
     assert idle._poolmon_id == 1 and cold._poolmon_id is None  # type: ignore[attr-defined]
     assert lent._poolmon_id is None  # type: ignore[attr-defined]  # adopted at its next borrow
+    # The socket's link is a named record: the lane the hooks write, its id, who made it.
+    link = idle._poolmon_sock  # type: ignore[attr-defined]
+    assert (link.lane, link.cid, link.key) == (ledger.lane, 1, ledger)
+    assert cold._poolmon_sock is None and lent._poolmon_sock is None  # type: ignore[attr-defined]
     assert ledger.snapshot().idle == 1
     assert common.attach(pool) is ledger
     common.STATE.pools.discard(pool)

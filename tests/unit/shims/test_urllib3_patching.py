@@ -15,10 +15,11 @@ import urllib3.connection as connection
 import urllib3.connectionpool as connectionpool
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 
+from poolmon.core.compiled import new_link
 from poolmon.core.ledger import PoolLedger
 from poolmon.core.registry import PoolRegistry
 from poolmon.shims import urllib3 as shim
-from poolmon.shims._urllib3_state import LINK, identity_for_pool
+from poolmon.shims._urllib3_state import LINK, POOL_STATE, identity_for_pool
 from tests.support.lanes import ExplodingLane
 
 PATCHED = [
@@ -158,22 +159,41 @@ def test_a_failing_recorder_never_reaches_the_application(
     def broken(self: PoolLedger, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("recorder bug")
 
-    # The link holds bound methods and the lane captured at connect: break the ledger class for
-    # new lookups, and the link's entries (the lane too, or a closed lane: the locked path).
+    # Break the ledger class for new lookups (evict), and what borrow and return go through: with
+    # the lane open, the lane itself (the ledger's, and the link's: a lane the compiled hooks do
+    # not take, so they hand over to Python); with it closed, the pool state's bound ledger
+    # methods (the locked path).
     monkeypatch.setattr(PoolLedger, "evict", broken)
     link = conn.__dict__[LINK]
+    state = link.key
+    ledger = state.ledger
+    lane = ledger.lane
     if lane_open:
-        lane: Any = ExplodingLane()
+        ledger.lane = ExplodingLane()
+        conn.__dict__[LINK] = new_link(ledger.lane, link.cid, key=state)
     else:
-        link[3].ledger.subscribe(lambda event: None)  # a subscriber closes the lane
-        lane = link[4]
-        assert not lane.open
-    conn.__dict__[LINK] = (lambda *a: broken(None), lambda *a: broken(None), link[2], link[3], lane)
+        ledger.subscribe(lambda event: None)  # a subscriber closes the lane
+        assert not link.lane.open
+        state.borrow = state.release = lambda *a, **k: broken(ledger)
     assert pool._get_conn() is conn
     pool._put_conn(conn)
     pool._get_conn().close()
     errors = instrumented.self_metrics.snapshot()["poolmon.shim.errors"]
     assert errors["urllib3"] == 4  # borrow, return, borrow, evict: each absorbed
+    ledger.lane = lane
+    peer.close()
+
+
+def test_a_connection_link_is_a_named_record(instrumented: PoolRegistry) -> None:
+    pool = HTTPConnectionPool("127.0.0.1", 9, maxsize=1)
+    conn, peer = _with_socket(pool)
+    (ledger,) = instrumented.ledgers()
+    link = conn.__dict__[LINK]
+    assert (link.lane, link.cid, link.key) == (ledger.lane, 1, pool.__dict__[POOL_STATE])
+    assert link.items is None and link.table is None
+    pool._put_conn(conn)
+    conn.close()  # evicted: the link goes with the socket
+    assert LINK not in conn.__dict__
     peer.close()
 
 
