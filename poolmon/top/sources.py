@@ -26,6 +26,8 @@ from typing import Any, Final, Protocol
 
 from poolmon.core.redact import redact_url, scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
+from poolmon.top.capacity import BACKEND_SERIES, read_backend_series
+from poolmon.top.exposition import ExpositionParser
 from poolmon.top.page import PageReader
 from poolmon.top.replay import JsonlReplay
 from poolmon.top.samples import (
@@ -117,6 +119,7 @@ class MetricsUrlSource:
         self.timeout = timeout
         self._clock = clock
         self._reader = PageReader()
+        self._backend_parser = ExpositionParser(BACKEND_SERIES)
         self._label = redact_url(self.url)
 
     @property
@@ -133,7 +136,10 @@ class MetricsUrlSource:
 
     def parse(self, text: str, taken_at: float) -> SourceResult:
         """The result for an exposition ``text`` read at ``taken_at`` (benchmarks use it)."""
-        return SourceResult(self._label, True, taken_at, self._reader.read(text))
+        backends, links = read_backend_series(text, self._backend_parser)
+        return SourceResult(
+            self._label, True, taken_at, self._reader.read(text), None, backends, links
+        )
 
 
 #: The catalog series ``top`` asks Prometheus for: one regex, one round trip.

@@ -19,7 +19,11 @@ WINDOW = 300.0
 
 
 def _down_lines(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if name in r.getMessage() and "down" in r.getMessage()]  # noqa: E501
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if name in r.getMessage() and "down" in r.getMessage()
+    ]
 
 
 def _poller(*readers: object, clock: ManualClock) -> Poller:

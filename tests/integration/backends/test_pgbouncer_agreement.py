@@ -166,8 +166,14 @@ def test_pgbouncer_and_postgres_agree_with_show_pools_and_pg_stat_activity(
         e = exposition.value
         # Client side.
         assert e("pool_connection_pending_requests", pool_name=pool) == after["cl_waiting"] == 2
-        assert e("pool_proxy_client_connections", pool_name=pool, pool_proxy_client_state="active") == after["cl_active"]  # noqa: E501
-        assert e("pool_proxy_client_connections", pool_name=pool, pool_proxy_client_state="waiting") == after["cl_waiting"]  # noqa: E501
+        assert (
+            e("pool_proxy_client_connections", pool_name=pool, pool_proxy_client_state="active")
+            == after["cl_active"]
+        )
+        assert (
+            e("pool_proxy_client_connections", pool_name=pool, pool_proxy_client_state="waiting")
+            == after["cl_waiting"]
+        )
         # 6 app connections + the asyncpg client: every client of the pool is accounted for.
         assert after["cl_active"] + after["cl_waiting"] == 7
         wait_before = before["maxwait"] + before["maxwait_us"] / 1e6
@@ -175,7 +181,11 @@ def test_pgbouncer_and_postgres_agree_with_show_pools_and_pg_stat_activity(
         oldest = e("pool_connection_oldest_wait_seconds", pool_name=pool)
         assert oldest is not None and 0 < wait_before <= oldest <= wait_after
         # Server side.
-        assert e("pool_connection_usage", pool_name=pool, pool_connection_state="used") == after["sv_active"] == 3  # noqa: E501
+        assert (
+            e("pool_connection_usage", pool_name=pool, pool_connection_state="used")
+            == after["sv_active"]
+            == 3
+        )
         assert e("pool_connection_usage", pool_name=pool, pool_connection_state="idle") == (
             after["sv_idle"] + after["sv_used"] + after["sv_tested"]
         )
@@ -191,8 +201,10 @@ def test_pgbouncer_and_postgres_agree_with_show_pools_and_pg_stat_activity(
         # Backend: the 3 server connections PgBouncer holds, by the labels the app pools gave.
         ours = exposition.total(
             "backend_connection_usage",
-            lambda ls: ls.get("backend_client") in labels
-            and ls.get("backend_name") == "postgresql://127.0.0.1:5432",
+            lambda ls: (
+                ls.get("backend_client") in labels
+                and ls.get("backend_name") == "postgresql://127.0.0.1:5432"
+            ),
         )
         assert ours == sum(activity.values()) == after["sv_active"] + after["sv_idle"]
         for (label, state), count in activity.items():
