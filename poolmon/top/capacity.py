@@ -121,14 +121,13 @@ class CapacityLine:
 
     @property
     def text(self) -> str:
+        count = f"{self.instances} instance{'' if self.instances == 1 else 's'}"
         if self.app_max is None:
-            app = f"{self.instances} instances, no max"
+            app = f"{count}, no max"
         elif self.per_instance_max is not None:
-            app = (
-                f"{self.instances} instances x {_n(self.per_instance_max)} max = {_n(self.app_max)}"
-            )
+            app = f"{count} x {_n(self.per_instance_max)} max = {_n(self.app_max)}"
         else:
-            app = f"{self.instances} instances, {_n(self.app_max)} max"
+            app = f"{count}, {_n(self.app_max)} max"
         parts = [f"{self.label}: {app}"]
         if self.proxy is not None:
             parts.append(f"pgbouncer {_n(self.proxy_server or 0.0)} server conns")

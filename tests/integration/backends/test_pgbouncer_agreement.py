@@ -24,6 +24,8 @@ import poolmon
 from poolmon.backends import PgBouncerReader, Poller, PostgresReader, application_name
 from poolmon.backends.labels import postgres_label_kwargs
 from poolmon.core.registry import PoolRegistry
+from poolmon.top.model import TopModel
+from poolmon.top.sources import MetricsUrlSource
 from tests.integration.backends.helpers import Exposition, admin_rows, wait_until
 from tests.support.pgbouncer import DATABASE, PgBouncer
 
@@ -222,6 +224,16 @@ def test_pgbouncer_and_postgres_agree_with_show_pools_and_pg_stat_activity(
         assert sum(s.used for s in app) == 5 and sum(s.pending for s in app) == 1
         assert sum(s.max or 0 for s in app) == 6
         assert e("pool_connection_usage", pool_name=names[0], pool_connection_state="used") == 3
+        # top's capacity chain, read from the same exposition a /metrics URL would serve.
+        frame = TopModel().update([MetricsUrlSource("127.0.0.1:1").parse(exposition.text(), 1.0)])
+        chain = [c for c in frame.capacity if c.proxy == f"pgbouncer://127.0.0.1:{bouncer.port}"]
+        assert len(chain) == 1
+        pg_total = next(s for s in poller.snapshot() if s.system == "postgresql").reading
+        assert pg_total is not None
+        assert chain[0].text == (
+            f"127.0.0.1:{bouncer.port}: 1 instance x 6 max = 6 -> pgbouncer 3 server conns "
+            f"-> postgres {pg_total.total}/{pg_total.limit}"
+        )
         assert e("backend_up", backend_system="pgbouncer") == 1
         assert e("backend_up", backend_system="postgresql") == 1
     finally:
