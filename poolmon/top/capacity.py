@@ -121,6 +121,11 @@ class CapacityLine:
 
     @property
     def text(self) -> str:
+        if self.instances == 0:  # a backend no application pool of these sources talks to
+            if not self.backend_up:
+                return f"{self.backend}: down"
+            limit = "?" if self.backend_limit is None else _n(self.backend_limit)
+            return f"{self.backend}: {_n(self.backend_used or 0.0)}/{limit} connections"
         count = f"{self.instances} instance{'' if self.instances == 1 else 's'}"
         if self.app_max is None:
             app = f"{count}, no max"
@@ -154,7 +159,8 @@ def _n(value: float) -> str:
 def capacity_lines(
     rows: Sequence[Any], backends: Iterable[BackendSample], links: Iterable[ProxyLink]
 ) -> tuple[CapacityLine, ...]:
-    """One line per backend that application pools talk to (directly or through a proxy)."""
+    """One line per backend that application pools talk to (directly or through a proxy), then
+    one per polled backend none of them does (its count against its limit, or down)."""
     by_backend = {b.name: b for b in backends}
     if not by_backend and not any(r.system == "pgbouncer" for r in rows):
         return ()
@@ -201,4 +207,15 @@ def capacity_lines(
                 backend_limit=None if sample is None else sample.limit,
             )
         )
+    referenced = {line.backend for line in out}
+    for sample in by_backend.values():
+        if sample.name not in referenced:
+            out.append(
+                CapacityLine(
+                    label=sample.name, system=sample.system, instances=0, per_instance_max=None,
+                    app_max=None, app_used=0.0, proxy=None, proxy_server=None,
+                    backend=sample.name, backend_up=sample.up, backend_used=sample.used,
+                    backend_limit=sample.limit,
+                )
+            )  # fmt: skip
     return tuple(out)

@@ -83,4 +83,8 @@ def test_from_triples_sums_usage_and_keeps_limits() -> None:
     ])  # fmt: skip
     assert backends == (BackendSample("postgresql://h:5432", "postgresql", True, 5, 100, 3),)
     assert links == (ProxyLink("p", "postgresql://h:5432"),)
-    assert capacity_lines([], backends, links) == ()
+    assert [c.text for c in capacity_lines([], backends, links)] == [
+        "postgresql://h:5432: 5/100 connections"
+    ]
+    down = BackendSample("redis://r:6379", "redis", False)
+    assert [c.text for c in capacity_lines([], [down], [])] == ["redis://r:6379: down"]
