@@ -1,0 +1,31 @@
+"""libpq itself applies the label only when the application named nothing (PGAPPNAME included)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from poolmon.backends.labels import application_name, postgres_label_kwargs
+
+
+def _seen(pg_dsn: str, **kwargs: Any) -> str:
+    with psycopg.connect(pg_dsn, autocommit=True, **kwargs) as conn:
+        row = conn.execute("SELECT current_setting('application_name')").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_label_applies_only_without_an_application_name(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = f"i19-label-{uuid.uuid4().hex[:6]}"
+    monkeypatch.delenv("PGAPPNAME", raising=False)
+    added = postgres_label_kwargs(pg_dsn, {}, pool)
+    assert _seen(pg_dsn, **added) == application_name(pool)
+    # The application's own name, by keyword or by environment, always wins.
+    assert _seen(pg_dsn, application_name="the-app", **added) == "the-app"
+    monkeypatch.setenv("PGAPPNAME", "from-env")
+    assert _seen(pg_dsn, **added) == "from-env"
