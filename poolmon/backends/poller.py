@@ -225,18 +225,30 @@ class Poller:
         self.close()
 
 
+def _require_driver(module: str, parameter: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(parameter, module, f"{module} installed (pip install 'poolmon[serve]')")
+
+
 def readers_for(pgbouncer: Sequence[str] = (), backends: Sequence[str] = ()) -> list[Reader]:
     """Readers for PgBouncer admin DSNs and backend DSNs/URLs (``redis://`` -> Redis)."""
     from poolmon.backends.pgbouncer import PgBouncerReader
     from poolmon.backends.postgres import PostgresReader
     from poolmon.backends.redis import RedisReader
 
-    out: list[Reader] = [PgBouncerReader(dsn) for dsn in pgbouncer]
+    out: list[Reader] = []
+    for dsn in pgbouncer:
+        _require_driver("psycopg", "--pgbouncer")
+        out.append(PgBouncerReader(dsn))
     for target in backends:
         scheme = target.partition("://")[0].lower() if "://" in target else ""
         if scheme in ("redis", "rediss", "unix"):
+            _require_driver("redis", "--backend")
             out.append(RedisReader(target))
         elif scheme in ("postgresql", "postgres", "") and (scheme or "=" in target):
+            _require_driver("psycopg", "--backend")
             out.append(PostgresReader(target))
         else:
             raise ConfigError(
