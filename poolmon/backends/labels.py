@@ -12,8 +12,9 @@ Redis: redis-py already sends ``CLIENT SETINFO lib-name``; nothing to add.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
 
 from poolmon.core.redact import scrub
 
@@ -21,6 +22,8 @@ __all__ = [
     "APPLICATION_NAME_MAX",
     "APPLICATION_NAME_PREFIX",
     "application_name",
+    "label_psycopg2_pool",
+    "label_psycopg_pool",
     "pool_of_application_name",
     "postgres_label_kwargs",
 ]
@@ -74,3 +77,67 @@ def postgres_label_kwargs(
     if _KEY in kwargs or _conninfo_has_key(conninfo, _KEY):
         return {}
     return {_KEY: application_name(pool_name)}
+
+
+def label_psycopg_pool(pool: Any, pool_name: str) -> bool:
+    """Label the connections a psycopg_pool pool opens from now on; True when it will.
+
+    For the shims, once, when they first see a pool (before it connects: ``ConnectionPool._open``
+    or the first ``_connect``). psycopg_pool passes ``pool.kwargs`` (a dict, None, or a sync or
+    async callable returning one, 3.3) to every ``connect(conninfo, **kwargs)``; keyword
+    arguments override the conninfo's keys, so the label is added only where the conninfo and
+    kwargs carry no ``fallback_application_name`` of the application's own. A callable conninfo
+    cannot be inspected without calling it: such a pool is left alone. Never raises; the
+    caller's kwargs object is not mutated (it may be shared by several pools).
+    """
+    try:
+        conninfo = pool.conninfo
+        if callable(conninfo):
+            return False
+        conninfo = conninfo or ""
+        kwargs = pool.kwargs
+        if not callable(kwargs):
+            extra = postgres_label_kwargs(conninfo, kwargs or {}, pool_name)
+            if extra:
+                pool.kwargs = {**(kwargs or {}), **extra}
+            return bool(extra)
+        pool.kwargs = _labelled_kwargs(kwargs, conninfo, pool_name)
+        return True
+    except Exception:  # observation never breaks the host: an unlabelled pool is fine
+        return False
+
+
+def _labelled_kwargs(kwargs: Callable[[], Any], conninfo: str, pool_name: str) -> Callable[[], Any]:
+    if inspect.iscoroutinefunction(kwargs):
+
+        async def resolve_async() -> dict[str, Any]:
+            resolved = dict(await kwargs() or {})
+            return {**postgres_label_kwargs(conninfo, resolved, pool_name), **resolved}
+
+        return resolve_async
+
+    def resolve() -> Any:
+        value = kwargs()
+        if isinstance(value, Awaitable):
+            return value  # an async factory we did not recognise: left exactly as it was
+        resolved = dict(value or {})
+        return {**postgres_label_kwargs(conninfo, resolved, pool_name), **resolved}
+
+    return resolve
+
+
+def label_psycopg2_pool(pool: Any, pool_name: str) -> bool:
+    """Label a psycopg2.pool pool's connections from now on; True when it will (see above).
+
+    psycopg2's pools call ``psycopg2.connect(*pool._args, **pool._kwargs)``; the DSN is the first
+    positional argument or ``dsn=``.
+    """
+    try:
+        args, kwargs = tuple(pool._args), dict(pool._kwargs)
+        dsn = args[0] if args else kwargs.get("dsn", "")
+        extra = postgres_label_kwargs(str(dsn or ""), kwargs, pool_name)
+        if extra:
+            pool._kwargs = {**kwargs, **extra}
+        return bool(extra)
+    except Exception:  # observation never breaks the host
+        return False

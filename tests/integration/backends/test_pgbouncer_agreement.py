@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 
 import poolmon
 from poolmon.backends import PgBouncerReader, Poller, PostgresReader, application_name
-from poolmon.backends.labels import postgres_label_kwargs
+from poolmon.backends.labels import label_psycopg_pool
 from poolmon.core.registry import PoolRegistry
 from poolmon.top.model import TopModel
 from poolmon.top.sources import MetricsUrlSource
@@ -40,13 +40,15 @@ def instrumented(registry: PoolRegistry) -> Iterator[PoolRegistry]:
 
 
 def _pool(bouncer: PgBouncer, name: str, size: int) -> ConnectionPool[Any]:
-    conninfo = bouncer.client_dsn()
-    # What the shims will do (see poolmon.backends.labels): label only when the app set none.
-    kwargs: dict[str, Any] = {"prepare_threshold": None}
-    kwargs.update(postgres_label_kwargs(conninfo, kwargs, name))
-    return ConnectionPool(
-        conninfo, min_size=size, max_size=size, kwargs=kwargs, name=name, open=True, timeout=60
-    )
+    # Transaction pooling: no prepared statements (PgBouncer 1.18 cannot route them).
+    pool: ConnectionPool[Any] = ConnectionPool(
+        bouncer.client_dsn(), min_size=size, max_size=size, kwargs={"prepare_threshold": None},
+        name=name, open=False, timeout=60,
+    )  # fmt: skip
+    # What the shims will do when they first see the pool (see poolmon.backends.labels).
+    assert label_psycopg_pool(pool, name)
+    pool.open()
+    return pool
 
 
 class _Holders:

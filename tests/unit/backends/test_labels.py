@@ -71,3 +71,54 @@ def test_otherwise_a_fallback_is_added(conninfo: str) -> None:
     assert postgres_label_kwargs(conninfo, {"application_name": "x"}, "p") == {
         "fallback_application_name": "poolmon p"
     }
+
+
+def test_label_psycopg_pool_handles_every_kwargs_shape() -> None:
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+    from poolmon.backends.labels import label_psycopg_pool
+
+    shared = {"prepare_threshold": None}
+    a = ConnectionPool("host=db", kwargs=shared, open=False)
+    assert label_psycopg_pool(a, "p") and a.kwargs == {
+        **shared,
+        "fallback_application_name": "poolmon p",
+    }
+    assert shared == {"prepare_threshold": None}  # the caller's dict is not mutated
+    none = ConnectionPool("host=db", open=False)
+    assert label_psycopg_pool(none, "p") and none._resolve_kwargs()["fallback_application_name"]
+    own = ConnectionPool("host=db fallback_application_name=mine", open=False)
+    assert not label_psycopg_pool(own, "p") and not own.kwargs
+    dynamic = ConnectionPool("host=db", kwargs=lambda: {"autocommit": True}, open=False)
+    assert label_psycopg_pool(dynamic, "p")
+    assert dynamic._resolve_kwargs() == {
+        "autocommit": True,
+        "fallback_application_name": "poolmon p",
+    }
+    opaque = ConnectionPool(lambda: "host=db", open=False)
+    assert not label_psycopg_pool(opaque, "p")
+
+    async def factory() -> dict[str, object]:
+        return {"autocommit": True}
+
+    async_pool = AsyncConnectionPool("host=db", kwargs=factory, open=False)
+    assert label_psycopg_pool(async_pool, "p")
+    import asyncio
+
+    resolved = asyncio.run(async_pool._resolve_kwargs())
+    assert resolved == {"autocommit": True, "fallback_application_name": "poolmon p"}
+
+
+def test_label_psycopg2_pool() -> None:
+    psycopg2_pool = pytest.importorskip("psycopg2.pool")
+    from poolmon.backends.labels import label_psycopg2_pool
+
+    class Unopened(psycopg2_pool.SimpleConnectionPool):  # type: ignore[misc, name-defined]
+        def _connect(self, key: object = None) -> None:  # no server needed for the logic
+            return None
+
+    pool = Unopened(0, 2, "host=db dbname=x", connect_timeout=3)
+    assert label_psycopg2_pool(pool, "p")
+    assert pool._kwargs == {"connect_timeout": 3, "fallback_application_name": "poolmon p"}
+    own = Unopened(0, 2, dsn="host=db fallback_application_name=mine")
+    assert not label_psycopg2_pool(own, "p")
