@@ -77,6 +77,9 @@ class Reading:
     pools: tuple[ProxyPool, ...] = ()
     stats: tuple[ProxyDatabaseStats, ...] = ()
     version: str | None = None
+    #: The server's own total of the same moment, where it states one (Redis
+    #: ``connected_clients``); equals :attr:`total` when the groups are complete.
+    server_total: int | None = None
 
     @property
     def total(self) -> int:

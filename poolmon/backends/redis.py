@@ -115,7 +115,7 @@ class RedisReader:
                 for (s, c, a), n in sorted(groups.items())
             ),
             limit=int(maxclients) if maxclients else None,
-            version=None,
+            server_total=int(info["connected_clients"]) if "connected_clients" in info else None,
         )
 
     def close(self) -> None:

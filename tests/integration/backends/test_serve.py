@@ -66,3 +66,16 @@ def test_serve_exposes_sources_and_keeps_serving_when_one_is_down(
 def test_serve_once_exit_status(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--backend", pg_dsn, "--once"]) == 0
     assert "backend_connection_usage{" in capsys.readouterr().out
+
+
+def test_serve_process_runs_for_its_duration_and_exits_0(pg_dsn: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "poolmon", "serve", "--backend", pg_dsn, "--port", "0",
+         "--duration", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "postgresql://127.0.0.1:5432 on http://127.0.0.1:" in done.stderr

@@ -159,3 +159,25 @@ class AuthenticationError(Exception):
 )
 def test_classify(exc: BaseException, kind: str) -> None:
     assert classify(exc) == kind
+
+
+def test_the_background_thread_polls_until_closed() -> None:
+    import threading
+
+    polled = threading.Event()
+
+    class Counting(Scripted):
+        def read(self) -> Reading:
+            reading = super().read()
+            if self.reads >= 3:
+                polled.set()
+            return reading
+
+    reader = Counting()
+    poller = Poller([reader], interval=0.05).start()
+    try:
+        assert polled.wait(30), "the thread did not poll three times"
+    finally:
+        poller.close()
+    reads = reader.reads
+    assert reader.closed and poller.snapshot()[0].polls == reads  # nothing after close
