@@ -21,6 +21,7 @@ from poolmon.core.redact import scrub
 __all__ = [
     "APPLICATION_NAME_MAX",
     "APPLICATION_NAME_PREFIX",
+    "Undo",
     "application_name",
     "label_psycopg2_pool",
     "label_psycopg_pool",
@@ -79,8 +80,22 @@ def postgres_label_kwargs(
     return {_KEY: application_name(pool_name)}
 
 
-def label_psycopg_pool(pool: Any, pool_name: str) -> bool:
-    """Label the connections a psycopg_pool pool opens from now on; True when it will.
+#: Undoes a label: puts the pool's own connect arguments back (for ``uninstrument()``).
+Undo = Callable[[], None]
+
+
+def _undo(pool: Any, attribute: str, original: Any) -> Undo:
+    def undo() -> None:
+        setattr(pool, attribute, original)
+
+    return undo
+
+
+def label_psycopg_pool(pool: Any, pool_name: str) -> Undo | None:
+    """Label the connections a psycopg_pool pool opens from now on.
+
+    Returns a function that restores the pool's own ``kwargs`` exactly (``uninstrument()`` must
+    leave no trace), or None when the pool is left alone.
 
     For the shims, once, when they first see a pool (before it connects: ``ConnectionPool._open``
     or the first ``_connect``). psycopg_pool passes ``pool.kwargs`` (a dict, None, or a sync or
@@ -93,18 +108,19 @@ def label_psycopg_pool(pool: Any, pool_name: str) -> bool:
     try:
         conninfo = pool.conninfo
         if callable(conninfo):
-            return False
+            return None
         conninfo = conninfo or ""
         kwargs = pool.kwargs
         if not callable(kwargs):
             extra = postgres_label_kwargs(conninfo, kwargs or {}, pool_name)
-            if extra:
-                pool.kwargs = {**(kwargs or {}), **extra}
-            return bool(extra)
-        pool.kwargs = _labelled_kwargs(kwargs, conninfo, pool_name)
-        return True
+            if not extra:
+                return None
+            pool.kwargs = {**(kwargs or {}), **extra}
+        else:
+            pool.kwargs = _labelled_kwargs(kwargs, conninfo, pool_name)
+        return _undo(pool, "kwargs", kwargs)
     except Exception:  # observation never breaks the host: an unlabelled pool is fine
-        return False
+        return None
 
 
 def _labelled_kwargs(kwargs: Callable[[], Any], conninfo: str, pool_name: str) -> Callable[[], Any]:
@@ -126,18 +142,20 @@ def _labelled_kwargs(kwargs: Callable[[], Any], conninfo: str, pool_name: str) -
     return resolve
 
 
-def label_psycopg2_pool(pool: Any, pool_name: str) -> bool:
-    """Label a psycopg2.pool pool's connections from now on; True when it will (see above).
+def label_psycopg2_pool(pool: Any, pool_name: str) -> Undo | None:
+    """Label a psycopg2.pool pool's connections from now on; the undo, or None (see above).
 
     psycopg2's pools call ``psycopg2.connect(*pool._args, **pool._kwargs)``; the DSN is the first
     positional argument or ``dsn=``.
     """
     try:
-        args, kwargs = tuple(pool._args), dict(pool._kwargs)
+        original = pool._kwargs
+        args, kwargs = tuple(pool._args), dict(original)
         dsn = args[0] if args else kwargs.get("dsn", "")
         extra = postgres_label_kwargs(str(dsn or ""), kwargs, pool_name)
-        if extra:
-            pool._kwargs = {**kwargs, **extra}
-        return bool(extra)
+        if not extra:
+            return None
+        pool._kwargs = {**kwargs, **extra}
+        return _undo(pool, "_kwargs", original)
     except Exception:  # observation never breaks the host
-        return False
+        return None

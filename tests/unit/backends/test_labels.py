@@ -85,6 +85,11 @@ def test_label_psycopg_pool_handles_every_kwargs_shape() -> None:
         "fallback_application_name": "poolmon p",
     }
     assert shared == {"prepare_threshold": None}  # the caller's dict is not mutated
+    restored = ConnectionPool("host=db", kwargs=shared, open=False)
+    undo = label_psycopg_pool(restored, "p")
+    assert undo is not None
+    undo()
+    assert restored.kwargs is shared  # uninstrument() leaves the pool exactly as it was
     none = ConnectionPool("host=db", open=False)
     assert label_psycopg_pool(none, "p") and none._resolve_kwargs()["fallback_application_name"]
     own = ConnectionPool("host=db fallback_application_name=mine", open=False)
@@ -118,7 +123,11 @@ def test_label_psycopg2_pool() -> None:
             return None
 
     pool = Unopened(0, 2, "host=db dbname=x", connect_timeout=3)
-    assert label_psycopg2_pool(pool, "p")
+    before = pool._kwargs
+    undo = label_psycopg2_pool(pool, "p")
+    assert undo is not None
     assert pool._kwargs == {"connect_timeout": 3, "fallback_application_name": "poolmon p"}
+    undo()
+    assert pool._kwargs is before
     own = Unopened(0, 2, dsn="host=db fallback_application_name=mine")
     assert not label_psycopg2_pool(own, "p")
