@@ -22,6 +22,7 @@ COMMAND_MODULES: Final = (
     "poolmon.run.cli",
     "poolmon.conformance.cli",
     "poolmon.dashboards.cli",
+    "poolmon.backends.cli",
 )
 
 

@@ -9,6 +9,8 @@ from typing import Final
 from poolmon.core._spec_data import CATALOG
 
 __all__ = [
+    "BACKEND_METRICS",
+    "BACKEND_SYSTEMS",
     "BUCKETS",
     "ERROR_PHASES",
     "ERROR_TYPES",
@@ -16,6 +18,10 @@ __all__ = [
     "EVICTION_REASONS",
     "METRICS",
     "OUTCOMES",
+    "POLL_ERROR_TYPES",
+    "PROXY_CLIENT_STATES",
+    "PROXY_METRICS",
+    "PROXY_SERVER_STATES",
     "SELF_METRICS",
     "SEMCONV",
     "SPEC_VERSION",
@@ -72,6 +78,17 @@ METRICS: Final[Mapping[str, MetricSpec]] = {m["name"]: _spec(m) for m in CATALOG
 SELF_METRICS: Final[Mapping[str, MetricSpec]] = {
     m["name"]: _spec(m) for m in CATALOG["self_metrics"]
 }
+#: Proxy pools and backends (spec section 12, added in 1.1): polled, not derived from events.
+PROXY_METRICS: Final[Mapping[str, MetricSpec]] = {
+    m["name"]: _spec(m) for m in CATALOG["proxy_metrics"]
+}
+BACKEND_METRICS: Final[Mapping[str, MetricSpec]] = {
+    m["name"]: _spec(m) for m in CATALOG["backend_metrics"]
+}
+PROXY_CLIENT_STATES: Final[tuple[str, ...]] = tuple(CATALOG["proxy_client_states"])
+PROXY_SERVER_STATES: Final[tuple[str, ...]] = tuple(CATALOG["proxy_server_states"])
+POLL_ERROR_TYPES: Final[tuple[str, ...]] = tuple(CATALOG["poll_error_types"])
+BACKEND_SYSTEMS: Final[tuple[str, ...]] = tuple(CATALOG["backend_systems"])
 #: ``{"database": {poolmon name: {"name": official name, "attributes": {...}}}, "http": {...}}``
 SEMCONV: Final[Mapping[str, Mapping[str, Mapping[str, object]]]] = CATALOG["semconv"]
 
@@ -81,7 +98,7 @@ def metric(name: str) -> MetricSpec:
     try:
         return METRICS[name]
     except KeyError:
-        try:
-            return SELF_METRICS[name]
-        except KeyError:
-            raise KeyError(f"{name!r} is not in the poolmon metric catalog") from None
+        for table in (SELF_METRICS, PROXY_METRICS, BACKEND_METRICS):
+            if name in table:
+                return table[name]
+        raise KeyError(f"{name!r} is not in the poolmon metric catalog") from None

@@ -24,8 +24,9 @@ __all__ = [
     "identity_from_url",
 ]
 
-#: Values of ``pool.system``. ``generic`` is for anything else (sockets, custom resources).
-SYSTEMS: Final = frozenset({"postgresql", "redis", "http", "sqlite", "generic"})
+#: Values of ``pool.system``. ``generic`` is for anything else (sockets, custom resources);
+#: ``pgbouncer`` is a proxy pool (spec section 12), read from the proxy rather than from events.
+SYSTEMS: Final = frozenset({"postgresql", "redis", "http", "sqlite", "generic", "pgbouncer"})
 
 _DEFAULT_PORTS: Final[Mapping[str, int]] = {
     "postgresql": 5432,

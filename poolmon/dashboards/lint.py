@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-from poolmon.core.catalog import METRICS, SELF_METRICS
+from poolmon.core.catalog import BACKEND_METRICS, METRICS, PROXY_METRICS, SELF_METRICS
 from poolmon.dashboards.promql import scan
 
 __all__ = [
@@ -29,10 +29,20 @@ PROMETHEUS_SERIES: Final = frozenset({"ALERTS"})
 REQUIRED_VARIABLES: Final = ("datasource", "instance", "system", "pool")
 
 
+def _all_specs() -> tuple[Any, ...]:
+    # Pools, poolmon's own health, and (spec section 12) proxy pools and backends.
+    return (
+        *METRICS.values(),
+        *SELF_METRICS.values(),
+        *PROXY_METRICS.values(),
+        *BACKEND_METRICS.values(),
+    )
+
+
 def exported_metric_names() -> frozenset[str]:
     """Every series name poolmon's Prometheus exposition can contain, from the catalog."""
     names: set[str] = set()
-    for spec in (*METRICS.values(), *SELF_METRICS.values()):
+    for spec in _all_specs():
         if spec.instrument == "histogram":
             names.update(f"{spec.prometheus}_{suffix}" for suffix in ("bucket", "count", "sum"))
         else:
@@ -43,7 +53,7 @@ def exported_metric_names() -> frozenset[str]:
 def counter_names() -> frozenset[str]:
     """Series that only grow (counters, histogram parts): meaningful only inside rate/increase."""
     names: set[str] = set()
-    for spec in (*METRICS.values(), *SELF_METRICS.values()):
+    for spec in _all_specs():
         if spec.instrument == "counter":
             names.add(spec.prometheus)
         elif spec.instrument == "histogram":

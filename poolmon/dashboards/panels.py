@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from poolmon.core.catalog import METRICS
+from poolmon.core.catalog import BACKEND_METRICS, METRICS, PROXY_METRICS
 
 __all__ = [
     "DASHBOARD_DESCRIPTION",
@@ -478,6 +478,139 @@ _FLEET = RowSpec(
     ),
 )
 
+
+def _b(otel_name: str) -> str:
+    """The Prometheus name of a backend or proxy metric (spec section 12)."""
+    return {**BACKEND_METRICS, **PROXY_METRICS}[otel_name].prometheus
+
+
+B_USAGE = _b("backend.connection.usage")
+B_LIMIT = _b("backend.connection.limit")
+B_RESERVED = _b("backend.connection.reserved")
+B_UP = _b("backend.up")
+PROXY_CLIENTS = _b("pool.proxy.client.connections")
+PROXY_SERVERS = _b("pool.proxy.server.connections")
+OLDEST_WAIT = _b("pool.connection.oldest_wait")
+PROXY_AVG_WAIT = _b("pool.proxy.wait_time.average")
+_PER_BACKEND = "backend_name"
+
+
+def _usable_limit() -> str:
+    """Per backend: its limit minus what is reserved for superusers (0 where none is)."""
+    reserved = f"({B_RESERVED} or {B_LIMIT} * 0)"
+    return f"max by ({_PER_BACKEND}) ({B_LIMIT} - {reserved})"
+
+
+_BACKEND_CAPACITY = RowSpec(
+    "Backend capacity",
+    (
+        PanelSpec(
+            "timeseries",
+            "Backend connections vs limit",
+            "What each backend itself holds (PostgreSQL pg_stat_activity, Redis CLIENT LIST, "
+            "PgBouncer clients), polled by `poolmon serve`, against its usable limit "
+            "(max_connections minus reserved, maxclients, max_client_conn). Act when the count "
+            "approaches the limit: new connections from any service will be refused.",
+            "short",
+            (
+                Query(f"sum by ({_PER_BACKEND}) ({B_USAGE})", "open {{backend_name}}"),
+                Query(_usable_limit(), "limit {{backend_name}}"),
+            ),
+            width=12,
+            min=0,
+        ),
+        PanelSpec(
+            "bargauge",
+            "Backend limit used",
+            "Connections each backend holds as a share of its usable limit. Act when above 80%: "
+            "shrink pools, add a pooler in front, or raise the limit.",
+            "percentunit",
+            (
+                Query(
+                    f"sum by ({_PER_BACKEND}) ({B_USAGE}) / {_usable_limit()}",
+                    "{{backend_name}}",
+                    instant=True,
+                ),
+            ),
+            width=6,
+            thresholds=((0.8, "orange"), (0.9, "red")),
+            min=0,
+            max=1,
+        ),
+        PanelSpec(
+            "stat",
+            "Backends down",
+            "Backends and proxies whose last poll failed (backend_up 0; the error type is in "
+            "backend_poll_errors_total). Act when above 0: the backend is unreachable or rejects "
+            "the poller's credentials, and its counts are missing from this row.",
+            "none",
+            (Query(f"count(({B_UP}) == 0) or vector(0)", "down", instant=True),),
+            width=6,
+            thresholds=((1.0, "red"),),
+            min=0,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Backend connections by client",
+            "Connections per backend by client name (PostgreSQL application_name - poolmon's shims "
+            "label theirs 'poolmon POOL' - or Redis client name) and state. Act when one client "
+            "holds far more than its pools' maximum: something opens connections outside them.",
+            "short",
+            (
+                Query(
+                    f"sum by ({_PER_BACKEND}, backend_client, backend_connection_state) ({B_USAGE})",
+                    "{{backend_client}} {{backend_connection_state}} @ {{backend_name}}",
+                ),
+            ),
+            width=12,
+            min=0,
+        ),
+        PanelSpec(
+            "timeseries",
+            "PgBouncer: waiting clients and server connections",
+            "Per PgBouncer pool: clients waiting for a server connection (cl_waiting) and server "
+            "connections in use (sv_active) against the pool size. Act when clients wait while "
+            "sv_active is at the pool size: the proxy pool is the bottleneck, not the database.",
+            "short",
+            (
+                Query(
+                    f"sum by ({PER_POOL}) ({PROXY_CLIENTS}{{{SELECTOR}, "
+                    'pool_proxy_client_state="waiting"})',
+                    "waiting {{pool_name}}",
+                ),
+                Query(
+                    f"sum by ({PER_POOL}) ({PROXY_SERVERS}{{{SELECTOR}, "
+                    'pool_proxy_server_state="active"})',
+                    "server active {{pool_name}}",
+                ),
+                Query(
+                    f'max by ({PER_POOL}) ({MAX}{{{SELECTOR}, pool_name=~"pgbouncer://.*"}})',
+                    "pool size {{pool_name}}",
+                ),
+            ),
+            width=6,
+            min=0,
+        ),
+        PanelSpec(
+            "timeseries",
+            "PgBouncer waits",
+            "The longest current wait per PgBouncer pool (maxwait) and the average wait per "
+            "database over PgBouncer's last stats period (avg_wait_time). Act when waits reach "
+            "your query timeouts: raise the pool size if the database has room.",
+            "s",
+            (
+                Query(f"max by ({PER_POOL}) ({OLDEST_WAIT}{{{SELECTOR}}})", "oldest {{pool_name}}"),
+                Query(
+                    f"max by (pool_proxy_name, db_namespace) ({PROXY_AVG_WAIT})",
+                    "average {{db_namespace}} @ {{pool_proxy_name}}",
+                ),
+            ),
+            width=6,
+            min=0,
+        ),
+    ),
+)
+
 _INVENTORY = RowSpec(
     "Inventory",
     (
@@ -502,6 +635,7 @@ ROWS: Final[tuple[RowSpec, ...]] = (
     _ERRORS,
     _LIFETIME,
     _FLEET,
+    _BACKEND_CAPACITY,
     _INVENTORY,
 )
 

@@ -18,7 +18,7 @@ happens with the ``semconv`` option, where HTTP pools are keyed by server rather
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -28,10 +28,12 @@ from poolmon.core.snapshot import HistogramSnapshot, PoolSnapshot
 __all__ = [
     "Attributes",
     "Family",
+    "FamilySource",
     "FamilySpec",
     "Value",
     "build_families",
     "family_specs",
+    "merge_families",
     "prometheus_name",
     "semconv_kind",
 ]
@@ -39,6 +41,9 @@ __all__ = [
 Value = float | HistogramSnapshot
 #: Attributes as a sorted tuple of ``(key, value)`` pairs: hashable, so points can be merged.
 Attributes = tuple[tuple[str, str], ...]
+#: Something besides the pool registry that contributes families at collection time (the backend
+#: poller, spec section 12); called once per collection, off the hot path.
+FamilySource = Callable[[], Sequence["Family"]]
 
 #: ``pool.system`` values that are databases or caches for the ``db.client.connection.*`` names.
 _DATABASE_SYSTEMS: Final = frozenset({"postgresql", "redis", "sqlite"})
@@ -49,7 +54,8 @@ _UNIT_WORDS: Final[Mapping[str, str]] = {
     "1": "ratio",
 }
 _INVALID_NAME_CHARS: Final = re.compile(r"[^a-zA-Z0-9_:]")
-_MAX_POINT_GAUGES: Final = frozenset({"pool.connection.oldest_use"})
+_MAX_POINT_GAUGES: Final = frozenset({"pool.connection.oldest_use", "pool.connection.oldest_wait"})
+_INFO_METRICS: Final = frozenset({"pool.info", "pool.proxy.info"})
 
 
 def prometheus_name(name: str, unit: str, instrument: str) -> str:
@@ -111,7 +117,7 @@ class Family:
             self.points[key] = previous.merged(value)
         elif self.spec.source in _MAX_POINT_GAUGES:
             self.points[key] = max(previous, float(value))  # type: ignore[arg-type]
-        elif self.spec.source == "pool.info":
+        elif self.spec.source in _INFO_METRICS:
             pass  # an info metric is 1 per identity, never 2
         else:
             self.points[key] = previous + float(value)  # type: ignore[arg-type]
@@ -268,3 +274,18 @@ def build_families(
         for label_value, count in self_metrics.get(metric_name, {}).items():
             family.add({label: label_value}, float(count))
     return list(families.values())
+
+
+def merge_families(base: Sequence[Family], extra: Iterable[Family]) -> list[Family]:
+    """``base`` with ``extra``'s points added: one family per name, new names appended."""
+    by_name = {f.spec.name: f for f in base}
+    out = list(base)
+    for family in extra:
+        target = by_name.get(family.spec.name)
+        if target is None:
+            target = Family(family.spec)
+            by_name[family.spec.name] = target
+            out.append(target)
+        for attrs, value in family.points.items():
+            target.add(dict(attrs), value)
+    return out

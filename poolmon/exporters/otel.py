@@ -62,7 +62,16 @@ from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import SelfMetrics, log_once
 from poolmon.core.snapshot import HistogramSnapshot
 from poolmon.errors import ConfigError
-from poolmon.exporters.model import Attributes, Family, FamilySpec, build_families, family_specs
+from poolmon.exporters.backends import backend_family_specs
+from poolmon.exporters.model import (
+    Attributes,
+    Family,
+    FamilySource,
+    FamilySpec,
+    build_families,
+    family_specs,
+    merge_families,
+)
 
 __all__ = ["SCOPE_NAME", "OtelBridge", "OtlpHandle", "enable", "start_otlp"]
 
@@ -119,6 +128,14 @@ class OtelBridge:
         self._cache_lock = threading.Lock()
         self._cache: tuple[float, dict[str, Family]] | None = None
         self._enabled = True
+        self._sources: tuple[FamilySource, ...] = ()
+
+    def add_source(self, source: FamilySource) -> None:
+        """Merge ``source()``'s families into every collection (e.g. the backend poller's)."""
+        self._sources = (*self._sources, source)
+
+    def remove_source(self, source: FamilySource) -> None:
+        self._sources = tuple(s for s in self._sources if s is not source)
 
     @property
     def meter_provider(self) -> MeterProvider:
@@ -139,6 +156,8 @@ class OtelBridge:
             families = build_families(
                 registry.snapshot(), registry.self_metrics.snapshot(), semconv=self.semconv
             )
+            for source in self._sources:
+                families = merge_families(families, source())
         except Exception as exc:
             _count_failure(registry.self_metrics, "otel", "collection", exc)
             return {}
@@ -181,7 +200,9 @@ class _ProviderState:
         self.lock = threading.Lock()
         self.bridges: tuple[OtelBridge, ...] = ()
         self.meter: Meter = provider.get_meter(SCOPE_NAME, _version())
-        self.specs = family_specs(semconv=True)  # the union: bridges with either setting fit
+        # The union: bridges with either setting fit; backend families exist for bridges that
+        # add the backend poller as a source (an instrument nobody feeds reports nothing).
+        self.specs = family_specs(semconv=True) + backend_family_specs()
         self.histograms = [s for s in self.specs if s.instrument == "histogram"]
         # reader -> the collect callback it had before we decorated it
         self._hooked: weakref.WeakKeyDictionary[MetricReader, Any] = weakref.WeakKeyDictionary()

@@ -33,7 +33,7 @@ from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import SelfMetrics, log_once
 from poolmon.core.snapshot import HistogramSnapshot, PoolSnapshot
 from poolmon.errors import ConfigError
-from poolmon.exporters.model import Family, build_families
+from poolmon.exporters.model import Family, FamilySource, build_families, merge_families
 
 __all__ = [
     "EXPORTER_LABEL",
@@ -131,6 +131,14 @@ class PoolmonCollector(Collector):
         self._registry = registry
         self.semconv = semconv
         self.leak_threshold = leak_threshold
+        self._sources: tuple[FamilySource, ...] = ()
+
+    def add_source(self, source: FamilySource) -> None:
+        """Merge ``source()``'s families into every scrape (e.g. the backend poller's)."""
+        self._sources = (*self._sources, source)
+
+    def remove_source(self, source: FamilySource) -> None:
+        self._sources = tuple(s for s in self._sources if s is not source)
 
     @property
     def registry(self) -> PoolRegistry:
@@ -158,6 +166,8 @@ class PoolmonCollector(Collector):
             families = build_families(
                 self.snapshots(), self_metrics.snapshot(), semconv=self.semconv
             )
+            for source in self._sources:
+                families = merge_families(families, source())
             metrics = list(render_families(families))
         except Exception as exc:  # a scrape of the host's other metrics must still succeed
             _record_failure(self_metrics, exc)

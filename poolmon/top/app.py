@@ -34,7 +34,14 @@ from poolmon.top.model import Frame, PoolRow, Thresholds, TopModel, select_rows
 from poolmon.top.samples import SourceResult
 from poolmon.top.sources import Source
 from poolmon.top.state import ViewState, apply_key
-from poolmon.top.view import backend_table, header, pool_table, screen, status_lines
+from poolmon.top.view import (
+    backend_table,
+    capacity_text,
+    header,
+    pool_table,
+    screen,
+    status_lines,
+)
 
 __all__ = ["Terminated", "TopApp", "fetch_all", "print_once", "sigterm_raises"]
 
@@ -233,6 +240,8 @@ def print_once(
         con.print("no pools")
     if len(frame.sources) > 1 and frame.backends:
         con.print(backend_table(frame))
+    if frame.capacity:
+        con.print(capacity_text(frame))
 
 
 def _finite(value: object) -> object:

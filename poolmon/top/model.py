@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from poolmon.errors import ConfigError
+from poolmon.top.capacity import BackendSample, CapacityLine, ProxyLink, capacity_lines
 from poolmon.top.samples import WAIT_BOUNDS, PoolSample, SourceResult
 
 __all__ = [
@@ -159,6 +160,8 @@ class Frame:
     sources: tuple[SourceStatus, ...]
     updates: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Per backend: app pools -> proxy pools -> the backend's own count (poolmon.top.capacity).
+    capacity: tuple[CapacityLine, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--once --json`` document."""
@@ -166,6 +169,7 @@ class Frame:
             "sources": [asdict(s) for s in self.sources],
             "pools": [r.to_dict() for r in self.rows],
             "backends": [b.to_dict() for b in self.backends],
+            "capacity": [c.to_dict() for c in self.capacity],
         }
 
 
@@ -224,11 +228,15 @@ class TopModel:
         statuses: list[SourceStatus] = []
         seen: set[tuple[str, str]] = set()
         down: set[str] = set()
+        backends: list[BackendSample] = []
+        links: list[ProxyLink] = []
         for result in results:
             statuses.append(SourceStatus(result.source, result.ok, len(result.pools), result.error))
             if not result.ok:
                 down.add(result.source)
                 continue
+            backends.extend(result.backends)
+            links.extend(result.proxy_links)
             for sample in result.pools:
                 key = (result.source, sample.name)
                 seen.add(key)
@@ -238,7 +246,10 @@ class TopModel:
         for key in [k for k in self._state if k not in seen and k[0] not in down]:
             del self._state[key]
         self._updates += 1
-        return Frame(tuple(rows), fleet_totals(rows), tuple(statuses), self._updates)
+        capacity = capacity_lines(rows, backends, links)
+        return Frame(
+            tuple(rows), fleet_totals(rows), tuple(statuses), self._updates, capacity=capacity
+        )
 
     def _row(self, source: str, t: float, sample: PoolSample, key: tuple[str, str]) -> PoolRow:
         state = self._state.get(key)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from poolmon.core.catalog import BUCKETS, METRICS
 from poolmon.core.snapshot import PoolSnapshot
@@ -126,6 +126,9 @@ class SourceResult:
     taken_at: float
     pools: tuple[PoolSample, ...] = ()
     error: str | None = None
+    #: Backends' own counts and proxy pools' upstreams (spec section 12; poolmon.top.capacity).
+    backends: tuple[Any, ...] = ()
+    proxy_links: tuple[Any, ...] = ()
 
 
 class PoolAccumulator:

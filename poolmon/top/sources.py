@@ -26,6 +26,8 @@ from typing import Any, Final, Protocol
 
 from poolmon.core.redact import redact_url, scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
+from poolmon.top.capacity import BACKEND_SERIES, from_triples, read_backend_series
+from poolmon.top.exposition import ExpositionParser, Triple
 from poolmon.top.page import PageReader
 from poolmon.top.replay import JsonlReplay
 from poolmon.top.samples import (
@@ -117,6 +119,7 @@ class MetricsUrlSource:
         self.timeout = timeout
         self._clock = clock
         self._reader = PageReader()
+        self._backend_parser = ExpositionParser(BACKEND_SERIES)
         self._label = redact_url(self.url)
 
     @property
@@ -133,11 +136,16 @@ class MetricsUrlSource:
 
     def parse(self, text: str, taken_at: float) -> SourceResult:
         """The result for an exposition ``text`` read at ``taken_at`` (benchmarks use it)."""
-        return SourceResult(self._label, True, taken_at, self._reader.read(text))
+        backends, links = read_backend_series(text, self._backend_parser)
+        return SourceResult(
+            self._label, True, taken_at, self._reader.read(text), None, backends, links
+        )
 
 
 #: The catalog series ``top`` asks Prometheus for: one regex, one round trip.
-_PROM_SELECTOR: Final = "{__name__=~%s}" % json.dumps("|".join(WANTED_METRICS))  # noqa: UP031
+_PROM_SELECTOR: Final = "{__name__=~%s}" % json.dumps(  # noqa: UP031
+    "|".join((*WANTED_METRICS, *BACKEND_SERIES))
+)
 
 
 class PrometheusSource:
@@ -190,11 +198,18 @@ class PrometheusSource:
         up: Sequence[Mapping[str, Any]],
     ) -> list[SourceResult]:
         builders: dict[str, SampleBuilder] = {}
+        backend_series: dict[str, list[Triple]] = {}
         jobs: set[str] = set()
         for item in series:
             metric = item["metric"]
             instance = str(metric.get("instance", self._label))
             jobs.add(str(metric.get("job", "")))
+            name = str(metric.get("__name__"))
+            if name in BACKEND_SERIES:  # spec section 12: the capacity chain's series
+                backend_series.setdefault(instance, []).append(
+                    (name, metric, float(item["value"][1]))
+                )
+                continue
             builder = builders.get(instance)
             if builder is None:
                 builder = builders[instance] = SampleBuilder()
@@ -204,14 +219,18 @@ class PrometheusSource:
             instance = str(item["metric"].get("instance", self._label))
             scraped[instance] = max(scraped.get(instance, 0.0), float(item["value"][1]))
         now = self._clock()
-        results = [
-            SourceResult(instance, True, scraped.get(instance, now), builder.build())
-            for instance, builder in builders.items()
-        ]
+        results = []
+        for instance in {**builders, **backend_series}:
+            builder = builders.get(instance)
+            backends, links = from_triples(backend_series.get(instance, ()))
+            pools = builder.build() if builder is not None else ()
+            taken = scraped.get(instance, now)
+            results.append(SourceResult(instance, True, taken, pools, None, backends, links))
         for item in up:
             metric = item["metric"]
             instance = str(metric.get("instance", ""))
-            if item["value"][1] == "0" and metric.get("job") in jobs and instance not in builders:
+            known = instance in builders or instance in backend_series
+            if item["value"][1] == "0" and metric.get("job") in jobs and not known:
                 results.append(
                     SourceResult(instance, False, now, error=f"{self._label}: scrape failing")
                 )

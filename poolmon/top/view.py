@@ -252,6 +252,17 @@ def backend_table(frame: Frame) -> Table:
     return table
 
 
+def capacity_text(frame: Frame) -> Text:
+    """One line per backend: app pools -> proxy -> the backend's count against its limit."""
+    out = Text()
+    for line in frame.capacity:
+        if out:
+            out.append("\n")
+        style = "red" if line.backend_up is False else ""
+        out.append(line.text, style=style)
+    return out
+
+
 def status_lines(frame: Frame) -> Text:
     """One line per source that is down (nothing when all are up)."""
     out = Text()
@@ -407,6 +418,7 @@ def screen(
     reserved = _CHROME_LINES + len(status.plain.splitlines()) + (1 if banner else 0)
     if backends:
         reserved += len(frame.backends) + 3
+    reserved += len(frame.capacity)
     room = max(3, height - reserved)
     selected = min(state.selected, len(rows) - 1)
     start = min(max(0, selected - room // 2), max(0, len(rows) - room))
@@ -423,4 +435,6 @@ def screen(
         parts.append(Text(f"rows {start + 1}-{start + len(window)} of {len(rows)}", style="dim"))
     if backends:
         parts.append(backend_table(frame))
+    if frame.capacity:
+        parts.append(capacity_text(frame))
     return Group(*parts)

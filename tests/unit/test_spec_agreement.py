@@ -74,7 +74,12 @@ def test_design_minimum_enumerations_are_present() -> None:
 
 
 @pytest.mark.parametrize(
-    "entry", CATALOG_JSON["metrics"] + CATALOG_JSON["self_metrics"], ids=lambda m: m["name"]
+    "entry",
+    CATALOG_JSON["metrics"]
+    + CATALOG_JSON["self_metrics"]
+    + CATALOG_JSON["proxy_metrics"]
+    + CATALOG_JSON["backend_metrics"],
+    ids=lambda m: m["name"],
 )
 def test_every_metric_has_its_row_in_the_prose(entry: dict[str, Any]) -> None:
     unit = entry["unit"] or "(none)"
@@ -95,7 +100,12 @@ def test_every_metric_has_its_row_in_the_prose(entry: dict[str, Any]) -> None:
 def test_prometheus_names_follow_the_otel_translation() -> None:
     # The OTel -> Prometheus translation: dots to underscores, unit suffix for seconds,
     # "_total" for monotonic counters; curly-brace annotations are dropped.
-    for spec in [*catalog.METRICS.values(), *catalog.SELF_METRICS.values()]:
+    for spec in [
+        *catalog.METRICS.values(),
+        *catalog.SELF_METRICS.values(),
+        *catalog.PROXY_METRICS.values(),
+        *catalog.BACKEND_METRICS.values(),
+    ]:
         expected = spec.name.replace(".", "_")
         if spec.unit == "s":
             expected += "_seconds"
@@ -109,6 +119,9 @@ def test_every_enumeration_value_is_explained_in_the_prose() -> None:
         assert f"| `{reason}` | {meaning} |" in PROSE
     for error_type, meaning in CATALOG_JSON["error_types"].items():
         assert f"| `{error_type}` | {meaning} |" in PROSE
+    for key in ("proxy_client_states", "proxy_server_states", "poll_error_types"):
+        for value, meaning in CATALOG_JSON[key].items():
+            assert f"| `{value}` | {meaning} |" in PROSE, (key, value)
     for phase in catalog.ERROR_PHASES:
         assert f"`{phase}`" in PROSE
     for kind in catalog.EVENT_KINDS:
@@ -136,3 +149,12 @@ def test_semconv_mapping_is_in_the_prose() -> None:
 def test_every_checker_rule_is_in_the_prose() -> None:
     for rule, text in RULES.items():
         assert f"| `{rule}` | {text} |" in PROSE
+
+
+def test_proxy_pool_mapping_names_every_show_pools_state() -> None:
+    # Spec section 12.1: each PgBouncer state is mapped, and the names never drift from the code.
+    for column in ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login", "cl_active",
+                   "cl_waiting", "maxwait", "total_wait_time", "avg_wait_time", "max_client_conn",
+                   "pool_size", "pool_mode"):  # fmt: skip
+        assert f"`{column}`" in PROSE, column
+    assert set(catalog.BACKEND_SYSTEMS) <= SYSTEMS | {"pgbouncer"}

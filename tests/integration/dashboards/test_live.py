@@ -18,12 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from poolmon.core.registry import PoolRegistry
 from poolmon.dashboards.lint import iter_queries
 from poolmon.dashboards.promql import scan, substitute
+from tests.conftest import require
 from tests.integration.dashboards.workload import CALM, FLAKY, STRESSED, Workload
+from tests.support.pgbouncer import PgBouncer, pgbouncer_binary
 from tests.support.prometheus import PrometheusServer
 
 pytestmark = pytest.mark.integration
@@ -86,13 +89,30 @@ def _firing(prom: PrometheusServer, pool: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def live(prometheus_bin: str) -> Iterator[Live]:
-    from poolmon.exporters.prometheus import serve
+def live(prometheus_bin: str, pg_dsn: str, redis_url: str) -> Iterator[Live]:
+    from prometheus_client import CollectorRegistry
 
+    from poolmon.backends import PgBouncerReader, Poller, PostgresReader, RedisReader, attach
+    from poolmon.exporters.prometheus import register_collector, serve
+
+    require(pgbouncer_binary() is not None, "pgbouncer (Debian package pgbouncer)")
     registry = PoolRegistry()  # injected: colleagues' pools in the default registry stay out
-    with tempfile.TemporaryDirectory(prefix="poolmon-dash-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="poolmon-dash-") as tmp,
+        PgBouncer(pg_dsn) as bouncer,
+        psycopg.connect(bouncer.client_dsn()) as proxy_client,
+    ):
+        # The backend-capacity row's series: a real PgBouncer pool (one client), PostgreSQL and
+        # Redis, polled every second on the same endpoint as the workload's pools.
+        proxy_client.execute("SELECT 1")
+        poller = Poller(
+            [PgBouncerReader(bouncer.admin_dsn), PostgresReader(pg_dsn), RedisReader(redis_url)],
+            interval=1.0,
+        ).start()
+        prom_registry = CollectorRegistry(auto_describe=False)
+        attach(poller, register_collector(prom_registry, registry=registry))
         workload = Workload(registry, Path(tmp))
-        server = serve(0, registry=registry)
+        server = serve(0, registry=registry, prometheus_registry=prom_registry)
         try:
             target = f"127.0.0.1:{server.port}"
             with PrometheusServer(
@@ -112,6 +132,7 @@ def live(prometheus_bin: str) -> Iterator[Live]:
         finally:
             workload.stop()
             server.close()
+            poller.close()
 
 
 def test_rules_loaded_with_severity_summary_description_and_runbook(live: Live) -> None:

@@ -36,6 +36,7 @@ def test_rows_cover_the_issue() -> None:
         "Errors, timeouts and churn",
         "Connection lifetime and use",
         "Fleet capacity",
+        "Backend capacity",  # issue 19: backends and PgBouncer pools (spec section 12)
         "Inventory",
     ]
     kinds = {p["type"] for p in iter_panels(DOCUMENT)}

@@ -20,6 +20,7 @@ REQUIRED = {
     "PoolConnectionChurn",
     "PoolConnectErrors",
     "PoolFleetOverCommit",
+    "PoolProxyOverCommit",
     "PoolmonMetricsAbsent",
 }
 
