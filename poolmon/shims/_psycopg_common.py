@@ -60,7 +60,7 @@ class PoolTracker:
     (:mod:`poolmon.core.lane`): the getconn/putconn wrappers write to it directly while it is open.
     """
 
-    __slots__ = ("borrow", "evict", "lane", "ledger", "now", "release", "state")
+    __slots__ = ("borrow", "evict", "lane", "ledger", "now", "release", "state", "unlabel")
 
     def __init__(self, ledger: PoolLedger, state: TrackingState) -> None:
         self.ledger = ledger
@@ -70,6 +70,8 @@ class PoolTracker:
         self.borrow = ledger.borrow
         self.release = ledger.release
         self.evict = ledger.evict
+        #: Puts the pool's own connect arguments back (see TrackingState ``label``), or None.
+        self.unlabel: Callable[[], None] | None = None
 
     def conn_id(self, conn: Any) -> int:
         """The ledger id of ``conn``; a connection never seen before is adopted (no create)."""
@@ -149,7 +151,9 @@ class TrackingState(ShimState):
     ``identity`` and ``limits`` are the library-specific parts: how to name a pool and read its
     configured ``(max, min, idle_max)`` sizes. ``idle`` lists a pool's idle connections with their
     ages, for adoption. ``link``, when given, makes the pool Link stored in ``pool._poolmon_link``
-    for the compiled hooks (which read it instead of the tracker).
+    for the compiled hooks (which read it instead of the tracker). ``label_connections``, when
+    given, labels the connections the pool opens from first sight on with its name (PostgreSQL
+    ``fallback_application_name``, poolmon.backends.labels) and returns the undo.
     """
 
     def __init__(
@@ -161,8 +165,10 @@ class TrackingState(ShimState):
         idle: Callable[[Any], Iterable[tuple[Any, float]]],
         tracker_class: type[PoolTracker] = PoolTracker,
         link: Callable[[Any, PoolTracker], Any] | None = None,
+        label_connections: Callable[[Any, str], Callable[[], None] | None] | None = None,
     ) -> None:
         super().__init__(label)
+        self._label_connections = label_connections
         self._identity = identity
         self._limits = limits
         self._idle = idle
@@ -191,6 +197,10 @@ class TrackingState(ShimState):
                     idle_max=idle_max,
                 )
                 tracker = self._tracker_class(ledger, self)
+                if self._label_connections is not None:
+                    # Before the pool connects (track runs from _open or the first _connect):
+                    # its connections carry the pool's name to the backend's own view.
+                    tracker.unlabel = self._label_connections(pool, ledger.name)
                 setattr(pool, TRACKER_ATTR, tracker)
                 if self._link is not None:
                     # After the tracker: the fast path never sees a link without it.
@@ -247,8 +257,10 @@ class TrackingState(ShimState):
             if tracker is not None:
                 try:
                     tracker.lane.retired = True  # connection tags naming it are stale from now on
+                    if tracker.unlabel is not None:
+                        tracker.unlabel()  # the pool's own connect arguments, exactly
                 except Exception as exc:
-                    self.absorb(exc)
+                    self.absorb(exc, "stop")
             if tracker is not None:
                 registry.unregister(tracker.ledger)
 

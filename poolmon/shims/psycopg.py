@@ -32,6 +32,7 @@ import functools
 import importlib.util
 from typing import Any, Final
 
+from poolmon.backends.labels import label_psycopg_pool
 from poolmon.core.compiled import new_link
 from poolmon.core.identity import PoolIdentity
 from poolmon.core.registry import PoolRegistry
@@ -75,7 +76,14 @@ def _link(pool: Any, tracker: PoolTracker) -> Any:
     return new_link(tracker.lane, key=tracker, items=pool._pool)
 
 
-_state: Final = TrackingState("psycopg", identity=_identity, limits=_limits, idle=_idle, link=_link)
+_state: Final = TrackingState(
+    "psycopg",
+    identity=_identity,
+    limits=_limits,
+    idle=_idle,
+    link=_link,
+    label_connections=label_psycopg_pool,
+)
 
 
 def available() -> bool:

@@ -31,6 +31,7 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any, Final
 
+from poolmon.backends.labels import label_psycopg2_pool
 from poolmon.core.compiled import fast_method, new_link
 from poolmon.core.identity import PoolIdentity, identity_from_libpq_dsn
 from poolmon.core.registry import PoolRegistry
@@ -103,6 +104,7 @@ _state: Final = TrackingState(
     idle=_idle,
     tracker_class=KeyedPoolTracker,
     link=_link,
+    label_connections=label_psycopg2_pool,
 )
 
 
