@@ -11,14 +11,16 @@ import gc
 import os
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 PG_DSN = os.environ.get("POOLMON_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("POOLMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 Loop = Callable[[int], None]
+C = TypeVar("C")
 
 
-def _cycles(get: Callable[[], object], put: Callable[[object], object]) -> Loop:
+def _cycles(get: Callable[[], C], put: Callable[[C], object]) -> Loop:
     """The raw cycle: borrow and return, nothing in between."""
 
     def raw(n: int) -> None:

@@ -168,14 +168,24 @@ def main(argv: list[str]) -> int:
             pp_shim.instrument(observed)
         pool = ConnectionPool(PG_DSN, min_size=1, max_size=1, open=True, name="bench-e2e")
         pool.wait()
-        return _pp_e2e(pool), lambda: (require_observed(observed, mode), pool.close())
+
+        def teardown() -> None:
+            require_observed(observed, mode)
+            pool.close()
+
+        return _pp_e2e(pool), teardown
 
     def pg2_setup(mode: str) -> tuple[Loop, Callable[[], None]]:
         observed = PoolRegistry()
         if mode == "poolmon":
             pg2_shim.instrument(observed)
         pool = ThreadedConnectionPool(1, 1, PG_DSN)
-        return _pg2_e2e(pool), lambda: (require_observed(observed, mode), pool.closeall())
+
+        def teardown() -> None:
+            require_observed(observed, mode)
+            pool.closeall()
+
+        return _pg2_e2e(pool), teardown
 
     modes = ("plain", "poolmon", AGAIN)
     for name, setup in (

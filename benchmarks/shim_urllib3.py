@@ -107,7 +107,11 @@ def main(argv: list[str]) -> int:
                 for _ in range(n):
                     request("GET", "/ok")
 
-            return get, lambda: (require_observed(observed, mode), own.close())
+            def teardown() -> None:
+                require_observed(observed, mode)
+                own.close()
+
+            return get, teardown
 
         gets = interleave(("plain", "poolmon", AGAIN), setup, per_block=1000, blocks=blocks)
     finally:

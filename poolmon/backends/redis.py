@@ -86,7 +86,7 @@ class RedisReader:
             import redis
             from redis.connection import parse_url
 
-            kwargs: dict[str, Any] = dict(parse_url(self._url))  # type: ignore[no-untyped-call]
+            kwargs: dict[str, Any] = dict(parse_url(self._url))
             cls = kwargs.pop("connection_class", redis.Connection)
             kwargs.setdefault("client_name", POLLER_CLIENT_NAME)
             kwargs.setdefault("socket_timeout", self._timeout)

@@ -218,8 +218,9 @@ def test_the_switch_selects_the_python_implementation(
         monkeypatch.setenv(compiled.PURE_PYTHON_ENV, "1")
         assert compiled.compiled_module() is None
         monkeypatch.setenv(compiled.PURE_PYTHON_ENV, "0")
-        assert compiled.compiled_module() is hot
-        assert isinstance(compiled.new_lane(float, BOUNDS, BOUNDS), hot.Lane)
+        module = compiled.compiled_module()
+        assert module is not None and module is hot
+        assert isinstance(compiled.new_lane(float, BOUNDS, BOUNDS), module.Lane)
     finally:
         compiled.set_compiled(None)
 

@@ -51,6 +51,10 @@ def test_the_compiled_source_names_no_library() -> None:
 
 
 class Conn:
+    #: Set only where a test gives the connection a link (declared, not assigned: the compiled
+    #: hooks must still find no attribute on a connection without one).
+    link: Any
+
     def __init__(self, pool: FakePool, cid: int) -> None:
         self.owner = pool
         self.cid = cid

@@ -58,7 +58,7 @@ def test_every_rule_but_internal_has_an_invalid_example() -> None:
 
 
 def test_checking_goes_on_after_bad_lines_with_right_line_numbers() -> None:
-    lines = [OPEN, "nope", b"\xff\xfe", "[]", "", CREATE, BORROW, BORROW]
+    lines: list[bytes | str] = [OPEN, "nope", b"\xff\xfe", "[]", "", CREATE, BORROW, BORROW]
     problems = validate_stream(lines)
     assert [(p.line, p.rule) for p in problems] == [
         (2, "json"),
@@ -72,7 +72,7 @@ def test_huge_line_is_reported_not_parsed_and_reading_resumes() -> None:
     huge = b'{"v":"1.0","kind":"close","ts":1,"pool":"' + b"x" * (3 * MAX_LINE_BYTES) + b'"}'
     data = b"\n".join([OPEN.encode(), huge, CREATE.encode(), BORROW.encode(), huge]) + b"\n"
     validator = Validator()
-    found = []
+    found: list[tuple[int, str]] = []
     for lineno, raw in read_lines(io.BytesIO(data)):
         found.extend((p.line, p.rule) for p in validator.check(lineno, raw))
     assert found == [(2, "line-too-long"), (5, "line-too-long")]

@@ -65,6 +65,7 @@ def test_redis_counts_and_maxclients_equal_info(redis_url: str, instrumented: Po
         assert e("backend_connection_limit", backend_system="redis") == int(info["maxclients"])
         snap = poller.snapshot()[0]
         assert snap.up and snap.reading is not None
+        assert snap.reading.server_total is not None  # INFO always reports connected_clients
         # INFO's connected_clients of the poller's own MULTI: every client is in a group.
         assert snap.reading.total == snap.reading.server_total >= 6
         # The instrumented pools hold what the backend sees.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import psycopg
 import psycopg_pool
@@ -31,6 +31,8 @@ from tests.support.http_servers import LoopbackServer
 
 pytestmark = pytest.mark.integration
 
+T = TypeVar("T")
+
 
 class DictReads:
     """Makes watched subclasses; ``readers`` lists each poolmon read as ``module:function``."""
@@ -38,7 +40,7 @@ class DictReads:
     def __init__(self) -> None:
         self.readers: list[str] = []
 
-    def watched(self, cls: type) -> type:
+    def watched(self, cls: type[T]) -> type[T]:
         real = next(k.__dict__["__dict__"] for k in cls.__mro__ if "__dict__" in k.__dict__)
         readers = self.readers
 
@@ -49,7 +51,8 @@ class DictReads:
                 readers.append(f"{module}:{caller.f_code.co_name}")
             return real.__get__(obj, type(obj))
 
-        return type(f"Watched{cls.__name__}", (cls,), {"__dict__": property(read)})
+        # A subclass of cls, so it is a type[T]; type() with three arguments is typed as plain type.
+        return cast(type[T], type(f"Watched{cls.__name__}", (cls,), {"__dict__": property(read)}))
 
 
 @pytest.fixture
@@ -59,7 +62,11 @@ def reads() -> DictReads:
 
 def test_the_watch_sees_a_poolmon_read(reads: DictReads) -> None:
     """The detector itself: a read from a function of a ``poolmon`` module is recorded."""
-    obj = reads.watched(type("Plain", (), {}))()
+
+    class Plain:
+        x: int
+
+    obj = reads.watched(Plain)()
     scope: dict[str, Any] = {"__name__": "poolmon.probe"}
     exec("def peek(o):\n    return vars(o)", scope)  # a function whose module is poolmon's
     obj.x = 1

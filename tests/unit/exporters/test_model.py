@@ -5,7 +5,13 @@ from __future__ import annotations
 from poolmon.core import ManualClock, PoolRegistry
 from poolmon.core.catalog import METRICS, SELF_METRICS
 from poolmon.core.snapshot import HistogramSnapshot
-from poolmon.exporters.model import build_families, family_specs, prometheus_name
+from poolmon.exporters.model import (
+    Attributes,
+    Value,
+    build_families,
+    family_specs,
+    prometheus_name,
+)
 from tests.unit.exporters.workload import add_http_pool, run_workload
 
 
@@ -23,7 +29,7 @@ def test_translation_rules() -> None:
     assert prometheus_name("a.b_total", "", "counter") == "a_b_total"
 
 
-def _families(semconv: bool) -> dict[str, dict[tuple[tuple[str, str], ...], object]]:
+def _families(semconv: bool) -> dict[str, dict[Attributes, Value]]:
     clock = ManualClock()
     reg = PoolRegistry(clock=clock)
     run_workload(reg, clock)

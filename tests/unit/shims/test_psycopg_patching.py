@@ -238,11 +238,11 @@ def test_identity_drops_credentials_and_auto_names() -> None:
 
 
 def test_keyed_tracker_never_confuses_connections(registry: PoolRegistry) -> None:
-    state = TrackingState(
-        "t", identity=lambda p: None, limits=lambda p: (1, 1, 1), idle=lambda p: []
-    )  # type: ignore[arg-type,return-value]
     from poolmon.core.identity import PoolIdentity
 
+    state = TrackingState(
+        "t", identity=lambda p: PoolIdentity("k"), limits=lambda p: (1, 1, 1), idle=lambda p: []
+    )
     tracker = KeyedPoolTracker(registry.register(PoolIdentity("k")), state)
     a, b = object(), object()
     ca = tracker.created(a, tracker.now())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import urllib3.connection as connection
@@ -42,9 +42,11 @@ def instrumented(registry: PoolRegistry) -> Iterator[PoolRegistry]:
         shim.uninstrument()
 
 
-def _with_socket(pool: HTTPConnectionPool) -> tuple[Any, socket.socket]:
+def _with_socket(pool: HTTPConnectionPool) -> tuple[connection.HTTPConnection, socket.socket]:
     """Borrow a connection object and give it a live socket, as ``connect()`` would."""
-    conn = pool._get_conn()
+    # _get_conn() is typed as the BaseHTTPConnection protocol; an HTTPConnectionPool makes
+    # HTTPConnection objects (its ConnectionCls), whose private _new_conn is swapped below.
+    conn = cast(connection.HTTPConnection, pool._get_conn())
     ours, theirs = socket.socketpair()
     original_new_conn = conn._new_conn
     conn._new_conn = lambda: ours  # type: ignore[method-assign]
@@ -121,7 +123,7 @@ def test_cycle_and_reconnect_get_new_ids(instrumented: PoolRegistry) -> None:
     assert ledger.snapshot().evictions["other"] == 1
     peer.close()
     ours, peer2 = socket.socketpair()
-    conn._new_conn = lambda: ours
+    conn._new_conn = lambda: ours  # type: ignore[method-assign]
     conn.connect()  # a reconnect within the same borrow: create + borrow of a new id
     assert ledger.connections() == {"idle": [], "used": [2]}
     pool._put_conn(conn)
