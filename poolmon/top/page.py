@@ -80,9 +80,14 @@ class PageReader:
     """Turns successive pages of one endpoint into samples. Keeps plans between pages; not
     thread-safe (one per source)."""
 
-    def __init__(self) -> None:
-        self._families = frozenset(WANTED_METRICS) | {_family_of(w) for w in WANTED_METRICS}
-        self._line_parser = ExpositionParser(WANTED_METRICS)
+    def __init__(self, wanted: tuple[str, ...] = WANTED_METRICS) -> None:
+        self._families = frozenset(wanted) | {_family_of(w) for w in wanted}
+        # The create-time family is read sparsely (its _count lines) unless its buckets are wanted.
+        self._sparse = frozenset({_SPARSE_FAMILY}) - {
+            _family_of(w) for w in wanted if w.endswith("_bucket")
+        }
+        self._wanted = wanted
+        self._line_parser = ExpositionParser(wanted)
         self._heads: dict[str, tuple[str, Mapping[str, str]] | None] = {}
         self._plans: dict[str, _Plan] = {}
         self._accs: dict[str, PoolAccumulator] = {}
@@ -98,13 +103,19 @@ class PageReader:
         except ValueError:  # a value that is not a number: let the line parser sort it out
             return self._read_slowly(text)
 
+    @property
+    def problems(self) -> list[tuple[int, str]]:
+        """``(line number, line)`` of the lines the last page could not read (slow path only)."""
+        return self._line_parser.problems
+
     def _read_slowly(self, text: str) -> tuple[PoolSample, ...]:
         self._plans.clear()
-        builder = SampleBuilder()
+        builder = SampleBuilder(self._wanted)
         builder.add_all(self._line_parser.parse(text))
         return builder.build()
 
     def _read(self, sections: dict[str, str]) -> tuple[PoolSample, ...]:
+        self._line_parser.problems = []
         plans = self._plans
         relayout = sections.keys() != plans.keys()
         series: dict[str, tuple[list[str], list[str]]] = {}
@@ -112,7 +123,7 @@ class PageReader:
             plan = plans.get(family)
             if plan is not None and plan.section == section:
                 continue  # byte for byte the previous page's family: nothing to do
-            heads, values = series[family] = _series(family, section)
+            heads, values = series[family] = _series(family, section, self._sparse)
             if plan is None or plan.heads != heads:
                 relayout = True
         if relayout:
@@ -120,7 +131,7 @@ class PageReader:
             # accumulators, so nothing of a vanished series survives.
             for family, section in sections.items():
                 if family not in series:
-                    series[family] = _series(family, section)
+                    series[family] = _series(family, section, self._sparse)
             self._accs = {}
             self._samples = {}
             plans = self._plans = {f: self._plan(heads) for f, (heads, _) in series.items()}
@@ -169,6 +180,8 @@ class PageReader:
             parsed = self._head(heads[i])
             pool = None if parsed is None else parsed[1].get(_POOL)
             target = None if parsed is None or pool is None else field_for(*parsed)
+            if parsed is None and not heads[i].startswith("#"):
+                raise ValueError("a series the fast path cannot read")  # -> the line parser
             if parsed is None or pool is None or target is None:
                 i += 1
                 continue
@@ -228,12 +241,14 @@ def _split_families(text: str, wanted: frozenset[str]) -> dict[str, str] | None:
 _SPARSE_FAMILY: Final = _family_of(CREATE_COUNT_METRIC)
 
 
-def _series(family: str, section: str) -> tuple[list[str], list[str]]:
+def _series(
+    family: str, section: str, sparse: frozenset[str] = frozenset({_SPARSE_FAMILY})
+) -> tuple[list[str], list[str]]:
     """A family's series names (with labels) and value texts, in page order.
 
     Raises ``ValueError`` on a line without a value (the caller falls back to the line parser).
     """
-    if family == _SPARSE_FAMILY:
+    if family in sparse:
         return _collect(section, CREATE_COUNT_METRIC)
     # The section is "\n" + sample lines + the next family's "# HELP" line: cut both ends
     # instead of testing every line (exporters write no comments between samples; if one does,
