@@ -1,0 +1,269 @@
+"""Turning what ``poolmon top`` reads into :class:`PoolWindow` records.
+
+The readers are top's own (:mod:`poolmon.top.sources`, :mod:`poolmon.top.page`,
+:mod:`poolmon.top.replay`), asked for the wider series set :data:`DOCTOR_METRICS`:
+
+* a ``/metrics`` URL: one page is a window over each pool's whole life (counters from zero);
+  ``/poolmon/snapshot.json`` beside it, when served, adds the outstanding borrows and stacks;
+* a Prometheus server: the same series at the window's start and end (two instant queries, so
+  the cost does not grow with the window), the peak of ``used`` by ``max_over_time``, and the
+  backend limits postgres_exporter / redis_exporter publish;
+* a JSONL event log: replayed into ledgers, with event times kept for storms and breakage;
+* an in-process :class:`PoolRegistry`.
+
+A source that cannot be read becomes a :class:`SourceProblem` (``down``); lines that cannot be
+parsed become problems naming the line. Nothing here raises for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from poolmon.core.ledger import PoolLedger
+from poolmon.core.registry import PoolRegistry
+from poolmon.doctor.backend import limits_from_prometheus
+from poolmon.doctor.model import BackendLimit, Borrow, Breakage, PoolWindow, SourceProblem
+from poolmon.top.replay import JsonlReplay
+from poolmon.top.samples import DOCTOR_METRICS, PoolSample, sample_from_snapshot
+from poolmon.top.sources import MetricsUrlSource, PrometheusSource, _describe, _get
+
+__all__ = [
+    "Collected",
+    "from_jsonl",
+    "from_metrics_url",
+    "from_prometheus",
+    "from_registry",
+    "snapshot_url",
+]
+
+
+@dataclass(slots=True)
+class Collected:
+    """Windows, problems and limits gathered from sources."""
+
+    windows: list[PoolWindow] = field(default_factory=list)
+    problems: list[SourceProblem] = field(default_factory=list)
+    limits: list[BackendLimit] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def extend(self, other: Collected) -> None:
+        self.windows += other.windows
+        self.problems += other.problems
+        self.limits += other.limits
+        self.sources += other.sources
+
+
+def snapshot_url(metrics_url: str) -> str:
+    """``http://h:p/metrics`` -> ``http://h:p/poolmon/snapshot.json`` (same server)."""
+    parts = urllib.parse.urlsplit(metrics_url)
+    return urllib.parse.urlunsplit(parts._replace(path="/poolmon/snapshot.json", query=""))
+
+
+def _borrows_by_pool(document: Any) -> dict[str, tuple[Borrow, ...]]:
+    out: dict[str, tuple[Borrow, ...]] = {}
+    for pool in document.get("pools", []):
+        out[str(pool["name"])] = tuple(
+            Borrow(int(b["conn"]), float(b["age"]), b.get("stack")) for b in pool.get("borrows", [])
+        )
+    return out
+
+
+def from_metrics_url(url: str, *, timeout: float = 5.0) -> Collected:
+    source = MetricsUrlSource(url, timeout=timeout, wanted=DOCTOR_METRICS)
+    out = Collected(sources=[source.label])
+    [result] = source.fetch()
+    if not result.ok:
+        out.problems.append(SourceProblem(source.label, True, f"down: {result.error}"))
+        return out
+    for number, line in source.problems:
+        out.problems.append(
+            SourceProblem(
+                source.label, False, f"line {number}: not a valid sample, skipped: {line}"
+            )
+        )
+    borrows: dict[str, tuple[Borrow, ...]] | None = None
+    try:
+        document = json.loads(_get(snapshot_url(source.url), timeout, "application/json"))
+        borrows = _borrows_by_pool(document)
+    except Exception:  # an exporter without the endpoint (or an older poolmon): numbers only
+        borrows = None
+    for sample in result.pools:
+        out.windows.append(
+            PoolWindow(
+                source=source.label,
+                last=sample,
+                window="since the pool started (one /metrics page)",
+                peak_used=sample.used,
+                borrows=None if borrows is None else borrows.get(sample.name, ()),
+            )
+        )
+    return out
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+def from_prometheus(
+    url: str,
+    *,
+    window: float = 3600.0,
+    end: float | None = None,
+    timeout: float = 30.0,
+    storm_window: float = 5.0,
+) -> Collected:
+    """Every pool Prometheus knows, over ``[end - window, end]``."""
+    source = PrometheusSource(url, timeout=timeout, wanted=DOCTOR_METRICS)
+    out = Collected(sources=[source.label])
+    stop = time.time() if end is None else end
+    last = source.fetch(at=stop)
+    if len(last) == 1 and not last[0].ok and last[0].source == source.label:
+        out.problems.append(SourceProblem(source.label, True, f"down: {last[0].error}"))
+        return out
+    first = {r.source: {p.name: p for p in r.pools} for r in source.fetch(at=stop - window) if r.ok}
+    rng = _duration_text(window)
+    peaks: dict[tuple[str, str], float] = {}
+    try:
+        for item in source.query(
+            f'max_over_time(pool_connection_usage{{pool_connection_state="used"}}[{rng}])', stop
+        ):
+            metric = item["metric"]
+            key = (str(metric.get("instance", source.label)), str(metric.get("pool_name")))
+            peaks[key] = float(item["value"][1])
+        out.limits += limits_from_prometheus(lambda q: source.query(q, stop))
+    except Exception as exc:
+        out.problems.append(
+            SourceProblem(source.label, False, f"peak/limit queries failed: {_describe(exc)}")
+        )
+    described = f"last {rng} (Prometheus)"
+    for result in last:
+        if not result.ok:
+            out.problems.append(SourceProblem(result.source, True, f"down: {result.error}"))
+            continue
+        before = first.get(result.source, {})
+        for sample in result.pools:
+            start = before.get(sample.name)
+            out.windows.append(
+                PoolWindow(
+                    source=result.source,
+                    last=sample,
+                    first=start,
+                    seconds=window if start is not None else None,
+                    window=described
+                    if start is not None
+                    else f"since the pool started (within {described})",
+                    peak_used=peaks.get((result.source, sample.name), sample.used),
+                )
+            )
+    return out
+
+
+class _EventTimes:
+    """Per pool of a replay: create times, breakages after quiet, the peak of used."""
+
+    def __init__(self) -> None:
+        self.creates: dict[tuple[str, object], list[float]] = {}
+        self.breakages: dict[tuple[str, object], list[Breakage]] = {}
+        self.active: dict[tuple[str, object], float] = {}
+        self.borrowed: dict[tuple[str, object], set[object]] = {}
+        self.peak: dict[tuple[str, object], int] = {}
+        self.first: float | None = None
+
+    def __call__(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
+        key = (ledger.name, event.get("pid"))
+        kind = event["kind"]
+        ts = float(event["ts"])
+        if self.first is None or ts < self.first:
+            self.first = ts
+        if kind == "create" and event.get("outcome", "ok") == "ok":
+            self.creates.setdefault(key, []).append(ts)
+        elif kind == "borrow":
+            held = self.borrowed.setdefault(key, set())
+            held.add(event.get("conn"))
+            self.peak[key] = max(self.peak.get(key, 0), len(held))
+            self.active[key] = ts
+        elif kind == "return":
+            self.borrowed.setdefault(key, set()).discard(event.get("conn"))
+            self.active[key] = ts
+        elif kind == "evict":
+            self.borrowed.setdefault(key, set()).discard(event.get("conn"))
+            if event.get("reason") in ("broken", "failed_validation"):
+                quiet = ts - self.active.get(key, ts)
+                self.breakages.setdefault(key, []).append(Breakage(ts, quiet))
+
+
+def from_jsonl(path: str | Path) -> Collected:
+    label = f"replay:{Path(path).name}"
+    times = _EventTimes()
+    replay = JsonlReplay(path, observer=times)
+    out = Collected(sources=[label])
+    try:
+        replay.poll()
+    except OSError as exc:
+        out.problems.append(SourceProblem(label, True, f"cannot read: {exc.strerror or exc}"))
+        return out
+    for number, reason in replay.problems:
+        out.problems.append(SourceProblem(label, False, f"line {number}: {reason}, skipped"))
+    if replay.skipped > len(replay.problems):
+        out.problems.append(SourceProblem(label, False, f"{replay.skipped} lines skipped in all"))
+    end = replay.event_time
+    start = times.first if times.first is not None else end
+    seconds = max(0.0, end - start)
+    described = f"events over {seconds:.2f}s ({Path(path).name})"
+    for ledger in replay.registry.ledgers():
+        snap = ledger.snapshot()
+        key = (ledger.name, snap.identity.pid)
+        out.windows.append(
+            PoolWindow(
+                source=label,
+                last=sample_from_snapshot(snap),
+                seconds=seconds or None,
+                window=described,
+                peak_used=float(times.peak.get(key, snap.used)),
+                create_times=tuple(times.creates.get(key, ())),
+                breakages=tuple(times.breakages.get(key, ())),
+                borrows=tuple(Borrow(b.conn, b.age, b.stack) for b in ledger.leaks(0.0)),
+            )
+        )
+    return out
+
+
+def from_registry(
+    registry: PoolRegistry,
+    *,
+    label: str = "local",
+    previous: Sequence[PoolSample] = (),
+    seconds: float | None = None,
+) -> Collected:
+    """Windows of an in-process registry; ``previous`` samples (with ``seconds`` between) make
+    a window between two readings, else each pool's whole life is the window."""
+    before = {p.name: p for p in previous}
+    out = Collected(sources=[label])
+    for ledger in registry.ledgers():
+        snap = ledger.snapshot()
+        sample = sample_from_snapshot(snap)
+        start = before.get(sample.name)
+        out.windows.append(
+            PoolWindow(
+                source=label,
+                last=sample,
+                first=start,
+                seconds=seconds if start is not None else None,
+                window=f"last {seconds:g}s"
+                if start is not None and seconds
+                else "since the pool started",
+                peak_used=sample.used,
+                borrows=tuple(Borrow(b.conn, b.age, b.stack) for b in ledger.leaks(0.0)),
+            )
+        )
+    return out
