@@ -178,6 +178,8 @@ class _EventTimes:
         self.borrowed: dict[tuple[str, object], set[object]] = {}
         self.peak: dict[tuple[str, object], int] = {}
         self.first: float | None = None
+        self.open: dict[tuple[str, object], int] = {}
+        self.peak_open: dict[tuple[str, object], int] = {}
 
     def __call__(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
         key = (ledger.name, event.get("pid"))
@@ -187,6 +189,8 @@ class _EventTimes:
             self.first = ts
         if kind == "create" and event.get("outcome", "ok") == "ok":
             self.creates.setdefault(key, []).append(ts)
+            self.open[key] = now_open = self.open.get(key, 0) + 1
+            self.peak_open[key] = max(self.peak_open.get(key, 0), now_open)
         elif kind == "borrow":
             held = self.borrowed.setdefault(key, set())
             held.add(event.get("conn"))
@@ -196,6 +200,7 @@ class _EventTimes:
             self.borrowed.setdefault(key, set()).discard(event.get("conn"))
             self.active[key] = ts
         elif kind == "evict":
+            self.open[key] = max(0, self.open.get(key, 0) - 1)
             self.borrowed.setdefault(key, set()).discard(event.get("conn"))
             if event.get("reason") in ("broken", "failed_validation"):
                 quiet = ts - self.active.get(key, ts)
@@ -230,6 +235,7 @@ def from_jsonl(path: str | Path) -> Collected:
                 seconds=seconds or None,
                 window=described,
                 peak_used=float(times.peak.get(key, snap.used)),
+                peak_open=float(times.peak_open.get(key, snap.idle + snap.used)),
                 create_times=tuple(times.creates.get(key, ())),
                 breakages=tuple(times.breakages.get(key, ())),
                 borrows=tuple(Borrow(b.conn, b.age, b.stack) for b in ledger.leaks(0.0)),

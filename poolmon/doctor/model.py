@@ -68,6 +68,7 @@ class PoolWindow:
     seconds: float | None = None
     window: str = "since the pool started"
     peak_used: float | None = None
+    peak_open: float | None = None  # most connections open at once (JSONL only)
     create_times: tuple[float, ...] = ()  # event times of successful creates (JSONL only)
     breakages: tuple[Breakage, ...] = ()  # JSONL only
     borrows: tuple[Borrow, ...] | None = None  # None: the source does not know them

@@ -29,7 +29,12 @@ def _evidence(finding: Finding) -> str:
     for key, value in finding.evidence.items():
         if value is None:
             continue
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+            shown = str(int(value))
+        elif isinstance(value, float):
+            shown = f"{value:.4g}"
+        else:
+            shown = str(value)
         parts.append(f"{key}={shown}")
     return ", ".join(parts)
 

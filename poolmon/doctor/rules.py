@@ -139,7 +139,8 @@ def undersized(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
         return None
     hist = w.delta_hist("wait_cumulative")
     borrows = hist[-1] if hist else 0.0
-    waited = _count_above(hist, WAIT_BOUNDS, t.wait_threshold)
+    # A lazy create makes its borrower wait for the connect: one wait per create is not queueing.
+    waited = max(0.0, _count_above(hist, WAIT_BOUNDS, t.wait_threshold) - w.delta("creates"))
     timeouts = w.delta("timeouts")
     saturation = w.peak / size
     if saturation < t.saturation:
@@ -204,7 +205,7 @@ def oversized(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
     borrows = _borrows(w)
     if borrows < t.min_borrows or w.peak > size * t.oversized_peak:
         return None
-    held = w.last.idle + w.last.used
+    held = w.peak_open if w.peak_open is not None else w.last.idle + w.last.used
     unneeded = held - w.peak
     limit = ctx.limit_for(w)
     key = backend_key(w.last.system, w.last.backend)
@@ -240,7 +241,8 @@ def churn(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
     replaced = w.delta_keyed("evictions", "broken") + w.delta_keyed(
         "evictions", "failed_validation"
     )
-    fill = w.peak if w.first is None else 0.0  # a window from the start includes the first fill
+    # A window from the start includes the first fill (up to the peak, or min_size).
+    fill = max(w.peak, w.last.min or 0.0) if w.first is None else 0.0
     churned = max(0.0, creates - replaced - fill)
     overflow = w.delta_keyed("evictions", "overflow")
     idle_closed = w.delta_keyed("evictions", "idle_timeout")
@@ -255,15 +257,16 @@ def churn(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
         "idle_timeout_evictions": idle_closed,
     }
     if returns and overflow / returns >= t.overflow_fraction:
-        callers = max(math.ceil(w.peak), int(w.last.max or 0) + 1)
+        callers = max(math.ceil(w.peak), int(w.last.max or 0) + 1, 2)
         size = int(w.last.max or 0)
         summary = (
             f"{overflow:g} of {returns:g} returns found the pool full and were discarded "
             f"({creates:g} creates for {borrows:g} borrows): {callers} concurrent callers"
         )
+        current = terms.size.format(n=size) if size else "the pool"
         advice = (
-            f"{terms.label}: {terms.size.format(n=size)} is below the {callers} concurrent callers: "
-            f"{terms.size.format(n=callers)}"
+            f"{terms.label}: {current} keeps fewer connections than the {callers} concurrent "
+            f"callers: {terms.size.format(n=callers)}"
         )
         return _finding("churn", "warning", w, summary, evidence, advice)
     if churned / borrows < t.churn_ratio:
@@ -328,7 +331,8 @@ def leak(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
 
 def slow_connect(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
     creates = w.delta("creates")
-    if creates < 3:
+    borrows = _borrows(w)
+    if creates < 3 or borrows < t.min_borrows:
         return None
     hist = w.delta_hist("create_cumulative")
     p95 = quantile_from_cumulative(CREATE_BOUNDS, hist, 0.95) if hist else None
@@ -336,7 +340,9 @@ def slow_connect(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
         return None
     create_s, use_s = w.delta("create_sum"), w.delta("use_sum")
     share = create_s / (create_s + use_s) if create_s + use_s > 0 else 0.0
-    if share < t.slow_connect_share:
+    uses = w.delta_hist("use_cumulative")
+    mean_use = use_s / uses[-1] if uses and uses[-1] else 0.0
+    if share < t.slow_connect_share or p95 < t.slow_connect_ratio * mean_use:
         return None
     terms = terms_for(w.last)
     keep = max(1, math.ceil(w.peak))
@@ -346,7 +352,9 @@ def slow_connect(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
     )
     evidence = {
         "creates": creates,
+        "borrows": borrows,
         "create_p95_s": p95,
+        "mean_use_s": mean_use,
         "create_s": create_s,
         "use_s": use_s,
         "share": share,

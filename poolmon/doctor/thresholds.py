@@ -76,7 +76,10 @@ class Thresholds:
         0.01, 0.0001, 60.0, "create time p95 (s) at or above which connects are slow"
     )
     slow_connect_share: float = _t(
-        0.2, 0.0, 1.0, "time creating / (creating + using) at or above which it matters"
+        0.5, 0.0, 1.0, "time creating / (creating + using) at or above which it matters"
+    )
+    slow_connect_ratio: float = _t(
+        10.0, 0.0, 1e6, "create time p95 / mean use time at or above which connects dominate"
     )
     # silent breakage
     breakage_evictions: int = _t(
