@@ -133,7 +133,7 @@ def _range_text(meta: Mapping[str, Any]) -> str:
 
 
 def _num(value: float) -> str:
-    return f"{value:g}"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _check(name: str, value: object, meta: Mapping[str, Any]) -> None:
