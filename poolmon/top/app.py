@@ -29,6 +29,7 @@ from typing import TextIO
 from rich.console import Console, RenderableType
 from rich.live import Live
 
+from poolmon.top.findings import findings_for
 from poolmon.top.keys import KeyReader
 from poolmon.top.model import Frame, PoolRow, Thresholds, TopModel, select_rows
 from poolmon.top.samples import SourceResult
@@ -110,7 +111,12 @@ class TopApp:
         return self.apply(fetch_all(self.sources, self.fetch_timeout + 1.0))
 
     def apply(self, results: Sequence[SourceResult]) -> Frame:
-        self.frame = self.model.update(results)
+        frame = self.model.update(results)
+        try:
+            found = findings_for(self.model, frame.rows)
+        except Exception:  # a rule failing on odd data must not take the view down
+            found = {}
+        self.frame = replace(frame, extra={**frame.extra, "findings": found})
         return self.frame
 
     def rows(self) -> list[PoolRow]:
@@ -228,7 +234,14 @@ def print_once(
     if status:
         con.print(status)
     if rows:
-        con.print(pool_table(rows, thresholds=thresholds, show_source=len(frame.sources) > 1))
+        con.print(
+            pool_table(
+                rows,
+                thresholds=thresholds,
+                show_source=len(frame.sources) > 1,
+                findings=frame.extra.get("findings"),
+            )
+        )
     else:
         con.print("no pools")
     if len(frame.sources) > 1 and frame.backends:

@@ -25,7 +25,7 @@ import operator
 from collections.abc import Mapping
 from typing import Final
 
-from poolmon.top.exposition import ExpositionParser
+from poolmon.top.exposition import ExpositionParser, _parse_labels
 from poolmon.top.samples import (
     CREATE_COUNT_METRIC,
     WANTED_METRICS,
@@ -87,6 +87,8 @@ class PageReader:
             _family_of(w) for w in wanted if w.endswith("_bucket")
         }
         self._wanted = wanted
+        self._wanted_names = frozenset(wanted)
+        self._blocks: dict[str, Mapping[str, str]] = {}
         self._line_parser = ExpositionParser(wanted)
         self._heads: dict[str, tuple[str, Mapping[str, str]] | None] = {}
         self._plans: dict[str, _Plan] = {}
@@ -160,10 +162,27 @@ class PageReader:
             pass
         if len(cache) > _HEAD_CACHE_LIMIT:
             cache.clear()
+            self._blocks.clear()
         parsed = None
         if head.endswith("}"):  # else a comment, or a line carrying a timestamp
-            for name, labels, _ in self._line_parser.parse(head + " 0"):
+            brace = head.find("{")
+            name = head[:brace]
+            if name not in self._wanted_names:
+                cache[head] = None  # an unread sample of a read family (a histogram's _count)
+                return None
+            # Label blocks repeat across families (a pool's bucket bounds in four histograms):
+            # parse each block once; one with escapes goes to the exact line parser.
+            block = head[brace + 1 : -1]
+            labels = self._blocks.get(block)
+            if labels is None:
+                labels = _parse_labels(block)
+                if labels is not None:
+                    self._blocks[block] = labels
+            if labels is not None:
                 parsed = (name, labels)
+            else:
+                for name, labels, _ in self._line_parser.parse(head + " 0"):
+                    parsed = (name, labels)
         cache[head] = parsed
         return parsed
 
@@ -180,8 +199,8 @@ class PageReader:
             parsed = self._head(heads[i])
             pool = None if parsed is None else parsed[1].get(_POOL)
             target = None if parsed is None or pool is None else field_for(*parsed)
-            if parsed is None and not heads[i].startswith("#"):
-                raise ValueError("a series the fast path cannot read")  # -> the line parser
+            if parsed is None and heads[i].partition("{")[0] in self._wanted_names:
+                raise ValueError("a wanted series the fast path cannot read")  # -> line parser
             if parsed is None or pool is None or target is None:
                 i += 1
                 continue
@@ -254,7 +273,9 @@ def _series(
     # instead of testing every line (exporters write no comments between samples; if one does,
     # its text is not a number and the page goes to the line parser).
     end = section.rfind("\n#")
-    body = section[1:end] if end > 0 else section[1:]
+    body = section[1:end] if end >= 0 else section[1:]
+    if not body.strip():
+        return [], []  # a family with no samples (e.g. idle.min of pools without a minimum)
     triples = list(map(str.rpartition, body.rstrip("\n").split("\n"), _SPACE))
     heads = list(map(_HEAD, triples))
     if "" in heads:

@@ -83,6 +83,7 @@ WANTED_METRICS: Final[tuple[str, ...]] = (
     _WAIT_BUCKET,
     _WAIT_SUM,
     _CREATE_COUNT,
+    _LIFE_BUCKET,  # the detail view draws the lifetime distribution
 )
 
 #: What ``poolmon doctor`` reads besides: the use-time, create-time and lifetime histograms and
@@ -93,7 +94,6 @@ DOCTOR_METRICS: Final[tuple[str, ...]] = (
     _CREATE_SUM,
     _USE_BUCKET,
     _USE_SUM,
-    _LIFE_BUCKET,
     _LIFE_SUM,
     _VALIDATIONS,
     _MIN,
