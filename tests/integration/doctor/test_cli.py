@@ -156,9 +156,12 @@ def test_malformed_jsonl_lines_are_named(tmp_path: Path, doctor: _Doctor) -> Non
     registry = PoolRegistry(clock=clock)
     sink = JsonlSink(path)
     registry.subscribe(sink)
-    with Pool(
-        factory(object), max_size=2, maintain=False, registry=registry, clock=clock, name="p"
-    ) as pool, pool.connection():
+    with (
+        Pool(
+            factory(object), max_size=2, maintain=False, registry=registry, clock=clock, name="p"
+        ) as pool,
+        pool.connection(),
+    ):
         pass
     sink.close()
     lines = path.read_text().splitlines()

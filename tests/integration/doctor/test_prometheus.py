@@ -1,0 +1,66 @@
+"""doctor over a real Prometheus that scraped a real served registry: a window between two
+scrapes, the peak of used by max_over_time, a scrape target that is down shown as down."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from poolmon import Pool
+from poolmon.core.clock import ManualClock
+from poolmon.core.registry import PoolRegistry
+from poolmon.doctor import diagnose
+from poolmon.doctor.inputs import from_prometheus
+from poolmon.errors import PoolExhausted
+from poolmon.pool import factory
+from poolmon.prometheus import serve
+from tests.support.prometheus import PrometheusServer, free_port
+
+
+def test_window_from_prometheus(prometheus_bin: str) -> None:
+    clock = ManualClock()
+    registry = PoolRegistry(clock=clock)
+    pool = Pool(
+        factory(object),
+        max_size=2,
+        fail_fast=True,
+        maintain=False,
+        registry=registry,
+        clock=clock,
+        name="ff",
+    )
+    with pool, serve(0, registry=registry) as server:
+        target = urlsplit(server.url).netloc
+        dead = f"127.0.0.1:{free_port()}"
+        with PrometheusServer(prometheus_bin, [target, dead], interval=0.5) as prom:
+            prom.wait_until('up{job="poolmon"} == 1', lambda r: len(r) == 1)
+            held = [pool.getconn(), pool.getconn()]
+            refused = 0
+            for _ in range(5):
+                try:
+                    pool.getconn()
+                except PoolExhausted:
+                    refused += 1
+            prom.wait_until(
+                'pool_connection_errors_total{error_type="exhausted"} == 5', lambda r: len(r) == 1
+            )
+            for conn in held:
+                pool.putconn(conn)
+            prom.wait_until(
+                'pool_connection_usage{pool_connection_state="used"} == 0', lambda r: len(r) == 1
+            )
+            report = diagnose(prometheus=[prom.url], window=60.0)
+            [window] = from_prometheus(prom.url, window=60.0).windows
+    assert window.last.used == 0 and window.peak_used == 2  # max_over_time saw both held
+    assert refused == 5
+    assert report.pools == 1
+    [finding] = report.findings
+    assert finding.kind == "refusals" and finding.evidence["refused"] == 5
+    assert "(Prometheus)" in finding.window
+    down = [p for p in report.problems if p.down]
+    assert [p.source for p in down] == [dead] and "scrape failing" in down[0].message
+
+
+def test_prometheus_unreachable_is_down() -> None:
+    report = diagnose(prometheus=[f"http://127.0.0.1:{free_port()}"], window=60.0)
+    assert report.pools == 0
+    assert report.problems[0].down and "refused" in report.problems[0].message.lower()
