@@ -17,9 +17,7 @@ parsed become problems naming the line. Nothing here raises for bad input.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +29,15 @@ from poolmon.doctor.backend import limits_from_prometheus
 from poolmon.doctor.model import BackendLimit, Borrow, Breakage, PoolWindow, SourceProblem
 from poolmon.top.replay import JsonlReplay
 from poolmon.top.samples import DOCTOR_METRICS, PoolSample, sample_from_snapshot
-from poolmon.top.sources import MetricsUrlSource, PrometheusSource, _describe, _get
+from poolmon.top.sources import MetricsUrlSource, PrometheusSource, _describe
 
 __all__ = [
     "Collected",
+    "borrows_by_pool",
     "from_jsonl",
     "from_metrics_url",
     "from_prometheus",
     "from_registry",
-    "snapshot_url",
 ]
 
 
@@ -59,18 +57,19 @@ class Collected:
         self.sources += other.sources
 
 
-def snapshot_url(metrics_url: str) -> str:
-    """``http://h:p/metrics`` -> ``http://h:p/poolmon/snapshot.json`` (same server)."""
-    parts = urllib.parse.urlsplit(metrics_url)
-    return urllib.parse.urlunsplit(parts._replace(path="/poolmon/snapshot.json", query=""))
-
-
-def _borrows_by_pool(document: Any) -> dict[str, tuple[Borrow, ...]]:
+def borrows_by_pool(document: Mapping[str, Any] | None) -> dict[str, tuple[Borrow, ...]] | None:
+    """Outstanding borrows by pool name from a ``/poolmon/snapshot.json`` document."""
+    if document is None:
+        return None
     out: dict[str, tuple[Borrow, ...]] = {}
-    for pool in document.get("pools", []):
-        out[str(pool["name"])] = tuple(
-            Borrow(int(b["conn"]), float(b["age"]), b.get("stack")) for b in pool.get("borrows", [])
-        )
+    try:
+        for pool in document.get("pools", []):
+            out[str(pool["name"])] = tuple(
+                Borrow(int(b["conn"]), float(b["age"]), b.get("stack"))
+                for b in pool.get("borrows", [])
+            )
+    except (KeyError, TypeError, ValueError):
+        return None  # not the document this version writes: numbers only
     return out
 
 
@@ -87,12 +86,7 @@ def from_metrics_url(url: str, *, timeout: float = 5.0) -> Collected:
                 source.label, False, f"line {number}: not a valid sample, skipped: {line}"
             )
         )
-    borrows: dict[str, tuple[Borrow, ...]] | None = None
-    try:
-        document = json.loads(_get(snapshot_url(source.url), timeout, "application/json"))
-        borrows = _borrows_by_pool(document)
-    except Exception:  # an exporter without the endpoint (or an older poolmon): numbers only
-        borrows = None
+    borrows = borrows_by_pool(source.snapshot_document())
     for sample in result.pools:
         out.windows.append(
             PoolWindow(

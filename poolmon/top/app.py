@@ -29,6 +29,8 @@ from typing import TextIO
 from rich.console import Console, RenderableType
 from rich.live import Live
 
+from poolmon.doctor.inputs import borrows_by_pool
+from poolmon.doctor.model import Borrow
 from poolmon.top.findings import findings_for
 from poolmon.top.keys import KeyReader
 from poolmon.top.model import Frame, PoolRow, Thresholds, TopModel, select_rows
@@ -112,12 +114,30 @@ class TopApp:
 
     def apply(self, results: Sequence[SourceResult]) -> Frame:
         frame = self.model.update(results)
+        self.frame = frame
+        borrows = self._detail_borrows()
         try:
-            found = findings_for(self.model, frame.rows)
+            found = findings_for(self.model, frame.rows, borrows=borrows)
         except Exception:  # a rule failing on odd data must not take the view down
             found = {}
-        self.frame = replace(frame, extra={**frame.extra, "findings": found})
+        self.frame = replace(frame, extra={**frame.extra, "findings": found, "borrows": borrows})
         return self.frame
+
+    def _detail_borrows(self) -> dict[tuple[str, str], tuple[Borrow, ...]]:
+        """In the detail view, the selected pool's outstanding borrows from its source's
+        ``/poolmon/snapshot.json`` (when it serves one): one small request per refresh."""
+        if self.state.screen != "detail":
+            return {}
+        rows = self.rows()
+        if not rows:
+            return {}
+        row = rows[min(self.state.selected, len(rows) - 1)]
+        for source in self.sources:
+            reader = getattr(source, "snapshot_document", None)
+            if source.label == row.source and reader is not None:
+                known = borrows_by_pool(reader()) or {}
+                return {row.key: known[row.name]} if row.name in known else {}
+        return {}
 
     def rows(self) -> list[PoolRow]:
         return select_rows(self.frame.rows, self.state.sort, self.state.reverse, self.state.filter)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from poolmon.doctor import Finding, PoolWindow, Thresholds, diagnose_windows
+from poolmon.doctor.model import Borrow
 from poolmon.top.model import PoolRow, TopModel
 
 __all__ = ["Findings", "findings_for"]
@@ -19,8 +20,14 @@ Findings = Mapping[tuple[str, str], tuple[Finding, ...]]
 
 
 def findings_for(
-    model: TopModel, rows: Sequence[PoolRow], thresholds: Thresholds | None = None
+    model: TopModel,
+    rows: Sequence[PoolRow],
+    thresholds: Thresholds | None = None,
+    borrows: Mapping[tuple[str, str], tuple[Borrow, ...]] | None = None,
 ) -> Findings:
+    """Findings by ``(source, pool)``; ``borrows`` (from ``/poolmon/snapshot.json``) add the
+    borrow site to leak findings."""
+    known = borrows or {}
     windows = []
     for source, last, first, seconds, peak in model.windows(r.key for r in rows):
         described = f"last {seconds:.0f}s in top" if first is not None else "since the pool started"
@@ -32,6 +39,7 @@ def findings_for(
                 seconds=seconds if first is not None else None,
                 window=described,
                 peak_used=peak,
+                borrows=known.get((source, last.name)),
             )
         )
     out: dict[tuple[str, str], list[Finding]] = {}

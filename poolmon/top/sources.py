@@ -141,6 +141,20 @@ class MetricsUrlSource:
         """``(line number, line)`` of the lines of the last page that could not be read."""
         return self._reader.problems
 
+    @property
+    def snapshot_url(self) -> str:
+        """``/poolmon/snapshot.json`` on the same server (outstanding borrows and stacks)."""
+        parts = urllib.parse.urlsplit(self.url)
+        return urllib.parse.urlunsplit(parts._replace(path="/poolmon/snapshot.json", query=""))
+
+    def snapshot_document(self) -> dict[str, Any] | None:
+        """The served snapshot document, or None when the server has none (never raises)."""
+        try:
+            doc = json.loads(_get(self.snapshot_url, self.timeout, "application/json"))
+        except Exception:  # an exporter without the endpoint (or not poolmon's): numbers only
+            return None
+        return doc if isinstance(doc, dict) and isinstance(doc.get("pools"), list) else None
+
 
 def _selector(wanted: Sequence[str]) -> str:
     return "{__name__=~%s}" % json.dumps("|".join(wanted))  # noqa: UP031

@@ -18,8 +18,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from poolmon.doctor.model import Finding
+from poolmon.doctor.model import Borrow, Finding
 from poolmon.doctor.render import finding_lines, findings_marker
+from poolmon.doctor.rules import borrow_site
 from poolmon.top.model import Frame, PoolRow, Thresholds, level
 from poolmon.top.samples import LIFETIME_BOUNDS, WAIT_BOUNDS
 from poolmon.top.state import ViewState
@@ -31,6 +32,7 @@ __all__ = [
     "BAR_WIDTH",
     "SPARK_WIDTH",
     "backend_table",
+    "borrows_view",
     "bucket_chart",
     "conn_bar",
     "detail_view",
@@ -387,8 +389,22 @@ def used_chart(used: Sequence[float], maximum: float | None, width: int = 60) ->
     return out
 
 
+def borrows_view(borrows: Sequence[Borrow]) -> Text:
+    """Outstanding borrows, oldest first, with the borrow site when the stack was sampled."""
+    out = Text("Outstanding borrows (/poolmon/snapshot.json)", style="bold")
+    for b in sorted(borrows, key=lambda b: -b.age)[:10]:
+        site = borrow_site(b.stack) or "stack not sampled"
+        out.append(f"\n  conn {b.conn} held {fmt_duration(b.age)}  {site}")
+    if not borrows:
+        out.append("\n  none", style="dim")
+    return out
+
+
 def detail_view(
-    row: PoolRow, thresholds: Thresholds | None = None, findings: Sequence[Finding] = ()
+    row: PoolRow,
+    thresholds: Thresholds | None = None,
+    findings: Sequence[Finding] = (),
+    borrows: Sequence[Borrow] | None = None,
 ) -> Panel:
     """Everything about one pool: facts, its findings beside the charts they rest on (wait-time
     and lifetime distributions, used/max over the window), evictions and errors."""
@@ -438,6 +454,7 @@ def detail_view(
         facts,
         Text(""),
         side,
+        *(() if borrows is None else (Text(""), borrows_view(borrows))),
         Text(""),
         _mapping("Evictions by reason", row.evictions, row.evictions_per_s),
         Text(""),
@@ -474,7 +491,8 @@ def screen(
     found: FindingsMap = frame.extra.get("findings") or {}
     if state.screen == "detail" and rows:
         row = rows[min(state.selected, len(rows) - 1)]
-        parts.append(detail_view(row, thresholds, found.get(row.key, ())))
+        held = frame.extra.get("borrows") or {}
+        parts.append(detail_view(row, thresholds, found.get(row.key, ()), held.get(row.key)))
         return Group(*parts)
     if not rows:
         parts.append(_empty(frame, state))
