@@ -3,8 +3,8 @@ read by ``poolmon top``'s detail view and by ``poolmon doctor``."""
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import urllib.request
 from dataclasses import replace
 from typing import Any
@@ -55,7 +55,7 @@ def test_snapshot_document_and_top_detail() -> None:
 
         app = TopApp(
             [MetricsUrlSource(server.url)],
-            console=Console(record=True, width=200, file=open(os.devnull, "w"), color_system=None),
+            console=Console(record=True, width=200, file=io.StringIO(), color_system=None),
         )
         app.refresh()
         app.state = replace(app.state, screen="detail", selected=0)
