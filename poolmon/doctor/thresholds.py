@@ -15,8 +15,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
-import tomllib
-
 from poolmon.errors import ConfigError
 
 __all__ = ["Thresholds", "load_toml", "markdown_table", "parse_overrides"]
@@ -170,7 +168,18 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
 
 
 def load_toml(path: str | Path) -> dict[str, object]:
-    """The threshold values of a TOML file: a ``[thresholds]`` table, or top-level keys."""
+    """The threshold values of a TOML file: a ``[thresholds]`` table, or top-level keys.
+
+    Python 3.11+'s ``tomllib`` reads it (``tomli`` on 3.10, when installed)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
+        except ImportError:
+            raise ConfigError(
+                "--thresholds", str(path), "Python 3.11+ (tomllib) or the tomli package"
+            ) from None
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
