@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from poolmon.core.ledger import PoolLedger
+from poolmon.core.redact import scrub
 from poolmon.core.registry import PoolRegistry
 from poolmon.doctor.backend import limits_from_prometheus
 from poolmon.doctor.model import BackendLimit, Borrow, Breakage, PoolWindow, SourceProblem
@@ -174,6 +175,7 @@ class _EventTimes:
         self.first: float | None = None
         self.open: dict[tuple[str, object], int] = {}
         self.peak_open: dict[tuple[str, object], int] = {}
+        self.leak_stacks: dict[tuple[str, object], list[str]] = {}
 
     def __call__(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
         key = (ledger.name, event.get("pid"))
@@ -193,6 +195,10 @@ class _EventTimes:
         elif kind == "return":
             self.borrowed.setdefault(key, set()).discard(event.get("conn"))
             self.active[key] = ts
+        elif kind == "error" and event.get("error_type") == "leak_suspected":
+            stack = event.get("stack")
+            if isinstance(stack, str):
+                self.leak_stacks.setdefault(key, []).append(scrub(stack))
         elif kind == "evict":
             self.open[key] = max(0, self.open.get(key, 0) - 1)
             self.borrowed.setdefault(key, set()).discard(event.get("conn"))
@@ -232,6 +238,7 @@ def from_jsonl(path: str | Path) -> Collected:
                 peak_open=float(times.peak_open.get(key, snap.idle + snap.used)),
                 create_times=tuple(times.creates.get(key, ())),
                 breakages=tuple(times.breakages.get(key, ())),
+                leak_stacks=tuple(times.leak_stacks.get(key, ())),
                 borrows=tuple(Borrow(b.conn, b.age, b.stack) for b in ledger.leaks(0.0)),
             )
         )

@@ -72,6 +72,7 @@ class PoolWindow:
     create_times: tuple[float, ...] = ()  # event times of successful creates (JSONL only)
     breakages: tuple[Breakage, ...] = ()  # JSONL only
     borrows: tuple[Borrow, ...] | None = None  # None: the source does not know them
+    leak_stacks: tuple[str, ...] = ()  # stacks of leak_suspected error events (JSONL only)
 
     @property
     def name(self) -> str:

@@ -302,20 +302,31 @@ def borrow_site(stack: str | None) -> str | None:
 
 def leak(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
     suspected = w.delta_keyed("errors", "leak_suspected")
+    reclaimed = w.delta_keyed("evictions", "leaked")
     old = [b for b in (w.borrows or ()) if b.age >= t.leak_age]
     oldest = max([w.last.oldest_use, *(b.age for b in old)])
-    if oldest < t.leak_age and not old:
+    if oldest < t.leak_age and not old and not suspected and not reclaimed:
         return None
-    sites = Counter(s for s in (borrow_site(b.stack) for b in old) if s)
+    stacks = [b.stack for b in old] + list(w.leak_stacks)
+    sites = Counter(s for s in map(borrow_site, stacks) if s)
     terms = terms_for(w.last)
     evidence: dict[str, object] = {
         "oldest_use_s": oldest,
         "outstanding_over_threshold": len(old) if w.borrows is not None else None,
         "leak_suspected_errors": suspected,
+        "reclaimed": reclaimed,
         "used": w.last.used,
         "max": w.last.max,
     }
-    summary = f"a borrow has been outstanding for {_fmt(oldest)} (leak threshold {t.leak_age:g}s)"
+    if oldest >= t.leak_age:
+        summary = (
+            f"a borrow has been outstanding for {_fmt(oldest)} (leak threshold {t.leak_age:g}s)"
+        )
+    else:
+        summary = (
+            f"{suspected:g} borrows were reported as leaks and {reclaimed:g} reclaimed by the "
+            "pool in the window"
+        )
     if sites:
         site, count = sites.most_common(1)[0]
         evidence["borrow_site"] = site
@@ -325,7 +336,7 @@ def leak(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
         advice = f"{terms.label}: {terms.leak}; sample borrow stacks to see where"
         if w.borrows is None:
             advice += " (serve /poolmon/snapshot.json beside /metrics)"
-    starved = bool(w.last.max) and w.last.used >= (w.last.max or 0)
+    starved = bool(w.last.max) and w.last.used >= (w.last.max or 0) and oldest >= t.leak_age
     return _finding("leak", "critical" if starved else "warning", w, summary, evidence, advice)
 
 
