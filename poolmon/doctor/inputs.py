@@ -6,8 +6,9 @@ The readers are top's own (:mod:`poolmon.top.sources`, :mod:`poolmon.top.page`,
 * a ``/metrics`` URL: one page is a window over each pool's whole life (counters from zero);
   ``/poolmon/snapshot.json`` beside it, when served, adds the outstanding borrows and stacks;
 * a Prometheus server: the same series at the window's start and end (two instant queries, so
-  the cost does not grow with the window), the peak of ``used`` by ``max_over_time``, and the
-  backend limits postgres_exporter / redis_exporter publish;
+  the cost does not grow with the window), the peak of ``used`` by ``max_over_time``, the
+  creates of pools first scraped inside the window (storms), and the backend limits
+  postgres_exporter / redis_exporter publish;
 * a JSONL event log: replayed into ledgers, with event times kept for storms and breakage;
 * an in-process :class:`PoolRegistry`.
 
@@ -128,6 +129,7 @@ def from_prometheus(
     first = {r.source: {p.name: p for p in r.pools} for r in source.fetch(at=stop - window) if r.ok}
     rng = _duration_text(window)
     peaks: dict[tuple[str, str], float] = {}
+    starts: dict[tuple[str, str], tuple[float, ...]] = {}
     try:
         for item in source.query(
             f'max_over_time(pool_connection_usage{{pool_connection_state="used"}}[{rng}])', stop
@@ -135,6 +137,7 @@ def from_prometheus(
             metric = item["metric"]
             key = (str(metric.get("instance", source.label)), str(metric.get("pool_name")))
             peaks[key] = float(item["value"][1])
+        starts = _starts(source, rng, stop, window)
         out.limits += limits_from_prometheus(lambda q: source.query(q, stop))
     except Exception as exc:
         out.problems.append(
@@ -158,8 +161,33 @@ def from_prometheus(
                     if start is not None
                     else f"since the pool started (within {described})",
                     peak_used=peaks.get((result.source, sample.name), sample.used),
+                    create_times=starts.get((result.source, sample.name), ()),
                 )
             )
+    return out
+
+
+def _starts(
+    source: PrometheusSource, rng: str, stop: float, window: float
+) -> dict[tuple[str, str], tuple[float, ...]]:
+    """For pools first scraped inside the window: their creates at that first scrape, dated
+    then (what the storm rule counts; a pool already known at the window's start has none).
+    Counters only grow, so ``min_over_time`` is the first value. First-scrape times come from
+    a subquery in 1,000 steps of the window, so they are as precise as one step."""
+    step = max(1.0, window / 1000.0)
+    first_seen = {
+        (str(i["metric"].get("instance")), str(i["metric"].get("pool_name"))): float(i["value"][1])
+        for i in source.query(f"min_over_time(timestamp(pool_info)[{rng}:{step:g}s])", stop)
+    }
+    window_start = stop - window + 1.5 * step
+    out: dict[tuple[str, str], tuple[float, ...]] = {}
+    query = f'min_over_time(pool_connection_create_time_seconds_count{{outcome="ok"}}[{rng}])'
+    for item in source.query(query, stop):
+        key = (str(item["metric"].get("instance")), str(item["metric"].get("pool_name")))
+        seen = first_seen.get(key)
+        creates = int(float(item["value"][1]))
+        if seen is not None and seen > window_start and creates:
+            out[key] = (seen,) * creates
     return out
 
 

@@ -7,8 +7,9 @@ from urllib.parse import urlsplit
 
 from poolmon import Pool
 from poolmon.core.clock import ManualClock
+from poolmon.core.identity import PoolIdentity
 from poolmon.core.registry import PoolRegistry
-from poolmon.doctor import diagnose
+from poolmon.doctor import Thresholds, diagnose
 from poolmon.doctor.inputs import from_prometheus
 from poolmon.errors import PoolExhausted
 from poolmon.pool import factory
@@ -19,14 +20,17 @@ from tests.support.prometheus import PrometheusServer, free_port
 def test_window_from_prometheus(prometheus_bin: str) -> None:
     clock = ManualClock()
     registry = PoolRegistry(clock=clock)
+    identity = PoolIdentity("ff", system="redis", server_address="10.0.0.7", server_port=6379)
     pool = Pool(
         factory(object),
+        min_size=2,
         max_size=2,
+        eager=True,  # two creates before the first scrape: the start the storm rule counts
         fail_fast=True,
         maintain=False,
         registry=registry,
         clock=clock,
-        name="ff",
+        identity=identity,
     )
     with pool, serve(0, registry=registry) as server:
         target = urlsplit(server.url).netloc
@@ -49,6 +53,9 @@ def test_window_from_prometheus(prometheus_bin: str) -> None:
                 'pool_connection_usage{pool_connection_state="used"} == 0', lambda r: len(r) == 1
             )
             report = diagnose(prometheus=[prom.url], window=60.0)
+            stormy = diagnose(
+                prometheus=[prom.url], window=60.0, thresholds=Thresholds(storm_creates=2)
+            )
             [window] = from_prometheus(prom.url, window=60.0).windows
     assert window.last.used == 0 and window.peak_used == 2  # max_over_time saw both held
     assert refused == 5
@@ -58,6 +65,8 @@ def test_window_from_prometheus(prometheus_bin: str) -> None:
     assert "(Prometheus)" in finding.window
     down = [p for p in report.problems if p.down]
     assert [p.source for p in down] == [dead] and "scrape failing" in down[0].message
+    storm = [f for f in stormy.findings if f.kind == "storm"]
+    assert [(f.backend, f.evidence["creates"]) for f in storm] == [("10.0.0.7:6379", 2)]
 
 
 def test_prometheus_unreachable_is_down() -> None:
