@@ -106,7 +106,8 @@ def _thresholds(args: argparse.Namespace) -> Any:
     return Thresholds().with_overrides(values)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, console: Any | None = None) -> int:
+    """The handler; ``console`` (a rich Console) is injectable, default: stdout."""
     from poolmon.errors import ConfigError
 
     try:
