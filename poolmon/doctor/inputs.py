@@ -19,7 +19,7 @@ parsed become problems naming the line. Nothing here raises for bad input.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,19 +130,22 @@ def from_prometheus(
     rng = _duration_text(window)
     peaks: dict[tuple[str, str], float] = {}
     starts: dict[tuple[str, str], tuple[float, ...]] = {}
-    try:
-        for item in source.query(
-            f'max_over_time(pool_connection_usage{{pool_connection_state="used"}}[{rng}])', stop
-        ):
-            metric = item["metric"]
-            key = (str(metric.get("instance", source.label)), str(metric.get("pool_name")))
-            peaks[key] = float(item["value"][1])
-        starts = _starts(source, rng, stop, window)
-        out.limits += limits_from_prometheus(lambda q: source.query(q, stop))
-    except Exception as exc:
-        out.problems.append(
-            SourceProblem(source.label, False, f"peak/limit queries failed: {_describe(exc)}")
-        )
+    used = f'max_over_time(pool_connection_usage{{pool_connection_state="used"}}[{rng}])'
+    reads: list[tuple[str, Callable[[], None]]] = [
+        ("peak of used", lambda: peaks.update(_by_pool(source.query(used, stop), source.label))),
+        ("pool starts", lambda: starts.update(_starts(source, rng, stop, window))),
+        (
+            "backend limits",
+            lambda: out.limits.extend(limits_from_prometheus(lambda q: source.query(q, stop))),
+        ),
+    ]
+    for what, read in reads:
+        try:
+            read()
+        except Exception as exc:  # one failed query leaves the rest of the diagnosis intact
+            out.problems.append(
+                SourceProblem(source.label, False, f"{what} query failed: {_describe(exc)}")
+            )
     described = f"last {rng} (Prometheus)"
     for result in last:
         if not result.ok:
@@ -167,6 +170,15 @@ def from_prometheus(
     return out
 
 
+def _by_pool(items: Sequence[Mapping[str, Any]], default: str) -> dict[tuple[str, str], float]:
+    return {
+        (str(i["metric"].get("instance", default)), str(i["metric"].get("pool_name"))): float(
+            i["value"][1]
+        )
+        for i in items
+    }
+
+
 def _starts(
     source: PrometheusSource, rng: str, stop: float, window: float
 ) -> dict[tuple[str, str], tuple[float, ...]]:
@@ -174,10 +186,10 @@ def _starts(
     then (what the storm rule counts; a pool already known at the window's start has none).
     Counters only grow, so ``min_over_time`` is the first value. First-scrape times come from
     a subquery in 1,000 steps of the window, so they are as precise as one step."""
-    step = max(1.0, window / 1000.0)
+    step = max(1, round(window / 1000.0))  # whole seconds: PromQL durations take no decimals
     first_seen = {
         (str(i["metric"].get("instance")), str(i["metric"].get("pool_name"))): float(i["value"][1])
-        for i in source.query(f"min_over_time(timestamp(pool_info)[{rng}:{step:g}s])", stop)
+        for i in source.query(f"min_over_time(timestamp(pool_info)[{rng}:{step}s])", stop)
     }
     window_start = stop - window + 1.5 * step
     out: dict[tuple[str, str], tuple[float, ...]] = {}

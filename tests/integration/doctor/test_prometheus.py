@@ -63,6 +63,7 @@ def test_window_from_prometheus(prometheus_bin: str) -> None:
     [finding] = report.findings
     assert finding.kind == "refusals" and finding.evidence["refused"] == 5
     assert "(Prometheus)" in finding.window
+    assert not [p for p in report.problems if not p.down]  # every query answered
     down = [p for p in report.problems if p.down]
     assert [p.source for p in down] == [dead] and "scrape failing" in down[0].message
     storm = [f for f in stormy.findings if f.kind == "storm"]
