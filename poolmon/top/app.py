@@ -24,14 +24,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from types import FrameType
-from typing import TextIO
+from typing import Final, TextIO
 
 from rich.console import Console, RenderableType
 from rich.live import Live
 
 from poolmon.doctor.inputs import borrows_by_pool
 from poolmon.doctor.model import Borrow
-from poolmon.top.findings import findings_for
+from poolmon.top.findings import Findings, findings_for
 from poolmon.top.keys import KeyReader
 from poolmon.top.model import Frame, PoolRow, Thresholds, TopModel, select_rows
 from poolmon.top.samples import SourceResult
@@ -39,7 +39,10 @@ from poolmon.top.sources import Source
 from poolmon.top.state import ViewState, apply_key
 from poolmon.top.view import backend_table, header, pool_table, screen, status_lines
 
-__all__ = ["Terminated", "TopApp", "fetch_all", "print_once", "sigterm_raises"]
+#: Seconds between two computations of the findings column (they move slowly).
+FINDINGS_EVERY: Final = 5.0
+
+__all__ = ["FINDINGS_EVERY", "Terminated", "TopApp", "fetch_all", "print_once", "sigterm_raises"]
 
 
 class Terminated(SystemExit):
@@ -105,6 +108,8 @@ class TopApp:
         self._clock = clock
         self._banner = banner
         self.frame = Frame((), (), ())
+        self._findings: Findings = {}
+        self._findings_at: float | None = None
 
     # ------------------------------------------------------------------ pieces
 
@@ -116,11 +121,17 @@ class TopApp:
         frame = self.model.update(results)
         self.frame = frame
         borrows = self._detail_borrows()
-        try:
-            found = findings_for(self.model, frame.rows, borrows=borrows)
-        except Exception:  # a rule failing on odd data must not take the view down
-            found = {}
-        self.frame = replace(frame, extra={**frame.extra, "findings": found, "borrows": borrows})
+        now = self._clock()
+        # Findings move slowly and cost ~50 ms for 1,000 pools: at most every FINDINGS_EVERY
+        # seconds, and at once when the detail view brings borrows.
+        if borrows or self._findings_at is None or now - self._findings_at >= FINDINGS_EVERY:
+            try:
+                self._findings = findings_for(self.model, frame.rows, borrows=borrows)
+            except Exception:  # a rule failing on odd data must not take the view down
+                self._findings = {}
+            self._findings_at = now
+        extra = {**frame.extra, "findings": self._findings, "borrows": borrows}
+        self.frame = replace(frame, extra=extra)
         return self.frame
 
     def _detail_borrows(self) -> dict[tuple[str, str], tuple[Borrow, ...]]:

@@ -52,8 +52,13 @@ def _leaky(t: float, oldest: float) -> SourceResult:
 
 
 def test_find_column_and_detail_view() -> None:
-    app = TopApp([_Fixed([[_leaky(0.0, 10.0)], [_leaky(1.0, 95.0)]])])  # type: ignore[list-item]
-    app.refresh()
+    times = iter([0.0, 1.0, 6.0])
+    app = TopApp(
+        [_Fixed([[_leaky(0.0, 10.0)], [_leaky(1.0, 60.0)], [_leaky(6.0, 95.0)]])],  # type: ignore[list-item]
+        clock=lambda: next(times),
+    )
+    assert app.refresh().extra["findings"] == {}  # 10 s: no leak yet
+    assert app.refresh().extra["findings"] == {}  # 60 s, but findings are at most every 5 s
     frame = app.refresh()
     found = frame.extra["findings"]
     assert [f.kind for f in found[("s", "leaky")]] == ["leak"]
