@@ -145,7 +145,7 @@ def _threads(n: int, work: Callable[[int], None]) -> None:
 
 
 def healthy(env: Env) -> Report:
-    """poolmon.Pool(max_size=8) over PostgreSQL, 4 callers, 5 ms queries: nothing to say."""
+    """poolmon.Pool(max_size=8) over PostgreSQL, 4 callers, 10 ms queries: nothing to say."""
     with _recorded(env, "healthy") as (registry, path):
         pool = Pool(
             _pg_factory(env), max_size=8, registry=registry, identity=_pg_identity(env, "healthy")
@@ -155,7 +155,7 @@ def healthy(env: Env) -> Report:
             def work(_: int) -> None:
                 for _ in range(40):
                     with pool.connection() as conn:
-                        conn.execute("SELECT pg_sleep(0.005)")
+                        conn.execute("SELECT pg_sleep(0.01)")
 
             _threads(4, work)
     return diagnose(jsonl=[path])
@@ -205,7 +205,7 @@ def oversized(env: Env) -> Report:
         with pool:
             for _ in range(40):
                 with pool.connection() as conn:
-                    conn.execute("SELECT pg_sleep(0.01)")
+                    conn.execute("SELECT pg_sleep(0.02)")
     return diagnose(jsonl=[path])
 
 
@@ -289,10 +289,10 @@ def leak(env: Env) -> Report:
 
 
 def slow_connect(env: Env) -> Report:
-    """poolmon.Pool whose connections take 50 ms of session setup, for 1 ms of use each."""
+    """poolmon.Pool whose connections take 200 ms of session setup, for <1 ms of use each."""
     with _recorded(env, "slow_connect") as (registry, path):
         pool = Pool(
-            _pg_factory(env, setup="SELECT pg_sleep(0.05)"),
+            _pg_factory(env, setup="SELECT pg_sleep(0.2)"),
             max_size=3,
             max_lifetime=None,
             registry=registry,

@@ -204,7 +204,8 @@ def _starts(
 
 
 class _EventTimes:
-    """Per pool of a replay: create times, breakages after quiet, the peak of used."""
+    """Per pool of a replay: times of creates that grew the pool, breakages after quiet, the
+    peaks of used and open connections."""
 
     def __init__(self) -> None:
         self.creates: dict[tuple[str, object], list[float]] = {}
@@ -224,9 +225,12 @@ class _EventTimes:
         if self.first is None or ts < self.first:
             self.first = ts
         if kind == "create" and event.get("outcome", "ok") == "ok":
-            self.creates.setdefault(key, []).append(ts)
             self.open[key] = now_open = self.open.get(key, 0) + 1
-            self.peak_open[key] = max(self.peak_open.get(key, 0), now_open)
+            if now_open > self.peak_open.get(key, 0):
+                # A create that grows the pool to a new high: what a storm is made of (a
+                # replacement of a discarded or broken connection is churn, not a storm).
+                self.peak_open[key] = now_open
+                self.creates.setdefault(key, []).append(ts)
         elif kind == "borrow":
             held = self.borrowed.setdefault(key, set())
             held.add(event.get("conn"))

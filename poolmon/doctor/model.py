@@ -69,7 +69,9 @@ class PoolWindow:
     window: str = "since the pool started"
     peak_used: float | None = None
     peak_open: float | None = None  # most connections open at once (JSONL only)
-    create_times: tuple[float, ...] = ()  # event times of successful creates (JSONL only)
+    # Times of creates that grew the pool to a new high (JSONL), or a pool's creates at its
+    # first scrape (Prometheus): what the storm rule counts.
+    create_times: tuple[float, ...] = ()
     breakages: tuple[Breakage, ...] = ()  # JSONL only
     borrows: tuple[Borrow, ...] | None = None  # None: the source does not know them
     leak_stacks: tuple[str, ...] = ()  # stacks of leak_suspected error events (JSONL only)
