@@ -159,8 +159,7 @@ def undersized(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
         "wait_p95_s": p95,
         "timeouts": timeouts,
     }
-    use_count = w.delta_hist("use_cumulative")
-    uses = use_count[-1] if use_count else 0.0
+    uses = w.delta("use_count")
     use_sum, wait_sum = w.delta("use_sum"), w.delta("wait_sum")
     if w.seconds and w.seconds > 0 and uses:
         rate = borrows / w.seconds
@@ -246,8 +245,7 @@ def churn(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
     churned = max(0.0, creates - replaced - fill)
     overflow = w.delta_keyed("evictions", "overflow")
     idle_closed = w.delta_keyed("evictions", "idle_timeout")
-    uses = w.delta_hist("use_cumulative")
-    returns = uses[-1] if uses else borrows
+    returns = w.delta("use_count") or borrows
     terms = terms_for(w.last)
     evidence = {
         "borrows": borrows,
@@ -351,8 +349,8 @@ def slow_connect(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
         return None
     create_s, use_s = w.delta("create_sum"), w.delta("use_sum")
     share = create_s / (create_s + use_s) if create_s + use_s > 0 else 0.0
-    uses = w.delta_hist("use_cumulative")
-    mean_use = use_s / uses[-1] if uses and uses[-1] else 0.0
+    uses = w.delta("use_count")
+    mean_use = use_s / uses if uses else 0.0
     if share < t.slow_connect_share or p95 < t.slow_connect_ratio * mean_use:
         return None
     terms = terms_for(w.last)

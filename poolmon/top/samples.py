@@ -61,7 +61,7 @@ _WAIT_SUM: Final = _prom("pool.connection.wait_time") + "_sum"
 _CREATE_COUNT: Final = _prom("pool.connection.create_time") + "_count"
 _CREATE_BUCKET: Final = _prom("pool.connection.create_time") + "_bucket"
 _CREATE_SUM: Final = _prom("pool.connection.create_time") + "_sum"
-_USE_BUCKET: Final = _prom("pool.connection.use_time") + "_bucket"
+_USE_COUNT: Final = _prom("pool.connection.use_time") + "_count"
 _USE_SUM: Final = _prom("pool.connection.use_time") + "_sum"
 _LIFE_BUCKET: Final = _prom("pool.connection.lifetime") + "_bucket"
 _LIFE_SUM: Final = _prom("pool.connection.lifetime") + "_sum"
@@ -86,15 +86,15 @@ WANTED_METRICS: Final[tuple[str, ...]] = (
     _LIFE_BUCKET,  # the detail view draws the lifetime distribution
 )
 
-#: What ``poolmon doctor`` reads besides: the use-time, create-time and lifetime histograms and
-#: validations (``top`` skips them for speed; a :class:`PoolSample` has them empty then).
+#: What ``poolmon doctor`` reads: ``top``'s series but the lifetime buckets (no rule needs them),
+#: plus the create-time histogram, use-time count and sum, validations and the minimum size
+#: (``top`` skips those for speed; a :class:`PoolSample` has them empty then).
 DOCTOR_METRICS: Final[tuple[str, ...]] = (
-    *WANTED_METRICS,
+    *(m for m in WANTED_METRICS if m != _LIFE_BUCKET),
     _CREATE_BUCKET,
     _CREATE_SUM,
-    _USE_BUCKET,
+    _USE_COUNT,
     _USE_SUM,
-    _LIFE_SUM,
     _VALIDATIONS,
     _MIN,
 )
@@ -135,7 +135,7 @@ class PoolSample:
     # Read by ``poolmon doctor`` only (DOCTOR_METRICS); empty/zero from ``top``'s sources.
     min: float | None = None
     library: str | None = None
-    use_cumulative: tuple[float, ...] = ()
+    use_count: float = 0.0  # returns (borrows that ended)
     use_sum: float = 0.0
     create_cumulative: tuple[float, ...] = ()  # outcome ok
     create_sum: float = 0.0
@@ -192,7 +192,7 @@ class PoolAccumulator:
         "oldest",
         "pending",
         "timeouts",
-        "use",
+        "use_count",
         "use_sum",
         "used",
         "validations",
@@ -215,7 +215,7 @@ class PoolAccumulator:
         self.wait: dict[float, float] = {}
         self.wait_sum = 0.0
         self.min: float | None = None
-        self.use: dict[float, float] = {}
+        self.use_count = 0.0
         self.use_sum = 0.0
         self.create: dict[float, float] = {}
         self.create_sum = 0.0
@@ -276,6 +276,7 @@ _SCALARS: Final[Mapping[str, str]] = {
     _WAIT_SUM: "wait_sum",
     _INFO: "info",
     _USE_SUM: "use_sum",
+    _USE_COUNT: "use_count",
     _LIFE_SUM: "life_sum",
     _MIN: "min",
 }
@@ -284,7 +285,6 @@ _KEYED: Final[Mapping[str, tuple[str, str]]] = {
     _EVICTIONS: ("evictions", "pool_eviction_reason"),
     _ERRORS: ("errors", "error_type"),
     _WAIT_BUCKET: ("wait", "le"),
-    _USE_BUCKET: ("use", "le"),
     _LIFE_BUCKET: ("life", "le"),
     _VALIDATIONS: ("validations", "outcome"),
 }
@@ -360,7 +360,7 @@ def build_sample(name: str, acc: PoolAccumulator) -> PoolSample:
         wait_sum=acc.wait_sum,
         min=acc.min,
         library=info.get("pool_library") or None,
-        use_cumulative=_cumulative(acc.use, USE_BOUNDS),
+        use_count=acc.use_count,
         use_sum=acc.use_sum,
         create_cumulative=_cumulative(acc.create, CREATE_BOUNDS),
         create_sum=acc.create_sum,
@@ -393,7 +393,7 @@ def sample_from_snapshot(snap: PoolSnapshot) -> PoolSample:
         wait_sum=snap.wait_time.sum,
         min=None if snap.min is None else float(snap.min),
         library=ident.library,
-        use_cumulative=tuple(float(c) for c in snap.use_time.cumulative()),
+        use_count=float(snap.use_time.count),
         use_sum=snap.use_time.sum,
         create_cumulative=tuple(float(c) for c in snap.create_time["ok"].cumulative()),
         create_sum=snap.create_time["ok"].sum,

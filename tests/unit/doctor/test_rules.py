@@ -7,7 +7,7 @@ import math
 from poolmon.doctor import BackendLimit, PoolWindow, Thresholds, diagnose_windows
 from poolmon.doctor.backend import limits_from_prometheus, parse_limit
 from poolmon.doctor.rules import borrow_site
-from poolmon.top.samples import USE_BOUNDS, WAIT_BOUNDS, PoolSample
+from poolmon.top.samples import WAIT_BOUNDS, PoolSample
 
 
 def _cumulative(bounds: tuple[float, ...], values: list[float]) -> tuple[float, ...]:
@@ -30,7 +30,7 @@ def _saturated(
         max=2,
         wait_cumulative=_cumulative(WAIT_BOUNDS, waits),
         wait_sum=sum(waits),
-        use_cumulative=_cumulative(USE_BOUNDS, uses),
+        use_count=float(len(uses)),
         use_sum=sum(uses),
         creates=2,
     )
