@@ -132,14 +132,15 @@ class PoolSample:
     errors: Mapping[str, float] = field(default_factory=dict)
     wait_cumulative: tuple[float, ...] = ()
     wait_sum: float = 0.0
-    # Read by ``poolmon doctor`` only (DOCTOR_METRICS); empty/zero from ``top``'s sources.
-    min: float | None = None
     library: str | None = None
+    #: Cumulative lifetime buckets (``top`` draws them; ``doctor`` does not read them).
+    lifetime_cumulative: tuple[float, ...] = ()
+    # Read by ``poolmon doctor`` only (DOCTOR_METRICS); empty/zero from ``top``'s page sources.
+    min: float | None = None
     use_count: float = 0.0  # returns (borrows that ended)
     use_sum: float = 0.0
     create_cumulative: tuple[float, ...] = ()  # outcome ok
     create_sum: float = 0.0
-    lifetime_cumulative: tuple[float, ...] = ()
     lifetime_sum: float = 0.0
     validations: Mapping[str, float] = field(default_factory=dict)
 
