@@ -252,7 +252,10 @@ def print_once(
     """``--once``: the frame as text (every matching row) or as one JSON document."""
     rows = select_rows(frame.rows, state.sort, state.reverse, state.filter)
     if as_json:
-        doc = _finite(replace(frame, rows=tuple(rows)).to_dict())
+        raw = replace(frame, rows=tuple(rows)).to_dict()
+        found = frame.extra.get("findings") or {}
+        raw["findings"] = [f.to_dict() for r in rows for f in found.get(r.key, ())]
+        doc = _finite(raw)
         text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False)
         if out is not None:
             out.write(text + "\n")

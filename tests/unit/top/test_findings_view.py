@@ -112,3 +112,17 @@ def test_charts() -> None:
     assert "<=5.0ms" not in bars  # charts start at the first non-empty bucket
     line = _text(used_chart([0, 2, 4], 4)).splitlines()[1]
     assert line.strip().startswith("▁▅█") and "peak 4 of 4" in line
+
+
+def test_once_json_lists_findings() -> None:
+    import io as _io
+    import json
+
+    from poolmon.top.app import print_once
+
+    app = TopApp([_Fixed([[_leaky(0.0, 95.0)]])])  # type: ignore[list-item]
+    frame = app.refresh()
+    out = _io.StringIO()
+    print_once(frame, ViewState(), as_json=True, out=out)
+    doc = json.loads(out.getvalue())
+    assert [(f["pool"], f["kind"]) for f in doc["findings"]] == [("leaky", "leak")]
