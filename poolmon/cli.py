@@ -19,6 +19,7 @@ __all__ = ["build_parser", "main"]
 COMMAND_MODULES: Final = (
     "poolmon.demo.cli",
     "poolmon.top.cli",
+    "poolmon.doctor.cli",
     "poolmon.run.cli",
     "poolmon.conformance.cli",
     "poolmon.dashboards.cli",

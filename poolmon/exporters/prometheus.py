@@ -34,6 +34,7 @@ from poolmon.core.selfmetrics import SelfMetrics, log_once
 from poolmon.core.snapshot import HistogramSnapshot, PoolSnapshot
 from poolmon.errors import ConfigError
 from poolmon.exporters.model import Family, FamilySource, build_families, merge_families
+from poolmon.exporters.snapshot_json import snapshot_app
 
 __all__ = [
     "EXPORTER_LABEL",
@@ -291,7 +292,8 @@ def serve(
     Without ``prometheus_registry`` the endpoint gets a registry of its own holding only poolmon's
     collector; pass one (e.g. prometheus_client's ``REGISTRY``) to serve poolmon next to the
     application's metrics. With ``certfile`` and ``keyfile`` it serves HTTPS (prometheus_client's
-    own TLS support). With ``multiprocess_dir`` it serves the merged pools of every worker writing
+    own TLS support). The same server answers ``/poolmon/snapshot.json`` with this process's
+    pools and their outstanding borrows (:mod:`poolmon.exporters.snapshot_json`). With ``multiprocess_dir`` it serves the merged pools of every worker writing
     to that directory instead of this process's (see :mod:`poolmon.exporters.multiprocess`);
     ``include_own_pools`` adds this process's own pools to them (a parent that forks workers).
     """
@@ -327,4 +329,8 @@ def serve(
         keyfile=None if keyfile is None else os.fspath(keyfile),
     )
     thread.name = f"poolmon-metrics-{httpd.server_address[1]}"
+    # Outstanding borrows and their sampled stacks beside /metrics (poolmon top, doctor).
+    metrics_app = httpd.get_app()
+    if metrics_app is not None:
+        httpd.set_app(snapshot_app(metrics_app, registry))
     return MetricsServer(httpd, thread, tls=certfile is not None, on_close=on_close)

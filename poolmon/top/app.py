@@ -24,11 +24,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from types import FrameType
-from typing import TextIO
+from typing import Final, TextIO
 
 from rich.console import Console, RenderableType
 from rich.live import Live
 
+from poolmon.doctor.inputs import borrows_by_pool
+from poolmon.doctor.model import Borrow
+from poolmon.top.findings import Findings, findings_for
 from poolmon.top.keys import KeyReader
 from poolmon.top.model import Frame, PoolRow, Thresholds, TopModel, select_rows
 from poolmon.top.samples import SourceResult
@@ -43,7 +46,10 @@ from poolmon.top.view import (
     status_lines,
 )
 
-__all__ = ["Terminated", "TopApp", "fetch_all", "print_once", "sigterm_raises"]
+#: Seconds between two computations of the findings column (they move slowly).
+FINDINGS_EVERY: Final = 5.0
+
+__all__ = ["FINDINGS_EVERY", "Terminated", "TopApp", "fetch_all", "print_once", "sigterm_raises"]
 
 
 class Terminated(SystemExit):
@@ -109,6 +115,8 @@ class TopApp:
         self._clock = clock
         self._banner = banner
         self.frame = Frame((), (), ())
+        self._findings: Findings = {}
+        self._findings_at: float | None = None
 
     # ------------------------------------------------------------------ pieces
 
@@ -117,8 +125,37 @@ class TopApp:
         return self.apply(fetch_all(self.sources, self.fetch_timeout + 1.0))
 
     def apply(self, results: Sequence[SourceResult]) -> Frame:
-        self.frame = self.model.update(results)
+        frame = self.model.update(results)
+        self.frame = frame
+        borrows = self._detail_borrows()
+        now = self._clock()
+        # Findings move slowly and cost ~50 ms for 1,000 pools: at most every FINDINGS_EVERY
+        # seconds, and at once when the detail view brings borrows.
+        if borrows or self._findings_at is None or now - self._findings_at >= FINDINGS_EVERY:
+            try:
+                self._findings = findings_for(self.model, frame.rows, borrows=borrows)
+            except Exception:  # a rule failing on odd data must not take the view down
+                self._findings = {}
+            self._findings_at = now
+        extra = {**frame.extra, "findings": self._findings, "borrows": borrows}
+        self.frame = replace(frame, extra=extra)
         return self.frame
+
+    def _detail_borrows(self) -> dict[tuple[str, str], tuple[Borrow, ...]]:
+        """In the detail view, the selected pool's outstanding borrows from its source's
+        ``/poolmon/snapshot.json`` (when it serves one): one small request per refresh."""
+        if self.state.screen != "detail":
+            return {}
+        rows = self.rows()
+        if not rows:
+            return {}
+        row = rows[min(self.state.selected, len(rows) - 1)]
+        for source in self.sources:
+            reader = getattr(source, "snapshot_document", None)
+            if source.label == row.source and reader is not None:
+                known = borrows_by_pool(reader()) or {}
+                return {row.key: known[row.name]} if row.name in known else {}
+        return {}
 
     def rows(self) -> list[PoolRow]:
         return select_rows(self.frame.rows, self.state.sort, self.state.reverse, self.state.filter)
@@ -222,7 +259,10 @@ def print_once(
     """``--once``: the frame as text (every matching row) or as one JSON document."""
     rows = select_rows(frame.rows, state.sort, state.reverse, state.filter)
     if as_json:
-        doc = _finite(replace(frame, rows=tuple(rows)).to_dict())
+        raw = replace(frame, rows=tuple(rows)).to_dict()
+        found = frame.extra.get("findings") or {}
+        raw["findings"] = [f.to_dict() for r in rows for f in found.get(r.key, ())]
+        doc = _finite(raw)
         text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False)
         if out is not None:
             out.write(text + "\n")
@@ -235,7 +275,14 @@ def print_once(
     if status:
         con.print(status)
     if rows:
-        con.print(pool_table(rows, thresholds=thresholds, show_source=len(frame.sources) > 1))
+        con.print(
+            pool_table(
+                rows,
+                thresholds=thresholds,
+                show_source=len(frame.sources) > 1,
+                findings=frame.extra.get("findings"),
+            )
+        )
     else:
         con.print("no pools")
     if len(frame.sources) > 1 and frame.backends:

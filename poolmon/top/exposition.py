@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Final
 
-__all__ = ["ExpositionParser", "Triple", "parse_exposition"]
+__all__ = ["MAX_PROBLEMS", "ExpositionParser", "Triple", "parse_exposition"]
 
 _LABEL: Final = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"([^"\\]*)"\s*,?')
 _CACHE_LIMIT: Final = 500_000
@@ -35,11 +35,14 @@ class ExpositionParser:
     Not thread-safe; give each source its own.
     """
 
-    __slots__ = ("_labels", "_wanted")
+    __slots__ = ("_labels", "_wanted", "problems")
 
     def __init__(self, wanted: tuple[str, ...] | None = None) -> None:
         self._wanted = wanted
         self._labels: dict[str, Mapping[str, str] | None] = {}
+        #: ``(line number, line)`` of the wanted lines the last :meth:`parse` had to drop
+        #: (``poolmon doctor`` names them); at most :data:`MAX_PROBLEMS` are kept.
+        self.problems: list[tuple[int, str]] = []
 
     def parse(self, text: str) -> Iterator[Triple]:
         """Yield ``(sample name, labels, value)`` for every wanted sample of ``text``."""
@@ -47,7 +50,8 @@ class ExpositionParser:
         cache = self._labels
         if len(cache) > _CACHE_LIMIT:
             cache.clear()  # bounded memory when label sets churn (pools come and go)
-        for line in text.splitlines():
+        problems = self.problems = []
+        for number, line in enumerate(text.splitlines(), 1):
             if not line or line[0] == "#":
                 continue
             if wanted is not None and not line.startswith(wanted):
@@ -56,7 +60,7 @@ class ExpositionParser:
             if brace < 0:
                 parts = line.split()
                 if len(parts) < 2:
-                    yield from _fallback(line, wanted)
+                    yield from _fallback(line, wanted, number, problems)
                     continue
                 name, labels, rest = parts[0], _EMPTY, parts[1]
             else:
@@ -67,7 +71,7 @@ class ExpositionParser:
                 except KeyError:
                     labels = cache[block] = _parse_labels(block)  # type: ignore[assignment]
                 if labels is None or close < brace:
-                    yield from _fallback(line, wanted)
+                    yield from _fallback(line, wanted, number, problems)
                     continue
                 name = line[:brace].rstrip()
                 rest = line[close + 1 :].split(None, 1)[0] if close + 1 < len(line) else ""
@@ -76,7 +80,7 @@ class ExpositionParser:
             try:
                 value = float(rest)
             except ValueError:
-                yield from _fallback(line, wanted)
+                yield from _fallback(line, wanted, number, problems)
                 continue
             yield name, labels, value
 
@@ -102,12 +106,19 @@ def _parse_labels(block: str) -> Mapping[str, str] | None:
     return out
 
 
-def _fallback(line: str, wanted: tuple[str, ...] | None) -> Iterator[Triple]:
+MAX_PROBLEMS: Final = 20
+
+
+def _fallback(
+    line: str, wanted: tuple[str, ...] | None, number: int, problems: list[tuple[int, str]]
+) -> Iterator[Triple]:
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
         families = list(text_string_to_metric_families(line + "\n"))
     except Exception:  # the reference parser rejects it too: drop this one line
+        if len(problems) < MAX_PROBLEMS:
+            problems.append((number, line[:200]))
         return
     for family in families:
         for sample in family.samples:

@@ -96,6 +96,11 @@ class PoolRow:
     timeouts: float
     oldest_use: float
     history: tuple[float | None, ...]  # saturation, oldest first
+    # For the detail view's charts: cumulative wait-time buckets over the window (as the
+    # quantiles), lifetime buckets since start, and used connections per refresh, oldest first.
+    wait_hist: tuple[float, ...] = ()
+    lifetime_hist: tuple[float, ...] = ()
+    used_history: tuple[float, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -199,11 +204,12 @@ def quantile_from_cumulative(
 class _History:
     """Per-pool memory between refreshes: a window of counter samples and the saturation trail."""
 
-    __slots__ = ("samples", "saturation")
+    __slots__ = ("samples", "saturation", "used")
 
     def __init__(self, window: int, history: int) -> None:
         self.samples: deque[tuple[float, PoolSample]] = deque(maxlen=window + 1)
         self.saturation: deque[float | None] = deque(maxlen=history)
+        self.used: deque[float] = deque(maxlen=history)
 
 
 def _increase(now: float, then: float) -> float:
@@ -260,6 +266,7 @@ class TopModel:
             # Only a new sample time counts: Prometheus repeats a value until its next scrape.
             state.samples.append((t, sample))
             state.saturation.append(saturation)
+            state.used.append(sample.used)
         t0, first = state.samples[0]
         elapsed = t - t0
         creates_rate: float | None = None
@@ -303,7 +310,26 @@ class TopModel:
             timeouts=sample.timeouts,
             oldest_use=sample.oldest_use,
             history=tuple(state.saturation),
+            wait_hist=tuple(wait_hist),
+            lifetime_hist=sample.lifetime_cumulative,
+            used_history=tuple(state.used),
         )
+
+    def windows(
+        self, keys: Iterable[tuple[str, str]]
+    ) -> list[tuple[str, PoolSample, PoolSample | None, float, float]]:
+        """``(source, last, first or None, seconds, peak used)`` over each pool's window (what
+        ``poolmon doctor`` reads to give ``top`` its findings)."""
+        out = []
+        for key in keys:
+            state = self._state.get(key)
+            if state is None or not state.samples:
+                continue
+            t0, first = state.samples[0]
+            t, last = state.samples[-1]
+            peak = max(s.used for _, s in state.samples)
+            out.append((key[0], last, first if t > t0 else None, t - t0, peak))
+        return out
 
 
 _QS: Final = (0.5, 0.95, 0.99)

@@ -25,7 +25,7 @@ import operator
 from collections.abc import Mapping
 from typing import Final
 
-from poolmon.top.exposition import ExpositionParser
+from poolmon.top.exposition import ExpositionParser, _parse_labels
 from poolmon.top.samples import (
     CREATE_COUNT_METRIC,
     WANTED_METRICS,
@@ -80,9 +80,16 @@ class PageReader:
     """Turns successive pages of one endpoint into samples. Keeps plans between pages; not
     thread-safe (one per source)."""
 
-    def __init__(self) -> None:
-        self._families = frozenset(WANTED_METRICS) | {_family_of(w) for w in WANTED_METRICS}
-        self._line_parser = ExpositionParser(WANTED_METRICS)
+    def __init__(self, wanted: tuple[str, ...] = WANTED_METRICS) -> None:
+        self._families = frozenset(wanted) | {_family_of(w) for w in wanted}
+        # The create-time family is read sparsely (its _count lines) unless its buckets are wanted.
+        self._sparse = frozenset({_SPARSE_FAMILY}) - {
+            _family_of(w) for w in wanted if w.endswith("_bucket")
+        }
+        self._wanted = wanted
+        self._wanted_names = frozenset(wanted)
+        self._blocks: dict[str, Mapping[str, str]] = {}
+        self._line_parser = ExpositionParser(wanted)
         self._heads: dict[str, tuple[str, Mapping[str, str]] | None] = {}
         self._plans: dict[str, _Plan] = {}
         self._accs: dict[str, PoolAccumulator] = {}
@@ -98,13 +105,19 @@ class PageReader:
         except ValueError:  # a value that is not a number: let the line parser sort it out
             return self._read_slowly(text)
 
+    @property
+    def problems(self) -> list[tuple[int, str]]:
+        """``(line number, line)`` of the lines the last page could not read (slow path only)."""
+        return self._line_parser.problems
+
     def _read_slowly(self, text: str) -> tuple[PoolSample, ...]:
         self._plans.clear()
-        builder = SampleBuilder()
+        builder = SampleBuilder(self._wanted)
         builder.add_all(self._line_parser.parse(text))
         return builder.build()
 
     def _read(self, sections: dict[str, str]) -> tuple[PoolSample, ...]:
+        self._line_parser.problems = []
         plans = self._plans
         relayout = sections.keys() != plans.keys()
         series: dict[str, tuple[list[str], list[str]]] = {}
@@ -112,7 +125,7 @@ class PageReader:
             plan = plans.get(family)
             if plan is not None and plan.section == section:
                 continue  # byte for byte the previous page's family: nothing to do
-            heads, values = series[family] = _series(family, section)
+            heads, values = series[family] = _series(family, section, self._sparse)
             if plan is None or plan.heads != heads:
                 relayout = True
         if relayout:
@@ -120,7 +133,7 @@ class PageReader:
             # accumulators, so nothing of a vanished series survives.
             for family, section in sections.items():
                 if family not in series:
-                    series[family] = _series(family, section)
+                    series[family] = _series(family, section, self._sparse)
             self._accs = {}
             self._samples = {}
             plans = self._plans = {f: self._plan(heads) for f, (heads, _) in series.items()}
@@ -149,10 +162,27 @@ class PageReader:
             pass
         if len(cache) > _HEAD_CACHE_LIMIT:
             cache.clear()
+            self._blocks.clear()
         parsed = None
         if head.endswith("}"):  # else a comment, or a line carrying a timestamp
-            for name, labels, _ in self._line_parser.parse(head + " 0"):
+            brace = head.find("{")
+            name = head[:brace]
+            if name not in self._wanted_names:
+                cache[head] = None  # an unread sample of a read family (a histogram's _count)
+                return None
+            # Label blocks repeat across families (a pool's bucket bounds in four histograms):
+            # parse each block once; one with escapes goes to the exact line parser.
+            block = head[brace + 1 : -1]
+            labels = self._blocks.get(block)
+            if labels is None:
+                labels = _parse_labels(block)
+                if labels is not None:
+                    self._blocks[block] = labels
+            if labels is not None:
                 parsed = (name, labels)
+            else:
+                for name, labels, _ in self._line_parser.parse(head + " 0"):
+                    parsed = (name, labels)
         cache[head] = parsed
         return parsed
 
@@ -169,6 +199,8 @@ class PageReader:
             parsed = self._head(heads[i])
             pool = None if parsed is None else parsed[1].get(_POOL)
             target = None if parsed is None or pool is None else field_for(*parsed)
+            if parsed is None and heads[i].partition("{")[0] in self._wanted_names:
+                raise ValueError("a wanted series the fast path cannot read")  # -> line parser
             if parsed is None or pool is None or target is None:
                 i += 1
                 continue
@@ -228,18 +260,22 @@ def _split_families(text: str, wanted: frozenset[str]) -> dict[str, str] | None:
 _SPARSE_FAMILY: Final = _family_of(CREATE_COUNT_METRIC)
 
 
-def _series(family: str, section: str) -> tuple[list[str], list[str]]:
+def _series(
+    family: str, section: str, sparse: frozenset[str] = frozenset({_SPARSE_FAMILY})
+) -> tuple[list[str], list[str]]:
     """A family's series names (with labels) and value texts, in page order.
 
     Raises ``ValueError`` on a line without a value (the caller falls back to the line parser).
     """
-    if family == _SPARSE_FAMILY:
+    if family in sparse:
         return _collect(section, CREATE_COUNT_METRIC)
     # The section is "\n" + sample lines + the next family's "# HELP" line: cut both ends
     # instead of testing every line (exporters write no comments between samples; if one does,
     # its text is not a number and the page goes to the line parser).
     end = section.rfind("\n#")
-    body = section[1:end] if end > 0 else section[1:]
+    body = section[1:end] if end >= 0 else section[1:]
+    if not body.strip():
+        return [], []  # a family with no samples (e.g. idle.min of pools without a minimum)
     triples = list(map(str.rpartition, body.rstrip("\n").split("\n"), _SPACE))
     heads = list(map(_HEAD, triples))
     if "" in heads:

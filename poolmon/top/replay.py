@@ -24,16 +24,27 @@ from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import scrub
 from poolmon.core.registry import PoolRegistry
 
-__all__ = ["JsonlReplay"]
+__all__ = ["MAX_PROBLEMS", "JsonlReplay", "Observer"]
 
 _READ_CHUNK: Final = 1 << 20
+
+
+#: ``(event, ledger)`` after each applied event (``poolmon doctor`` keeps event times with it).
+Observer = Callable[[Mapping[str, Any], PoolLedger], None]
+
+#: How many bad lines :attr:`JsonlReplay.problems` keeps (the count goes on in ``skipped``).
+MAX_PROBLEMS: Final = 20
 
 
 class JsonlReplay:
     """Incremental replay of one JSONL file. Not thread-safe (one reader)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, observer: Observer | None = None) -> None:
         self.path = Path(path)
+        self.observer = observer
+        #: ``(line number, reason)`` of the first skipped lines.
+        self.problems: list[tuple[int, str]] = []
+        self.lines = 0
         self.clock = ManualClock(start=0.0, wall_start=0.0)
         self.registry = PoolRegistry(clock=self.clock)
         self.skipped = 0
@@ -66,6 +77,7 @@ class JsonlReplay:
                 lines = data.split(b"\n")
                 self._partial = lines.pop()  # incomplete last line: wait for the rest
                 for raw in lines:
+                    self.lines += 1
                     if raw.strip():
                         applied += self._apply_line(raw)
         self.applied += applied
@@ -77,8 +89,10 @@ class JsonlReplay:
             if not isinstance(event, dict):
                 raise ValueError("not an object")
             self._apply(event)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError) as exc:
             self.skipped += 1
+            if len(self.problems) < MAX_PROBLEMS:
+                self.problems.append((self.lines, _reason(exc)))
             return 0
         return 1
 
@@ -119,6 +133,8 @@ class JsonlReplay:
         self._advance_to(float(event["ts"]))
         ledger = self._ledger(event)
         handler(self, event, ledger)
+        if self.observer is not None:
+            self.observer(event, ledger)
 
     # ---------------------------------------------------------------- one method per event kind
 
@@ -186,6 +202,14 @@ _HANDLERS: Final[Mapping[str, _Handler]] = {
     "error": JsonlReplay._error,
     "close": JsonlReplay._close,
 }
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON ({exc.msg} at column {exc.colno})"
+    if isinstance(exc, KeyError):
+        return f"missing or unknown field {scrub(str(exc))}"
+    return scrub(f"not a valid event ({exc})")
 
 
 def _int(value: object) -> int | None:

@@ -20,8 +20,12 @@ from poolmon.core.catalog import BUCKETS, METRICS
 from poolmon.core.snapshot import PoolSnapshot
 
 __all__ = [
+    "CREATE_BOUNDS",
     "CREATE_COUNT_METRIC",
+    "DOCTOR_METRICS",
     "INFO_METRIC",
+    "LIFETIME_BOUNDS",
+    "USE_BOUNDS",
     "WAIT_BOUNDS",
     "WANTED_METRICS",
     "PoolAccumulator",
@@ -55,6 +59,14 @@ INFO_METRIC: Final = _INFO
 _WAIT_BUCKET: Final = _prom("pool.connection.wait_time") + "_bucket"
 _WAIT_SUM: Final = _prom("pool.connection.wait_time") + "_sum"
 _CREATE_COUNT: Final = _prom("pool.connection.create_time") + "_count"
+_CREATE_BUCKET: Final = _prom("pool.connection.create_time") + "_bucket"
+_CREATE_SUM: Final = _prom("pool.connection.create_time") + "_sum"
+_USE_COUNT: Final = _prom("pool.connection.use_time") + "_count"
+_USE_SUM: Final = _prom("pool.connection.use_time") + "_sum"
+_LIFE_BUCKET: Final = _prom("pool.connection.lifetime") + "_bucket"
+_LIFE_SUM: Final = _prom("pool.connection.lifetime") + "_sum"
+_VALIDATIONS: Final = _prom("pool.connection.validations")
+_MIN: Final = _prom("pool.connection.idle.min")
 #: Creates by outcome: the only create-time series ``top`` reads (its buckets are skipped).
 CREATE_COUNT_METRIC: Final = _CREATE_COUNT
 
@@ -71,7 +83,26 @@ WANTED_METRICS: Final[tuple[str, ...]] = (
     _WAIT_BUCKET,
     _WAIT_SUM,
     _CREATE_COUNT,
+    _LIFE_BUCKET,  # the detail view draws the lifetime distribution
 )
+
+#: What ``poolmon doctor`` reads: ``top``'s series but the lifetime buckets (no rule needs them),
+#: plus the create-time histogram, use-time count and sum, validations and the minimum size
+#: (``top`` skips those for speed; a :class:`PoolSample` has them empty then).
+DOCTOR_METRICS: Final[tuple[str, ...]] = (
+    *(m for m in WANTED_METRICS if m != _LIFE_BUCKET),
+    _CREATE_BUCKET,
+    _CREATE_SUM,
+    _USE_COUNT,
+    _USE_SUM,
+    _VALIDATIONS,
+    _MIN,
+)
+
+#: Bucket bounds of the other histograms (the spec fixes them too).
+USE_BOUNDS: Final[tuple[float, ...]] = BUCKETS["use_time"]
+CREATE_BOUNDS: Final[tuple[float, ...]] = BUCKETS["create_time"]
+LIFETIME_BOUNDS: Final[tuple[float, ...]] = BUCKETS["lifetime"]
 
 _POOL: Final = "pool_name"
 
@@ -101,6 +132,17 @@ class PoolSample:
     errors: Mapping[str, float] = field(default_factory=dict)
     wait_cumulative: tuple[float, ...] = ()
     wait_sum: float = 0.0
+    library: str | None = None
+    #: Cumulative lifetime buckets (``top`` draws them; ``doctor`` does not read them).
+    lifetime_cumulative: tuple[float, ...] = ()
+    # Read by ``poolmon doctor`` only (DOCTOR_METRICS); empty/zero from ``top``'s page sources.
+    min: float | None = None
+    use_count: float = 0.0  # returns (borrows that ended)
+    use_sum: float = 0.0
+    create_cumulative: tuple[float, ...] = ()  # outcome ok
+    create_sum: float = 0.0
+    lifetime_sum: float = 0.0
+    validations: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def backend(self) -> str:
@@ -139,17 +181,25 @@ class PoolAccumulator:
     """
 
     __slots__ = (
+        "create",
         "create_errors",
+        "create_sum",
         "creates",
         "errors",
         "evictions",
         "idle",
         "info",
+        "life",
+        "life_sum",
         "max",
+        "min",
         "oldest",
         "pending",
         "timeouts",
+        "use_count",
+        "use_sum",
         "used",
+        "validations",
         "wait",
         "wait_sum",
     )
@@ -168,23 +218,33 @@ class PoolAccumulator:
         self.errors: dict[str, float] = {}
         self.wait: dict[float, float] = {}
         self.wait_sum = 0.0
+        self.min: float | None = None
+        self.use_count = 0.0
+        self.use_sum = 0.0
+        self.create: dict[float, float] = {}
+        self.create_sum = 0.0
+        self.life: dict[float, float] = {}
+        self.life_sum = 0.0
+        self.validations: dict[str, float] = {}
 
 
 class SampleBuilder:
     """Collects ``(name, labels, value)`` triples and builds one :class:`PoolSample` per pool.
 
-    Unknown names and samples without a ``pool_name`` label are ignored, so a source may feed
-    everything it has. Pools appear in the order first seen.
+    Names outside ``wanted`` (default: what ``top`` reads) and samples without a ``pool_name``
+    label are ignored, so a source may feed everything it has. Pools appear in the order first
+    seen.
     """
 
-    __slots__ = ("_pools",)
+    __slots__ = ("_pools", "_wanted")
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: tuple[str, ...] = WANTED_METRICS) -> None:
         self._pools: dict[str, PoolAccumulator] = {}
+        self._wanted = frozenset(wanted)
 
     def add(self, name: str, labels: Mapping[str, str], value: float) -> None:
         pool = labels.get(_POOL)
-        if pool is None:
+        if pool is None or name not in self._wanted:
             return
         target = field_for(name, labels)
         if target is None:
@@ -219,12 +279,18 @@ _SCALARS: Final[Mapping[str, str]] = {
     _OLDEST: "oldest",
     _WAIT_SUM: "wait_sum",
     _INFO: "info",
+    _USE_SUM: "use_sum",
+    _USE_COUNT: "use_count",
+    _LIFE_SUM: "life_sum",
+    _MIN: "min",
 }
 #: Keyed fields: sample name -> (accumulator dict, the label that keys it).
 _KEYED: Final[Mapping[str, tuple[str, str]]] = {
     _EVICTIONS: ("evictions", "pool_eviction_reason"),
     _ERRORS: ("errors", "error_type"),
     _WAIT_BUCKET: ("wait", "le"),
+    _LIFE_BUCKET: ("life", "le"),
+    _VALIDATIONS: ("validations", "outcome"),
 }
 
 
@@ -248,6 +314,11 @@ def field_for(name: str, labels: Mapping[str, str]) -> tuple[str, str | float | 
         return ("used" if labels.get("pool_connection_state") == "used" else "idle"), None
     if name == _CREATE_COUNT:
         return ("create_errors" if labels.get("outcome") == "error" else "creates"), None
+    if labels.get("outcome", "ok") == "ok":  # the create-time histogram of successful creates
+        if name == _CREATE_BUCKET:
+            return "create", le_value(labels.get("le", "+Inf"))
+        if name == _CREATE_SUM:
+            return "create_sum", None
     return None
 
 
@@ -259,16 +330,19 @@ def le_value(text: str) -> float:
         return float("inf")
 
 
+def _cumulative(buckets: Mapping[float, float], bounds: tuple[float, ...]) -> tuple[float, ...]:
+    if not buckets:
+        return ()
+    # Read at the spec's bounds (every poolmon exporter uses them); a bucket the source did
+    # not send counts 0, and +Inf falls back to the largest count seen.
+    total = buckets.get(_INF, max(buckets.values()))
+    return (*map(buckets.get, bounds, _ZEROS), total)
+
+
 def build_sample(name: str, acc: PoolAccumulator) -> PoolSample:
     """The immutable sample of an accumulator."""
     info = acc.info
-    cumulative: tuple[float, ...] = ()
-    wait = acc.wait
-    if wait:
-        # Read at the spec's bounds (every poolmon exporter uses them); a bucket the source did
-        # not send counts 0, and +Inf falls back to the largest count seen.
-        total = wait.get(_INF, max(wait.values()))
-        cumulative = (*map(wait.get, WAIT_BOUNDS, _ZEROS), total)
+    cumulative = _cumulative(acc.wait, WAIT_BOUNDS)
     return PoolSample(
         name=name,
         system=info.get("pool_system", "generic") or "generic",
@@ -288,6 +362,15 @@ def build_sample(name: str, acc: PoolAccumulator) -> PoolSample:
         errors=dict(acc.errors),
         wait_cumulative=cumulative,
         wait_sum=acc.wait_sum,
+        min=acc.min,
+        library=info.get("pool_library") or None,
+        use_count=acc.use_count,
+        use_sum=acc.use_sum,
+        create_cumulative=_cumulative(acc.create, CREATE_BOUNDS),
+        create_sum=acc.create_sum,
+        lifetime_cumulative=_cumulative(acc.life, LIFETIME_BOUNDS),
+        lifetime_sum=acc.life_sum,
+        validations=dict(acc.validations),
     )
 
 
@@ -312,4 +395,13 @@ def sample_from_snapshot(snap: PoolSnapshot) -> PoolSample:
         errors={k: float(v) for k, v in snap.errors.items()},
         wait_cumulative=tuple(float(c) for c in snap.wait_time.cumulative()),
         wait_sum=snap.wait_time.sum,
+        min=None if snap.min is None else float(snap.min),
+        library=ident.library,
+        use_count=float(snap.use_time.count),
+        use_sum=snap.use_time.sum,
+        create_cumulative=tuple(float(c) for c in snap.create_time["ok"].cumulative()),
+        create_sum=snap.create_time["ok"].sum,
+        lifetime_cumulative=tuple(float(c) for c in snap.lifetime.cumulative()),
+        lifetime_sum=snap.lifetime.sum,
+        validations={k: float(v) for k, v in snap.validations.items()},
     )

@@ -114,11 +114,12 @@ class MetricsUrlSource:
         *,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        wanted: tuple[str, ...] = WANTED_METRICS,
     ) -> None:
         self.url = normalize_metrics_url(url)
         self.timeout = timeout
         self._clock = clock
-        self._reader = PageReader()
+        self._reader = PageReader(wanted)
         self._backend_parser = ExpositionParser(BACKEND_SERIES)
         self._label = redact_url(self.url)
 
@@ -141,11 +142,30 @@ class MetricsUrlSource:
             self._label, True, taken_at, self._reader.read(text), None, backends, links
         )
 
+    @property
+    def problems(self) -> list[tuple[int, str]]:
+        """``(line number, line)`` of the lines of the last page that could not be read."""
+        return self._reader.problems
 
-#: The catalog series ``top`` asks Prometheus for: one regex, one round trip.
-_PROM_SELECTOR: Final = "{__name__=~%s}" % json.dumps(  # noqa: UP031
-    "|".join((*WANTED_METRICS, *BACKEND_SERIES))
-)
+    @property
+    def snapshot_url(self) -> str:
+        """``/poolmon/snapshot.json`` on the same server (outstanding borrows and stacks)."""
+        parts = urllib.parse.urlsplit(self.url)
+        return urllib.parse.urlunsplit(parts._replace(path="/poolmon/snapshot.json", query=""))
+
+    def snapshot_document(self) -> dict[str, Any] | None:
+        """The served snapshot document, or None when the server has none (never raises)."""
+        try:
+            doc = json.loads(_get(self.snapshot_url, self.timeout, "application/json"))
+        except Exception:  # an exporter without the endpoint (or not poolmon's): numbers only
+            return None
+        return doc if isinstance(doc, dict) and isinstance(doc.get("pools"), list) else None
+
+
+def _selector(wanted: Sequence[str]) -> str:
+    """The catalog series ``top`` asks Prometheus for, and the capacity chain's: one regex, one
+    round trip."""
+    return "{__name__=~%s}" % json.dumps("|".join((*wanted, *BACKEND_SERIES)))  # noqa: UP031
 
 
 class PrometheusSource:
@@ -163,7 +183,11 @@ class PrometheusSource:
         *,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        wanted: tuple[str, ...] = WANTED_METRICS,
     ) -> None:
+        # The catalog series asked for: one regex, one round trip.
+        self._wanted = wanted
+        self._selector = _selector(wanted)
         if "://" not in url:
             url = "http://" + url
         self.url = url.rstrip("/")
@@ -175,18 +199,26 @@ class PrometheusSource:
     def label(self) -> str:
         return self._label
 
-    def _query(self, promql: str) -> list[dict[str, Any]]:
-        query = urllib.parse.urlencode({"query": promql})
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """One instant query (at ``at``, seconds since the epoch, or now); raises on failure."""
+        return self._query(promql, at)
+
+    def _query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        query = urllib.parse.urlencode(params)
         body = json.loads(_get(f"{self.url}/api/v1/query?{query}", self.timeout, "*/*"))
         if body.get("status") != "success":
             raise RuntimeError(f"query failed: {body.get('error', 'unknown error')}")
         return list(body["data"]["result"])
 
-    def fetch(self) -> list[SourceResult]:
+    def fetch(self, at: float | None = None) -> list[SourceResult]:
+        """Every instance's pools now, or as they were at ``at`` (seconds since the epoch)."""
         try:
-            series = self._query(_PROM_SELECTOR)
-            stamps = self._query(f"timestamp({INFO_METRIC})")
-            up = self._query("up")
+            series = self._query(self._selector, at)
+            stamps = self._query(f"timestamp({INFO_METRIC})", at)
+            up = self._query("up", at)
         except Exception as exc:
             return [SourceResult(self._label, False, self._clock(), error=_describe(exc))]
         return self._results(series, stamps, up)
@@ -212,7 +244,7 @@ class PrometheusSource:
                 continue
             builder = builders.get(instance)
             if builder is None:
-                builder = builders[instance] = SampleBuilder()
+                builder = builders[instance] = SampleBuilder(self._wanted)
             builder.add(str(metric.get("__name__")), metric, float(item["value"][1]))
         scraped: dict[str, float] = {}
         for item in stamps:

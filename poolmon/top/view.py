@@ -8,6 +8,7 @@ into a file and colour-blind eyes.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -17,13 +18,22 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from poolmon.doctor.model import Borrow, Finding
+from poolmon.doctor.render import finding_lines, findings_marker
+from poolmon.doctor.rules import borrow_site
 from poolmon.top.model import Frame, PoolRow, Thresholds, level
+from poolmon.top.samples import LIFETIME_BOUNDS, WAIT_BOUNDS
 from poolmon.top.state import ViewState
+
+#: Findings by ``(source, pool)`` (``frame.extra["findings"]``, from poolmon.top.findings).
+FindingsMap = Mapping[tuple[str, str], Sequence[Finding]]
 
 __all__ = [
     "BAR_WIDTH",
     "SPARK_WIDTH",
     "backend_table",
+    "borrows_view",
+    "bucket_chart",
     "conn_bar",
     "detail_view",
     "fmt_count",
@@ -35,6 +45,7 @@ __all__ = [
     "screen",
     "sparkline",
     "status_lines",
+    "used_chart",
 ]
 
 BAR_WIDTH: Final = 10
@@ -152,10 +163,11 @@ _COLUMNS: Final = (
     ("OLDEST", True, None),
     ("SAT", True, None),
     ("TREND", False, None),
+    ("FIND", False, None),
 )
 
 
-def _cells(row: PoolRow, th: Thresholds) -> list[Text]:
+def _cells(row: PoolRow, th: Thresholds, findings: Sequence[Finding] = ()) -> list[Text]:
     sat_lvl = level(row.saturation, th.saturation_warn, th.saturation_crit)
     wait_lvl = level(row.wait_p95, th.wait_p95_warn, th.wait_p95_crit)
     wait = Text(f"{fmt_duration(row.wait_p50)}/")
@@ -176,6 +188,7 @@ def _cells(row: PoolRow, th: Thresholds) -> list[Text]:
         Text(fmt_duration(row.oldest_use) if row.oldest_use else "-"),
         _marked(sat, sat_lvl),
         sparkline(row.history, thresholds=th),
+        findings_marker(findings),
     ]
 
 
@@ -185,8 +198,10 @@ def pool_table(
     thresholds: Thresholds | None = None,
     show_source: bool = False,
     selected: int | None = None,
+    findings: FindingsMap | None = None,
 ) -> Text:
-    """The main table: a header line and one line per pool, in the order given.
+    """The main table: a header line and one line per pool, in the order given. ``FIND`` marks
+    a pool's ``poolmon doctor`` findings (``!2``: two, the worst a warning; ``!!`` critical).
 
     Laid out by hand as one :class:`Text` rather than a rich ``Table``: a table measures every
     cell several times, which made rendering the costliest part of a refresh.
@@ -194,7 +209,8 @@ def pool_table(
     th = thresholds or Thresholds()
     first = 0 if show_source else 1
     columns = _COLUMNS[first:]
-    grid = [_cells(row, th)[first:] for row in rows]
+    found = findings or {}
+    grid = [_cells(row, th, found.get(row.key, ()))[first:] for row in rows]
     widths = []
     for index, (title, _, limit) in enumerate(columns):
         widest = max([len(title)] + [c[index].cell_len for c in grid])
@@ -343,8 +359,66 @@ def _mapping(title: str, values: Mapping[str, float], rates: Mapping[str, float]
     return table
 
 
-def detail_view(row: PoolRow, thresholds: Thresholds | None = None) -> Panel:
-    """Everything about one pool."""
+def _bound(seconds: float) -> str:
+    return fmt_duration(seconds) if seconds < 60 else fmt_duration(seconds).replace("m00s", "m")
+
+
+def bucket_chart(
+    title: str, bounds: Sequence[float], cumulative: Sequence[float], width: int = 30
+) -> Text:
+    """A histogram as horizontal bars, one per bucket from the first to the last non-empty one
+    (``<=5ms ████ 12``); the shape of a distribution rather than one quantile."""
+    out = Text(title, style="bold")
+    if not cumulative or cumulative[-1] <= 0:
+        out.append("\n  no observations", style="dim")
+        return out
+    counts = [cumulative[0], *(b - a for a, b in itertools.pairwise(cumulative))]
+    labels = [f"<={_bound(b)}" for b in bounds] + [f">{_bound(bounds[-1])}"]
+    used = [i for i, c in enumerate(counts) if c > 0]
+    top = max(counts)
+    pad = max(len(labels[i]) for i in range(used[0], used[-1] + 1))
+    for i in range(used[0], used[-1] + 1):
+        cells = math.ceil(counts[i] / top * width) if counts[i] > 0 else 0
+        out.append(f"\n  {labels[i].rjust(pad)} ")
+        out.append("█" * cells, style="cyan")
+        out.append(f" {fmt_count(counts[i])}")
+    return out
+
+
+def used_chart(used: Sequence[float], maximum: float | None, width: int = 60) -> Text:
+    """Used connections per refresh against the maximum, oldest first (``used/max`` over the
+    recent window): one block per refresh, scaled to ``max``."""
+    recent = list(used)[-width:]
+    top = maximum if maximum else max([*recent, 1.0])
+    out = Text("used/max over the recent window", style="bold")
+    out.append("\n  ")
+    for value in recent:
+        share = min(max(value / top, 0.0), 1.0)
+        out.append(_SPARKS[min(len(_SPARKS) - 1, int(share * (len(_SPARKS) - 1) + 0.5))])
+    peak = max(recent) if recent else 0.0
+    out.append(f"  peak {fmt_count(peak)} of {fmt_count(maximum)}")
+    return out
+
+
+def borrows_view(borrows: Sequence[Borrow]) -> Text:
+    """Outstanding borrows, oldest first, with the borrow site when the stack was sampled."""
+    out = Text("Outstanding borrows (/poolmon/snapshot.json)", style="bold")
+    for b in sorted(borrows, key=lambda b: -b.age)[:10]:
+        site = borrow_site(b.stack) or "stack not sampled"
+        out.append(f"\n  conn {b.conn} held {fmt_duration(b.age)}  {site}")
+    if not borrows:
+        out.append("\n  none", style="dim")
+    return out
+
+
+def detail_view(
+    row: PoolRow,
+    thresholds: Thresholds | None = None,
+    findings: Sequence[Finding] = (),
+    borrows: Sequence[Borrow] | None = None,
+) -> Panel:
+    """Everything about one pool: facts, its findings beside the charts they rest on (wait-time
+    and lifetime distributions, used/max over the window), evictions and errors."""
     th = thresholds or Thresholds()
     facts = Table(box=None, show_header=False, pad_edge=False)
     facts.add_column(style="bold")
@@ -373,8 +447,25 @@ def detail_view(row: PoolRow, thresholds: Thresholds | None = None) -> Panel:
         ("saturation trend", sparkline(row.history, width=60, thresholds=th)),
     ):
         facts.add_row(key, value)
+    found = (
+        Group(*(finding_lines(f) for f in findings)) if findings else Text("none", style="green")
+    )
+    charts = Group(
+        bucket_chart(f"wait time ({window})", WAIT_BOUNDS, row.wait_hist),
+        Text(""),
+        bucket_chart("connection lifetime (since start)", LIFETIME_BOUNDS, row.lifetime_hist),
+        Text(""),
+        used_chart(row.used_history, row.max),
+    )
+    side = Table.grid(padding=(0, 3))
+    side.add_column(ratio=1)
+    side.add_column()
+    side.add_row(Group(Text("Findings (poolmon doctor)", style="bold"), found), charts)
     body = Group(
         facts,
+        Text(""),
+        side,
+        *(() if borrows is None else (Text(""), borrows_view(borrows))),
         Text(""),
         _mapping("Evictions by reason", row.evictions, row.evictions_per_s),
         Text(""),
@@ -408,8 +499,11 @@ def screen(
     if state.screen == "help":
         parts.append(help_view())
         return Group(*parts)
+    found: FindingsMap = frame.extra.get("findings") or {}
     if state.screen == "detail" and rows:
-        parts.append(detail_view(rows[min(state.selected, len(rows) - 1)], thresholds))
+        row = rows[min(state.selected, len(rows) - 1)]
+        held = frame.extra.get("borrows") or {}
+        parts.append(detail_view(row, thresholds, found.get(row.key, ()), held.get(row.key)))
         return Group(*parts)
     if not rows:
         parts.append(_empty(frame, state))
@@ -429,6 +523,7 @@ def screen(
             thresholds=thresholds,
             show_source=len(frame.sources) > 1,
             selected=selected - start,
+            findings=found,
         )
     )
     if len(rows) > room:

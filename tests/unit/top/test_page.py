@@ -87,3 +87,38 @@ def test_garbage_value_in_a_typed_page_falls_back() -> None:
     )
     got = PageReader().read(text)
     assert [s.max for s in got] == [4.0, None]
+
+
+def test_doctor_series_match_reference_parser() -> None:
+    """The set doctor reads (use-time count, create-time histogram, validations, min) through the
+    fast path equals the reference parser's; an empty family (no pool has a minimum) is fine."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from poolmon.top.samples import DOCTOR_METRICS, SampleBuilder
+
+    registry, clock = busy_registry(4)
+    traffic(clock, registry.ledgers()[0], 3)
+    text = exposition(registry)
+    assert "# TYPE pool_connection_idle_min gauge\n# HELP" in text  # the empty family
+    reader = PageReader(DOCTOR_METRICS)
+    got = reader.read(text)
+    builder = SampleBuilder(DOCTOR_METRICS)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            builder.add(sample.name, sample.labels, float(sample.value))
+    assert got == builder.build()
+    assert reader.problems == []
+    first = got[0]
+    assert first.use_count and first.create_cumulative and not first.lifetime_cumulative
+    assert first.use_count == registry.ledgers()[0].snapshot().use_time.count
+
+
+def test_bad_wanted_line_is_named() -> None:
+    registry, _ = busy_registry(2)
+    lines = exposition(registry).splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("pool_connection_max{"))
+    lines[index] = lines[index].rsplit(" ", 1)[0] + " oops"
+    reader = PageReader()
+    got = reader.read("\n".join(lines) + "\n")
+    assert len(got) == 2
+    assert reader.problems == [(index + 1, lines[index])]
