@@ -3,7 +3,7 @@
 
 from typing import Any, Final
 
-CATALOG: Final[dict[str, Any]] = {'spec_version': '1.0',
+CATALOG: Final[dict[str, Any]] = {'spec_version': '1.1',
  'event_kinds': ['open',
                  'create',
                  'validate',
@@ -44,6 +44,23 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.0',
                   'close',
                   'maintain'],
  'outcomes': ['ok', 'error'],
+ 'resources': {'connection': {'meaning': 'a connection to a server (database, cache, HTTP); the '
+                                         'default',
+                              'unit': '{connection}',
+                              'resource_noun': 'connections',
+                              'request_unit': '{request}',
+                              'request_noun': 'requests'},
+               'worker': {'meaning': 'a worker thread or process that runs tasks (thread and '
+                                     'process pools, executors)',
+                          'unit': '{worker}',
+                          'resource_noun': 'workers',
+                          'request_unit': '{task}',
+                          'request_noun': 'tasks'},
+               'generic': {'meaning': 'any other pooled object (sessions, channels, buffers)',
+                           'unit': '{resource}',
+                           'resource_noun': 'resources',
+                           'request_unit': '{request}',
+                           'request_noun': 'requests'}},
  'buckets': {'wait_time': [5e-05,
                            0.0001,
                            0.00025,
@@ -199,9 +216,10 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.0',
                              'db.namespace',
                              'pool.library',
                              'pool.library.version',
-                             'process.pid'],
-              'description': 'Constant 1 per known pool, carrying what it is and what it talks '
-                             'to.'}],
+                             'process.pid',
+                             'pool.resource'],
+              'description': 'Constant 1 per known pool, carrying what it is, what it lends and '
+                             'what it talks to.'}],
  'self_metrics': [{'name': 'poolmon.export.errors',
                    'instrument': 'counter',
                    'unit': '{error}',
@@ -261,8 +279,8 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.0',
                                                                            'url.scheme']}}}}
 
 EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft/2020-12/schema',
- '$id': 'https://poolmon.dev/spec/1.0/event.schema.json',
- 'title': 'poolmon event (spec 1.0)',
+ '$id': 'https://poolmon.dev/spec/1.1/event.schema.json',
+ 'title': 'poolmon event (spec 1.1)',
  'description': 'One line of a poolmon event stream (JSON Lines). Consumers ignore fields they do '
                 'not know; see spec/README.md for the per-connection state machine, which a '
                 'schema cannot express.',
@@ -340,6 +358,11 @@ EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft
                           'description': 'borrow site, for leak_suspected errors when stacks are '
                                          'sampled'},
                 'system': {'enum': ['postgresql', 'redis', 'http', 'sqlite', 'generic']},
+                'resource': {'type': 'string',
+                             'pattern': '^[a-z][a-z0-9_]{0,31}$',
+                             'description': 'open: what the pool lends (spec 1.1): connection '
+                                            '(absent: connection), worker, generic; consumers '
+                                            'treat a value they do not know as generic'},
                 'server_address': {'type': 'string', 'maxLength': 255},
                 'server_port': {'type': 'integer', 'minimum': 0, 'maximum': 65535},
                 'namespace': {'type': 'string', 'maxLength': 255},
