@@ -17,11 +17,11 @@ its own tree (vendor it; keep the name ``poolmon_api.py`` or any other). A pool 
     tracker.evicted(cid, "idle_timeout")
     tracker.closed()
 
-Cost (``python -m benchmarks api``): until a recorder attaches, every event method is a
-module-level no-op function stored on the tracker, so a call costs one attribute read and an
-empty Python call; ``now`` is ``time.perf_counter`` itself. When a recorder attaches (poolmon's:
-``poolmon.instrument()``, ``poolmon run``, or ``poolmon.instrument("api")``), it replaces the
-methods of every tracker, present and future, with its own (poolmon binds them straight to its
+Cost (``python -m benchmarks api``): until a recorder attaches, every event method is the
+class's own empty method, so a call costs what an empty Python call does; ``now`` is
+``time.perf_counter`` itself. When a recorder attaches (poolmon's: ``poolmon.instrument()``,
+``poolmon run``, or ``poolmon.instrument("api")``), it shadows the methods of every tracker,
+present and future, with its own (:meth:`Tracker.bind`; poolmon binds them straight to its
 ledger's methods, so enabled calls cost what a shim's do); detaching puts the no-ops back.
 Swapping an attribute is atomic, so a pool keeps running through attach and detach; an event
 that straddles the swap is seen by one side only, like a stream that begins late (spec 2.4).
@@ -53,6 +53,7 @@ from typing import Any, Final, Protocol
 
 __all__ = [
     "ERROR_TYPES",
+    "EVENT_METHODS",
     "EVICTION_REASONS",
     "HUB_KEY",
     "PHASES",
@@ -119,7 +120,8 @@ class Recorder(Protocol):
 
     ``bind`` replaces the tracker's event methods (``now``, ``created``, ``validated``,
     ``waiting``, ``borrowed``, ``returned``, ``evicted``, ``failed``, ``closed``) with its own,
-    keeping their signatures; ids for ``created`` come from ``tracker.new_id()``. ``unbind``
+    keeping their signatures, by calling ``tracker.bind(state, **methods)``; ids for
+    ``created`` come from ``tracker.new_id()``. ``unbind``
     forgets the tracker (the hub then puts the no-ops back). Neither may raise into the pool:
     the hub isolates a recorder that does.
     """
@@ -129,50 +131,28 @@ class Recorder(Protocol):
     def unbind(self, tracker: Tracker) -> None: ...
 
 
-# ------------------------------------------------------------------ the disabled path: no-ops
-# Exact signatures, no *args: packing arguments would cost more than the call itself.
-
-
-def _validated(conn: int, t0: float, ok: bool) -> None:
-    return None
-
-
-def _waiting() -> int | None:
-    return None
-
-
-def _borrowed(conn: int, t0: float | None = None, queued: bool = False) -> None:
-    return None
-
-
-def _returned(conn: int) -> None:
-    return None
-
-
-def _evicted(conn: int, reason: str) -> None:
-    return None
-
-
-def _failed(
-    error_type: str,
-    phase: str = "borrow",
-    error: BaseException | str | None = None,
-    *,
-    conn: int | None = None,
-    t0: float | None = None,
-) -> None:
-    return None
-
-
-def _closed() -> None:
-    return None
+#: The event methods a recorder binds (instance attributes shadowing the class's no-ops).
+EVENT_METHODS: Final = (
+    "now",
+    "created",
+    "validated",
+    "waiting",
+    "borrowed",
+    "returned",
+    "evicted",
+    "failed",
+    "closed",
+)
 
 
 class Tracker:
     """One pool's voice. Create it with :func:`register`; keep it as long as the pool lives.
 
-    The event methods are attributes, not class methods: the hub swaps them when a recorder
-    attaches or detaches. Their meaning (the standard's events, spec section 1.2):
+    The disabled path: the event methods below are the class's own no-op methods, so a call
+    with no recorder is one specialised method load and an empty call (CPython 3.11 caches the
+    lookup for instances whose ``__dict__`` does not shadow it). A recorder binds its own
+    functions as instance attributes of the same names, which shadow the no-ops; detaching
+    deletes them again. Their meaning (the standard's events, spec section 1.2):
 
     ``now() -> float``
         A monotonic clock reading, for the ``t0`` arguments (``time.perf_counter`` unless a
@@ -199,41 +179,7 @@ class Tracker:
         The pool is closed (evict its resources first).
     """
 
-    __slots__ = (
-        "__weakref__",
-        "borrowed",
-        "closed",
-        "created",
-        "evicted",
-        "failed",
-        "idle_max",
-        "library",
-        "library_version",
-        "max",
-        "min",
-        "name",
-        "namespace",
-        "new_id",
-        "now",
-        "resource",
-        "returned",
-        "server_address",
-        "server_port",
-        "state",
-        "system",
-        "validated",
-        "waiting",
-    )
-
-    now: Callable[[], float]
-    created: Callable[[float], int]
-    validated: Callable[[int, float, bool], None]
-    waiting: Callable[[], int | None]
-    borrowed: Callable[..., None]
-    returned: Callable[[int], None]
-    evicted: Callable[[int, str], None]
-    failed: Callable[..., None]
-    closed: Callable[[], None]
+    # No __slots__: recorders bind by instance attribute (see the class docstring).
 
     def __init__(
         self,
@@ -270,30 +216,69 @@ class Tracker:
         self.state: Any = None
         #: The id source: ints from 1, never reused, whichever recorder is attached (or none).
         self.new_id: Callable[[], int] = itertools.count(1).__next__
-        self._mute()
+
+    # ------------------------------------------------------------ the disabled path: no-ops
+
+    now: Callable[[], float] = staticmethod(time.perf_counter)
+
+    def created(self, t0: float) -> int:
+        return self.new_id()
+
+    def validated(self, conn: int, t0: float, ok: bool) -> None:
+        return None
+
+    def waiting(self) -> int | None:
+        return None
+
+    def borrowed(self, conn: int, t0: float | None = None, queued: bool = False) -> None:
+        return None
+
+    def returned(self, conn: int) -> None:
+        return None
+
+    def evicted(self, conn: int, reason: str) -> None:
+        return None
+
+    def failed(
+        self,
+        error_type: str,
+        phase: str = "borrow",
+        error: BaseException | str | None = None,
+        *,
+        conn: int | None = None,
+        t0: float | None = None,
+    ) -> None:
+        return None
+
+    def closed(self) -> None:
+        return None
+
+    def bind(self, state: Any, **methods: Callable[..., Any]) -> None:
+        """For recorders: shadow the named no-ops (:data:`EVENT_METHODS`) with ``methods``.
+
+        ``state`` is the recorder's per-tracker state (kept in :attr:`state`). ``borrowed`` and
+        ``returned`` are installed last, so a concurrent call never reaches a bound hot method
+        before the rest of the binding exists (each attribute store is atomic).
+        """
+        unknown = set(methods) - set(EVENT_METHODS)
+        if unknown:
+            raise ValueError(f"not event methods: {', '.join(sorted(unknown))}")
+        self.state = state
+        attrs = vars(self)
+        for name in sorted(methods, key=lambda n: n in ("borrowed", "returned")):
+            attrs[name] = methods[name]
 
     def _mute(self) -> None:
         """Put the no-ops back (no recorder)."""
-        new_id = self.new_id
-
-        def created(t0: float) -> int:
-            return new_id()
-
+        attrs = vars(self)
+        for name in EVENT_METHODS:
+            attrs.pop(name, None)
         self.state = None
-        self.now = time.perf_counter
-        self.created = created
-        self.validated = _validated
-        self.waiting = _waiting
-        self.borrowed = _borrowed
-        self.returned = _returned
-        self.evicted = _evicted
-        self.failed = _failed
-        self.closed = _closed
 
     @property
     def observed(self) -> bool:
         """True while a recorder receives this tracker's events."""
-        return self.borrowed is not _borrowed
+        return "borrowed" in vars(self)
 
     def __repr__(self) -> str:
         return f"<Tracker {self.name!r} {self.resource} observed={self.observed}>"

@@ -258,16 +258,18 @@ class CaptureRecorder:
             idle_max=tracker.idle_max,
             library=tracker.library,
         )
-        tracker.state = state
-        tracker.now = clock
-        tracker.created = created
-        tracker.validated = validated
-        tracker.waiting = waiting
-        tracker.evicted = evicted
-        tracker.failed = failed
-        tracker.closed = closed
-        tracker.returned = returned
-        tracker.borrowed = borrowed
+        tracker.bind(
+            state,
+            now=clock,
+            created=created,
+            validated=validated,
+            waiting=waiting,
+            borrowed=borrowed,
+            returned=returned,
+            evicted=evicted,
+            failed=failed,
+            closed=closed,
+        )
 
     def unbind(self, tracker: api.Tracker) -> None:
         return None

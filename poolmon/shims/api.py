@@ -105,18 +105,18 @@ class LedgerRecorder:
             duration = None if t0 is None else max(0.0, now() - t0)
             error(error_type, phase, exc, conn=conn, duration=duration)
 
-        # Order: ``state`` first, the hot methods last, so a concurrent call never sees a bound
-        # ``borrowed`` before the ledger it records into exists (attribute stores are atomic).
-        tracker.state = ledger
-        tracker.now = now
-        tracker.created = created
-        tracker.validated = ledger.validate
-        tracker.waiting = ledger.wait
-        tracker.evicted = ledger.evict
-        tracker.failed = failed
-        tracker.closed = ledger.close
-        tracker.returned = ledger.release
-        tracker.borrowed = ledger.borrow
+        tracker.bind(
+            ledger,
+            now=now,
+            created=created,
+            validated=ledger.validate,
+            waiting=ledger.wait,
+            borrowed=ledger.borrow,
+            returned=ledger.release,
+            evicted=ledger.evict,
+            failed=failed,
+            closed=ledger.close,
+        )
 
     def unbind(self, tracker: api.Tracker) -> None:
         ledger: Any = tracker.state
