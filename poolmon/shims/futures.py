@@ -1,4 +1,5 @@
-"""Shim for ``concurrent.futures.ThreadPoolExecutor`` (and so asyncio's default executor).
+"""Shim for ``concurrent.futures``: ``ThreadPoolExecutor`` (and so asyncio's default executor)
+and ``ProcessPoolExecutor`` (its hook points: :mod:`poolmon.shims._futures_process`).
 
 A thread pool is a pool whose resources are **workers** and whose callers are **tasks** (spec
 1.1, section 12.1, ``pool.resource`` = ``worker``):
@@ -43,6 +44,7 @@ from poolmon.core.identity import PoolIdentity
 from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import scrub
 from poolmon.core.registry import PoolRegistry
+from poolmon.shims import _futures_process
 from poolmon.shims._attrs import pop_attr
 from poolmon.shims._psycopg_common import CONN_ATTR, TRACKER_ATTR, PoolTracker, ShimState
 
@@ -140,6 +142,8 @@ def _idle(executor: Any) -> list[tuple[Any, float]]:
 _state: Final = ShimState(
     "futures", identity=_identity, limits=_limits, idle=_idle, tracker_class=WorkerTracker
 )
+#: Process pools: their own state (another tracker class), patched and restored with the threads'.
+_process_state: Final = _futures_process.make_state()
 
 
 def available() -> bool:
@@ -154,17 +158,20 @@ def _supported() -> bool:
 
 
 def instrument(registry: PoolRegistry | None = None) -> bool:
-    """Instrument ``ThreadPoolExecutor`` in place; True if active now (twice changes nothing)."""
+    """Instrument both executors in place; True if active now (twice changes nothing)."""
     if _state.patches.active:
         return True
     if not _supported():
         return False
     from concurrent.futures import _base
+    from concurrent.futures import process as process_mod
     from concurrent.futures import thread as thread_mod
 
     _state.start(registry)
+    _process_state.start(_state.registry)
     try:
         _patch(_state, thread_mod, _base)
+        _futures_process.patch(_process_state, process_mod)
     except BaseException:
         uninstrument()
         raise
@@ -173,7 +180,9 @@ def instrument(registry: PoolRegistry | None = None) -> bool:
 
 def uninstrument() -> None:
     """Restore every patched attribute to its original object and forget the tracked pools."""
+    _process_state.patches.restore()
     _state.patches.restore()
+    _process_state.stop()
     _state.stop()
 
 

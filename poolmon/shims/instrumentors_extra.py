@@ -1,8 +1,8 @@
 """OpenTelemetry ``BaseInstrumentor`` classes for the standard-library and emitter-API recorders.
 
 Like :mod:`poolmon.shims.instrumentors` (registered under ``opentelemetry_instrumentor``), for
-the ``futures`` shim (``concurrent.futures`` thread pools) and the ``api`` recorder (pools that
-speak :mod:`poolmon.api`). Neither instruments a third-party distribution, so they declare no
+the ``futures`` shim (``concurrent.futures`` thread and process pools) and the ``api`` recorder
+(pools that speak :mod:`poolmon.api`). Neither instruments a third-party distribution, so they declare no
 instrumentation dependency (``opentelemetry-instrument`` checks those against installed ones).
 """
 
@@ -16,7 +16,8 @@ __all__ = ["ApiInstrumentor", "FuturesInstrumentor"]
 
 
 class FuturesInstrumentor(PoolmonInstrumentor):
-    """``concurrent.futures.ThreadPoolExecutor`` (and so asyncio's default executor)."""
+    """``concurrent.futures``: ThreadPoolExecutor (so asyncio's default executor) and
+    ProcessPoolExecutor."""
 
     shim = "futures"
 

@@ -107,11 +107,15 @@ def test_a_failing_initializer_is_a_failed_create_and_resolves_the_queue(
 ) -> None:
     reg, lines = registry
 
+    submitted = threading.Event()
+
     def boom() -> None:
+        submitted.wait()  # else a later submit() may already find the pool broken (and raise)
         raise RuntimeError("no worker today")
 
     ex = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="broken", initializer=boom)
     fs = [ex.submit(pow, 2, 2) for _ in range(4)]
+    submitted.set()
     for f in fs:
         with pytest.raises(cf.BrokenExecutor):
             f.result()
