@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import subprocess
@@ -94,6 +95,7 @@ def test_a_vendored_copy_shares_the_hub(tmp_path: Path) -> None:
     vendored = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(vendored)
     theirs = vendored.register("vendored-pool", max=1)
+    gc.collect()  # trackers of earlier tests' pools (held weakly by the hub) are gone first
     reg = PoolRegistry()
     api_shim.instrument(registry=reg)
     try:
