@@ -189,6 +189,24 @@ def _evict(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
     return []
 
 
+def _close(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
+    # Spec 1.1, section 13.2: every wait is resolved before the pool closes (timeout, cancelled
+    # or pool_closed in phase wait). A stream that merely ends is not flagged: it may be cut live.
+    if pool.pending > 0:
+        waits = "wait is" if pool.pending == 1 else "waits are"
+        unresolved = pool.pending
+        pool.pending = 0  # reported once; a later close of the same instance starts clean
+        return [
+            Problem(
+                line,
+                "pending-unresolved",
+                f"the pool closed while {unresolved} {waits} still pending (resolve each with "
+                "a queued borrow or an error in phase wait before close)",
+            )
+        ]
+    return []
+
+
 def _error(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     error_type = event["error_type"]
@@ -215,4 +233,5 @@ _HANDLERS: Final = {
     "return": _return,
     "evict": _evict,
     "error": _error,
+    "close": _close,
 }

@@ -29,6 +29,7 @@ RULES: Final[Mapping[str, str]] = {
     "pending-mismatch": "a wait event whose pending count is not the previous count + 1",
     "redundant-error": "an error event of type create_failed or validation_failed "
     "(those are counted from create/validate events with outcome error)",
+    "pending-unresolved": "a close of a pool while waits it reported are still unresolved",
     "internal": "the checker failed on this line (a bug in the checker; please report it)",
 }
 

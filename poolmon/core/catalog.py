@@ -22,10 +22,12 @@ __all__ = [
     "PROXY_CLIENT_STATES",
     "PROXY_METRICS",
     "PROXY_SERVER_STATES",
+    "RESOURCES",
     "SELF_METRICS",
     "SEMCONV",
     "SPEC_VERSION",
     "MetricSpec",
+    "ResourceKind",
     "metric",
 ]
 
@@ -48,12 +50,28 @@ class MetricSpec:
         return tuple(a.replace(".", "_") for a in self.attributes)
 
 
+@dataclass(frozen=True, slots=True)
+class ResourceKind:
+    """What a pool lends (spec 1.1, ``pool.resource``) and the words and units views use for it."""
+
+    name: str
+    meaning: str
+    unit: str
+    resource_noun: str
+    request_unit: str
+    request_noun: str
+
+
 SPEC_VERSION: Final[str] = CATALOG["spec_version"]
 EVENT_KINDS: Final[tuple[str, ...]] = tuple(CATALOG["event_kinds"])
 EVICTION_REASONS: Final[tuple[str, ...]] = tuple(CATALOG["eviction_reasons"])
 ERROR_TYPES: Final[tuple[str, ...]] = tuple(CATALOG["error_types"])
 ERROR_PHASES: Final[tuple[str, ...]] = tuple(CATALOG["error_phases"])
 OUTCOMES: Final[tuple[str, ...]] = tuple(CATALOG["outcomes"])
+#: ``pool.resource`` values (spec 1.1): ``connection`` (the default), ``worker``, ``generic``.
+RESOURCES: Final[Mapping[str, ResourceKind]] = {
+    name: ResourceKind(name=name, **entry) for name, entry in CATALOG["resources"].items()
+}
 BUCKETS: Final[Mapping[str, tuple[float, ...]]] = {
     key: tuple(float(b) for b in bounds) for key, bounds in CATALOG["buckets"].items()
 }

@@ -51,6 +51,7 @@ _OPTIONAL_FIELDS: Final = (
     "queued",
     "stack",
     "system",
+    "resource",
     "server_address",
     "server_port",
     "namespace",
@@ -87,6 +88,7 @@ class PoolEvent:
     queued: bool | None = None
     stack: str | None = None
     system: str | None = None
+    resource: str | None = None
     server_address: str | None = None
     server_port: int | None = None
     namespace: str | None = None

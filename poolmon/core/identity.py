@@ -50,6 +50,8 @@ class PoolIdentity:
     library: str | None = None
     library_version: str | None = None
     pid: int = field(default_factory=os.getpid)
+    #: What the pool lends (spec 1.1): ``connection``, ``worker`` or ``generic``.
+    resource: str = "connection"
 
     def with_name(self, name: str) -> PoolIdentity:
         """The same identity under another name (the registry uses it to keep names unique)."""
@@ -71,6 +73,8 @@ class PoolIdentity:
             attrs["pool.library"] = self.library
         if self.library_version:
             attrs["pool.library.version"] = self.library_version
+        if self.resource != "connection":  # absent means connection: 1.0 output is unchanged
+            attrs["pool.resource"] = self.resource
         return attrs
 
 

@@ -259,6 +259,7 @@ class PoolLedger:
             ident.name,
             ident.pid,
             system=ident.system,
+            resource=None if ident.resource == "connection" else ident.resource,
             server_address=ident.server_address,
             server_port=ident.server_port,
             namespace=ident.namespace,
@@ -296,12 +297,17 @@ class PoolLedger:
 
     # ------------------------------------------------------------------ events: the hot path
 
-    def create(self, t0: float) -> int:
-        """A physical connection was opened; ``t0`` is when opening started. Returns its new id."""
+    def create(self, t0: float, conn: int | None = None) -> int:
+        """A physical connection was opened; ``t0`` is when opening started. Returns its new id.
+
+        ``conn`` is an id the pool assigned itself (``poolmon.api`` trackers number their own
+        resources); then the pool, not this ledger, keeps ids unique. Omitted: the ledger's next.
+        """
         now = self._now()
         duration = now - t0
         with self._lock:
-            conn = next(self._ids)
+            if conn is None:
+                conn = next(self._ids)
             self._alive[conn] = now
             self._create_ok_counts[bisect_left(_CREATE_BOUNDS, duration)] += 1
             self._create_ok_sum += duration

@@ -29,6 +29,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from poolmon.core.catalog import RESOURCES
 from poolmon.dashboards.panels import (
     DASHBOARD_DESCRIPTION,
     DASHBOARD_TITLE,
@@ -92,11 +93,12 @@ def _variables() -> list[Builder[model.VariableModel]]:
             '{instance=~"$instance"}',
             "Pool systems (postgresql, redis, http...).",
         ),
+        _resource_variable(),
         label_values(
             "pool",
             "pool_name",
-            '{instance=~"$instance", pool_system=~"$system"}',
-            "Pools of the selected instances and systems.",
+            '{instance=~"$instance", pool_system=~"$system", pool_resource=~"$resource"}',
+            "Pools of the selected instances, systems and resource kind.",
         ),
         dashboard.TextBoxVariable("backend_limit")
         .label("Backend connection limit")
@@ -110,6 +112,38 @@ def _variables() -> list[Builder[model.VariableModel]]:
             )
         ),
     ]
+
+
+def _resource_options() -> list[tuple[str, str]]:
+    """``(text, value)`` per kind of the catalog's ``resources`` table: the noun views use, and a
+    regex for ``pool_info``'s ``pool_resource`` label (absent on connection pools: spec 1.1 keeps
+    1.0 output unchanged, so ``connection`` also matches the empty value)."""
+    return [
+        (kind.resource_noun, f"{name}|" if name == "connection" else name)
+        for name, kind in RESOURCES.items()
+    ]
+
+
+def _resource_variable() -> Any:
+    options = _resource_options()
+    text, value = options[0]
+    return (
+        dashboard.CustomVariable("resource")
+        .label("Resource")
+        .description(
+            "What the pools lend (spec 1.1 pool.resource): connections, or workers for thread and "
+            "process pools. Narrows the pools and names them in panel titles and descriptions."
+        )
+        .values(",".join(f"{t} : {v}" for t, v in options))
+        .options(
+            [
+                model.VariableOption(selected=i == 0, text=t, value=v)
+                for i, (t, v) in enumerate(options)
+            ]
+        )
+        .current(model.VariableOption(selected=True, text=text, value=value))
+        .allow_custom_value(False)
+    )
 
 
 def _target(query: Query, ref_id: str) -> prometheus.Dataquery:

@@ -3,7 +3,9 @@
 Every query is PromQL over the metric names fixed by ``spec/catalog.json`` (looked up through
 :mod:`poolmon.core.catalog`, so a rename there reaches the dashboard), filtered by the dashboard's
 ``$instance`` and ``$pool`` variables (``$pool`` is itself narrowed by ``$system`` through
-``pool_info``, so filtering on it carries the system choice). Rates use ``$__rate_interval`` so a panel
+``pool_info``, so filtering on it carries the system choice; and by ``$resource``, spec 1.1's
+``pool.resource``, whose display text, the catalog's noun, is :data:`NOUN` in titles and
+descriptions: "connections" or "workers"). Rates use ``$__rate_interval`` so a panel
 never shows gaps at any zoom level, and counters appear only inside ``rate()``/``increase()``.
 
 :mod:`poolmon.dashboards.generator` turns these specs into a Grafana dashboard with the official SDK.
@@ -20,6 +22,7 @@ __all__ = [
     "DASHBOARD_DESCRIPTION",
     "DASHBOARD_TITLE",
     "DASHBOARD_UID",
+    "NOUN",
     "PER_POOL",
     "ROWS",
     "SELECTOR",
@@ -44,6 +47,9 @@ DASHBOARD_DESCRIPTION: Final = (
 
 #: Label matchers every pool query carries (dashboard variables; regex so "All" works).
 SELECTOR: Final = 'instance=~"$instance", pool_name=~"$pool"'
+#: The ``resource`` variable's display text: the catalog's noun for what the pools lend
+#: (``connections``, ``workers``, ``resources``). Grafana fills it in titles and descriptions.
+NOUN: Final = "${resource:text}"
 #: The labels that identify one pool across a fleet.
 PER_POOL: Final = "instance, pool_name"
 _LEGEND_POOL: Final = "{{pool_name}} @ {{instance}}"
@@ -166,7 +172,7 @@ _OVERVIEW = RowSpec(
         PanelSpec(
             "stat",
             "Callers waiting",
-            "Callers queued for a connection right now, all selected pools. "
+            f"Callers queued right now for one of the {NOUN}, all selected pools. "
             "Act when it is above zero for minutes: the pool is exhausted.",
             "short",
             (Query(f"sum({PENDING}{{{SELECTOR}}})", instant=True),),
@@ -178,7 +184,7 @@ _OVERVIEW = RowSpec(
             "stat",
             "Acquire timeouts",
             "Borrows per second that gave up after the borrow timeout. "
-            "Act when above zero: requests are failing for lack of a connection.",
+            f"Act when above zero: callers are failing for lack of free {NOUN}.",
             "ops",
             (Query(f"sum(rate({TIMEOUTS}{{{SELECTOR}}}[$__rate_interval]))", instant=True),),
             width=5,
@@ -220,8 +226,8 @@ _SATURATION = RowSpec(
     (
         PanelSpec(
             "timeseries",
-            "Connections by state",
-            "Open connections per pool, used and idle, against the pool's maximum. "
+            f"Used and idle {NOUN}",
+            f"Per pool: used and idle {NOUN} against the pool's maximum. "
             "Act when used meets max: callers queue; idle at max for hours means an oversized pool.",
             "short",
             (
@@ -239,7 +245,7 @@ _SATURATION = RowSpec(
             "Saturation",
             "Share of each pool's maximum size in use (used / max; pools without a limit are "
             "left out). Act when a pool stays above 90%: raise its max size, or shorten how long "
-            "callers hold connections.",
+            f"callers hold the {NOUN}.",
             "percentunit",
             (Query(_saturation(), _LEGEND_POOL),),
             thresholds=((0.7, "orange"), (0.9, "red")),
@@ -249,7 +255,7 @@ _SATURATION = RowSpec(
         PanelSpec(
             "timeseries",
             "Headroom",
-            "Connections each pool could still hand out (max - used). "
+            f"How many more {NOUN} each pool could hand out (max - used). "
             "Act when it reaches zero: the next caller waits.",
             "short",
             (
@@ -263,7 +269,7 @@ _SATURATION = RowSpec(
         PanelSpec(
             "timeseries",
             "Callers waiting",
-            "Callers queued for a connection per pool. "
+            f"Callers queued per pool, waiting for one of the {NOUN}. "
             "Act when non-zero for minutes: the pool is exhausted (see Saturation and Wait time).",
             "short",
             (Query(f"sum by ({PER_POOL}) ({PENDING}{{{SELECTOR}}})", _LEGEND_POOL),),
@@ -273,7 +279,7 @@ _SATURATION = RowSpec(
         PanelSpec(
             "timeseries",
             "Borrows",
-            "Connections handed to callers per second (borrow rate). "
+            f"Borrows per second: {NOUN} handed to callers. "
             "Act when it drops to zero while the service has traffic: the pool is stuck.",
             "ops",
             (Query(_rate(f"{WAIT}_count"), _LEGEND_POOL),),
@@ -289,9 +295,8 @@ _WAIT = RowSpec(
         PanelSpec(
             "heatmap",
             "Wait time distribution",
-            "How long callers waited to borrow a connection (histogram buckets; 0 when a "
-            "connection was idle). Act when the mass moves up from the lowest buckets: callers are "
-            "queueing.",
+            f"How long callers waited for one of the {NOUN} (histogram buckets; 0 when one was "
+            "idle). Act when the mass moves up from the lowest buckets: callers are queueing.",
             "s",
             (
                 Query(
@@ -306,7 +311,7 @@ _WAIT = RowSpec(
         PanelSpec(
             "timeseries",
             "Wait time p50 / p95 / p99",
-            "Percentiles of the time callers waited for a connection, per pool. "
+            f"Percentiles of the time callers waited for one of the {NOUN}, per pool. "
             "Act when p95 exceeds your latency budget (the slow-acquire alert uses 100 ms).",
             "s",
             (
@@ -345,8 +350,8 @@ _ERRORS = RowSpec(
         ),
         PanelSpec(
             "timeseries",
-            "Connections created",
-            "Physical connections opened per second, by outcome. "
+            f"New {NOUN}",
+            f"Per second, {NOUN} the pools opened (connections) or started (workers), by outcome. "
             "Act when it stays high (churn) or spikes across instances at once (connection storm "
             "after a deploy or failover); error outcomes mean the backend refuses connections.",
             "ops",
@@ -360,7 +365,7 @@ _ERRORS = RowSpec(
         PanelSpec(
             "timeseries",
             "Evictions by reason",
-            "Connections the pool closed per second, by reason. "
+            f"Per second, {NOUN} the pools closed (or that exited), by reason. "
             "Act when broken or failed_validation rise (network or backend trouble), or idle_timeout "
             "and max_lifetime churn faster than expected.",
             "ops",
@@ -375,7 +380,7 @@ _ERRORS = RowSpec(
         PanelSpec(
             "timeseries",
             "Connect time p95",
-            "95th percentile of the time to open a physical connection. "
+            f"95th percentile of the time to open (or start) one of the {NOUN}. "
             "Act when it grows: the backend or network is slow, and every cold borrow pays it.",
             "s",
             (Query(_quantile(0.95, CREATE), _LEGEND_POOL),),
@@ -385,7 +390,7 @@ _ERRORS = RowSpec(
             "timeseries",
             "Validations",
             "Health checks per second, by outcome. "
-            "Act when error outcomes appear: connections are going bad in the pool.",
+            f"Act when error outcomes appear: {NOUN} are going bad in the pool.",
             "ops",
             (Query(_rate(VALIDATIONS, by=f"{PER_POOL}, outcome"), "{{pool_name}} {{outcome}}"),),
             min=0,
@@ -394,12 +399,12 @@ _ERRORS = RowSpec(
 )
 
 _LIFETIME = RowSpec(
-    "Connection lifetime and use",
+    "Lifetime and use",
     (
         PanelSpec(
             "timeseries",
-            "Connection lifetime p50 / p95",
-            "Age of connections when the pool closed them. "
+            f"Lifetime of {NOUN} p50 / p95",
+            f"Age of {NOUN} when the pool closed them. "
             "Act when lifetimes are seconds long: the pool is churning (see Evictions by reason).",
             "s",
             (
@@ -411,9 +416,9 @@ _LIFETIME = RowSpec(
         PanelSpec(
             "timeseries",
             "Use time p95",
-            "95th percentile of how long callers held a connection (borrow to return). "
-            "Act when it grows: slow queries or work done while holding a connection shrink the "
-            "pool's real capacity.",
+            f"95th percentile of how long callers held one of the {NOUN} (borrow to return; a "
+            "task's run time in a worker pool). Act when it grows: slow queries or work done "
+            "while holding it shrink the pool's real capacity.",
             "s",
             (Query(_quantile(0.95, USE), _LEGEND_POOL),),
             min=0,
@@ -422,8 +427,8 @@ _LIFETIME = RowSpec(
             "timeseries",
             "Oldest outstanding borrow",
             "Age of the longest borrow not yet returned, per pool (leak signal). "
-            "Act when it keeps growing past your longest legitimate transaction: a caller leaked "
-            "a connection.",
+            "Act when it keeps growing past your longest legitimate transaction or task: a "
+            "caller leaked what it borrowed.",
             "s",
             (Query(f"max by ({PER_POOL}) ({OLDEST}{{{SELECTOR}}})", _LEGEND_POOL),),
             thresholds=((60, "orange"), (300, "red")),

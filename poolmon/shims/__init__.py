@@ -31,6 +31,8 @@ SHIMS: Final[dict[str, str]] = {
     "psycopg2": "poolmon.shims.psycopg2",
     "redis": "poolmon.shims.redis",
     "urllib3": "poolmon.shims.urllib3",
+    "futures": "poolmon.shims.futures",
+    "api": "poolmon.shims.api",
 }
 
 

@@ -75,6 +75,7 @@ class PoolRow:
     source: str
     name: str
     system: str
+    resource: str  # spec 1.1 ``pool.resource``: the words a view uses (catalog ``resources``)
     backend: str
     pid: str | None
     idle: float
@@ -289,6 +290,7 @@ class TopModel:
             source=source,
             name=sample.name,
             system=sample.system,
+            resource=sample.resource,
             backend=sample.backend,
             pid=sample.pid,
             idle=sample.idle,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -139,6 +140,9 @@ class JsonlReplay:
     # ---------------------------------------------------------------- one method per event kind
 
     def _open(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
+        resource = event.get("resource")
+        if isinstance(resource, str) and resource != ledger.identity.resource:
+            ledger.identity = replace(ledger.identity, resource=resource)
         ledger.set_limits(
             max_size=_int(event.get("max")),
             min_size=_int(event.get("min")),
@@ -232,4 +236,5 @@ def _identity(event: Mapping[str, Any]) -> PoolIdentity:
         library=event.get("library"),
         library_version=event.get("library_version"),
         pid=pid if isinstance(pid, int) else 0,
+        resource=str(event.get("resource") or "connection"),
     )

@@ -117,6 +117,7 @@ class PoolSample:
 
     name: str
     system: str = "generic"
+    resource: str = "connection"  # what the pool lends (spec 1.1 ``pool.resource``)
     server_address: str | None = None
     server_port: str | None = None
     pid: str | None = None
@@ -346,6 +347,7 @@ def build_sample(name: str, acc: PoolAccumulator) -> PoolSample:
     return PoolSample(
         name=name,
         system=info.get("pool_system", "generic") or "generic",
+        resource=info.get("pool_resource") or "connection",
         server_address=info.get("server_address") or None,
         server_port=info.get("server_port") or None,
         pid=info.get("process_pid") or None,
@@ -380,6 +382,7 @@ def sample_from_snapshot(snap: PoolSnapshot) -> PoolSample:
     return PoolSample(
         name=snap.name,
         system=ident.system,
+        resource=ident.resource,
         server_address=ident.server_address,
         server_port=None if ident.server_port is None else str(ident.server_port),
         pid=str(ident.pid),

@@ -18,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from poolmon.core.catalog import RESOURCES, ResourceKind
 from poolmon.doctor.model import Borrow, Finding
 from poolmon.doctor.render import finding_lines, findings_marker
 from poolmon.doctor.rules import borrow_site
@@ -41,6 +42,7 @@ __all__ = [
     "fmt_rate",
     "header",
     "help_view",
+    "nouns",
     "pool_table",
     "screen",
     "sparkline",
@@ -148,7 +150,23 @@ def _evictions(row: PoolRow) -> str:
     return f"{fmt_rate(rate)} {ranked[0][0]}{more}"
 
 
-#: The pool table's columns: title, right-justified?, widest cell allowed (None: no limit).
+def nouns(resource: str) -> ResourceKind:
+    """The catalog's words for what a pool lends (spec 1.1): unknown kinds read as ``generic``."""
+    return RESOURCES.get(resource) or RESOURCES["generic"]
+
+
+def _bar_title(rows: Sequence[PoolRow]) -> tuple[str, bool]:
+    """The resource column's title, and whether each row must name its resource (mixed kinds)."""
+    kinds = {nouns(row.resource).resource_noun for row in rows} or {"connections"}
+    if len(kinds) > 1:
+        return "RESOURCES used/idle/max", True
+    (noun,) = kinds
+    return f"{'CONNS' if noun == 'connections' else noun.upper()} used/idle/max", False
+
+
+#: The pool table's columns: title, right-justified?, widest cell allowed (None: no limit). The
+#: resource column's title follows the rows' ``pool.resource`` (:func:`_bar_title`).
+_BAR: Final = 3
 _COLUMNS: Final = (
     ("SOURCE", False, 32),
     ("POOL", False, 40),
@@ -167,18 +185,23 @@ _COLUMNS: Final = (
 )
 
 
-def _cells(row: PoolRow, th: Thresholds, findings: Sequence[Finding] = ()) -> list[Text]:
+def _cells(
+    row: PoolRow, th: Thresholds, findings: Sequence[Finding] = (), *, named: bool = False
+) -> list[Text]:
     sat_lvl = level(row.saturation, th.saturation_warn, th.saturation_crit)
     wait_lvl = level(row.wait_p95, th.wait_p95_warn, th.wait_p95_crit)
     wait = Text(f"{fmt_duration(row.wait_p50)}/")
     wait.append_text(_marked(fmt_duration(row.wait_p95), wait_lvl))
     wait.append(f"/{fmt_duration(row.wait_p99)}")
     sat = "-" if row.saturation is None else f"{row.saturation * 100:.0f}%"
+    bar = conn_bar(row.used, row.idle, row.max, th)
+    if named:
+        bar.append(f" {nouns(row.resource).resource_noun}")
     return [
         Text(row.source),
         Text(row.name),
         Text(row.system),
-        conn_bar(row.used, row.idle, row.max, th),
+        bar,
         Text(fmt_count(row.pending), style="yellow" if row.pending else ""),
         wait,
         Text(fmt_rate(row.creates_per_s)),
@@ -208,9 +231,12 @@ def pool_table(
     """
     th = thresholds or Thresholds()
     first = 0 if show_source else 1
-    columns = _COLUMNS[first:]
+    title, named = _bar_title(rows)
+    all_columns = list(_COLUMNS)
+    all_columns[_BAR] = (title, *_COLUMNS[_BAR][1:])
+    columns = all_columns[first:]
     found = findings or {}
-    grid = [_cells(row, th, found.get(row.key, ()))[first:] for row in rows]
+    grid = [_cells(row, th, found.get(row.key, ()), named=named)[first:] for row in rows]
     widths = []
     for index, (title, _, limit) in enumerate(columns):
         widest = max([len(title)] + [c[index].cell_len for c in grid])
@@ -341,7 +367,8 @@ def help_view() -> Panel:
     for key, what in rows:
         table.add_row(key, what)
     legend = Text(
-        "\nCONNS: █ used ▒ idle · free.  SAT and WAIT p95 marked ! (warn) and !! (crit).\n"
+        "\nCONNS (WORKERS, RESOURCES: what the pools lend): █ used ▒ idle · free.\n"
+        "SAT and WAIT p95 marked ! (warn) and !! (crit).\n"
         "Rates and wait quantiles cover the last few refreshes."
     )
     return Panel(Group(table, legend), title="poolmon top: keys", expand=False)
@@ -425,14 +452,17 @@ def detail_view(
     facts.add_column()
     sat = "-" if row.saturation is None else f"{row.saturation * 100:.0f}%"
     window = "recent" if row.wait_recent else "since start"
+    kind = nouns(row.resource)
+    oldest = "longest running task" if row.resource == "worker" else "oldest borrow"
     for key, value in (
         ("source", Text(row.source)),
         ("system", Text(row.system)),
         ("backend", Text(row.backend)),
         ("pid", Text(row.pid or "-")),
-        ("connections", conn_bar(row.used, row.idle, row.max, th)),
+        ("resource", Text(row.resource)),
+        (kind.resource_noun, conn_bar(row.used, row.idle, row.max, th)),
         ("saturation", _marked(sat, level(row.saturation, th.saturation_warn, th.saturation_crit))),
-        ("pending", Text(fmt_count(row.pending))),
+        (f"pending {kind.request_noun}", Text(fmt_count(row.pending))),
         (
             f"wait p50/p95/p99 ({window})",
             Text(
@@ -443,7 +473,7 @@ def detail_view(
         ("creates", Text(f"{fmt_count(row.creates)} ok, {fmt_count(row.create_errors)} failed")),
         ("creates/s", Text(fmt_rate(row.creates_per_s))),
         ("timeouts", Text(fmt_count(row.timeouts))),
-        ("oldest borrow", Text(fmt_duration(row.oldest_use) if row.oldest_use else "-")),
+        (oldest, Text(fmt_duration(row.oldest_use) if row.oldest_use else "-")),
         ("saturation trend", sparkline(row.history, width=60, thresholds=th)),
     ):
         facts.add_row(key, value)

@@ -23,6 +23,7 @@ VARIABLES = {
     "instance": ".*",
     "system": ".*",
     "pool": ".*",
+    "resource": "connection|",  # the resource variable's default (connection pools)
     "backend_limit": "100",
     "__rate_interval": "1m",
 }

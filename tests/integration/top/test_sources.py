@@ -118,3 +118,41 @@ def test_prometheus_down_is_shown(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
     assert main(["top", "--prometheus", url, "--once"]) == 1
     assert f"DOWN {url}" in capsys.readouterr().out
+
+
+def test_worker_pools_over_metrics_say_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    """A real instrumented ThreadPoolExecutor beside a connection pool on one /metrics page:
+    ``pool_resource`` in ``pool_info`` gives each row its catalog words."""
+    import concurrent.futures as cf
+    import threading
+
+    from poolmon.shims import futures
+
+    registry = _busy_registry()
+    assert futures.instrument(registry=registry)
+    gate = threading.Event()
+    ex = cf.ThreadPoolExecutor(2, thread_name_prefix="topw")
+    try:
+        running = threading.Barrier(3)
+        blocked = [ex.submit(lambda: (running.wait(), gate.wait())) for _ in range(2)]
+        queued = [ex.submit(pow, 2, 2) for _ in range(3)]
+        running.wait()  # both workers are inside their task: the three others wait
+        with serve(0, registry=registry) as server:
+            assert main(["top", server.url, "--once", "--sort", "name"]) == 0
+            text = capsys.readouterr().out
+            assert main(["top", server.url, "--once", "--json"]) == 0
+            doc = json.loads(capsys.readouterr().out)
+    finally:
+        gate.set()
+        ex.shutdown(wait=True)
+        futures.uninstrument()
+    assert all(f.done() for f in blocked + queued)
+    header = next(line for line in text.splitlines() if "POOL" in line)
+    assert "RESOURCES used/idle/max" in header
+    row = next(line for line in text.splitlines() if "threads://topw" in line)
+    assert "2/0/2 workers" in row
+    assert "connections" in next(line for line in text.splitlines() if "redis://" in line)
+    pools = {p["name"]: p for p in doc["pools"]}
+    assert pools["threads://topw"]["resource"] == "worker"
+    assert pools["threads://topw"]["pending"] == 3
+    assert pools["redis://cache:6379/0"]["resource"] == "connection"

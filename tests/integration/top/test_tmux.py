@@ -184,3 +184,39 @@ def test_demo_with_its_own_monitor(tmux: Tmux) -> None:
     tmux.keys("C-c")
     text = _restored(stty)
     assert "status=0" in text
+
+
+def test_worker_pools_say_workers_and_tasks(tmux: Tmux) -> None:
+    """A live instrumented ThreadPoolExecutor: the table and the detail use the catalog's words."""
+    import concurrent.futures as cf
+    import threading
+
+    from poolmon.core.registry import PoolRegistry
+    from poolmon.exporters.prometheus import serve
+    from poolmon.shims import futures
+
+    registry = PoolRegistry()
+    assert futures.instrument(registry=registry)
+    gate = threading.Event()
+    ex = cf.ThreadPoolExecutor(2, thread_name_prefix="tmuxw")
+    try:
+        running = threading.Barrier(3)
+        for _ in range(2):
+            ex.submit(lambda: (running.wait(), gate.wait()))
+        for _ in range(3):
+            ex.submit(pow, 2, 2)
+        running.wait()
+        with serve(0, registry=registry) as server:
+            command, stty = _top_then_stty(tmux.tmp, server.url)
+            tmux.start(command)
+            screen = tmux.expect("threads://tmuxw")
+            assert "WORKERS used/idle/max" in screen and "CONNS" not in screen
+            tmux.keys("Enter")
+            screen = tmux.expect("pending tasks")
+            assert "longest running task" in screen and "2/0/2" in screen
+            tmux.keys("q")
+            assert "status=0" in _restored(stty)
+    finally:
+        gate.set()
+        ex.shutdown(wait=True)
+        futures.uninstrument()

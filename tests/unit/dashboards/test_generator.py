@@ -103,3 +103,33 @@ def test_cli_module_does_not_import_the_sdk() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_resource_variable_narrows_pools_and_names_them() -> None:
+    """Spec 1.1 ``pool.resource``: one ``resource`` variable from the catalog, not duplicated
+    panels; its text (the catalog's noun) fills the titles that name what a pool lends."""
+    import json
+
+    from poolmon.core.catalog import RESOURCES
+    from poolmon.dashboards.lint import iter_panels
+    from poolmon.dashboards.panels import NOUN
+
+    doc = json.loads(
+        (Path(__file__).resolve().parents[3] / "dashboards/poolmon-pools.json").read_text()
+    )
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    resource = variables["resource"]
+    assert resource["type"] == "custom" and resource["multi"] is False
+    texts = [o["text"] for o in resource["options"]]
+    assert texts == [kind.resource_noun for kind in RESOURCES.values()]
+    assert resource["current"]["text"] == "connections"
+    # Connection pools carry no pool_resource label (1.0 output unchanged): the empty value too.
+    assert resource["current"]["value"] == "connection|"
+    assert 'pool_resource=~"$resource"' in variables["pool"]["query"]
+    names = [v["name"] for v in doc["templating"]["list"]]
+    assert names.index("resource") < names.index("pool")  # the pool list depends on it
+    titles = [p["title"] for p in iter_panels(doc)]
+    assert sum(NOUN in t for t in titles) >= 3
+    # Outside the fleet row (backend servers), no title says "connection" outright.
+    fleet = {"Connections per backend", "Backend over-commit"}
+    assert [t for t in titles if "onnection" in t and t not in fleet] == []

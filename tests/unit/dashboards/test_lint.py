@@ -34,7 +34,7 @@ def test_rows_cover_the_issue() -> None:
         "Saturation and headroom",
         "Wait time",
         "Errors, timeouts and churn",
-        "Connection lifetime and use",
+        "Lifetime and use",
         "Fleet capacity",
         "Backend capacity",  # issue 19: backends and PgBouncer pools (spec section 12)
         "Inventory",

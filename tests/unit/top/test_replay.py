@@ -111,3 +111,49 @@ def test_cli_rejects_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "interval=0.0 is invalid: expected seconds within [0.1, 3600]" in capsys.readouterr().err
     assert main(["top", "--replay", str(tmp_path / "missing"), "--once"]) == 1
     assert "DOWN replay:missing" in capsys.readouterr().out
+
+
+def test_replay_of_a_worker_pool_says_workers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The JSONL ``open`` event's ``resource`` (spec 1.1) reaches the row and its words."""
+    lines = [
+        {
+            "v": "1.1",
+            "kind": "open",
+            "ts": 10.0,
+            "pool": "threads://w",
+            "pid": 7,
+            "max": 2,
+            "resource": "worker",
+        },
+        {
+            "v": "1.1",
+            "kind": "create",
+            "ts": 10.1,
+            "pool": "threads://w",
+            "pid": 7,
+            "conn": 1,
+            "duration": 0.001,
+            "outcome": "ok",
+        },
+        {"v": "1.1", "kind": "wait", "ts": 10.2, "pool": "threads://w", "pid": 7, "pending": 1},
+        {
+            "v": "1.1",
+            "kind": "borrow",
+            "ts": 10.3,
+            "pool": "threads://w",
+            "pid": 7,
+            "conn": 1,
+            "duration": 0.1,
+            "queued": True,
+        },
+    ]
+    path = tmp_path / "workers.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["top", "--replay", str(path), "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "WORKERS used/idle/max" in out and "threads://w" in out
+    assert main(["top", "--replay", str(path), "--once", "--json"]) == 0
+    (pool,) = json.loads(capsys.readouterr().out)["pools"]
+    assert (pool["resource"], pool["used"], pool["max"]) == ("worker", 1, 2)

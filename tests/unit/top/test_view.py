@@ -146,3 +146,38 @@ def test_thresholds_are_configurable() -> None:
     rows = select_rows(frame.rows)
     text = _text(screen(frame, ViewState(), rows, thresholds=Thresholds(0.3, 0.4)))
     assert "50%!!" in text
+
+
+def test_worker_pools_say_workers_and_tasks() -> None:
+    """Spec 1.1 ``pool.resource``: the catalog's nouns in the table's title and the detail."""
+    workers = _pool("threads://w", 2, resource="worker", pending=3.0, idle=0.0, max=2.0)
+    frame = _frame(SourceResult("a", True, 0.0, (workers,)))
+    text = _render(frame)
+    header = next(line for line in text.splitlines() if "POOL" in line)
+    assert "WORKERS used/idle/max" in header and "CONNS" not in header
+    detail = _render(frame, ViewState(screen="detail"))
+    lines = detail.splitlines()
+    assert any("workers" in line and "2/0/2" in line for line in lines)
+    assert any("pending tasks" in line and "3" in line for line in lines)
+    assert "longest running task" in detail and "connections" not in detail
+    assert "oldest borrow" not in detail and "resource" in detail
+
+
+def test_mixed_resources_name_each_row_and_unknown_kinds_read_as_generic() -> None:
+    rows = (
+        _pool("pg", 1),
+        _pool("threads://w", 2, resource="worker", max=4.0),
+        _pool("custom", 1, resource="gizmo"),  # unknown to this catalog: generic words
+    )
+    text = _render(_frame(SourceResult("a", True, 0.0, rows)))
+    lines = text.splitlines()
+    header = next(line for line in lines if "POOL" in line)
+    assert "RESOURCES used/idle/max" in header
+    pg, workers, custom = (
+        next(line for line in lines if line.startswith(n)) for n in ("pg", "threads://w", "custom")
+    )
+    assert "1/1/10 connections" in pg
+    assert "2/1/4 workers" in workers
+    assert "1/1/10 resources" in custom
+    detail = _render(_frame(SourceResult("a", True, 0.0, rows[:1])), ViewState(screen="detail"))
+    assert "connections" in detail and "pending requests" in detail and "oldest borrow" in detail
