@@ -51,7 +51,7 @@ from typing import Any, Final
 from poolmon.core.identity import PoolIdentity
 from poolmon.core.ledger import PoolLedger
 from poolmon.shims._attrs import pop_attr
-from poolmon.shims._psycopg_common import TRACKER_ATTR, PoolTracker, ShimState
+from poolmon.shims._psycopg_common import TRACKER_ATTR, PoolTracker, TrackingState
 
 __all__ = ["ProcessTracker", "make_state", "patch"]
 
@@ -86,7 +86,7 @@ class ProcessTracker(PoolTracker):
 
     __slots__ = ("deferred", "done", "free", "mutex", "running", "wait", "workers")
 
-    def __init__(self, ledger: PoolLedger, state: ShimState) -> None:
+    def __init__(self, ledger: PoolLedger, state: TrackingState) -> None:
         super().__init__(ledger, state)
         self.wait = ledger.wait
         self.mutex = threading.Lock()
@@ -253,13 +253,13 @@ def _idle(executor: Any) -> list[tuple[Any, float]]:
     return [(p, 0.0) for p in tuple((executor._processes or {}).values())]
 
 
-def make_state() -> ShimState:
-    return ShimState(
+def make_state() -> TrackingState:
+    return TrackingState(
         "futures", identity=_identity, limits=_limits, idle=_idle, tracker_class=ProcessTracker
     )
 
 
-def patch(st: ShimState, process_mod: Any) -> None:
+def patch(st: TrackingState, process_mod: Any) -> None:
     wrap = st.patches.wrap
     executor = process_mod.ProcessPoolExecutor
     manager = process_mod._ExecutorManagerThread
@@ -278,7 +278,7 @@ def patch(st: ShimState, process_mod: Any) -> None:
 # ---------------------------------------------------------------------------------- wrappers
 
 
-def _tracker_of(executor: Any, st: ShimState) -> ProcessTracker | None:
+def _tracker_of(executor: Any, st: TrackingState) -> ProcessTracker | None:
     tracker = getattr(executor, TRACKER_ATTR, None)
     if tracker is None:
         tracker = st.track(executor)
@@ -306,7 +306,7 @@ def _manager_tracker(manager: Any) -> ProcessTracker | None:
     return tracker if isinstance(tracker, ProcessTracker) else None
 
 
-def _submit(original: Fn, st: ShimState) -> Fn:
+def _submit(original: Fn, st: TrackingState) -> Fn:
     def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         tracker = _tracker_of(self, st)
         if tracker is None:
@@ -320,7 +320,7 @@ def _submit(original: Fn, st: ShimState) -> Fn:
     return submit
 
 
-def _item_init(original: Fn, st: ShimState) -> Fn:
+def _item_init(original: Fn, st: TrackingState) -> Fn:
     def __init__(self: Any, future: Any, fn: Any, args: Any, kwargs: Any) -> None:
         original(self, future, fn, args, kwargs)
         tracker: ProcessTracker | None = getattr(_tls, "submitting", None)
@@ -338,7 +338,7 @@ def _item_init(original: Fn, st: ShimState) -> Fn:
     return __init__
 
 
-def _spawn(original: Fn, st: ShimState) -> Fn:
+def _spawn(original: Fn, st: TrackingState) -> Fn:
     def _spawn_process(self: Any) -> None:
         tracker = getattr(self, TRACKER_ATTR, None)
         if not isinstance(tracker, ProcessTracker):
@@ -361,7 +361,7 @@ def _spawn(original: Fn, st: ShimState) -> Fn:
     return _spawn_process
 
 
-def _run(original: Fn, st: ShimState) -> Fn:
+def _run(original: Fn, st: TrackingState) -> Fn:
     def run(self: Any) -> None:
         tracker = _manager_tracker(self)
         try:
@@ -376,7 +376,7 @@ def _run(original: Fn, st: ShimState) -> Fn:
     return run
 
 
-def _add_calls(original: Fn, st: ShimState) -> Fn:
+def _add_calls(original: Fn, st: TrackingState) -> Fn:
     def add_call_item_to_queue(self: Any) -> None:
         _tls.manager = self
         try:
@@ -387,7 +387,7 @@ def _add_calls(original: Fn, st: ShimState) -> Fn:
     return add_call_item_to_queue
 
 
-def _call_init(original: Fn, st: ShimState) -> Fn:
+def _call_init(original: Fn, st: TrackingState) -> Fn:
     def __init__(self: Any, work_id: int, fn: Any, args: Any, kwargs: Any) -> None:
         original(self, work_id, fn, args, kwargs)
         manager = getattr(_tls, "manager", None)
@@ -408,7 +408,7 @@ def _call_init(original: Fn, st: ShimState) -> Fn:
     return __init__
 
 
-def _result(original: Fn, st: ShimState) -> Fn:
+def _result(original: Fn, st: TrackingState) -> Fn:
     def process_result_item(self: Any, result_item: Any) -> None:
         tracker = _manager_tracker(self)
         if tracker is None:
@@ -431,7 +431,7 @@ def _result(original: Fn, st: ShimState) -> Fn:
     return process_result_item
 
 
-def _broken(original: Fn, st: ShimState) -> Fn:
+def _broken(original: Fn, st: TrackingState) -> Fn:
     def terminate_broken(self: Any, cause: Any) -> None:
         tracker = _manager_tracker(self)
         futures = [w.future for w in tuple(self.pending_work_items.values())]
@@ -445,7 +445,7 @@ def _broken(original: Fn, st: ShimState) -> Fn:
     return terminate_broken
 
 
-def _feeder_error(original: Fn, st: ShimState) -> Fn:
+def _feeder_error(original: Fn, st: TrackingState) -> Fn:
     def _on_queue_feeder_error(self: Any, e: Any, obj: Any) -> None:
         work_id = getattr(obj, "work_id", None)
         if work_id is not None and obj.__class__.__name__ == "_CallItem":
@@ -461,7 +461,7 @@ def _feeder_error(original: Fn, st: ShimState) -> Fn:
     return _on_queue_feeder_error
 
 
-def _shutdown(original: Fn, st: ShimState) -> Fn:
+def _shutdown(original: Fn, st: TrackingState) -> Fn:
     def shutdown(self: Any, wait: bool = True, *, cancel_futures: bool = False) -> None:
         tracker = getattr(self, TRACKER_ATTR, None)
         manager = self._executor_manager_thread

@@ -29,7 +29,7 @@ created before ``instrument()`` are seen at their next submit; their running thr
 adopted (no create) and evicted at ``shutdown(wait=True)``.
 
 Written in pure Python on the ledger API the other shims use (:class:`~poolmon.shims.
-_psycopg_common.ShimState` trackers, :mod:`poolmon.shims._patch`); any failure inside poolmon is
+_psycopg_common.TrackingState` trackers, :mod:`poolmon.shims._patch`); any failure inside poolmon is
 absorbed and counted in ``poolmon_shim_errors_total``, never raised into the executor.
 """
 
@@ -46,7 +46,7 @@ from poolmon.core.redact import scrub
 from poolmon.core.registry import PoolRegistry
 from poolmon.shims import _futures_process
 from poolmon.shims._attrs import pop_attr
-from poolmon.shims._psycopg_common import CONN_ATTR, TRACKER_ATTR, PoolTracker, ShimState
+from poolmon.shims._psycopg_common import CONN_ATTR, TRACKER_ATTR, PoolTracker, TrackingState
 
 __all__ = [
     "LIBRARY",
@@ -82,7 +82,7 @@ class WorkerTracker(PoolTracker):
 
     __slots__ = ("closing", "live", "mutex", "wait")
 
-    def __init__(self, ledger: PoolLedger, state: ShimState) -> None:
+    def __init__(self, ledger: PoolLedger, state: TrackingState) -> None:
         super().__init__(ledger, state)
         self.wait = ledger.wait
         self.mutex = threading.Lock()
@@ -109,9 +109,9 @@ class WorkerTracker(PoolTracker):
             # the ones shutdown() has joined, so the pool ends empty.
             for thread in tuple(threads):
                 tag = getattr(thread, CONN_ATTR, None)
-                if tag is not None and tag[0] is self and not thread.is_alive():
+                if tag is not None and tag.key is self and not thread.is_alive():
                     pop_attr(thread, CONN_ATTR)
-                    self.evict(tag[1], "pool_closed")
+                    self.evict(tag.cid, "pool_closed")
         with self.mutex:
             self.closing = True
             close = self.live <= 0
@@ -139,7 +139,7 @@ def _idle(executor: Any) -> list[tuple[Any, float]]:
     return [(thread, 0.0) for thread in tuple(executor._threads)]
 
 
-_state: Final = ShimState(
+_state: Final = TrackingState(
     "futures", identity=_identity, limits=_limits, idle=_idle, tracker_class=WorkerTracker
 )
 #: Process pools: their own state (another tracker class), patched and restored with the threads'.
@@ -190,7 +190,7 @@ def is_instrumented() -> bool:
     return _state.patches.active
 
 
-def _patch(st: ShimState, thread_mod: Any, base: Any) -> None:
+def _patch(st: TrackingState, thread_mod: Any, base: Any) -> None:
     wrap = st.patches.wrap
     executor = thread_mod.ThreadPoolExecutor
     item = thread_mod._WorkItem
@@ -206,14 +206,14 @@ def _patch(st: ShimState, thread_mod: Any, base: Any) -> None:
 # ---------------------------------------------------------------------------------- wrappers
 
 
-def _tracker(executor: Any, st: ShimState) -> WorkerTracker | None:
+def _tracker(executor: Any, st: TrackingState) -> WorkerTracker | None:
     tracker = getattr(executor, TRACKER_ATTR, None)
     if tracker is None:
         tracker = st.track(executor)
     return tracker if isinstance(tracker, WorkerTracker) else None
 
 
-def _submit(original: Fn, st: ShimState) -> Fn:
+def _submit(original: Fn, st: TrackingState) -> Fn:
     def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         tracker = _tracker(self, st)
         if tracker is None:
@@ -227,7 +227,7 @@ def _submit(original: Fn, st: ShimState) -> Fn:
     return submit
 
 
-def _item_init(original: Fn, st: ShimState) -> Fn:
+def _item_init(original: Fn, st: TrackingState) -> Fn:
     def __init__(self: Any, future: Any, fn: Any, args: Any, kwargs: Any) -> None:
         original(self, future, fn, args, kwargs)
         tracker: WorkerTracker | None = getattr(_tls, "submitting", None)
@@ -245,11 +245,10 @@ def _item_init(original: Fn, st: ShimState) -> Fn:
     return __init__
 
 
-def _start(tracker: WorkerTracker, t0: float, st: ShimState) -> int | None:
+def _start(tracker: WorkerTracker, t0: float, st: TrackingState) -> int | None:
     try:
         me = threading.current_thread()
-        tag = getattr(me, CONN_ATTR, None)
-        cid: int = tag[1] if tag is not None and tag[0] is tracker else tracker.adopt(me)
+        cid = tracker.conn_id(me)  # adopted when it started before instrument()
         tracker.borrow(cid, t0, True)
         return cid
     except Exception as exc:
@@ -257,7 +256,7 @@ def _start(tracker: WorkerTracker, t0: float, st: ShimState) -> int | None:
         return None
 
 
-def _finish(tracker: WorkerTracker, cid: int | None, st: ShimState) -> None:
+def _finish(tracker: WorkerTracker, cid: int | None, st: TrackingState) -> None:
     if cid is None:
         return
     try:
@@ -266,7 +265,7 @@ def _finish(tracker: WorkerTracker, cid: int | None, st: ShimState) -> None:
         st.absorb(exc)
 
 
-def _run(original: Fn, st: ShimState) -> Fn:
+def _run(original: Fn, st: TrackingState) -> Fn:
     def run(self: Any) -> None:
         future = self.future
         tag = getattr(future, TASK_ATTR, None)
@@ -302,7 +301,7 @@ def _run(original: Fn, st: ShimState) -> Fn:
     return run
 
 
-def _worker(original: Fn, st: ShimState) -> Fn:
+def _worker(original: Fn, st: TrackingState) -> Fn:
     def _worker(executor_reference: Any, work_queue: Any, initializer: Any, initargs: Any) -> Any:
         executor = executor_reference()
         tracker = getattr(executor, TRACKER_ATTR, None) if executor is not None else None
@@ -347,7 +346,7 @@ def _worker(original: Fn, st: ShimState) -> Fn:
     return _worker
 
 
-def _initializer_failed(original: Fn, st: ShimState) -> Fn:
+def _initializer_failed(original: Fn, st: TrackingState) -> Fn:
     def _initializer_failed(self: Any) -> None:
         original(self)
         tracker = getattr(self, TRACKER_ATTR, None)
@@ -366,7 +365,7 @@ def _initializer_failed(original: Fn, st: ShimState) -> Fn:
     return _initializer_failed
 
 
-def _shutdown(original: Fn, st: ShimState) -> Fn:
+def _shutdown(original: Fn, st: TrackingState) -> Fn:
     def shutdown(self: Any, wait: bool = True, *, cancel_futures: bool = False) -> None:
         original(self, wait, cancel_futures=cancel_futures)
         tracker = getattr(self, TRACKER_ATTR, None)
@@ -379,7 +378,7 @@ def _shutdown(original: Fn, st: ShimState) -> Fn:
     return shutdown
 
 
-def _cancel(original: Fn, st: ShimState) -> Fn:
+def _cancel(original: Fn, st: TrackingState) -> Fn:
     def cancel(self: Any) -> bool:
         ok: bool = original(self)
         if ok and getattr(self, TASK_ATTR, None) is not None:
