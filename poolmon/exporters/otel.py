@@ -30,6 +30,7 @@ standard ``OTEL_*`` environment variables; export failures are counted (``export
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -507,6 +508,10 @@ class OtlpHandle:
         self.endpoint = endpoint
         self._exporter = exporter
         self._closed = False
+        # The provider is built with shutdown_on_exit=False and this handle shuts it down at exit
+        # instead: two owners (the SDK's atexit and Exporters.close / poolmon run's atexit) would
+        # shut it down twice, and the SDK logs "shutdown can only be called once" on the second.
+        atexit.register(self.shutdown)
 
     @property
     def failures(self) -> int:
@@ -524,14 +529,18 @@ class OtlpHandle:
         return bool(ok) and self._exporter.failures == before
 
     def shutdown(self) -> None:
+        """Export a last time and stop (idempotent; also run at interpreter exit)."""
         if self._closed:
             return
         self._closed = True
-        self.bridge.disable()
+        atexit.unregister(self.shutdown)  # released: nothing keeps the provider alive any more
         try:
+            # First: the provider's last collection still carries poolmon's metrics.
             self.meter_provider.shutdown()
         except Exception as exc:
             _count_failure(self.bridge.registry.self_metrics, "otlp", "shutdown", exc)
+        finally:
+            self.bridge.disable()
 
 
 def _make_exporter(
@@ -608,7 +617,11 @@ def start_otlp(
         if _repeat_filter not in logger.filters:
             logger.addFilter(_repeat_filter)
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval * 1000.0)
-    provider = SdkMeterProvider(metric_readers=[reader], resource=resource or Resource.create({}))
+    provider = SdkMeterProvider(
+        metric_readers=[reader],
+        resource=resource or Resource.create({}),
+        shutdown_on_exit=False,  # OtlpHandle owns the shutdown (see OtlpHandle.__init__)
+    )
     bridge = enable(meter_provider=provider, registry=registry, semconv=semconv)
     return OtlpHandle(
         provider, reader, exporter, bridge, None if resolved is None else redact_url(resolved)

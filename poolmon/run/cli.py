@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["register", "settings_from_args"]
 
@@ -97,14 +97,33 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, str]:
     return out
 
 
-def _check(env: Mapping[str, str]) -> str | None:
-    """The configuration error the program would meet, as a message (None: fine)."""
-    from poolmon.errors import PoolmonError
+#: The option that stands for each variable, so an error names what the user typed.
+_OPTION_OF: Final = {
+    "POOLMON_EXPORTERS": "--exporter",
+    "POOLMON_PROMETHEUS_PORT": "--port",
+    "POOLMON_PROMETHEUS_ADDR": "--addr",
+    "POOLMON_JSONL_PATH": "--jsonl",
+    "POOLMON_OTLP_ENDPOINT": "--otlp-endpoint",
+    "POOLMON_SEMCONV": "--semconv",
+    "POOLMON_LEAK_THRESHOLD": "--leak-threshold",
+    "POOLMON_RUN_INFO": "--info-file",
+}
+
+
+def _check(env: Mapping[str, str], given: Mapping[str, str] | None = None) -> str | None:
+    """The configuration error the program would meet, as a message (None: fine).
+
+    ``given`` are the variables that came from options: an error in one of them names the option.
+    """
+    from poolmon.errors import ConfigError
     from poolmon.exporters.config import ExporterConfig
 
     try:
         ExporterConfig.from_env(env)
-    except (PoolmonError, ValueError) as exc:
+    except ConfigError as exc:
+        option = _OPTION_OF.get(exc.parameter)
+        if option is not None and exc.parameter in (given or {}):
+            return str(ConfigError(option, exc.value, exc.accepted))
         return str(exc)
     return None
 
@@ -121,8 +140,9 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    env = build_environment(settings_from_args(args))
-    problem = _check(env)
+    given = settings_from_args(args)
+    env = build_environment(given)
+    problem = _check(env, given)
     if problem is not None:
         print(f"poolmon run: {problem}", file=sys.stderr)
         return 2

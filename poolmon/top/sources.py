@@ -43,6 +43,7 @@ __all__ = [
     "RegistrySource",
     "ReplaySource",
     "Source",
+    "check_http_url",
     "normalize_metrics_url",
 ]
 
@@ -93,14 +94,41 @@ def _get(url: str, timeout: float, accept: str) -> bytes:
         return body
 
 
+_SCHEMES: Final = ("http", "https")
+
+
+def check_http_url(text: str) -> urllib.parse.SplitResult:
+    """``text`` split as an http(s) URL with a host, else ``ValueError`` saying what is wrong
+    (credential-free: the message never repeats the URL)."""
+    if not text.strip():
+        raise ValueError("empty URL")
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError("a URL has no spaces or control characters")
+    parts = urllib.parse.urlsplit(text)  # ValueError: an unclosed IPv6 bracket, ...
+    if parts.scheme not in _SCHEMES:
+        raise ValueError("the scheme must be http or https")
+    if not parts.hostname:
+        raise ValueError("no host")
+    parts.port  # noqa: B018  (ValueError: not a number, or outside 0-65535)
+    return parts
+
+
 def normalize_metrics_url(text: str) -> str:
-    """``host:port`` -> ``http://host:port/metrics``; a URL without a path gets ``/metrics``."""
+    """``host:port`` -> ``http://host:port/metrics``; a URL without a path gets ``/metrics``.
+
+    ``ValueError`` (with the reason) when ``text`` is no usable http(s) URL.
+    """
     if "://" not in text:
         text = "http://" + text
-    parts = urllib.parse.urlsplit(text)
+    parts = check_http_url(text)
     if parts.path in ("", "/"):
         parts = parts._replace(path="/metrics")
     return urllib.parse.urlunsplit(parts)
+
+
+def _invalid(text: str, exc: ValueError) -> tuple[str, str]:
+    """The label and the reason of a source whose URL cannot be used."""
+    return redact_url(text), f"invalid URL: {scrub(str(exc))}"
 
 
 class MetricsUrlSource:
@@ -113,17 +141,25 @@ class MetricsUrlSource:
         timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = normalize_metrics_url(url)
         self.timeout = timeout
         self._clock = clock
         self._reader = PageReader()
-        self._label = redact_url(self.url)
+        #: Why the URL cannot be used (the source then always reports itself down), or None.
+        self.invalid: str | None = None
+        try:
+            self.url = normalize_metrics_url(url)
+            self._label = redact_url(self.url)
+        except ValueError as exc:
+            self.url = url
+            self._label, self.invalid = _invalid(url, exc)
 
     @property
     def label(self) -> str:
         return self._label
 
     def fetch(self) -> list[SourceResult]:
+        if self.invalid is not None:
+            return [SourceResult(self._label, False, self._clock(), error=self.invalid)]
         try:
             body = _get(self.url, self.timeout, "text/plain;version=0.0.4")
             taken = self._clock()
@@ -161,7 +197,12 @@ class PrometheusSource:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._clock = clock
-        self._label = redact_url(self.url)
+        self.invalid: str | None = None
+        try:
+            check_http_url(self.url)
+            self._label = redact_url(self.url)
+        except ValueError as exc:
+            self._label, self.invalid = _invalid(self.url, exc)
 
     @property
     def label(self) -> str:
@@ -175,6 +216,8 @@ class PrometheusSource:
         return list(body["data"]["result"])
 
     def fetch(self) -> list[SourceResult]:
+        if self.invalid is not None:
+            return [SourceResult(self._label, False, self._clock(), error=self.invalid)]
         try:
             series = self._query(_PROM_SELECTOR)
             stamps = self._query(f"timestamp({INFO_METRIC})")
