@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from poolmon.errors import ConfigError
@@ -157,8 +157,6 @@ class Frame:
     rows: tuple[PoolRow, ...]
     backends: tuple[BackendTotal, ...]
     sources: tuple[SourceStatus, ...]
-    updates: int = 0
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--once --json`` document."""
@@ -217,7 +215,6 @@ class TopModel:
         self._window = window
         self._history_len = history
         self._state: dict[tuple[str, str], _History] = {}
-        self._updates = 0
 
     def update(self, results: Iterable[SourceResult]) -> Frame:
         rows: list[PoolRow] = []
@@ -237,8 +234,7 @@ class TopModel:
         # pools so their rates continue when it comes back.
         for key in [k for k in self._state if k not in seen and k[0] not in down]:
             del self._state[key]
-        self._updates += 1
-        return Frame(tuple(rows), fleet_totals(rows), tuple(statuses), self._updates)
+        return Frame(tuple(rows), fleet_totals(rows), tuple(statuses))
 
     def _row(self, source: str, t: float, sample: PoolSample, key: tuple[str, str]) -> PoolRow:
         state = self._state.get(key)
