@@ -36,6 +36,13 @@ def register(subparsers: Any) -> None:
         "--prometheus", metavar="URL", action="append", default=[], help="a Prometheus server"
     )
     parser.add_argument(
+        "--window",
+        default="1m",
+        metavar="DURATION",
+        help="with --prometheus: PromQL range of rates and recent wait quantiles (1m; at least "
+        "two scrape intervals)",
+    )
+    parser.add_argument(
         "--replay", metavar="FILE", action="append", default=[], help="a JSONL event log"
     )
     parser.add_argument(
@@ -81,11 +88,13 @@ def _run(args: argparse.Namespace) -> int:
         state = ViewState(
             sort=args.sort, reverse=args.reverse, filter=args.filter, interval=args.interval
         )
+        sources: list[Source] = [MetricsUrlSource(u, timeout=args.timeout) for u in args.urls]
+        sources += [
+            PrometheusSource(u, timeout=args.timeout, window=args.window) for u in args.prometheus
+        ]
     except ConfigError as exc:
         print(f"poolmon top: {exc}", file=sys.stderr)
         return 2
-    sources: list[Source] = [MetricsUrlSource(u, timeout=args.timeout) for u in args.urls]
-    sources += [PrometheusSource(u, timeout=args.timeout) for u in args.prometheus]
     sources += [ReplaySource(p) for p in args.replay]
     if not sources:
         sources.append(MetricsUrlSource(DEFAULT_URL, timeout=args.timeout))

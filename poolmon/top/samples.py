@@ -21,13 +21,17 @@ from poolmon.core.snapshot import PoolSnapshot
 
 __all__ = [
     "CREATE_COUNT_METRIC",
+    "ERRORS_METRIC",
+    "EVICTIONS_METRIC",
     "INFO_METRIC",
     "WAIT_BOUNDS",
+    "WAIT_BUCKET_METRIC",
     "WANTED_METRICS",
     "PoolAccumulator",
     "PoolSample",
     "SampleBuilder",
     "SourceResult",
+    "WindowStats",
     "build_sample",
     "field_for",
     "le_value",
@@ -57,6 +61,10 @@ _WAIT_SUM: Final = _prom("pool.connection.wait_time") + "_sum"
 _CREATE_COUNT: Final = _prom("pool.connection.create_time") + "_count"
 #: Creates by outcome: the only create-time series ``top`` reads (its buckets are skipped).
 CREATE_COUNT_METRIC: Final = _CREATE_COUNT
+#: The counters and buckets a Prometheus source asks ``rate()`` of (:class:`WindowStats`).
+EVICTIONS_METRIC: Final = _EVICTIONS
+ERRORS_METRIC: Final = _ERRORS
+WAIT_BUCKET_METRIC: Final = _WAIT_BUCKET
 
 #: Sample names ``top`` reads; everything else in an exposition is skipped unparsed (speed).
 WANTED_METRICS: Final[tuple[str, ...]] = (
@@ -74,6 +82,21 @@ WANTED_METRICS: Final[tuple[str, ...]] = (
 )
 
 _POOL: Final = "pool_name"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """Rates and recent wait quantiles a source computed itself over a time window (a
+    Prometheus server, with PromQL ``rate`` and ``histogram_quantile``), so they are known from
+    the first sample. A field is ``None`` when the source had nothing to say about it; the model
+    then computes it from successive samples as for any other source.
+    """
+
+    creates_per_s: float | None = None
+    evictions_per_s: Mapping[str, float] | None = None
+    errors_per_s: float | None = None
+    #: p50, p95, p99 of the waits in the window (each ``None`` when nobody waited in it).
+    wait_quantiles: tuple[float | None, float | None, float | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +124,7 @@ class PoolSample:
     errors: Mapping[str, float] = field(default_factory=dict)
     wait_cumulative: tuple[float, ...] = ()
     wait_sum: float = 0.0
+    window: WindowStats | None = None
 
     @property
     def backend(self) -> str:

@@ -15,7 +15,10 @@ source as down and keeps going.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import math
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -26,14 +29,20 @@ from typing import Any, Final, Protocol
 
 from poolmon.core.redact import redact_url, scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
+from poolmon.errors import ConfigError
 from poolmon.top.page import PageReader
 from poolmon.top.replay import JsonlReplay
 from poolmon.top.samples import (
+    CREATE_COUNT_METRIC,
+    ERRORS_METRIC,
+    EVICTIONS_METRIC,
     INFO_METRIC,
+    WAIT_BUCKET_METRIC,
     WANTED_METRICS,
     PoolSample,
     SampleBuilder,
     SourceResult,
+    WindowStats,
     sample_from_snapshot,
 )
 
@@ -45,6 +54,8 @@ __all__ = [
     "Source",
     "check_http_url",
     "normalize_metrics_url",
+    "parse_api_answer",
+    "window_query",
 ]
 
 _USER_AGENT: Final = "poolmon-top"
@@ -175,14 +186,87 @@ class MetricsUrlSource:
 #: The catalog series ``top`` asks Prometheus for: one regex, one round trip.
 _PROM_SELECTOR: Final = "{__name__=~%s}" % json.dumps("|".join(WANTED_METRICS))  # noqa: UP031
 
+#: A PromQL duration (``30s``, ``1m``, ``1h30m``).
+_DURATION: Final = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+#: The label the window query tags each of its parts with (see :func:`window_query`).
+_PART: Final = "poolmon_window"
+_GROUP: Final = "job, instance, pool_name"
+
+Getter = Callable[[str, float, str], bytes]
+
+
+def window_query(window: str) -> str:
+    """One PromQL query for every pool's rates and recent wait quantiles over ``window``.
+
+    Each part is tagged with a ``poolmon_window`` label saying what it is, so one round trip
+    answers all of them: creates/s by outcome, evictions/s by reason, errors/s by type, and the
+    wait time's p50/p95/p99 (``histogram_quantile`` over the ``rate`` of the buckets, as the
+    dashboard computes them).
+    """
+    parts = [
+        (f"sum by ({_GROUP}, outcome) (rate({CREATE_COUNT_METRIC}[{window}]))", "creates"),
+        (
+            f"sum by ({_GROUP}, pool_eviction_reason) (rate({EVICTIONS_METRIC}[{window}]))",
+            "evictions",
+        ),
+        (f"sum by ({_GROUP}, error_type) (rate({ERRORS_METRIC}[{window}]))", "errors"),
+    ]
+    buckets = f"sum by ({_GROUP}, le) (rate({WAIT_BUCKET_METRIC}[{window}]))"
+    parts += [(f"histogram_quantile({q}, {buckets})", f"wait_q{q}") for q in _QUANTILES]
+    return " or ".join(f'label_replace({expr}, "{_PART}", "{tag}", "", "")' for expr, tag in parts)
+
+
+_QUANTILES: Final = ("0.5", "0.95", "0.99")
+
+
+def parse_api_answer(body: bytes) -> list[Mapping[str, Any]]:
+    """The ``data.result`` of a Prometheus query API answer, else ``ValueError`` with the reason
+    (not JSON, an error answer, not a vector). Malformed entries of the vector are dropped."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ValueError("not a Prometheus API answer (not JSON)") from None
+    if not isinstance(doc, dict):
+        raise ValueError("not a Prometheus API answer (not a JSON object)")
+    if doc.get("status") != "success":
+        reason = doc.get("error")
+        raise ValueError(f"query failed: {reason if isinstance(reason, str) else 'unknown error'}")
+    data = doc.get("data")
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(result, list):
+        raise ValueError("not a Prometheus API answer (no data.result list)")
+    return [item for item in result if _valid_item(item)]
+
+
+def _valid_item(item: object) -> bool:
+    if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
+        return False
+    value = item.get("value")
+    if not isinstance(value, list) or len(value) != 2:
+        return False
+    try:
+        float(value[0])
+        float(value[1])
+    except (TypeError, ValueError):
+        return False
+    return all(isinstance(v, str) for v in item["metric"].values())
+
+
+def _number(item: Mapping[str, Any]) -> float:
+    return float(item["value"][1])
+
 
 class PrometheusSource:
     """A Prometheus server: one result per scraped ``instance`` that has poolmon series.
 
-    Rates need the time each value was *scraped*, not when ``top`` asked (Prometheus returns
-    the same value until its next scrape): a second query, ``timestamp(pool_info)``, supplies it
-    per instance, and the model keeps the previous rate while that time has not moved. Targets
-    whose ``up`` is 0 in a job that has poolmon series show as down.
+    Gauges and totals come from the latest values (one query for every catalog series). Rates
+    and recent wait quantiles come from PromQL over ``window`` of Prometheus' own history
+    (:func:`window_query`), so the first refresh and ``--once`` are complete. For a pool that
+    query does not cover yet (fewer than two scrapes in the window), the model falls back to
+    differences between refreshes; those need the time each value was *scraped*, not when
+    ``top`` asked (Prometheus returns the same value until its next scrape): a query
+    ``timestamp(pool_info)`` supplies it per instance. Targets whose ``up`` is 0 in a job that
+    has poolmon series show as down. ``getter`` (url, timeout, accept) -> body is injectable.
     """
 
     def __init__(
@@ -190,13 +274,19 @@ class PrometheusSource:
         url: str,
         *,
         timeout: float = 5.0,
+        window: str = "1m",
         clock: Callable[[], float] = time.time,
+        getter: Getter | None = None,
     ) -> None:
+        if not _DURATION.match(window):
+            raise ConfigError("window", window, "a PromQL duration such as 30s, 1m or 5m")
         if "://" not in url:
             url = "http://" + url
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.window = window
         self._clock = clock
+        self._get = getter if getter is not None else _get
         self.invalid: str | None = None
         try:
             check_http_url(self.url)
@@ -208,12 +298,9 @@ class PrometheusSource:
     def label(self) -> str:
         return self._label
 
-    def _query(self, promql: str) -> list[dict[str, Any]]:
+    def _query(self, promql: str) -> list[Mapping[str, Any]]:
         query = urllib.parse.urlencode({"query": promql})
-        body = json.loads(_get(f"{self.url}/api/v1/query?{query}", self.timeout, "*/*"))
-        if body.get("status") != "success":
-            raise RuntimeError(f"query failed: {body.get('error', 'unknown error')}")
-        return list(body["data"]["result"])
+        return parse_api_answer(self._get(f"{self.url}/api/v1/query?{query}", self.timeout, "*/*"))
 
     def fetch(self) -> list[SourceResult]:
         if self.invalid is not None:
@@ -222,33 +309,44 @@ class PrometheusSource:
             series = self._query(_PROM_SELECTOR)
             stamps = self._query(f"timestamp({INFO_METRIC})")
             up = self._query("up")
-        except Exception as exc:
+            window = self._query(window_query(self.window))
+            return self._results(series, stamps, up, window)
+        except Exception as exc:  # down: shown, never raised (module docstring)
             return [SourceResult(self._label, False, self._clock(), error=_describe(exc))]
-        return self._results(series, stamps, up)
+
+    def _instance(self, metric: Mapping[str, Any]) -> str:
+        return str(metric.get("instance", self._label))
 
     def _results(
         self,
         series: Sequence[Mapping[str, Any]],
         stamps: Sequence[Mapping[str, Any]],
         up: Sequence[Mapping[str, Any]],
+        window: Sequence[Mapping[str, Any]] = (),
     ) -> list[SourceResult]:
         builders: dict[str, SampleBuilder] = {}
         jobs: set[str] = set()
         for item in series:
             metric = item["metric"]
-            instance = str(metric.get("instance", self._label))
+            instance = self._instance(metric)
             jobs.add(str(metric.get("job", "")))
             builder = builders.get(instance)
             if builder is None:
                 builder = builders[instance] = SampleBuilder()
-            builder.add(str(metric.get("__name__")), metric, float(item["value"][1]))
+            builder.add(str(metric.get("__name__")), metric, _number(item))
         scraped: dict[str, float] = {}
         for item in stamps:
-            instance = str(item["metric"].get("instance", self._label))
-            scraped[instance] = max(scraped.get(instance, 0.0), float(item["value"][1]))
+            instance = self._instance(item["metric"])
+            scraped[instance] = max(scraped.get(instance, 0.0), _number(item))
+        stats = _window_stats(window, self._instance)
         now = self._clock()
         results = [
-            SourceResult(instance, True, scraped.get(instance, now), builder.build())
+            SourceResult(
+                instance,
+                True,
+                scraped.get(instance, now),
+                tuple(_with_window(p, stats.get((instance, p.name))) for p in builder.build()),
+            )
             for instance, builder in builders.items()
         ]
         for item in up:
@@ -259,6 +357,65 @@ class PrometheusSource:
                     SourceResult(instance, False, now, error=f"{self._label}: scrape failing")
                 )
         return results
+
+
+class _WindowParts:
+    """The window query's answers for one pool while they are read."""
+
+    __slots__ = ("creates", "errors", "evictions", "quantiles")
+
+    def __init__(self) -> None:
+        self.creates: float | None = None
+        self.evictions: dict[str, float] | None = None
+        self.errors: float | None = None
+        self.quantiles: dict[str, float | None] = {}
+
+    def add(self, part: str, metric: Mapping[str, Any], value: float) -> None:
+        if not math.isfinite(value):
+            if part.startswith("wait_q"):
+                self.quantiles[part] = None  # NaN: nobody waited in the window
+            return
+        if part == "creates":
+            if metric.get("outcome") != "error":
+                self.creates = (self.creates or 0.0) + value
+            elif self.creates is None:
+                self.creates = 0.0
+        elif part == "evictions":
+            self.evictions = self.evictions if self.evictions is not None else {}
+            reason = str(metric.get("pool_eviction_reason", "other"))
+            self.evictions[reason] = self.evictions.get(reason, 0.0) + value
+        elif part == "errors":
+            self.errors = (self.errors or 0.0) + value
+        elif part.startswith("wait_q"):
+            self.quantiles[part] = value
+
+    def stats(self) -> WindowStats:
+        quantiles = None
+        if self.quantiles:
+            get = self.quantiles.get
+            quantiles = (get("wait_q0.5"), get("wait_q0.95"), get("wait_q0.99"))
+        return WindowStats(self.creates, self.evictions, self.errors, quantiles)
+
+
+def _window_stats(
+    window: Sequence[Mapping[str, Any]], instance_of: Callable[[Mapping[str, Any]], str]
+) -> dict[tuple[str, str], WindowStats]:
+    parts: dict[tuple[str, str], _WindowParts] = {}
+    for item in window:
+        metric = item["metric"]
+        pool = metric.get("pool_name")
+        if pool is None:
+            continue
+        key = (instance_of(metric), str(pool))
+        entry = parts.get(key)
+        if entry is None:
+            entry = parts[key] = _WindowParts()
+        entry.add(str(metric.get(_PART, "")), metric, _number(item))
+    return {key: entry.stats() for key, entry in parts.items()}
+
+
+def _with_window(sample: PoolSample, stats: WindowStats | None) -> PoolSample:
+    return sample if stats is None else dataclasses.replace(sample, window=stats)
 
 
 class ReplaySource:
