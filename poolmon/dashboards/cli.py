@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from poolmon.errors import ConfigError
 from poolmon.exitstatus import FAILED, OK, USAGE, HelpFormatter, epilog, usage_error
 
 __all__ = ["EXIT_STATUSES", "main", "register"]
@@ -85,17 +86,20 @@ def _run(args: argparse.Namespace) -> int:
     from poolmon.dashboards.lint import lint_dashboard
 
     if args.output is not None and not args.output.strip():
-        return usage_error(_COMMAND, "--output='' is invalid: expected a directory path")
+        return usage_error(_COMMAND, str(ConfigError("--output", "", "a directory path")))
     output = Path(args.output) if args.output is not None else default_output()
     problem = _unusable(output)
     if problem is not None:
-        return usage_error(_COMMAND, f"--output={str(output)!r} is invalid: {problem}")
+        return usage_error(_COMMAND, str(ConfigError("--output", str(output), problem)))
     files = generator.dashboard_files()
     if not args.check:
         try:
             written = generator.write(output)
         except OSError as exc:
-            return usage_error(_COMMAND, f"--output={str(output)!r}: cannot write: {_reason(exc)}")
+            return usage_error(
+                _COMMAND,
+                str(ConfigError("--output", str(output), f"a writable directory ({_reason(exc)})")),
+            )
         for path in written:
             print(f"wrote {path}")
         return OK
@@ -105,7 +109,8 @@ def _run(args: argparse.Namespace) -> int:
         try:
             current = path.read_text(encoding="utf-8") if path.exists() else None
         except (OSError, UnicodeDecodeError) as exc:
-            return usage_error(_COMMAND, f"cannot read {str(path)!r}: {_reason(exc)}")
+            accepted = f"a directory of readable dashboard files ({path.name}: {_reason(exc)})"
+            return usage_error(_COMMAND, str(ConfigError("--output", str(output), accepted)))
         if current != text:
             print(f"{path}: differs from the generator; run `poolmon dashboards build`")
             status = FAILED
@@ -122,12 +127,12 @@ def _unusable(output: Path) -> str | None:
     """Why ``output`` cannot be the dashboards directory (None: it can, or may be created)."""
     text = str(output)
     if "\x00" in text:
-        return "expected a directory path, got one with a NUL byte"
+        return "a directory path (without NUL bytes)"
     try:
         if output.exists() and not output.is_dir():
-            return "expected a directory, it is a file"
+            return "a directory (this is a file)"
     except OSError as exc:
-        return f"expected a directory path ({_reason(exc)})"
+        return f"a directory path ({_reason(exc)})"
     return None
 
 

@@ -128,6 +128,51 @@ def _check(env: Mapping[str, str], given: Mapping[str, str] | None = None) -> st
     return None
 
 
+def _check_options(args: argparse.Namespace) -> str | None:
+    """What the options name that the program could not use (the paths it will write)."""
+    from poolmon.errors import ConfigError
+
+    if args.exporter is not None and not settings_from_args(args).get("POOLMON_EXPORTERS"):
+        return str(ConfigError("--exporter", ",".join(args.exporter), _EXPORTERS_ACCEPTED))
+    for option, path in (("--jsonl", args.jsonl), ("--info-file", args.info_file)):
+        problem = _unwritable(path) if path else None
+        if problem is not None:
+            return str(ConfigError(option, path, f"a file path that can be written ({problem})"))
+    return None
+
+
+def _check_paths(env: Mapping[str, str], given: Mapping[str, str]) -> str | None:
+    from poolmon.errors import ConfigError
+
+    path = env.get("POOLMON_JSONL_PATH")
+    if path and "POOLMON_JSONL_PATH" not in given and "jsonl" in env.get("POOLMON_EXPORTERS", ""):
+        problem = _unwritable(path)
+        if problem is not None:
+            return str(
+                ConfigError(
+                    "POOLMON_JSONL_PATH", path, f"a file path that can be written ({problem})"
+                )
+            )
+    return None
+
+
+def _unwritable(path: str) -> str | None:
+    """Why a file cannot be created or appended to at ``path`` (None: it can, as far as a
+    read-only look can tell)."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        return "it is a directory"
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        return "its directory does not exist" if not os.path.exists(parent) else "not a directory"
+    if not os.access(parent, os.W_OK):
+        return "its directory is not writable"
+    return None
+
+
+_EXPORTERS_ACCEPTED: Final = "prometheus, otlp or jsonl (repeat or comma-separate for several)"
+
+
 def _run(args: argparse.Namespace) -> int:
     from poolmon.run.env import build_environment
 
@@ -142,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     given = settings_from_args(args)
     env = build_environment(given)
-    problem = _check(env, given)
+    problem = _check_options(args) or _check(env, given) or _check_paths(env, given)
     if problem is not None:
         print(f"poolmon run: {problem}", file=sys.stderr)
         return 2

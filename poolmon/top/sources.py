@@ -53,6 +53,7 @@ __all__ = [
     "ReplaySource",
     "Source",
     "check_http_url",
+    "check_window",
     "normalize_metrics_url",
     "parse_api_answer",
     "window_query",
@@ -195,6 +196,13 @@ _GROUP: Final = "job, instance, pool_name"
 Getter = Callable[[str, float, str], bytes]
 
 
+def check_window(window: str) -> str:
+    """``window`` if it is a PromQL duration, else :class:`ConfigError`."""
+    if not _DURATION.match(window):
+        raise ConfigError("window", window, "a PromQL duration such as 30s, 1m or 5m")
+    return window
+
+
 def window_query(window: str) -> str:
     """One PromQL query for every pool's rates and recent wait quantiles over ``window``.
 
@@ -278,8 +286,7 @@ class PrometheusSource:
         clock: Callable[[], float] = time.time,
         getter: Getter | None = None,
     ) -> None:
-        if not _DURATION.match(window):
-            raise ConfigError("window", window, "a PromQL duration such as 30s, 1m or 5m")
+        check_window(window)
         if "://" not in url:
             url = "http://" + url
         self.url = url.rstrip("/")

@@ -45,12 +45,13 @@ def test_dashboards_build_into_an_impossible_directory_names_the_path_and_reason
     assert main(["dashboards", "build", "--out", "/proc/x"]) == 2
     err = capsys.readouterr().err
     assert err == (
-        "poolmon dashboards build: --output='/proc/x': cannot write: No such file or directory\n"
+        "poolmon dashboards build: --output='/proc/x' is invalid: expected a writable directory "
+        "(No such file or directory)\n"
     )
     afile = tmp_path / "file"
     afile.write_text("x")
     assert main(["dashboards", "build", "--output", str(afile)]) == 2
-    assert "expected a directory, it is a file" in capsys.readouterr().err
+    assert "expected a directory (this is a file)" in capsys.readouterr().err
     assert main(["dashboards", "build", "--check", "--output", str(tmp_path / "nothing")]) == 1
 
 
