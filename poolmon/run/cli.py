@@ -8,7 +8,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["register", "settings_from_args"]
+from poolmon.exitstatus import USAGE, epilog, usage_error
+
+__all__ = ["EXIT_STATUSES", "register", "settings_from_args"]
 
 _DESCRIPTION = """\
 Run COMMAND (any Python program: python app.py, gunicorn ..., pytest ...) with every supported
@@ -34,13 +36,24 @@ POOLMON_OTLP_ENDPOINT, POOLMON_JSONL_PATH, POOLMON_SEMCONV, POOLMON_LEAK_THRESHO
 POOLMON_RUN_INFO (see docs/run.md).
 """
 
+#: The ``--help`` section (and docs/run.md) on exit statuses.
+EXIT_STATUSES: Final = epilog(
+    {
+        USAGE: "no COMMAND, or a bad option or POOLMON_* value (the message names the option "
+        "or variable and what it accepts); COMMAND is not started",
+        126: "COMMAND cannot be executed (permission denied)",
+        127: "COMMAND not found",
+    },
+    before="Otherwise the exit status is COMMAND's own (it replaces this process).",
+)
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "run",
         help="Run a Python program with every installed pool instrumented",
         description=_DESCRIPTION,
-        epilog=_EPILOG,
+        epilog=f"{_EPILOG}\n{EXIT_STATUSES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -180,17 +193,14 @@ def _run(args: argparse.Namespace) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
-        print(
-            "poolmon run: no command given (usage: poolmon run [options] -- COMMAND ...)",
-            file=sys.stderr,
+        return usage_error(
+            "run", "COMMAND is missing: expected poolmon run [options] -- COMMAND ..."
         )
-        return 2
     given = settings_from_args(args)
     env = build_environment(given)
     problem = _check_options(args) or _check(env, given) or _check_paths(env, given)
     if problem is not None:
-        print(f"poolmon run: {problem}", file=sys.stderr)
-        return 2
+        return usage_error("run", problem)
     info = env.get("POOLMON_RUN_INFO")
     if info and os.path.exists(info):
         os.unlink(info)  # the bootstrap writes it only if absent: no stale file from a past run

@@ -143,6 +143,22 @@ def _invalid(text: str, exc: ValueError) -> tuple[str, str]:
     return redact_url(text), f"invalid URL: {scrub(str(exc))}"
 
 
+_SAMPLE_START: Final = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*\s*(\{|\s)")
+
+
+def _not_exposition(text: str) -> str | None:
+    """Why ``text`` is no Prometheus exposition (None: it looks like one, or is empty)."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#") or _SAMPLE_START.match(stripped):
+            return None
+        shown = scrub(stripped[:40]).encode("ascii", "backslashreplace").decode("ascii")
+        return f"not a Prometheus exposition (it starts with {shown!r})"
+    return None
+
+
 class MetricsUrlSource:
     """One ``/metrics`` endpoint, parsed with :class:`ExpositionParser`."""
 
@@ -180,8 +196,17 @@ class MetricsUrlSource:
             return [SourceResult(self._label, False, self._clock(), error=_describe(exc))]
 
     def parse(self, text: str, taken_at: float) -> SourceResult:
-        """The result for an exposition ``text`` read at ``taken_at`` (benchmarks use it)."""
-        return SourceResult(self._label, True, taken_at, self._reader.read(text))
+        """The result for an exposition ``text`` read at ``taken_at`` (benchmarks use it).
+
+        A page that is not an exposition at all (an HTML error or login page, JSON) is a bad
+        source with that reason; in a real one, lines that cannot be read are dropped.
+        """
+        pools = self._reader.read(text)
+        if not pools:
+            problem = _not_exposition(text)
+            if problem is not None:
+                return SourceResult(self._label, False, taken_at, error=problem)
+        return SourceResult(self._label, True, taken_at, pools)
 
 
 #: The catalog series ``top`` asks Prometheus for: one regex, one round trip.
@@ -347,6 +372,9 @@ class PrometheusSource:
             scraped[instance] = max(scraped.get(instance, 0.0), _number(item))
         stats = _window_stats(window, self._instance)
         now = self._clock()
+        if not builders and not any(item["value"][1] == "0" for item in up):
+            # Prometheus answered and holds no poolmon series (yet): up, with no pools.
+            return [SourceResult(self._label, True, now, ())]
         results = [
             SourceResult(
                 instance,
@@ -441,9 +469,14 @@ class ReplaySource:
             self.replay.poll()
         except Exception as exc:
             return [SourceResult(self._label, False, self.replay.event_time, error=_describe(exc))]
-        pools = tuple(sample_from_snapshot(s) for s in self.replay.registry.snapshot())
+        replay = self.replay
+        if replay.applied == 0 and replay.first_skipped is not None:
+            lineno, reason = replay.first_skipped
+            error = f"no poolmon events: {replay.skipped} lines skipped (line {lineno}: {reason})"
+            return [SourceResult(self._label, False, replay.event_time, error=error)]
+        pools = tuple(sample_from_snapshot(s) for s in replay.registry.snapshot())
         # Event time, not wall time: rates of a replay are rates of what was recorded.
-        return [SourceResult(self._label, True, self.replay.event_time, pools)]
+        return [SourceResult(self._label, True, replay.event_time, pools)]
 
 
 class RegistrySource:

@@ -145,7 +145,9 @@ COMMANDS: Final[tuple[CommandSpec, ...]] = (
             Param("--leak-threshold", bad_float(lambda v: v > 0)),
             Param("--info-file", path_tokens("dir", "under-file", "missing", "proc")),
             # In the environment an empty value means "not set" (the default applies).
-            Param("POOLMON_EXPORTERS", nasty_text.filter(lambda t: _set(t) and not _exporters_ok(t))),
+            Param(
+                "POOLMON_EXPORTERS", nasty_text.filter(lambda t: _set(t) and not _exporters_ok(t))
+            ),
             Param("POOLMON_PROMETHEUS_PORT", bad_int(0, 65535).filter(_set)),
             Param("POOLMON_PROMETHEUS_ADDR", st.sampled_from(_BAD_ADDRS)),
             Param("POOLMON_LEAK_THRESHOLD", bad_float(lambda v: v > 0).filter(_set)),
@@ -170,6 +172,7 @@ COMMANDS: Final[tuple[CommandSpec, ...]] = (
         (Param("--output", path_tokens("file", "under-file", "proc", "empty")),),
     ),
 )
+
 
 def all_params() -> list[tuple[CommandSpec, Param]]:
     return [(spec, param) for spec in COMMANDS for param in spec.params]

@@ -111,7 +111,7 @@ def invoke(argv: Sequence[str], env: Mapping[str, str | None] | None = None) -> 
             status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except _Exec as exc:
             exec_argv = exc.argv
-        except BaseException:  # noqa: BLE001 - exactly what the fuzz tests look for
+        except BaseException:
             crash = traceback.format_exc()
         finally:
             faulthandler.cancel_dump_traceback_later()
@@ -119,7 +119,7 @@ def invoke(argv: Sequence[str], env: Mapping[str, str | None] | None = None) -> 
             try:
                 out.flush()
                 err.flush()
-            except Exception:  # noqa: BLE001 - a strict stdout that could not encode
+            except Exception:
                 crash = (crash or "") + traceback.format_exc()
     return Outcome(
         tuple(argv),

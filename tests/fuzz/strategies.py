@@ -62,9 +62,7 @@ def _no_nul(text: str) -> bool:
 
 
 #: Text of every kind a user (or a script gone wrong) can type.
-nasty_text: Final = st.one_of(
-    st.sampled_from(_SAMPLES), st.text(max_size=30).filter(_no_nul)
-)
+nasty_text: Final = st.one_of(st.sampled_from(_SAMPLES), st.text(max_size=30).filter(_no_nul))
 
 
 def _parses(text: str, kind: Callable[[str], float]) -> float | None:
@@ -90,9 +88,7 @@ def bad_float(valid: Callable[[float], bool]) -> st.SearchStrategy[str]:
 
 def bad_int(low: int, high: int) -> st.SearchStrategy[str]:
     """Strings that are not an integer in ``[low, high]``."""
-    numbers = st.one_of(
-        st.integers(-(10**30), low - 1), st.integers(high + 1, 10**30)
-    ).map(str)
+    numbers = st.one_of(st.integers(-(10**30), low - 1), st.integers(high + 1, 10**30)).map(str)
 
     def refused(text: str) -> bool:
         value = _parses(text, int)
