@@ -85,6 +85,8 @@ def _describe(exc: BaseException) -> str:
         return scrub(str(text))
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return scrub(exc.strerror)  # the path or address is the source's label already
     text = str(exc)
     return scrub(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
