@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import IO, Any, Final
 
@@ -15,16 +16,15 @@ from poolmon.conformance.rules import RULES
 from poolmon.errors import ConfigError
 from poolmon.exitstatus import FAILED, OK, USAGE, HelpFormatter, epilog, usage_error
 
-__all__ = ["EXIT_STATUSES", "register", "run_validate"]
+__all__ = ["EXIT_STATUSES", "STATUSES", "register", "run_validate"]
 
-#: The ``--help`` section (and README / spec/README.md) on exit statuses.
-EXIT_STATUSES: Final = epilog(
-    {
-        OK: "the stream is clean",
-        FAILED: "problems were found (each printed as FILE:LINE: RULE: message)",
-        USAGE: "a usage error, or FILE cannot be read (missing, a directory, unreadable)",
-    }
-)
+#: Exit statuses and what they mean (docs/*.md lists the same; a test compares them).
+STATUSES: Final[Mapping[int, str]] = {
+    OK: "the stream is clean",
+    FAILED: "problems were found (each printed as FILE:LINE: RULE: message)",
+    USAGE: "a usage error, or FILE cannot be read (missing, a directory, unreadable)",
+}
+EXIT_STATUSES: Final = epilog(STATUSES)
 
 
 def register(subparsers: Any) -> None:

@@ -9,23 +9,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from poolmon.errors import ConfigError
 from poolmon.exitstatus import FAILED, OK, USAGE, HelpFormatter, epilog, usage_error
 
-__all__ = ["EXIT_STATUSES", "main", "register"]
+__all__ = ["EXIT_STATUSES", "STATUSES", "main", "register"]
 
-#: The ``--help`` section (and docs/dashboards.md) on exit statuses.
-EXIT_STATUSES: Final = epilog(
-    {
-        OK: "written, or (--check) every file is up to date and lint-clean",
-        FAILED: "--check: a file differs from the generator's output or fails lint",
-        USAGE: "bad option, unusable --output (not a directory, cannot be created or read), "
-        "or the dashboards extra is missing",
-    }
-)
+#: Exit statuses and what they mean (docs/*.md lists the same; a test compares them).
+STATUSES: Final[Mapping[int, str]] = {
+    OK: "written, or (--check) every file is up to date and lint-clean",
+    FAILED: "--check: a file differs from the generator's output or fails lint",
+    USAGE: "bad option, unusable --output (not a directory, cannot be created or read), "
+    "or the dashboards extra is missing",
+}
+EXIT_STATUSES: Final = epilog(STATUSES)
 _COMMAND: Final = "dashboards build"
 
 _INSTALL_HINT = (

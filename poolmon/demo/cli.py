@@ -9,23 +9,23 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, Final
 
 from poolmon.errors import ConfigError
 from poolmon.exitstatus import OK, USAGE, HelpFormatter, epilog, usage_error
 
-__all__ = ["DEFAULT_PORT", "EXIT_STATUSES", "register"]
+__all__ = ["DEFAULT_PORT", "EXIT_STATUSES", "STATUSES", "register"]
 
 #: The Prometheus exporter's default port, so a plain ``poolmon top`` elsewhere finds the demo.
 DEFAULT_PORT: Final = 9464
 
-#: The ``--help`` section (and docs/top.md) on exit statuses.
-EXIT_STATUSES: Final = epilog(
-    {
-        OK: "stopped by q, Ctrl-C, SIGTERM or at the end of --duration",
-        USAGE: "a bad option, a --port that cannot be bound, or the demo extra is missing",
-    }
-)
+#: Exit statuses and what they mean (docs/*.md lists the same; a test compares them).
+STATUSES: Final[Mapping[int, str]] = {
+    OK: "stopped by q, Ctrl-C, SIGTERM or at the end of --duration",
+    USAGE: "a bad option, a --port that cannot be bound, or the demo extra is missing",
+}
+EXIT_STATUSES: Final = epilog(STATUSES)
 
 
 def register(subparsers: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from poolmon.exitstatus import USAGE, epilog, usage_error
 
-__all__ = ["EXIT_STATUSES", "register", "settings_from_args"]
+__all__ = ["EXIT_STATUSES", "STATUSES", "register", "settings_from_args"]
 
 _DESCRIPTION = """\
 Run COMMAND (any Python program: python app.py, gunicorn ..., pytest ...) with every supported
@@ -36,15 +36,15 @@ POOLMON_OTLP_ENDPOINT, POOLMON_JSONL_PATH, POOLMON_SEMCONV, POOLMON_LEAK_THRESHO
 POOLMON_RUN_INFO (see docs/run.md).
 """
 
-#: The ``--help`` section (and docs/run.md) on exit statuses.
+#: Exit statuses and what they mean (docs/*.md lists the same; a test compares them).
+STATUSES: Final[Mapping[int, str]] = {
+    USAGE: "no COMMAND, or a bad option or POOLMON_* value (the message names the option "
+    "or variable and what it accepts); COMMAND is not started",
+    126: "COMMAND cannot be executed (permission denied)",
+    127: "COMMAND not found",
+}
 EXIT_STATUSES: Final = epilog(
-    {
-        USAGE: "no COMMAND, or a bad option or POOLMON_* value (the message names the option "
-        "or variable and what it accepts); COMMAND is not started",
-        126: "COMMAND cannot be executed (permission denied)",
-        127: "COMMAND not found",
-    },
-    before="Otherwise the exit status is COMMAND's own (it replaces this process).",
+    STATUSES, before="Otherwise the exit status is COMMAND's own (it replaces this process)."
 )
 
 

@@ -8,25 +8,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from typing import Any, Final
 
 from poolmon.exitstatus import FAILED, OK, USAGE, HelpFormatter, epilog, usage_error
 
-__all__ = ["DEFAULT_URL", "EXIT_STATUSES", "register"]
+__all__ = ["DEFAULT_URL", "EXIT_STATUSES", "STATUSES", "register"]
 
 #: Where poolmon's Prometheus exporter listens by default.
 DEFAULT_URL: Final = "http://127.0.0.1:9464/metrics"
 
 _ONCE_WIDTH: Final = 400
 
-#: The ``--help`` section (and docs/top.md) on exit statuses.
+#: Exit statuses and what they mean (docs/*.md lists the same; a test compares them).
+STATUSES: Final[Mapping[int, str]] = {
+    OK: "quit with q; with --once: at least one source answered",
+    FAILED: "with --once: no source answered (each is listed DOWN with its reason)",
+    USAGE: "a bad option (the message names it and what it accepts), or the top extra is missing",
+    130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM); the terminal is restored either way",
+}
 EXIT_STATUSES: Final = epilog(
-    {
-        OK: "quit with q (or Ctrl-C); with --once: at least one source answered",
-        FAILED: "with --once: no source answered (each is listed DOWN with its reason)",
-        USAGE: "a bad option (the message names it and what it accepts), or the top extra is "
-        "missing",
-    },
+    STATUSES,
     before="Keys: s sort, r reverse, / filter, p pause, +/- refresh, Enter detail, ? help, "
     "q quit.\nA source that cannot be read (a bad URL, a missing log) is shown DOWN with the "
     "reason; the\nothers carry on.",
