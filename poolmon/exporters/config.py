@@ -79,7 +79,9 @@ class ExporterConfig:
             raise ConfigError("addr", self.addr, "an IP address or a host name")
         if self.otlp_endpoint is not None and not _is_endpoint(self.otlp_endpoint):
             raise ConfigError(
-                "otlp_endpoint", self.otlp_endpoint, "an http(s) URL or host:port, with a host"
+                "otlp_endpoint",
+                self.otlp_endpoint,
+                _ENDPOINT_ACCEPTED,
             )
         if (self.certfile is None) != (self.keyfile is None):
             raise ConfigError(
@@ -111,7 +113,9 @@ class ExporterConfig:
         endpoint = environ.get("POOLMON_OTLP_ENDPOINT", "").strip() or None
         if endpoint is not None and not _is_endpoint(endpoint):
             raise ConfigError(
-                "POOLMON_OTLP_ENDPOINT", endpoint, "an http(s) URL or host:port, with a host"
+                "POOLMON_OTLP_ENDPOINT",
+                endpoint,
+                _ENDPOINT_ACCEPTED,
             )
         return cls(
             exporters=names,
@@ -127,6 +131,7 @@ class ExporterConfig:
         )
 
 
+_ENDPOINT_ACCEPTED: Final = "an http(s) URL or host:port with a host, or unix:///path"
 _HOST_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
@@ -142,9 +147,12 @@ def _is_host(text: str) -> bool:
 
 
 def _is_endpoint(text: str) -> bool:
-    """An OTLP endpoint: an http(s) URL, or ``host:port`` (gRPC's form), with a usable host."""
+    """An OTLP endpoint: an http(s) URL or ``host:port`` (gRPC's form) with a usable host, or
+    gRPC's ``unix:///path``."""
     if any(c.isspace() or not c.isprintable() for c in text):
         return False
+    if text.startswith("unix:"):
+        return len(text.removeprefix("unix:").lstrip("/")) > 0
     try:
         parts = urlsplit(text if "://" in text else "http://" + text)
         parts.port  # noqa: B018  (ValueError: not a number or outside 0-65535)
