@@ -177,7 +177,11 @@ def _unwritable(path: str) -> str | None:
         return "it is a directory"
     parent = os.path.dirname(target)
     if not os.path.isdir(parent):
-        return "its directory does not exist" if not os.path.exists(parent) else "not a directory"
+        return (
+            "its directory does not exist"
+            if not os.path.exists(parent)
+            else "its directory is a file"
+        )
     if not os.access(parent, os.W_OK):
         return "its directory is not writable"
     return None

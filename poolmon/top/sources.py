@@ -47,6 +47,7 @@ from poolmon.top.samples import (
 )
 
 __all__ = [
+    "BadAnswer",
     "MetricsUrlSource",
     "PrometheusSource",
     "RegistrySource",
@@ -87,8 +88,14 @@ def _describe(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, OSError) and exc.strerror:
         return scrub(exc.strerror)  # the path or address is the source's label already
-    text = str(exc)
+    text = " ".join(str(exc).split())  # one line, whatever the other program answered
+    if isinstance(exc, BadAnswer):
+        return scrub(text)
     return scrub(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+class BadAnswer(ValueError):
+    """What a source read is not what it should be (the message says how)."""
 
 
 def _get(url: str, timeout: float, accept: str) -> bytes:
@@ -255,21 +262,21 @@ _QUANTILES: Final = ("0.5", "0.95", "0.99")
 
 
 def parse_api_answer(body: bytes) -> list[Mapping[str, Any]]:
-    """The ``data.result`` of a Prometheus query API answer, else ``ValueError`` with the reason
-    (not JSON, an error answer, not a vector). Malformed entries of the vector are dropped."""
+    """The ``data.result`` of a Prometheus query API answer, else :class:`BadAnswer` with the
+    reason (not JSON, an error answer, not a vector). Malformed entries of the vector are dropped."""
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
-        raise ValueError("not a Prometheus API answer (not JSON)") from None
+        raise BadAnswer("not a Prometheus API answer (not JSON)") from None
     if not isinstance(doc, dict):
-        raise ValueError("not a Prometheus API answer (not a JSON object)")
+        raise BadAnswer("not a Prometheus API answer (not a JSON object)")
     if doc.get("status") != "success":
         reason = doc.get("error")
-        raise ValueError(f"query failed: {reason if isinstance(reason, str) else 'unknown error'}")
+        raise BadAnswer(f"query failed: {reason if isinstance(reason, str) else 'unknown error'}")
     data = doc.get("data")
     result = data.get("result") if isinstance(data, dict) else None
     if not isinstance(result, list):
-        raise ValueError("not a Prometheus API answer (no data.result list)")
+        raise BadAnswer("not a Prometheus API answer (no data.result list)")
     return [item for item in result if _valid_item(item)]
 
 

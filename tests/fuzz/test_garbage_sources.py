@@ -144,6 +144,12 @@ def test_any_prometheus_answer_is_read_or_shown_bad(body: bytes) -> None:
     TopModel().update(results)
 
 
+def test_a_prometheus_error_answer_is_shown_with_its_reason_on_one_line() -> None:
+    body = b'{"status":"error","errorType":"bad_data","error":"parse error:\\nunexpected"}'
+    (result,) = PrometheusSource("prom:9090", getter=lambda *a: body).fetch()
+    assert not result.ok and result.error == "query failed: parse error: unexpected"
+
+
 def test_an_empty_prometheus_is_up_with_no_pools() -> None:
     empty = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
     (result,) = PrometheusSource("prom:9090", getter=lambda *a: empty).fetch()
