@@ -20,6 +20,10 @@ __all__ = [
 ]
 
 
+#: How much of a refused value a ConfigError message repeats.
+_SHOWN_MAX = 200
+
+
 class PoolmonError(Exception):
     """Base of every error poolmon raises."""
 
@@ -33,6 +37,8 @@ class ConfigError(PoolmonError, ValueError):
         self.accepted = accepted
         # A setting can be a credentialed URL or DSN: the message shows it only after scrubbing.
         shown = scrub(repr(value))
+        if len(shown) > _SHOWN_MAX:  # a huge value is not repeated back whole
+            shown = f"{shown[:_SHOWN_MAX]}...({len(shown)} characters)"
         super().__init__(f"{parameter}={shown} is invalid: expected {accepted}")
 
 

@@ -68,6 +68,10 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--interval", args.interval, "seconds in [1, 86400]")
     if not 0 <= args.port <= 65535:
         raise ConfigError("--port", args.port, "an integer in [0, 65535] (0 picks a free port)")
+    from poolmon.exporters.config import is_listen_host
+
+    if not is_listen_host(args.addr):
+        raise ConfigError("--addr", args.addr, "an IP address or a host name to listen on")
     if args.duration is not None and not 0 < args.duration <= 10**7:
         raise ConfigError("--duration", args.duration, "seconds in (0, 10000000]")
     if not args.pgbouncer and not args.backend:

@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from poolmon.conformance.rules import RULES
+from poolmon.errors import ConfigError
+from poolmon.exitstatus import FAILED, OK, USAGE, HelpFormatter, epilog, usage_error
 
-__all__ = ["register", "run_validate"]
+__all__ = ["EXIT_STATUSES", "STATUSES", "register", "run_validate"]
+
+#: Exit statuses and what they mean (docs/*.md lists the same; a test compares them).
+STATUSES: Final[Mapping[int, str]] = {
+    OK: "the stream is clean",
+    FAILED: "problems were found (each printed as FILE:LINE: RULE: message)",
+    USAGE: "a usage error, or FILE cannot be read (missing, a directory, unreadable)",
+}
+EXIT_STATUSES: Final = epilog(STATUSES)
 
 
 def register(subparsers: Any) -> None:
@@ -33,8 +44,8 @@ def register(subparsers: Any) -> None:
             "M problems'. Exit status 0 when clean, 1 when problems were found, 2 on a usage "
             "or I/O error."
         ),
-        epilog=f"rules:\n{rules}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"rules:\n{rules}\n\n{EXIT_STATUSES}",
+        formatter_class=HelpFormatter,
     )
     validate.add_argument("file", metavar="FILE", help="a JSONL file, or - for standard input")
     validate.set_defaults(func=_run)
@@ -78,11 +89,11 @@ def run_validate(
         out.flush()
     except BrokenPipeError:
         return 1  # the reader went away (| head): nothing more to say
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        err.write(f"poolmon spec validate: cannot read {name}: {reason}\n")
-        return 2
-    return 1 if count else 0
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
+        accepted = f"a readable JSONL file, or - for standard input ({reason})"
+        return usage_error("spec validate", str(ConfigError("FILE", path, accepted)), err=err)
+    return FAILED if count else OK
 
 
 def _source(path: str, stdin: IO[bytes] | None) -> AbstractContextManager[IO[bytes]]:

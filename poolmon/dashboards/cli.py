@@ -9,10 +9,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["main", "register"]
+from poolmon.errors import ConfigError
+from poolmon.exitstatus import FAILED, OK, USAGE, HelpFormatter, epilog, usage_error
+
+__all__ = ["EXIT_STATUSES", "STATUSES", "main", "register"]
+
+#: Exit statuses and what they mean (docs/*.md lists the same; a test compares them).
+STATUSES: Final[Mapping[int, str]] = {
+    OK: "written, or (--check) every file is up to date and lint-clean",
+    FAILED: "--check: a file differs from the generator's output or fails lint",
+    USAGE: "bad option, unusable --output (not a directory, cannot be created or read), "
+    "or the dashboards extra is missing",
+}
+EXIT_STATUSES: Final = epilog(STATUSES)
+_COMMAND: Final = "dashboards build"
 
 _INSTALL_HINT = (
     "poolmon dashboards needs grafana-foundation-sdk: pip install 'poolmon[dashboards]' "
@@ -37,11 +51,12 @@ def register(subparsers: Any) -> None:
         "build",
         help="Write the dashboard JSON (or --check that the files are up to date)",
         description="Write the dashboard JSON files, or with --check verify them and lint them.",
+        epilog=EXIT_STATUSES,
+        formatter_class=HelpFormatter,
     )
     build.add_argument(
         "--output",
         "-o",
-        type=Path,
         default=None,
         help="directory for the JSON files (default: the checkout's dashboards/ or ./dashboards)",
     )
@@ -70,25 +85,63 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     from poolmon.dashboards.lint import lint_dashboard
 
-    output: Path = args.output if args.output is not None else default_output()
+    if args.output is not None and not args.output.strip():
+        return usage_error(_COMMAND, str(ConfigError("--output", "", "a directory path")))
+    output = Path(args.output) if args.output is not None else default_output()
+    problem = _unusable(output)
+    if problem is not None:
+        return usage_error(_COMMAND, str(ConfigError("--output", str(output), problem)))
     files = generator.dashboard_files()
     if not args.check:
-        for path in generator.write(output):
+        try:
+            written = generator.write(output)
+        except OSError as exc:
+            return usage_error(
+                _COMMAND,
+                str(ConfigError("--output", str(output), f"a writable directory ({_reason(exc)})")),
+            )
+        for path in written:
             print(f"wrote {path}")
-        return 0
-    status = 0
+        return OK
+    status = OK
     for name, text in files.items():
         path = output / name
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
+        try:
+            current = path.read_text(encoding="utf-8") if path.exists() else None
+        except (OSError, UnicodeDecodeError) as exc:
+            accepted = f"a directory of readable dashboard files ({path.name}: {_reason(exc)})"
+            return usage_error(_COMMAND, str(ConfigError("--output", str(output), accepted)))
+        if current != text:
             print(f"{path}: differs from the generator; run `poolmon dashboards build`")
-            status = 1
+            status = FAILED
             continue
-        for problem in lint_dashboard(json.loads(text)):
-            print(f"{path}: {problem}")
-            status = 1
-    if status == 0:
+        for finding in lint_dashboard(json.loads(text)):
+            print(f"{path}: {finding}")
+            status = FAILED
+    if status == OK:
         print(f"{len(files)} dashboard(s) in {output} are up to date and lint-clean")
     return status
+
+
+def _unusable(output: Path) -> str | None:
+    """Why ``output`` cannot be the dashboards directory (None: it can, or may be created)."""
+    text = str(output)
+    if "\x00" in text:
+        return "a directory path (without NUL bytes)"
+    try:
+        if output.exists() and not output.is_dir():
+            return "a directory (this is a file)"
+    except OSError as exc:
+        return f"a directory path ({_reason(exc)})"
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,14 +6,26 @@ Imports the pool, exporter and top only inside the handler (``poolmon --help`` n
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["DEFAULT_PORT", "register"]
+from poolmon.errors import ConfigError
+from poolmon.exitstatus import OK, USAGE, HelpFormatter, epilog, usage_error
+
+__all__ = ["DEFAULT_PORT", "EXIT_STATUSES", "STATUSES", "register"]
 
 #: The Prometheus exporter's default port, so a plain ``poolmon top`` elsewhere finds the demo.
 DEFAULT_PORT: Final = 9464
+
+#: Exit statuses and what they mean (docs/*.md lists the same; a test compares them).
+STATUSES: Final[Mapping[int, str]] = {
+    OK: "stopped by q, Ctrl-C, SIGTERM or at the end of --duration",
+    USAGE: "a bad option, a --port that cannot be bound, or the demo extra is missing",
+}
+EXIT_STATUSES: Final = epilog(STATUSES)
 
 
 def register(subparsers: Any) -> None:
@@ -26,6 +38,8 @@ def register(subparsers: Any) -> None:
             "on a loopback /metrics endpoint and show them in poolmon top. Needs no external "
             "service. Ctrl-C (or q in the monitor) ends it."
         ),
+        epilog=EXIT_STATUSES,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--duration", type=float, default=None, metavar="S", help="stop after S seconds"
@@ -47,6 +61,25 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_run)
 
 
+def _check(args: argparse.Namespace) -> str | None:
+    """The first bad option as a message naming it (None: all fine). Everything is checked
+    before anything starts: a value refused later would leave a half-started demo."""
+    from poolmon.top.state import MAX_INTERVAL, MIN_INTERVAL
+
+    duration, phase, interval, port = args.duration, args.phase_seconds, args.interval, args.port
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        return str(ConfigError("--duration", duration, "seconds > 0"))
+    if not 0.2 <= phase <= 3600:  # DemoWorkload's range (NaN fails every comparison)
+        return str(ConfigError("--phase-seconds", phase, "seconds within [0.2, 3600]"))
+    if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
+        return str(
+            ConfigError("--interval", interval, f"seconds within [{MIN_INTERVAL}, {MAX_INTERVAL}]")
+        )
+    if port is not None and not 0 <= port <= 65535:
+        return str(ConfigError("--port", port, "an integer in [0, 65535] (0: any free port)"))
+    return None
+
+
 def _say(text: str) -> None:
     print(f"poolmon demo: {text}", flush=True)
 
@@ -66,14 +99,9 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from poolmon.errors import ConfigError
-
-    if args.duration is not None and args.duration <= 0:
-        print(
-            f"poolmon demo: {ConfigError('duration', args.duration, 'seconds > 0')}",
-            file=sys.stderr,
-        )
-        return 2
+    problem = _check(args)
+    if problem is not None:
+        return usage_error("demo", problem)
     registry = get_default_registry()
     # Handlers first, whatever the process inherited (SIGINT may come in *ignored* from a
     # non-interactive shell): a stop signal at any moment from here on ends the demo cleanly.
@@ -96,8 +124,7 @@ def _run(args: argparse.Namespace) -> int:
                     )
                     server = _serve(serve, args.port, registry)
                 except (ConfigError, OSError) as exc:
-                    print(f"poolmon demo: {exc}", file=sys.stderr)
-                    return 2
+                    return usage_error("demo", str(exc))
                 _say(f"serving {server.url}  (watch with: poolmon top {server.url})")
                 deadline = None if args.duration is None else time.monotonic() + args.duration
                 quiet = None if args.no_tui else _quiet_logs()
@@ -118,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
             if quiet is not None:
                 quiet()
     _say("stopped")
-    return 0
+    return OK
 
 
 def _quiet_logs() -> Any:

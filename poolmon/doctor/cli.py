@@ -95,15 +95,20 @@ def register(subparsers: Any) -> None:
 
 def _thresholds(args: argparse.Namespace) -> Any:
     from poolmon.doctor.thresholds import Thresholds, load_toml
+    from poolmon.errors import ConfigError
 
-    values: dict[str, object] = {}
+    thresholds = Thresholds()
     if args.thresholds:
-        values.update(load_toml(args.thresholds))
+        thresholds = thresholds.with_overrides(load_toml(args.thresholds))
     for f in fields(Thresholds):
         flag = getattr(args, "th_" + f.name)
-        if flag is not None:
-            values[f.name] = flag
-    return Thresholds().with_overrides(values)
+        if flag is None:
+            continue
+        try:
+            thresholds = thresholds.with_overrides({f.name: flag})
+        except ConfigError as exc:  # name the option as typed, not the table's key
+            raise ConfigError("--" + f.name.replace("_", "-"), exc.value, exc.accepted) from None
+    return thresholds
 
 
 def _run(args: argparse.Namespace, console: Any | None = None) -> int:

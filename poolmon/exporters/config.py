@@ -21,12 +21,15 @@ POOLMON_MULTIPROC_DIR       pre-fork mode: write snapshots here instead of servi
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import urlsplit
 
 from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import log_once
@@ -72,6 +75,14 @@ class ExporterConfig:
             math.isfinite(self.leak_threshold) and self.leak_threshold > 0
         ):
             raise ConfigError("leak_threshold", self.leak_threshold, "seconds > 0, or None")
+        if not is_listen_host(self.addr):
+            raise ConfigError("addr", self.addr, "an IP address or a host name")
+        if self.otlp_endpoint is not None and not _is_endpoint(self.otlp_endpoint):
+            raise ConfigError(
+                "otlp_endpoint",
+                self.otlp_endpoint,
+                _ENDPOINT_ACCEPTED,
+            )
         if (self.certfile is None) != (self.keyfile is None):
             raise ConfigError(
                 "certfile/keyfile", (self.certfile, self.keyfile), "both set or both unset"
@@ -82,11 +93,11 @@ class ExporterConfig:
         """Read the ``POOLMON_*`` variables (see the module docstring)."""
         raw_list = environ.get("POOLMON_EXPORTERS", "")
         names = tuple(n.strip().lower() for n in raw_list.split(",") if n.strip())
-        for name in names:
-            if name not in EXPORTER_NAMES:
-                raise ConfigError(
-                    "POOLMON_EXPORTERS", raw_list, "a comma list of " + ", ".join(EXPORTER_NAMES)
-                )
+        # Empty means unset; anything else must name exporters (a stray "," is a typo).
+        if any(name not in EXPORTER_NAMES for name in names) or (raw_list.strip() and not names):
+            raise ConfigError(
+                "POOLMON_EXPORTERS", raw_list, "a comma list of " + ", ".join(EXPORTER_NAMES)
+            )
         port = _int_env(environ, "POOLMON_PROMETHEUS_PORT", 9464, 0, 65535)
         leak = _float_env(environ, "POOLMON_LEAK_THRESHOLD")
         semconv_raw = environ.get("POOLMON_SEMCONV", "").strip().lower()
@@ -96,18 +107,58 @@ class ExporterConfig:
             semconv = False
         else:
             raise ConfigError("POOLMON_SEMCONV", semconv_raw, "true/false, 1/0, yes/no, on/off")
+        addr = environ.get("POOLMON_PROMETHEUS_ADDR", "").strip() or "127.0.0.1"
+        if not is_listen_host(addr):
+            raise ConfigError("POOLMON_PROMETHEUS_ADDR", addr, "an IP address or a host name")
+        endpoint = environ.get("POOLMON_OTLP_ENDPOINT", "").strip() or None
+        if endpoint is not None and not _is_endpoint(endpoint):
+            raise ConfigError(
+                "POOLMON_OTLP_ENDPOINT",
+                endpoint,
+                _ENDPOINT_ACCEPTED,
+            )
         return cls(
             exporters=names,
             port=port,
-            addr=environ.get("POOLMON_PROMETHEUS_ADDR", "127.0.0.1") or "127.0.0.1",
+            addr=addr,
             certfile=environ.get("POOLMON_PROMETHEUS_CERTFILE") or None,
             keyfile=environ.get("POOLMON_PROMETHEUS_KEYFILE") or None,
-            otlp_endpoint=environ.get("POOLMON_OTLP_ENDPOINT") or None,
+            otlp_endpoint=endpoint,
             jsonl_path=environ.get("POOLMON_JSONL_PATH") or "poolmon-events.jsonl",
             semconv=semconv,
             leak_threshold=leak,
             multiprocess_dir=environ.get("POOLMON_MULTIPROC_DIR") or None,
         )
+
+
+_ENDPOINT_ACCEPTED: Final = "an http(s) URL or host:port with a host, or unix:///path"
+_HOST_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_listen_host(text: str) -> bool:
+    """An IP literal (IPv6 with or without brackets) or a syntactically valid host name."""
+    try:
+        ipaddress.ip_address(text[1:-1] if text.startswith("[") and text.endswith("]") else text)
+        return True
+    except ValueError:
+        pass
+    name = text[:-1] if text.endswith(".") else text
+    return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(p) for p in name.split("."))
+
+
+def _is_endpoint(text: str) -> bool:
+    """An OTLP endpoint: an http(s) URL or ``host:port`` (gRPC's form) with a usable host, or
+    gRPC's ``unix:///path``."""
+    if any(c.isspace() or not c.isprintable() for c in text):
+        return False
+    if text.startswith("unix:"):
+        return len(text.removeprefix("unix:").lstrip("/")) > 0
+    try:
+        parts = urlsplit(text if "://" in text else "http://" + text)
+        parts.port  # noqa: B018  (ValueError: not a number or outside 0-65535)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _int_env(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -7,7 +7,9 @@ cycle). Everything is read from :meth:`PoolRegistry.snapshot` at collection time
   ``ObservableGauge``, ``ObservableCounter`` reporting poolmon's cumulative totals) whose
   callbacks return the points of the shared model (:mod:`poolmon.exporters.model`).
 * **histograms**: the SDK has no observable histogram, and this SDK (1.45) has no
-  ``MetricProducer`` hook either. poolmon's histograms already are fixed-bucket aggregates, so
+  ``MetricProducer`` hook either (the private SDK names this needs are all in
+  :mod:`poolmon.exporters._otel_sdk_bridge`, gated on the SDK versions they were checked
+  against; on any other version histograms are skipped with one warning, the rest exports). poolmon's histograms already are fixed-bucket aggregates, so
   the bridge hands them over as finished ``HistogramDataPoint`` s: it decorates each SDK reader's
   collect callback (the single funnel every reader - periodic OTLP, Prometheus, in-memory -
   collects through) so that the ``MetricsData`` the SDK produced gets poolmon's histogram
@@ -19,7 +21,8 @@ cycle). Everything is read from :meth:`PoolRegistry.snapshot` at collection time
 
 One set of instruments exists per MeterProvider (the SDK returns the first instrument for a
 duplicate name, so a second set would silently never be called); every enabled bridge on that
-provider contributes points to it. :func:`enable` is idempotent per (provider, registry), which is
+provider contributes points to it. poolmon holds providers only weakly: a provider its owner
+drops (or an OTLP handle shut down and dropped) is garbage collected as without poolmon. :func:`enable` is idempotent per (provider, registry), which is
 what lets ``opentelemetry-instrument`` (its configured global provider) and the application both
 call it. Failures inside a collection are counted in ``poolmon_export_errors_total{exporter="otel"}``
 and logged once; they never propagate into the SDK or the application.
@@ -30,6 +33,7 @@ standard ``OTEL_*`` environment variables; export failures are counted (``export
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -62,6 +66,7 @@ from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import SelfMetrics, log_once
 from poolmon.core.snapshot import HistogramSnapshot
 from poolmon.errors import ConfigError
+from poolmon.exporters import _otel_sdk_bridge
 from poolmon.exporters.backends import backend_family_specs
 from poolmon.exporters.model import (
     Attributes,
@@ -138,7 +143,8 @@ class OtelBridge:
         self._sources = tuple(s for s in self._sources if s is not source)
 
     @property
-    def meter_provider(self) -> MeterProvider:
+    def meter_provider(self) -> MeterProvider | None:
+        """The provider reported on (None once its owner dropped it and it was collected)."""
         return self._state.provider
 
     @property
@@ -196,13 +202,24 @@ class _ProviderState:
     """Instruments and reader hooks of one MeterProvider, shared by its bridges."""
 
     def __init__(self, provider: MeterProvider) -> None:
-        self.provider = provider
+        # Weak: the provider's instruments hold this state (their callbacks), not the reverse,
+        # so dropping the provider frees both (and _states, keyed weakly, forgets them).
+        self._provider = weakref.ref(provider)
         self.lock = threading.Lock()
         self.bridges: tuple[OtelBridge, ...] = ()
         self.meter: Meter = provider.get_meter(SCOPE_NAME, _version())
         # The union: bridges with either setting fit; backend families exist for bridges that
         # add the backend poller as a source (an instrument nobody feeds reports nothing).
         self.specs = family_specs(semconv=True) + backend_family_specs()
+        self.sdk = _otel_sdk_bridge.load() if isinstance(provider, SdkMeterProvider) else None
+        if self.sdk is None and isinstance(provider, SdkMeterProvider):
+            log_once(
+                _log,
+                "otel:histograms-unsupported",
+                "poolmon: histograms are not exported over OpenTelemetry (%s); counts and "
+                "gauges are",
+                _otel_sdk_bridge.unsupported_reason(),
+            )
         self.histograms = [s for s in self.specs if s.instrument == "histogram"]
         # reader -> the collect callback it had before we decorated it
         self._hooked: weakref.WeakKeyDictionary[MetricReader, Any] = weakref.WeakKeyDictionary()
@@ -249,31 +266,33 @@ class _ProviderState:
 
     # ------------------------------------------------------------------ histogram hook
 
-    def _readers(self) -> list[MetricReader]:
-        consumer = getattr(self.provider, "_measurement_consumer", None)
-        storages = getattr(consumer, "_reader_storages", None)
-        return list(storages) if isinstance(storages, Mapping) else []
+    @property
+    def provider(self) -> MeterProvider | None:
+        return self._provider()
 
     def hook_readers(self) -> None:
-        if not isinstance(self.provider, SdkMeterProvider):
-            return
-        readers = self._readers()
+        sdk, provider = self.sdk, self.provider
+        if sdk is None or provider is None:
+            return  # no SDK provider, or an SDK the bridge was not checked against
+        readers = sdk.readers(provider)
         if len(readers) == len(self._hooked):
             return  # fast path: nothing new
         with self.lock:
             for reader in readers:
                 if reader in self._hooked:
                     continue
-                original = getattr(reader, "_collect", None)
+                original = sdk.collect_callback(reader)
                 if original is None:
                     continue
                 self._hooked[reader] = original
-                reader._set_collect_callback(self._wrap(original))  # type: ignore[arg-type]
+                sdk.set_collect_callback(reader, self._wrap(original))
 
     def unhook_readers(self) -> None:
+        sdk = self.sdk
         with self.lock:
-            for reader, original in list(self._hooked.items()):
-                reader._set_collect_callback(original)
+            if sdk is not None:
+                for reader, original in list(self._hooked.items()):
+                    sdk.set_collect_callback(reader, original)
             self._hooked.clear()
 
     def _wrap(self, original: Any) -> Callable[..., MetricsData | None]:
@@ -304,7 +323,10 @@ class _ProviderState:
         data: MetricsData | None,
         computed: Mapping[OtelBridge, Mapping[str, Family]],
     ) -> MetricsData | None:
-        temporality = _histogram_temporality(reader)
+        sdk, provider = self.sdk, self.provider
+        if sdk is None or provider is None:
+            return data
+        temporality = sdk.histogram_temporality(reader)
         now = time.time_ns()
         delta = temporality == AggregationTemporality.DELTA
         last = self._last.setdefault(reader, {})
@@ -354,20 +376,8 @@ class _ProviderState:
             self._last_time[reader] = now
         if not metrics:
             return data
-        return _with_metrics(data, metrics, self._resource(), self.meter)
-
-    def _resource(self) -> Resource:
-        config = getattr(self.provider, "_sdk_config", None)
-        resource = getattr(config, "resource", None)
-        return resource if isinstance(resource, Resource) else Resource.create({})
-
-
-def _histogram_temporality(reader: MetricReader) -> AggregationTemporality:
-    from opentelemetry.sdk.metrics._internal.instrument import _Histogram
-
-    table = getattr(reader, "_instrument_class_temporality", {})
-    value = table.get(_Histogram, AggregationTemporality.CUMULATIVE)
-    return value if isinstance(value, AggregationTemporality) else AggregationTemporality.CUMULATIVE
+        scope = sdk.scope(self.meter, InstrumentationScope(SCOPE_NAME, _version()))
+        return _with_metrics(data, metrics, sdk.resource(provider), scope)
 
 
 def _difference(now: HistogramSnapshot, before: HistogramSnapshot | None) -> HistogramSnapshot:
@@ -380,11 +390,11 @@ def _difference(now: HistogramSnapshot, before: HistogramSnapshot | None) -> His
 
 
 def _with_metrics(
-    data: MetricsData | None, metrics: Sequence[Metric], resource: Resource, meter: Meter
+    data: MetricsData | None,
+    metrics: Sequence[Metric],
+    resource: Resource,
+    scope: InstrumentationScope,
 ) -> MetricsData:
-    scope = getattr(meter, "_instrumentation_scope", None)
-    if not isinstance(scope, InstrumentationScope):
-        scope = InstrumentationScope(SCOPE_NAME, _version())
     resource_metrics = list(data.resource_metrics) if data is not None else []
     if not resource_metrics:
         return MetricsData([ResourceMetrics(resource, [ScopeMetrics(scope, metrics, "")], "")])
@@ -400,9 +410,9 @@ def _with_metrics(
     return MetricsData(resource_metrics)
 
 
-# One state per provider (strong references keep id() keys valid while present).
+# One state per provider, for as long as the provider lives (weak keys: see _ProviderState).
 _states_lock = threading.Lock()
-_states: dict[int, _ProviderState] = {}
+_states: weakref.WeakKeyDictionary[MeterProvider, _ProviderState] = weakref.WeakKeyDictionary()
 
 
 def enable(
@@ -418,10 +428,10 @@ def enable(
     """
     provider = meter_provider if meter_provider is not None else otel_metrics.get_meter_provider()
     with _states_lock:
-        state = _states.get(id(provider))
-        if state is None or state.provider is not provider:
+        state = _states.get(provider)
+        if state is None:
             state = _ProviderState(provider)
-            _states[id(provider)] = state
+            _states[provider] = state
         for bridge in state.bridges:
             if bridge._registry is registry:
                 return bridge
@@ -446,10 +456,7 @@ class _CountingExporter(MetricExporter):
     """Delegates to the OTLP exporter; a failed or raising export is counted, never raised."""
 
     def __init__(self, inner: MetricExporter, registry: PoolRegistry | None) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
+        super().__init__(**_otel_sdk_bridge.exporter_preferences(inner))
         self._inner = inner
         self._registry = registry
         self.failures = 0
@@ -528,6 +535,10 @@ class OtlpHandle:
         self.endpoint = endpoint
         self._exporter = exporter
         self._closed = False
+        # The provider is built with shutdown_on_exit=False and this handle shuts it down at exit
+        # instead: two owners (the SDK's atexit and Exporters.close / poolmon run's atexit) would
+        # shut it down twice, and the SDK logs "shutdown can only be called once" on the second.
+        atexit.register(self.shutdown)
 
     @property
     def failures(self) -> int:
@@ -545,14 +556,18 @@ class OtlpHandle:
         return bool(ok) and self._exporter.failures == before
 
     def shutdown(self) -> None:
+        """Export a last time and stop (idempotent; also run at interpreter exit)."""
         if self._closed:
             return
         self._closed = True
-        self.bridge.disable()
+        atexit.unregister(self.shutdown)  # released: nothing keeps the provider alive any more
         try:
+            # First: the provider's last collection still carries poolmon's metrics.
             self.meter_provider.shutdown()
         except Exception as exc:
             _count_failure(self.bridge.registry.self_metrics, "otlp", "shutdown", exc)
+        finally:
+            self.bridge.disable()
 
 
 def _make_exporter(
@@ -629,7 +644,11 @@ def start_otlp(
         if _repeat_filter not in logger.filters:
             logger.addFilter(_repeat_filter)
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval * 1000.0)
-    provider = SdkMeterProvider(metric_readers=[reader], resource=resource or Resource.create({}))
+    provider = SdkMeterProvider(
+        metric_readers=[reader],
+        resource=resource or Resource.create({}),
+        shutdown_on_exit=False,  # OtlpHandle owns the shutdown (see OtlpHandle.__init__)
+    )
     bridge = enable(meter_provider=provider, registry=registry, semconv=semconv)
     return OtlpHandle(
         provider, reader, exporter, bridge, None if resolved is None else redact_url(resolved)

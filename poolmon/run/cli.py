@@ -6,9 +6,11 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["register", "settings_from_args"]
+from poolmon.exitstatus import USAGE, epilog, usage_error
+
+__all__ = ["EXIT_STATUSES", "STATUSES", "register", "settings_from_args"]
 
 _DESCRIPTION = """\
 Run COMMAND (any Python program: python app.py, gunicorn ..., pytest ...) with every supported
@@ -34,13 +36,24 @@ POOLMON_OTLP_ENDPOINT, POOLMON_JSONL_PATH, POOLMON_SEMCONV, POOLMON_LEAK_THRESHO
 POOLMON_RUN_INFO (see docs/run.md).
 """
 
+#: Exit statuses and what they mean (docs/*.md lists the same; a test compares them).
+STATUSES: Final[Mapping[int, str]] = {
+    USAGE: "no COMMAND, or a bad option or POOLMON_* value (the message names the option "
+    "or variable and what it accepts); COMMAND is not started",
+    126: "COMMAND cannot be executed (permission denied)",
+    127: "COMMAND not found",
+}
+EXIT_STATUSES: Final = epilog(
+    STATUSES, before="Otherwise the exit status is COMMAND's own (it replaces this process)."
+)
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "run",
         help="Run a Python program with every installed pool instrumented",
         description=_DESCRIPTION,
-        epilog=_EPILOG,
+        epilog=f"{_EPILOG}\n{EXIT_STATUSES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -97,16 +110,84 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, str]:
     return out
 
 
-def _check(env: Mapping[str, str]) -> str | None:
-    """The configuration error the program would meet, as a message (None: fine)."""
-    from poolmon.errors import PoolmonError
+#: The option that stands for each variable, so an error names what the user typed.
+_OPTION_OF: Final = {
+    "POOLMON_EXPORTERS": "--exporter",
+    "POOLMON_PROMETHEUS_PORT": "--port",
+    "POOLMON_PROMETHEUS_ADDR": "--addr",
+    "POOLMON_JSONL_PATH": "--jsonl",
+    "POOLMON_OTLP_ENDPOINT": "--otlp-endpoint",
+    "POOLMON_SEMCONV": "--semconv",
+    "POOLMON_LEAK_THRESHOLD": "--leak-threshold",
+    "POOLMON_RUN_INFO": "--info-file",
+}
+
+
+def _check(env: Mapping[str, str], given: Mapping[str, str] | None = None) -> str | None:
+    """The configuration error the program would meet, as a message (None: fine).
+
+    ``given`` are the variables that came from options: an error in one of them names the option.
+    """
+    from poolmon.errors import ConfigError
     from poolmon.exporters.config import ExporterConfig
 
     try:
         ExporterConfig.from_env(env)
-    except (PoolmonError, ValueError) as exc:
+    except ConfigError as exc:
+        option = _OPTION_OF.get(exc.parameter)
+        if option is not None and exc.parameter in (given or {}):
+            return str(ConfigError(option, exc.value, exc.accepted))
         return str(exc)
     return None
+
+
+def _check_options(args: argparse.Namespace) -> str | None:
+    """What the options name that the program could not use (the paths it will write)."""
+    from poolmon.errors import ConfigError
+
+    if args.exporter is not None and not settings_from_args(args).get("POOLMON_EXPORTERS"):
+        return str(ConfigError("--exporter", ",".join(args.exporter), _EXPORTERS_ACCEPTED))
+    for option, path in (("--jsonl", args.jsonl), ("--info-file", args.info_file)):
+        problem = _unwritable(path) if path else None
+        if problem is not None:
+            return str(ConfigError(option, path, f"a file path that can be written ({problem})"))
+    return None
+
+
+def _check_paths(env: Mapping[str, str], given: Mapping[str, str]) -> str | None:
+    from poolmon.errors import ConfigError
+
+    path = env.get("POOLMON_JSONL_PATH")
+    if path and "POOLMON_JSONL_PATH" not in given and "jsonl" in env.get("POOLMON_EXPORTERS", ""):
+        problem = _unwritable(path)
+        if problem is not None:
+            return str(
+                ConfigError(
+                    "POOLMON_JSONL_PATH", path, f"a file path that can be written ({problem})"
+                )
+            )
+    return None
+
+
+def _unwritable(path: str) -> str | None:
+    """Why a file cannot be created or appended to at ``path`` (None: it can, as far as a
+    read-only look can tell)."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        return "it is a directory"
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        return (
+            "its directory does not exist"
+            if not os.path.exists(parent)
+            else "its directory is a file"
+        )
+    if not os.access(parent, os.W_OK):
+        return "its directory is not writable"
+    return None
+
+
+_EXPORTERS_ACCEPTED: Final = "prometheus, otlp or jsonl (repeat or comma-separate for several)"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -116,16 +197,14 @@ def _run(args: argparse.Namespace) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
-        print(
-            "poolmon run: no command given (usage: poolmon run [options] -- COMMAND ...)",
-            file=sys.stderr,
+        return usage_error(
+            "run", "COMMAND is missing: expected poolmon run [options] -- COMMAND ..."
         )
-        return 2
-    env = build_environment(settings_from_args(args))
-    problem = _check(env)
+    given = settings_from_args(args)
+    env = build_environment(given)
+    problem = _check_options(args) or _check(env, given) or _check_paths(env, given)
     if problem is not None:
-        print(f"poolmon run: {problem}", file=sys.stderr)
-        return 2
+        return usage_error("run", problem)
     info = env.get("POOLMON_RUN_INFO")
     if info and os.path.exists(info):
         os.unlink(info)  # the bootstrap writes it only if absent: no stale file from a past run

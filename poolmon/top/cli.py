@@ -8,14 +8,32 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["DEFAULT_URL", "register"]
+from poolmon.exitstatus import FAILED, OK, USAGE, HelpFormatter, epilog, usage_error
+
+__all__ = ["DEFAULT_URL", "EXIT_STATUSES", "STATUSES", "register"]
 
 #: Where poolmon's Prometheus exporter listens by default.
 DEFAULT_URL: Final = "http://127.0.0.1:9464/metrics"
 
 _ONCE_WIDTH: Final = 400
+
+#: Exit statuses and what they mean (docs/*.md lists the same; a test compares them).
+STATUSES: Final[Mapping[int, str]] = {
+    OK: "quit with q; with --once: at least one source answered",
+    FAILED: "with --once: no source answered (each is listed DOWN with its reason)",
+    USAGE: "a bad option (the message names it and what it accepts), or the top extra is missing",
+    130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM); the terminal is restored either way",
+}
+EXIT_STATUSES: Final = epilog(
+    STATUSES,
+    before="Keys: s sort, r reverse, / filter, p pause, +/- refresh, Enter detail, ? help, "
+    "q quit.\nA source that cannot be read (a bad URL, a missing log) is shown DOWN with the "
+    "reason; the\nothers carry on.",
+)
 
 
 def register(subparsers: Any) -> None:
@@ -27,13 +45,21 @@ def register(subparsers: Any) -> None:
             "view with totals per backend), a Prometheus server, or a JSONL event log. With no "
             f"source it reads {DEFAULT_URL}."
         ),
-        epilog="Keys: s sort, r reverse, / filter, p pause, +/- refresh, Enter detail, ? help, q quit.",
+        epilog=EXIT_STATUSES,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "urls", nargs="*", metavar="URL", help="/metrics endpoints (host:port is enough)"
     )
     parser.add_argument(
         "--prometheus", metavar="URL", action="append", default=[], help="a Prometheus server"
+    )
+    parser.add_argument(
+        "--window",
+        default="1m",
+        metavar="DURATION",
+        help="with --prometheus: PromQL range of rates and recent wait quantiles (1m; at least "
+        "two scrape intervals)",
     )
     parser.add_argument(
         "--replay", metavar="FILE", action="append", default=[], help="a JSONL event log"
@@ -62,6 +88,7 @@ def _run(args: argparse.Namespace) -> int:
             PrometheusSource,
             ReplaySource,
             Source,
+            check_window,
         )
         from poolmon.top.state import ViewState
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -73,19 +100,21 @@ def _run(args: argparse.Namespace) -> int:
     from poolmon.errors import ConfigError
 
     if args.json and not args.once:
-        print("poolmon top: --json needs --once", file=sys.stderr)
-        return 2
+        return usage_error("top", "--json is invalid without --once: expected --once --json")
     try:
         if not 0 < args.timeout <= 300:
             raise ConfigError("timeout", args.timeout, "seconds within (0, 300]")
         state = ViewState(
             sort=args.sort, reverse=args.reverse, filter=args.filter, interval=args.interval
         )
+        check_window(args.window)
     except ConfigError as exc:
-        print(f"poolmon top: {exc}", file=sys.stderr)
-        return 2
+        # Name the option as typed (the checks are shared with the Python API's names).
+        return usage_error("top", str(ConfigError(f"--{exc.parameter}", exc.value, exc.accepted)))
     sources: list[Source] = [MetricsUrlSource(u, timeout=args.timeout) for u in args.urls]
-    sources += [PrometheusSource(u, timeout=args.timeout) for u in args.prometheus]
+    sources += [
+        PrometheusSource(u, timeout=args.timeout, window=args.window) for u in args.prometheus
+    ]
     sources += [ReplaySource(p) for p in args.replay]
     if not sources:
         sources.append(MetricsUrlSource(DEFAULT_URL, timeout=args.timeout))
@@ -98,5 +127,5 @@ def _run(args: argparse.Namespace) -> int:
             app.console = Console(width=_ONCE_WIDTH)
         frame = app.refresh()
         print_once(frame, state, as_json=args.json, console=app.console)
-        return 0 if any(s.ok for s in frame.sources) else 1
+        return OK if any(s.ok for s in frame.sources) else FAILED
     return app.run()

@@ -4,7 +4,9 @@
 
 * **rates** (creates/s, evictions/s by reason, errors/s) are counter differences over a sliding
   window of the last ``window`` distinct sample times of each pool (a counter that went down was
-  reset by a restart: its current value is the increase, as in PromQL);
+  reset by a restart: its current value is the increase, as in PromQL), unless the source sent
+  its own (:class:`~poolmon.top.samples.WindowStats`: a Prometheus server's ``rate`` over its
+  history, known from the first refresh);
 * **wait quantiles** come from the wait-time histogram's bucket differences over that window, so
   they describe recent waits; before a second sample exists they are over the pool's whole life
   (``wait_recent`` says which), and ``None`` when no borrow happened in the window;
@@ -164,7 +166,7 @@ class Frame:
     rows: tuple[PoolRow, ...]
     backends: tuple[BackendTotal, ...]
     sources: tuple[SourceStatus, ...]
-    updates: int = 0
+    #: What views add beside the numbers (``findings``, ``borrows``: poolmon.top.findings).
     extra: Mapping[str, Any] = field(default_factory=dict)
     #: Per backend: app pools -> proxy pools -> the backend's own count (poolmon.top.capacity).
     capacity: tuple[CapacityLine, ...] = ()
@@ -228,7 +230,6 @@ class TopModel:
         self._window = window
         self._history_len = history
         self._state: dict[tuple[str, str], _History] = {}
-        self._updates = 0
 
     def update(self, results: Iterable[SourceResult]) -> Frame:
         rows: list[PoolRow] = []
@@ -252,11 +253,8 @@ class TopModel:
         # pools so their rates continue when it comes back.
         for key in [k for k in self._state if k not in seen and k[0] not in down]:
             del self._state[key]
-        self._updates += 1
         capacity = capacity_lines(rows, backends, links)
-        return Frame(
-            tuple(rows), fleet_totals(rows), tuple(statuses), self._updates, capacity=capacity
-        )
+        return Frame(tuple(rows), fleet_totals(rows), tuple(statuses), capacity=capacity)
 
     def _row(self, source: str, t: float, sample: PoolSample, key: tuple[str, str]) -> PoolRow:
         state = self._state.get(key)
@@ -286,6 +284,18 @@ class TopModel:
                 recent = True
                 wait_hist = _window_hist(wait_hist, first.wait_cumulative)
         p50, p95, p99 = (quantile_from_cumulative(WAIT_BOUNDS, wait_hist, q) for q in _QS)
+        window = sample.window
+        if window is not None:
+            # The source's own window (PromQL over Prometheus' history) wins where it has one.
+            if window.creates_per_s is not None:
+                creates_rate = window.creates_per_s
+            if window.evictions_per_s is not None:
+                evict_rates = {k: v for k, v in window.evictions_per_s.items() if v}
+            if window.errors_per_s is not None:
+                errors_rate = window.errors_per_s
+            if window.wait_quantiles is not None:
+                p50, p95, p99 = window.wait_quantiles
+                recent = True
         return PoolRow(
             source=source,
             name=sample.name,

@@ -14,6 +14,7 @@ it live, like ``tail -f``. A line that is not valid JSON or not a known event is
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -50,6 +51,8 @@ class JsonlReplay:
         self.registry = PoolRegistry(clock=self.clock)
         self.skipped = 0
         self.applied = 0
+        #: Line number and reason of the first line skipped (None: none was).
+        self.first_skipped: tuple[int, str] | None = None
         self._offset = 0
         self._partial = b""
         self._ledgers: dict[tuple[str, object], PoolLedger] = {}
@@ -90,10 +93,15 @@ class JsonlReplay:
             if not isinstance(event, dict):
                 raise ValueError("not an object")
             self._apply(event)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
             self.skipped += 1
             if len(self.problems) < MAX_PROBLEMS:
                 self.problems.append((self.lines, _reason(exc)))
+            if self.first_skipped is None:
+                reason = "not JSON" if isinstance(exc, (ValueError, RecursionError)) else None
+                if isinstance(exc, ValueError) and str(exc) == "not an object":
+                    reason = "not a JSON object"
+                self.first_skipped = (self.lines, reason or "not a poolmon event")
             return 0
         return 1
 
@@ -131,7 +139,10 @@ class JsonlReplay:
         handler = _HANDLERS.get(kind)
         if handler is None:
             raise KeyError(kind)
-        self._advance_to(float(event["ts"]))
+        ts = float(event["ts"])
+        if not math.isfinite(ts) or not isinstance(event.get("pool"), str):
+            raise TypeError("ts or pool")  # the schema's types: a finite time, a pool name
+        self._advance_to(ts)
         ledger = self._ledger(event)
         handler(self, event, ledger)
         if self.observer is not None:

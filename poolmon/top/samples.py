@@ -23,15 +23,19 @@ __all__ = [
     "CREATE_BOUNDS",
     "CREATE_COUNT_METRIC",
     "DOCTOR_METRICS",
+    "ERRORS_METRIC",
+    "EVICTIONS_METRIC",
     "INFO_METRIC",
     "LIFETIME_BOUNDS",
     "USE_BOUNDS",
     "WAIT_BOUNDS",
+    "WAIT_BUCKET_METRIC",
     "WANTED_METRICS",
     "PoolAccumulator",
     "PoolSample",
     "SampleBuilder",
     "SourceResult",
+    "WindowStats",
     "build_sample",
     "field_for",
     "le_value",
@@ -69,6 +73,10 @@ _VALIDATIONS: Final = _prom("pool.connection.validations")
 _MIN: Final = _prom("pool.connection.idle.min")
 #: Creates by outcome: the only create-time series ``top`` reads (its buckets are skipped).
 CREATE_COUNT_METRIC: Final = _CREATE_COUNT
+#: The counters and buckets a Prometheus source asks ``rate()`` of (:class:`WindowStats`).
+EVICTIONS_METRIC: Final = _EVICTIONS
+ERRORS_METRIC: Final = _ERRORS
+WAIT_BUCKET_METRIC: Final = _WAIT_BUCKET
 
 #: Sample names ``top`` reads; everything else in an exposition is skipped unparsed (speed).
 WANTED_METRICS: Final[tuple[str, ...]] = (
@@ -108,6 +116,21 @@ _POOL: Final = "pool_name"
 
 
 @dataclass(frozen=True, slots=True)
+class WindowStats:
+    """Rates and recent wait quantiles a source computed itself over a time window (a
+    Prometheus server, with PromQL ``rate`` and ``histogram_quantile``), so they are known from
+    the first sample. A field is ``None`` when the source had nothing to say about it; the model
+    then computes it from successive samples as for any other source.
+    """
+
+    creates_per_s: float | None = None
+    evictions_per_s: Mapping[str, float] | None = None
+    errors_per_s: float | None = None
+    #: p50, p95, p99 of the waits in the window (each ``None`` when nobody waited in it).
+    wait_quantiles: tuple[float | None, float | None, float | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PoolSample:
     """One pool as one source saw it at one moment. Counters are totals since the pool was known.
 
@@ -144,6 +167,7 @@ class PoolSample:
     create_sum: float = 0.0
     lifetime_sum: float = 0.0
     validations: Mapping[str, float] = field(default_factory=dict)
+    window: WindowStats | None = None
 
     @property
     def backend(self) -> str:

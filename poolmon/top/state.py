@@ -67,10 +67,6 @@ class ViewState:
             raise ConfigError("sort", self.sort, "one of " + ", ".join(SORT_KEYS))
         check_interval(self.interval)
 
-    @property
-    def shown_filter(self) -> str:
-        return self.draft if self.editing else self.filter
-
 
 def _faster(interval: float) -> float:
     smaller = [i for i in INTERVALS if i < interval]

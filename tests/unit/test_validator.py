@@ -123,7 +123,7 @@ def test_run_validate_output_format_summary_and_exit_codes(tmp_path: Path) -> No
 
     out, err = io.StringIO(), io.StringIO()
     assert run_validate(str(tmp_path / "missing.jsonl"), out=out, err=err) == 2
-    assert "cannot read" in err.getvalue()
+    assert "FILE=" in err.getvalue() and "expected a readable JSONL file" in err.getvalue()
     assert run_validate(str(tmp_path), out=out, err=io.StringIO()) == 2  # a directory
 
     out = io.StringIO()

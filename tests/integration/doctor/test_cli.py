@@ -187,9 +187,9 @@ def test_unknown_flag_and_bad_value_in_a_real_process() -> None:
 @pytest.mark.parametrize(
     ("args", "names"),
     [
-        (["--saturation", "3"], ["saturation=", "[0.1, 1]"]),
-        (["--storm-creates", "2.5"], ["storm_creates=", "an integer in [2, 1000000]"]),
-        (["--headroom", "lots"], ["headroom=", "[1, 4]"]),
+        (["--saturation", "3"], ["--saturation=", "[0.1, 1]"]),
+        (["--storm-creates", "2.5"], ["--storm-creates=", "an integer in [2, 1000000]"]),
+        (["--headroom", "lots"], ["--headroom=", "[1, 4]"]),
         (["--window", "soon"], ["--window", "90s, 30m, 24h"]),
         (["--limit", "db:5432"], ["--limit", "HOST:PORT=N"]),
     ],

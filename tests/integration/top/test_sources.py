@@ -15,7 +15,7 @@ from poolmon.exporters.prometheus import serve
 from poolmon.top.sources import MetricsUrlSource, PrometheusSource
 from tests.support.prometheus import PrometheusServer
 
-from .conftest import fleet, wait_for
+from .conftest import demo, fleet, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +156,45 @@ def test_worker_pools_over_metrics_say_workers(capsys: pytest.CaptureFixture[str
     assert pools["threads://topw"]["resource"] == "worker"
     assert pools["threads://topw"]["pending"] == 3
     assert pools["redis://cache:6379/0"]["resource"] == "connection"
+
+
+def test_prometheus_once_has_rates_and_recent_waits_from_promql(
+    prometheus_bin: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21 (5): with Prometheus holding history, the first and only frame of ``--once`` has
+    creates/s, evictions/s, errors/s and wait quantiles (PromQL over the window), not nulls."""
+    with demo(["--phase-seconds", "1.5"]) as (_, url):
+        target = url.split("//")[1].split("/")[0]
+        with PrometheusServer(prometheus_bin, [target], interval=0.5) as prom:
+            prom.wait_for_scrape()
+            # Let the history hold a burst (waits) and an outage (evictions, errors).
+            for expr in (
+                "sum(rate(pool_connection_evictions_total[1m])) > 0",
+                "sum(rate(pool_connection_errors_total[1m])) > 0",
+                "sum(rate(pool_connection_wait_time_seconds_bucket[1m])) > 0",
+            ):
+                prom.wait_until(expr, bool)
+            assert main(["top", "--prometheus", prom.url, "--once", "--json"]) == 0
+            doc = json.loads(capsys.readouterr().out)
+            assert main(["top", "--prometheus", prom.url, "--once", "--sort", "name"]) == 0
+            text = capsys.readouterr().out
+    pools = doc["pools"]
+    assert len(pools) == 3  # two sqlite pools and the urllib3 pool of the demo
+    for pool in pools:
+        assert pool["creates_per_s"] is not None and pool["creates_per_s"] >= 0, pool["name"]
+        assert pool["errors_per_s"] is not None and pool["errors_per_s"] >= 0, pool["name"]
+    assert any(v > 0 for p in pools for v in p["evictions_per_s"].values())
+    assert any(p["errors_per_s"] > 0 for p in pools)
+    waited = [p for p in pools if p["wait_p95"] is not None]
+    assert waited and all(p["wait_recent"] for p in waited)
+    assert all(p["wait_p50"] <= p["wait_p95"] <= p["wait_p99"] for p in waited)
+    # The text table shows numbers in the CREATE/s and EVICT/s columns, not blanks.
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if "CREATE/s" in line)
+    start, end = lines[at].index("CREATE/s"), lines[at].index("CREATE/s") + len("CREATE/s")
+    evict = lines[at].index("EVICT/s")
+    rows = lines[at + 1 : at + 4]
+    assert len(rows) == 3
+    for line in rows:
+        assert line[start:end].strip() not in ("", "-"), line
+        assert line[evict : evict + 7].strip() not in ("", "-"), line

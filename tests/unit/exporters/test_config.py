@@ -53,6 +53,12 @@ def test_every_variable_is_read() -> None:
         ("POOLMON_SEMCONV", "maybe", "true/false"),
         ("POOLMON_LEAK_THRESHOLD", "-1", "> 0"),
         ("POOLMON_LEAK_THRESHOLD", "soon", "> 0"),
+        ("POOLMON_EXPORTERS", ",", "prometheus, otlp, jsonl"),  # names nothing: a typo
+        ("POOLMON_PROMETHEUS_ADDR", "not an address", "an IP address or a host name"),
+        ("POOLMON_PROMETHEUS_ADDR", "127.0.0.1:80", "an IP address or a host name"),
+        ("POOLMON_OTLP_ENDPOINT", "http://[::1", "http(s) URL"),
+        ("POOLMON_OTLP_ENDPOINT", "http://collector:99999", "http(s) URL"),
+        ("POOLMON_OTLP_ENDPOINT", "ftp://collector", "http(s) URL"),
     ],
 )
 def test_bad_values_name_the_variable_and_range(variable: str, value: str, accepted: str) -> None:
@@ -61,6 +67,22 @@ def test_bad_values_name_the_variable_and_range(variable: str, value: str, accep
     assert info.value.parameter == variable
     assert accepted in str(info.value)
     assert variable in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POOLMON_PROMETHEUS_ADDR", "0.0.0.0"),
+        ("POOLMON_PROMETHEUS_ADDR", "::1"),
+        ("POOLMON_PROMETHEUS_ADDR", "metrics-host.internal"),
+        ("POOLMON_OTLP_ENDPOINT", "collector:4317"),  # gRPC's host:port
+        ("POOLMON_OTLP_ENDPOINT", "https://[::1]:4318"),
+        ("POOLMON_OTLP_ENDPOINT", "unix:///run/otel.sock"),
+        ("POOLMON_EXPORTERS", " "),  # blank: not set
+    ],
+)
+def test_usable_values_are_accepted(variable: str, value: str) -> None:
+    ExporterConfig.from_env({variable: value})
 
 
 def test_start_prometheus_and_jsonl_then_close(tmp_path: Path, registry: PoolRegistry) -> None:

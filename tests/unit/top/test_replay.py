@@ -106,9 +106,11 @@ def test_cli_replay_once_text_and_json(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_cli_rejects_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["top", "--replay", "x", "--json"]) == 2
-    assert "--json needs --once" in capsys.readouterr().err
+    assert "--json is invalid without --once" in capsys.readouterr().err
     assert main(["top", "--replay", "x", "--once", "--interval", "0"]) == 2
-    assert "interval=0.0 is invalid: expected seconds within [0.1, 3600]" in capsys.readouterr().err
+    assert (
+        "--interval=0.0 is invalid: expected seconds within [0.1, 3600]" in capsys.readouterr().err
+    )
     assert main(["top", "--replay", str(tmp_path / "missing"), "--once"]) == 1
     assert "DOWN replay:missing" in capsys.readouterr().out
 
