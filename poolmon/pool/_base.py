@@ -1,8 +1,14 @@
 """What :class:`~poolmon.pool.Pool` and :class:`~poolmon.pool.AsyncPool` share: configuration,
-registration with the recorder, the per-connection record and the lifecycle rules.
+registration with the recorder, the per-connection record, the lifecycle rules and every state
+change that needs no waiting.
 
-The rules are pure functions of an entry and the clock, so both pools (and the tests) apply
-exactly the same ones; only waiting and locking differ between threads and asyncio.
+The two pools differ only in how they wait (threads block on a per-waiter lock, tasks await a
+future) and in how they guard their state (a mutex, or one event loop). Everything else lives
+here once: the return reason, the idle sweep's classification, the fill/refill step, the
+hand-off to the head waiter, slot grants, evictions, reclamation, drain and close. The
+``*_locked`` methods are the pools' critical sections (see the note above them); the numbered
+invariants they keep are listed in both pools' module docstrings, and each is cited where it is
+kept. ``tests/unit/pool/test_twins.py`` fails when the two pools stop mirroring each other.
 """
 
 from __future__ import annotations
@@ -10,9 +16,10 @@ from __future__ import annotations
 import logging
 import random
 import weakref
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from poolmon.core.clock import Clock
 from poolmon.core.identity import PoolIdentity
@@ -21,11 +28,12 @@ from poolmon.core.redact import scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import log_once
 from poolmon.core.snapshot import PoolSnapshot
-from poolmon.errors import PoolClosed, PoolExhausted, PoolTimeout
+from poolmon.errors import PoolClosed, PoolError, PoolExhausted, PoolTimeout
 from poolmon.pool.backoff import Backoff
 from poolmon.pool.config import PoolConfig
+from poolmon.pool.factory import check_factory, hook
 
-__all__ = ["BasePool", "Entry"]
+__all__ = ["BasePool", "Entry", "Queued"]
 
 T = TypeVar("T")
 
@@ -56,21 +64,52 @@ class Entry(Generic[T]):
         self.doomed: str | None = None  # eviction reason to apply on return (drain, mark_broken)
 
 
-class BasePool(Generic[T]):
-    """Configuration, identity, ledger and rules; subclasses add the lending machinery."""
+class Queued(Protocol):
+    """A queued caller as the shared rules see it (Pool's ``_Waiter``, AsyncPool's
+    ``_AsyncWaiter``). Whoever serves it sets one of ``entry``/``grant``/``closed`` and removes
+    it from the queue in the same critical section, then wakes it."""
+
+    t0: float
+    entry: Any
+    grant: bool
+    closed: bool
+
+    @property
+    def dead(self) -> bool:
+        """Cancelled while queued (AsyncPool only): skipped, its task cleans up."""
+
+    def wake(self) -> None:
+        """Wake it once (idempotent until it consumes the wake-up)."""
+
+
+W = TypeVar("W", bound=Queued)
+F = TypeVar("F")
+
+
+class BasePool(Generic[T, W, F]):
+    """Configuration, identity, ledger, state and rules; subclasses add waiting and I/O."""
+
+    #: AsyncPool awaits its factory's hooks; Pool calls them (checked at construction).
+    _asynchronous: ClassVar[bool] = False
 
     def __init__(
         self,
-        config: PoolConfig | None,
-        options: Mapping[str, Any],
+        factory: F,
+        config: PoolConfig | None = None,
         *,
-        name: str | None,
-        identity: PoolIdentity | None,
-        factory_identity: object,
-        registry: PoolRegistry | None,
-        clock: Clock | None,
-        rng: Callable[[], float] | None,
+        name: str | None = None,
+        identity: PoolIdentity | None = None,
+        registry: PoolRegistry | None = None,
+        clock: Clock | None = None,
+        rng: Callable[[], float] | None = None,
+        **options: Any,
     ) -> None:
+        """``factory`` makes the resources; ``config`` and/or keyword options (the fields of
+        :class:`PoolConfig`) configure the pool; ``name``/``identity`` name it (else the
+        factory's ``identity``); ``registry``, ``clock`` and ``rng`` are injectable.
+        Raises ConfigError for a factory the pool cannot drive or a bad option value."""
+        check_factory(factory, asynchronous=self._asynchronous)
+        self._factory = factory
         unknown = set(options) - PoolConfig.names()
         if unknown:
             raise TypeError(f"unknown pool option(s): {', '.join(sorted(unknown))}")
@@ -79,6 +118,7 @@ class BasePool(Generic[T]):
         self._registry = registry if registry is not None else get_default_registry()
         self._random = rng if rng is not None else random.random
         if identity is None:
+            factory_identity = getattr(factory, "identity", None)
             identity = (
                 factory_identity
                 if isinstance(factory_identity, PoolIdentity)
@@ -108,11 +148,29 @@ class BasePool(Generic[T]):
         # holder's late return is absorbed (see _remember_reclaimed). Not in the lent map, so a
         # holder that never returns keeps nothing of the pool busy (close() does not wait).
         self._reclaimed: dict[int, Callable[[], object]] = {}
+        # The lending state, guarded by the pool's critical section (see the pools' docs).
+        self._idle: deque[Entry[T]] = deque()
+        self._pop = self._idle.pop if cfg.order == "lifo" else self._idle.popleft
+        self._waiters: deque[W] = deque()
+        self._lent: dict[int, Entry[T]] = {}
+        self._size = 0
+        self._closed = False
+        # Hooks the factory leaves as no-ops are skipped: a call saved on every return, and a
+        # factory without a health check is never "validated" (no validate events).
+        self._reset = hook(factory, "reset") if cfg.reset_on_return else None
+        self._is_broken = hook(factory, "is_broken")
+        if hook(factory, "validate") is None:
+            self._validate_after = self._background_validation = None
         start = self._now()
         # Warm-up: when each of the min_size connections may be opened (spread, no storm).
         self._warmup = sorted(
             start + self._random() * cfg.warmup_jitter for _ in range(cfg.min_size)
         )
+        self._start()
+
+    def _start(self) -> None:
+        """The subclass's own state and start-up (its lock, the maintainer, eager fill)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ public reading
 
@@ -127,6 +185,31 @@ class BasePool(Generic[T]):
     def snapshot(self) -> PoolSnapshot:
         """The pool's state and totals (with outstanding leaks when a threshold is set)."""
         return self._ledger.snapshot(self.config.leak_threshold)
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def size(self) -> int:
+        """Open connections plus creations in flight."""
+        return self._size
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def mark_broken(self, conn: T) -> None:
+        """Flag a lent ``conn`` so its return evicts it (reason ``broken``), never lends it."""
+        entry = self._lent.get(id(conn))
+        if entry is not None and entry.conn is conn:
+            entry.doomed = "broken"
 
     # ------------------------------------------------------------------ rules
 
@@ -144,6 +227,314 @@ class BasePool(Generic[T]):
     def _idle_expired(self, entry: Entry[T], now: float) -> bool:
         limit = self.config.idle_timeout
         return limit is not None and now - entry.last_used >= limit
+
+    def _return_reason(self, entry: Entry[T], now: float, broken: bool) -> str | None:
+        """Why a returned entry must be evicted instead of reused (None: reuse it)."""
+        if broken:
+            return "broken"
+        if entry.doomed is not None:
+            return entry.doomed
+        if self._is_broken is not None:
+            try:
+                if self._is_broken(entry.conn):
+                    return "broken"
+            except Exception:
+                return "broken"
+        if now >= entry.expires:
+            return "max_lifetime"
+        return None
+
+    def _idle_verdict(self, entry: Entry[T], now: float, surplus: int) -> str | None:
+        """What a maintenance pass does with an idle entry: an eviction reason, ``"check"``
+        (validate it in the background) or None (keep it). ``surplus``: connections above
+        ``min_size`` still allowed to idle out."""
+        if now >= entry.expires:
+            return "max_lifetime"
+        if surplus > 0 and self._idle_expired(entry, now):
+            return "idle_timeout"
+        after = self._background_validation
+        if after is not None and now - entry.checked >= after:
+            return "check"
+        return None
+
+    # ------------------------------------------------------------------ critical sections
+    #
+    # The methods below run inside the pool's critical section: under ``_lock`` in Pool,
+    # between two awaits in AsyncPool (one event loop, no lock). They never block or await.
+
+    def _live_head_locked(self) -> W | None:
+        """The oldest waiter still alive (dead heads dropped: a cancelled task removes itself
+        later, it must not hold the head meanwhile), or None."""
+        waiters = self._waiters
+        while waiters and waiters[0].dead:
+            waiters.popleft()
+        return waiters[0] if waiters else None
+
+    def _starving_locked(self) -> bool:
+        """The oldest live waiter has waited ``handoff_after`` or more: no barging."""
+        head = self._live_head_locked()
+        return head is not None and self._now() - head.t0 >= self._handoff_after
+
+    def _refusal_locked(self) -> str | None:
+        """Why a caller about to queue is refused at once (PoolExhausted), or None."""
+        if self.config.fail_fast:
+            return "no connection available and fail_fast is set"
+        limit = self.config.max_waiting
+        if limit is not None and len(self._waiters) >= limit:
+            return f"max_waiting={limit} callers already waiting"
+        return None
+
+    def _take_idle_locked(self) -> Entry[T]:
+        """Pop an idle entry for the caller to check; in ``_lent`` so close() sees it (inv. 1)."""
+        entry = self._pop()
+        self._lent[id(entry.conn)] = entry
+        return entry
+
+    def _give_locked(self, entry: Entry[T], now: float) -> None:
+        """Make a usable entry (in neither ``_idle`` nor ``_lent``) available.
+
+        Starvation mode (the head has waited >= handoff_after): hand it straight to the head,
+        recording the borrow now, so nobody can barge (invariant 4: entry set and waiter
+        dequeued in one step). Normal mode: park it in ``_idle`` and wake the head, which keeps
+        its place whether or not someone barges first (invariant 3).
+        """
+        head = self._live_head_locked()
+        if head is not None and now - head.t0 >= self._handoff_after:
+            self._waiters.popleft()
+            self._lent[id(entry.conn)] = entry
+            self._ledger.borrow(entry.id, head.t0, True, now)
+            head.entry = entry
+            head.wake()
+            self._wake_head_locked()  # idle ones left from normal mode: the new head's turn
+            return
+        self._idle.append(entry)
+        self._wake_head_locked()
+
+    def _wake_head_locked(self) -> None:
+        """Keep invariant 3: an idle connection and a live waiter -> the head is woken."""
+        if self._idle:
+            head = self._live_head_locked()
+            if head is not None:
+                head.wake()
+
+    def _evict_locked(self, entry: Entry[T], reason: str) -> None:
+        """Record the eviction and free its slot (invariant 2); the caller destroys later."""
+        entry.gone = True
+        self._ledger.evict(entry.id, reason)
+        self._size -= 1
+        if self._waiters:
+            self._offer_slots_locked()
+
+    def _offer_slots_locked(self) -> None:
+        """Grant free slots to the oldest waiters, each opening its own connection (inv. 2, 5)."""
+        waiters = self._waiters
+        granted = False
+        while (
+            waiters
+            and self._size < self.config.max_size
+            and not self._closed
+            and self._backoff.ready(self._now())
+        ):
+            waiter = waiters.popleft()
+            if waiter.dead:
+                continue  # cancelled: its task cleans up after itself
+            self._size += 1
+            waiter.grant = True
+            waiter.wake()  # a waiter already woken to look still sees grant first (inv. 4)
+            granted = True
+        if granted:
+            self._wake_head_locked()
+
+    def _free_slot_locked(self) -> None:
+        """A reserved slot was not used (an interrupted create, a waiter gone): inv. 5."""
+        self._size -= 1
+        self._offer_slots_locked()
+
+    def _create_failed_locked(self, start: float, exc: Exception) -> None:
+        """A create in a reserved slot failed: free the slot, record, back off."""
+        self._size -= 1
+        if not self._closed:
+            self._ledger.create_failed(start, exc)
+        now = self._now()
+        delay = self._backoff.failure(now, exc)
+        self._log_create_failure(now, delay)
+
+    def _new_entry_locked(self, conn: T, start: float) -> Entry[T]:
+        """Record a connection opened in a reserved slot (a create event) as an entry."""
+        self._backoff.success()
+        now = self._now()
+        return Entry(self._ledger.create(start), conn, now, self._expiry(now))
+
+    def _validated_locked(self, entry: Entry[T], start: float, ok: bool) -> bool:
+        """Record a health check that ran from ``start``. True: keep the entry (it passed, or
+        it is ``gone`` and the caller sees that); False: the caller evicts it."""
+        if entry.gone:
+            return True
+        self._ledger.validate(entry.id, start, ok)
+        if ok:
+            entry.checked = self._now()
+        return ok
+
+    def _lend_new_locked(self, conn: T, start: float, t0: float, queued: bool) -> Entry[T] | None:
+        """Lend a connection opened in a reserved slot to its opener; None if closed meanwhile
+        (the slot is released; the caller destroys ``conn``)."""
+        if self._closed:
+            self._size -= 1
+            return None
+        entry = self._new_entry_locked(conn, start)
+        self._lent[id(conn)] = entry
+        self._ledger.borrow(entry.id, t0, queued)
+        return entry
+
+    def _park_new_locked(self, conn: T, start: float) -> bool:
+        """Make a connection opened by fill/refill available; False if the pool closed
+        meanwhile (the slot is released; the caller destroys ``conn``)."""
+        if self._closed:
+            self._size -= 1
+            return False
+        now = self._now()
+        self._give_locked(self._new_entry_locked(conn, start), now)
+        return True
+
+    def _grow_step_locked(self, *, maintenance: bool) -> float | None:
+        """One step of ``fill()`` (``maintenance=False``) or a maintenance refill: None when a
+        slot was reserved (open a connection now, outside the critical section); otherwise
+        stop, and the next maintenance pass is due in that many seconds.
+
+        A refill first grants free slots to waiters (oldest first), then respects the create
+        backoff and the warm-up schedule (``warmup_jitter``: no connection storm at start).
+        """
+        interval = self.config.maintenance_interval
+        if self._closed:
+            return interval
+        if maintenance:
+            self._offer_slots_locked()
+        if self._size >= self.config.min_size:
+            return interval
+        if maintenance:
+            now = self._now()
+            if not self._backoff.ready(now):
+                return min(interval, self._backoff.ready_at - now)
+            if self._warmup:
+                if self._warmup[0] > now:
+                    return min(interval, self._warmup[0] - now)
+                self._warmup.pop(0)
+        self._size += 1  # reserve the slot (invariant 2)
+        return None
+
+    def _sweep_idle_locked(self) -> tuple[list[Entry[T]], list[Entry[T]]]:
+        """Evict idle entries past their lifetime or idle timeout (never below ``min_size``)
+        and take those due for background validation into ``_lent`` (close() must see them).
+        Returns (evicted, to check); the caller destroys and validates outside."""
+        now = self._now()
+        surplus = self._size - self.config.min_size
+        victims: list[Entry[T]] = []
+        to_check: list[Entry[T]] = []
+        keep: list[Entry[T]] = []
+        # The left end holds the least recently returned entries, in both orders.
+        for entry in self._idle:
+            verdict = self._idle_verdict(entry, now, surplus)
+            if verdict is None:
+                keep.append(entry)
+            elif verdict == "check":
+                self._lent[id(entry.conn)] = entry
+                to_check.append(entry)
+            else:
+                self._evict_locked(entry, verdict)
+                victims.append(entry)
+                surplus -= 1
+        self._idle.clear()
+        self._idle.extend(keep)
+        return victims, to_check
+
+    def _restore_locked(self, entry: Entry[T]) -> bool:
+        """Put an entry validated in the background back (or hand it to a waiter); False when
+        it was evicted meanwhile (the caller destroys it)."""
+        del self._lent[id(entry.conn)]
+        if entry.gone:
+            return False
+        self._give_locked(entry, self._now())
+        return True
+
+    def _put_back_locked(self, entry: Entry[T]) -> bool:
+        """An entry taken from idle whose check was interrupted goes back (invariant 5).
+        False when it is gone or the pool closed (evicted; the caller destroys it)."""
+        self._lent.pop(id(entry.conn), None)
+        if entry.gone:
+            return False
+        if self._closed:
+            self._evict_locked(entry, "pool_closed")
+            return False
+        self._give_locked(entry, self._now())
+        return True
+
+    def _settle_return_locked(
+        self, entry: Entry[T], now: float, reason: str | None, reset_error: Exception | None
+    ) -> bool:
+        """The end of a return, once the reason is known and the reset ran: reuse the entry
+        (parked, or handed to the head waiter) or evict it. False: the caller destroys it.
+
+        The entry must already be out of ``_lent``. One that is ``gone`` was reclaimed while
+        lent (this is its holder's late return): no second evict."""
+        if entry.gone:
+            self._reclaimed.pop(id(entry.conn), None)
+            return False
+        if reason is None and not self._closed:
+            entry.last_used = entry.checked = now
+            self._give_locked(entry, now)
+            return True
+        if reset_error is not None:
+            self._ledger.error("reset_failed", "reset", reset_error, conn=entry.id)
+        self._evict_locked(entry, reason or "pool_closed")
+        return False
+
+    def _reclaim_locked(self, leaked: set[int]) -> list[Entry[T]]:
+        """Take back lent connections whose ids are in ``leaked`` (reason ``leaked``).
+
+        Out of ``_lent`` at once (a holder that never returns keeps nothing busy); its late
+        return finds it in ``_reclaimed`` and is absorbed, with no second evict."""
+        victims = [e for e in self._lent.values() if e.id in leaked and not e.gone]
+        for entry in victims:
+            del self._lent[id(entry.conn)]
+            self._remember_reclaimed(entry.conn)
+            self._evict_locked(entry, "leaked")
+        return victims
+
+    def _drain_locked(self) -> list[Entry[T]]:
+        """Evict every idle entry now and doom every lent one (reason ``pool_closed``)."""
+        victims = list(self._idle)
+        self._idle.clear()
+        for entry in victims:
+            self._evict_locked(entry, "pool_closed")
+        for entry in self._lent.values():
+            entry.doomed = "pool_closed"
+        return victims
+
+    def _close_locked(self) -> list[Entry[T]]:
+        """Mark the pool closed, fail every waiter with PoolClosed (invariant 6) and evict the
+        idle entries (returned for the caller to destroy)."""
+        self._closed = True
+        waiters = list(self._waiters)
+        self._waiters.clear()
+        for waiter in waiters:
+            if waiter.dead:
+                continue  # its task records its own cancellation
+            # Resolved here, in order, so the stream has no event after the close event.
+            self._ledger.error("pool_closed", "wait", "the pool was closed while waiting")
+            waiter.closed = True
+            waiter.wake()
+        victims = list(self._idle)
+        self._idle.clear()
+        for entry in victims:
+            self._evict_locked(entry, "pool_closed")
+        return victims
+
+    def _evict_lent_locked(self) -> None:
+        """The end of close(): every entry still lent is recorded as evicted, then closed."""
+        for entry in self._lent.values():
+            if not entry.gone:
+                self._evict_locked(entry, "pool_closed")
+        self._ledger.close()
 
     # ------------------------------------------------------------------ reclamation
 
@@ -169,6 +560,13 @@ class BasePool(Generic[T]):
                 table.pop(next(iter(table)), None)
             except (RuntimeError, StopIteration):  # a weakref callback changed it meanwhile
                 break
+
+    def _unknown_return(self, conn: object) -> None:
+        """A return of something not in ``_lent``: absorbed when it is the first late return
+        of a reclaimed connection, else PoolError (not lent by this pool, or returned twice)."""
+        if self._reclaimed and self._forget_reclaimed(conn):
+            return
+        raise PoolError(f"{type(conn).__name__} object was not lent by pool {self.name!r}")
 
     def _forget_reclaimed(self, conn: object) -> bool:
         """True if ``conn`` was reclaimed and this is its holder's (first) late return."""
