@@ -5,7 +5,7 @@ is recorded in the pool's :class:`~poolmon.core.ledger.PoolLedger` as an event o
 """
 
 from poolmon.pool.async_pool import AsyncPool
-from poolmon.pool.config import PoolConfig
+from poolmon.pool.config import PoolConfig, TenantQuota
 from poolmon.pool.factory import AsyncFactory, BaseAsyncFactory, BaseFactory, Factory, factory
 from poolmon.pool.sqlite import SqliteFactory
 from poolmon.pool.sync_pool import Pool
@@ -19,5 +19,6 @@ __all__ = [
     "Pool",
     "PoolConfig",
     "SqliteFactory",
+    "TenantQuota",
     "factory",
 ]
