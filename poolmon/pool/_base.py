@@ -51,10 +51,23 @@ class Entry(Generic[T]):
     holds the entry next only destroys the resource, and never emits another event for it.
     """
 
-    __slots__ = ("checked", "conn", "destroyed", "doomed", "expires", "gone", "id", "last_used")
+    __slots__ = (
+        "burst",
+        "checked",
+        "conn",
+        "destroyed",
+        "doomed",
+        "expires",
+        "gone",
+        "id",
+        "last_used",
+    )
 
-    def __init__(self, ident: int, conn: T, now: float, expires: float) -> None:
+    def __init__(
+        self, ident: int, conn: T, now: float, expires: float, *, burst: bool = False
+    ) -> None:
         self.id = ident
+        self.burst = burst  # opened above max_size (burst capacity): closed first, sooner
         self.conn = conn
         self.expires = expires
         self.last_used = now  # when it was last returned (idle timeout counts from here)
@@ -129,10 +142,11 @@ class BasePool(Generic[T, W, F]):
         self._ledger: PoolLedger = self._registry.register(
             identity,
             owner=self,
-            max_size=cfg.max_size,
+            max_size=cfg.ceiling,
             min_size=cfg.min_size,
             clock=clock,
             stack_sample_every=cfg.stack_sample_every,
+            open_fields=self._open_fields(cfg),
         )
         self._now = self._ledger.now
         self._backoff = Backoff(
@@ -155,6 +169,11 @@ class BasePool(Generic[T, W, F]):
         self._lent: dict[int, Entry[T]] = {}
         self._size = 0
         self._closed = False
+        # Burst capacity (off: burst_max None): the ceiling slots may be reserved up to, and
+        # how many burst connections are open. _size <= _ceiling always (invariant 2).
+        self._ceiling = cfg.ceiling
+        self._burst_on = cfg.burst_max is not None
+        self._bursts = 0
         # Hooks the factory leaves as no-ops are skipped: a call saved on every return, and a
         # factory without a health check is never "validated" (no validate events).
         self._reset = hook(factory, "reset") if cfg.reset_on_return else None
@@ -167,6 +186,14 @@ class BasePool(Generic[T, W, F]):
             start + self._random() * cfg.warmup_jitter for _ in range(cfg.min_size)
         )
         self._start()
+
+    @staticmethod
+    def _open_fields(cfg: PoolConfig) -> dict[str, Any]:
+        """Spec 1.1 fields of the pool's open event (none when every feature is off)."""
+        fields: dict[str, Any] = {}
+        if cfg.burst_max is not None:
+            fields["burst_max"] = cfg.burst_max - cfg.max_size
+        return fields
 
     def _start(self) -> None:
         """The subclass's own state and start-up (its lock, the maintainer, eager fill)."""
@@ -204,6 +231,11 @@ class BasePool(Generic[T, W, F]):
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    @property
+    def bursts(self) -> int:
+        """Burst connections open now (0 unless ``burst_max`` is set)."""
+        return self._bursts
 
     def mark_broken(self, conn: T) -> None:
         """Flag a lent ``conn`` so its return evicts it (reason ``broken``), never lends it."""
@@ -275,6 +307,53 @@ class BasePool(Generic[T, W, F]):
         head = self._live_head_locked()
         return head is not None and self._now() - head.t0 >= self._handoff_after
 
+    def _can_open_locked(self) -> bool:
+        """A slot may be reserved now: below ``max_size``, or below the burst ceiling while
+        waits are measured; never during a create backoff window (invariant 2)."""
+        if not self._backoff.ready(self._now()):
+            return False
+        if self._size < self.config.max_size:
+            return True
+        return self._burst_on and self._size < self._ceiling and self._burst_demand_locked()
+
+    def _burst_demand_locked(self) -> bool:
+        """Callers are measurably waiting: the oldest has waited ``burst_after`` or
+        ``burst_queue`` callers queue. Never while a connection is idle: all in use is not
+        enough, a burst answers waits the pool cannot serve."""
+        waiters = self._waiters
+        if self._idle or not waiters:
+            return False
+        cfg = self.config
+        if cfg.burst_queue is not None and len(waiters) >= cfg.burst_queue:
+            return True
+        return self._now() - waiters[0].t0 >= cfg.burst_after
+
+    def _burst_wake_in(self, now: float) -> float | None:
+        """Pool-clock seconds until the oldest waiter's wait makes a burst possible, for a
+        waiter's sleep (None: no burst to wait for)."""
+        if not self._burst_on or self._size >= self._ceiling or not self._waiters:
+            return None
+        return max(0.0, self._waiters[0].t0 + self.config.burst_after - now)
+
+    def _sleep_step(self, remaining: float) -> float:
+        """How long a queued caller sleeps before it looks again by itself: its deadline, or
+        sooner when a create backoff window ends or its wait makes a burst possible (a slot
+        may be free then). A wake-up from a return or a grant comes earlier anyway."""
+        now = self._now()
+        step = remaining
+        backoff_left = self._backoff.ready_at - now
+        if 0 < backoff_left < step:
+            step = backoff_left
+        burst_in = self._burst_wake_in(now)
+        if burst_in is not None and burst_in < step:
+            step = max(burst_in, 0.001)
+        return step
+
+    def _queued_locked(self) -> None:
+        """A caller just queued: a queue past ``burst_queue`` may open a burst slot at once."""
+        if self._burst_on and self.config.burst_queue is not None:
+            self._offer_slots_locked()
+
     def _refusal_locked(self) -> str | None:
         """Why a caller about to queue is refused at once (PoolExhausted), or None."""
         if self.config.fail_fast:
@@ -282,6 +361,22 @@ class BasePool(Generic[T, W, F]):
         limit = self.config.max_waiting
         if limit is not None and len(self._waiters) >= limit:
             return f"max_waiting={limit} callers already waiting"
+        return None
+
+    def _served_locked(self, waiter: W) -> tuple[Entry[T] | None, bool] | None:
+        """What a woken waiter was given: ``(entry, True)`` handed over (already lent and
+        recorded), ``(None, False)`` a granted slot, ``(entry, False)`` an idle connection it
+        takes as the head (normal mode: nobody ran first; still to check). None: nothing
+        (barged, or a bare timer). The hand-off and the grant are checked first (inv. 4)."""
+        if waiter.entry is not None:
+            return waiter.entry, True
+        if waiter.grant:
+            return None, False
+        if self._idle and self._live_head_locked() is waiter:
+            self._waiters.popleft()
+            entry = self._take_idle_locked()
+            self._wake_head_locked()  # more idle: the next waiter's turn (invariant 3)
+            return entry, False
         return None
 
     def _take_idle_locked(self) -> Entry[T]:
@@ -307,8 +402,16 @@ class BasePool(Generic[T, W, F]):
             head.wake()
             self._wake_head_locked()  # idle ones left from normal mode: the new head's turn
             return
-        self._idle.append(entry)
+        self._park_locked(entry)
         self._wake_head_locked()
+
+    def _park_locked(self, entry: Entry[T]) -> None:
+        """Put an entry in ``_idle``. A burst connection goes where borrowers take last (the
+        cold end in LIFO order), so the normal ones serve first and burst ones idle out."""
+        if entry.burst and self.config.order == "lifo":
+            self._idle.appendleft(entry)
+        else:
+            self._idle.append(entry)
 
     def _wake_head_locked(self) -> None:
         """Keep invariant 3: an idle connection and a live waiter -> the head is woken."""
@@ -320,7 +423,15 @@ class BasePool(Generic[T, W, F]):
     def _evict_locked(self, entry: Entry[T], reason: str) -> None:
         """Record the eviction and free its slot (invariant 2); the caller destroys later."""
         entry.gone = True
-        self._ledger.evict(entry.id, reason)
+        if entry.burst:
+            self._bursts -= 1
+            self._ledger.annotation = {"burst": True}
+            try:
+                self._ledger.evict(entry.id, reason)
+            finally:
+                self._ledger.annotation = None
+        else:
+            self._ledger.evict(entry.id, reason)
         self._size -= 1
         if self._waiters:
             self._offer_slots_locked()
@@ -329,12 +440,7 @@ class BasePool(Generic[T, W, F]):
         """Grant free slots to the oldest waiters, each opening its own connection (inv. 2, 5)."""
         waiters = self._waiters
         granted = False
-        while (
-            waiters
-            and self._size < self.config.max_size
-            and not self._closed
-            and self._backoff.ready(self._now())
-        ):
+        while waiters and not self._closed and self._can_open_locked():
             waiter = waiters.popleft()
             if waiter.dead:
                 continue  # cancelled: its task cleans up after itself
@@ -360,10 +466,23 @@ class BasePool(Generic[T, W, F]):
         self._log_create_failure(now, delay)
 
     def _new_entry_locked(self, conn: T, start: float) -> Entry[T]:
-        """Record a connection opened in a reserved slot (a create event) as an entry."""
+        """Record a connection opened in a reserved slot (a create event) as an entry.
+
+        It is a burst connection when the other open ones already fill ``max_size``: marked
+        in the event (``burst``), with the shorter ``burst_lifetime``."""
         self._backoff.success()
         now = self._now()
-        return Entry(self._ledger.create(start), conn, now, self._expiry(now))
+        expires = self._expiry(now)
+        if self._burst_on and self._size - 1 - self._bursts >= self.config.max_size:
+            self._bursts += 1
+            self._ledger.annotation = {"burst": True}
+            try:
+                ident = self._ledger.create(start)
+            finally:
+                self._ledger.annotation = None
+            expires = min(expires, now + self.config.burst_lifetime)
+            return Entry(ident, conn, now, expires, burst=True)
+        return Entry(self._ledger.create(start), conn, now, expires)
 
     def _validated_locked(self, entry: Entry[T], start: float, ok: bool) -> bool:
         """Record a health check that ran from ``start``. True: keep the entry (it passed, or
@@ -443,9 +562,30 @@ class BasePool(Generic[T, W, F]):
                 self._evict_locked(entry, verdict)
                 victims.append(entry)
                 surplus -= 1
+        if self._burst_on and self._bursts:
+            keep = self._contract_bursts_locked(keep, now, victims)
         self._idle.clear()
         self._idle.extend(keep)
         return victims, to_check
+
+    def _contract_bursts_locked(
+        self, idle: list[Entry[T]], now: float, victims: list[Entry[T]]
+    ) -> list[Entry[T]]:
+        """Close a ``burst_decay`` fraction (at least one) of the burst connections idle for
+        ``burst_idle`` or more, longest idle first (reason ``burst_shrink``); returns the
+        idle entries kept. One fraction per maintenance pass: a gradual contraction, so a
+        burst that ends does not turn into a close-reopen oscillation."""
+        cfg = self.config
+        surplus = [e for e in idle if e.burst and now - e.last_used >= cfg.burst_idle]
+        if not surplus:
+            return idle
+        surplus.sort(key=lambda e: e.last_used)
+        count = max(1, int(len(surplus) * cfg.burst_decay))
+        closing = {id(e) for e in surplus[:count]}
+        for entry in surplus[:count]:
+            self._evict_locked(entry, "burst_shrink")
+            victims.append(entry)
+        return [e for e in idle if id(e) not in closing]
 
     def _restore_locked(self, entry: Entry[T]) -> bool:
         """Put an entry validated in the background back (or hand it to a waiter); False when

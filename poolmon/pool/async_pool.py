@@ -26,8 +26,9 @@ comments at the code say which step keeps which):
 
 1. No connection is lent twice: an entry is in exactly one of ``_idle``, ``_lent``, a waiter's
    ``entry`` (also in ``_lent``) or nowhere (gone).
-2. ``len(_lent) + len(_idle) <= _size <= max_size``: a slot is reserved before a create and
-   released by every eviction or failed create.
+2. ``len(_lent) + len(_idle) <= _size <= ceiling`` (``max_size``, or ``burst_max`` with
+   burst capacity): a slot is reserved before a create and released by every eviction or
+   failed create; above ``max_size`` only while waits are measured (``_can_open_locked``).
 3. If ``_idle`` and live waiters are both present, the head's future is done (it will look):
    ``_wake_head_locked`` after every step that parks a connection or removes the head.
 4. A woken waiter never loses a connection handed to it: the hand-off sets ``waiter.entry``
@@ -156,7 +157,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                 if self._idle and not self._starving_locked():
                     entry = self._take_idle_locked()
                     continue
-                if self._size < self.config.max_size and self._backoff.ready(self._now()):
+                if self._can_open_locked():
                     self._size += 1  # reserve the slot (invariant 2)
                     fresh = await self._open(t0, pending)
                     if fresh is not None:
@@ -173,6 +174,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                 if not pending:
                     self._ledger.wait()
                     pending = True
+                self._queued_locked()
                 try:
                     served, lent = await self._wait(waiter, deadline, timeout)
                 except BaseException:
@@ -205,9 +207,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
         False)`` with ``grant`` set; or the timer fired ``(None, False)``: a backoff window
         ended, look again. Raises PoolTimeout at the deadline, PoolClosed on close."""
         loop = asyncio.get_running_loop()
-        remaining = deadline - loop.time()
-        backoff_left = self._backoff.ready_at - self._now()
-        step = min(remaining, backoff_left) if backoff_left > 0 else remaining
+        step = self._sleep_step(deadline - loop.time())
         timer = loop.call_later(max(step, 0.0), self._expire, waiter)
         try:
             while True:
@@ -220,15 +220,10 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                     raise
                 if waiter.closed:
                     raise self._closed_error()  # close() recorded the wait's resolution
-                if waiter.entry is not None or waiter.grant:  # checked first (invariant 4)
-                    return waiter.entry, waiter.entry is not None
+                served = self._served_locked(waiter)  # entry, grant first (invariant 4)
+                if served is not None:
+                    return served
                 waiters = self._waiters
-                if self._idle and self._live_head_locked() is waiter:
-                    # Normal mode: the head takes an idle connection (nobody ran first).
-                    waiters.popleft()
-                    entry = self._take_idle_locked()
-                    self._wake_head_locked()  # more idle: the next waiter's turn (invariant 3)
-                    return entry, False
                 if waiter.expired:
                     self._offer_slots_locked()  # a backoff window may have ended: oldest first
                     if _granted(waiter):
@@ -269,17 +264,28 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
             self._ledger.error("cancelled", "wait", "the waiting task was cancelled")
         return None
 
-    async def _open(self, t0: float, queued: bool) -> Entry[T] | None:
-        """Open a connection in a reserved slot and lend it; None if the create failed."""
+    async def _create(self, *, reraise: bool = False) -> tuple[T, float] | None:
+        """Call the factory in a reserved slot: ``(resource, start)``, or None when it failed
+        (recorded, backed off; raised again with ``reraise``). Any other interruption, e.g.
+        cancellation, frees the slot (invariant 5)."""
         start = self._now()
         try:
-            conn = await self._factory.create()
+            return await self._factory.create(), start
         except Exception as exc:
             self._create_failed(start, exc)
+            if reraise:
+                raise
             return None
         except BaseException:
-            self._free_slot_locked()  # e.g. cancelled in create (invariant 5)
+            self._free_slot_locked()
             raise
+
+    async def _open(self, t0: float, queued: bool) -> Entry[T] | None:
+        """Open a connection in a reserved slot and lend it; None if the create failed."""
+        made = await self._create()
+        if made is None:
+            return None
+        conn, start = made
         entry = self._lend_new_locked(conn, start, t0, queued)
         if entry is None:
             await self._destroy(conn)
@@ -384,17 +390,10 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
 
     async def _open_idle(self, *, reraise: bool) -> None:
         """Open a connection in the slot a grow step reserved and make it available."""
-        start = self._now()
-        try:
-            conn = await self._factory.create()
-        except Exception as exc:
-            self._create_failed(start, exc)
-            if reraise:
-                raise
+        made = await self._create(reraise=reraise)
+        if made is None:
             return
-        except BaseException:
-            self._free_slot_locked()  # e.g. cancelled in create (invariant 5)
-            raise
+        conn, start = made
         if not self._park_new_locked(conn, start):
             await self._destroy(conn)
 

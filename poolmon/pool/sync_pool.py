@@ -32,8 +32,9 @@ Invariants (each kept under ``_lock``; the comments at the code say which step k
 
 1. No connection is lent twice: an entry is in exactly one of ``_idle``, ``_lent``, a waiter's
    ``entry`` (also in ``_lent``) or nowhere (gone).
-2. ``len(_lent) + len(_idle) <= _size <= max_size``: a slot is reserved before a create and
-   released by every eviction or failed create.
+2. ``len(_lent) + len(_idle) <= _size <= ceiling`` (``max_size``, or ``burst_max`` with
+   burst capacity): a slot is reserved before a create and released by every eviction or
+   failed create; above ``max_size`` only while waits are measured (``_can_open_locked``).
 3. If ``_idle`` and ``_waiters`` are both non-empty, the head waiter is signalled (``_wake_head``
    after every step that parks a connection or removes the head), so an idle connection never
    sits unseen while someone waits.
@@ -204,11 +205,8 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
             raise
 
     def _put_back(self, entry: Entry[T]) -> None:
-        self._acquire()
-        try:
+        with self._lock:
             kept = self._put_back_locked(entry)
-        finally:
-            self._release()
         if not kept:
             self._destroy_entry(entry)
 
@@ -226,7 +224,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
                     if self._waiters and not self._idle:
                         self._unwake_head_locked()
                     return entry, False
-                if self._size < self.config.max_size and self._backoff.ready(self._now()):
+                if self._can_open_locked():
                     self._size += 1  # reserve the slot (inv. 2); the connection opens unlocked
                 else:
                     # Idle connections with a starving head are left to it (invariant 3: it
@@ -260,6 +258,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         if not req.pending:
             self._ledger.wait()
             req.pending = True
+        self._queued_locked()
         return waiter
 
     def _wait(self, waiter: _Waiter[T], req: _Request) -> tuple[Entry[T] | None, bool]:
@@ -269,10 +268,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         Wakes that find nothing (barged) sleep again at the same place in the queue."""
         while True:
             remaining = req.deadline - time.monotonic()
-            step = remaining
-            backoff_left = self._backoff.ready_at - self._now()
-            if 0 < backoff_left < step:
-                step = backoff_left  # a slot may be free once the window ends: look again
+            step = self._sleep_step(remaining)
             acquired = waiter.lock.acquire(timeout=step) if remaining > 0 else False
             self._acquire()
             try:
@@ -285,21 +281,15 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
                 if waiter.closed:
                     req.pending = False  # close() recorded the error for us
                     raise self._closed_error()
-                if waiter.entry is not None or waiter.grant:  # checked first (invariant 4)
-                    return waiter.entry, waiter.entry is not None
-                waiters = self._waiters
-                if self._idle and self._live_head_locked() is waiter:
-                    # Normal mode: the head takes an idle connection (nobody barged first).
-                    waiters.popleft()
-                    entry = self._take_idle_locked()
-                    self._wake_head_locked()  # more idle: the next waiter's turn (invariant 3)
-                    return entry, False
+                served = self._served_locked(waiter)  # entry, grant first (invariant 4)
+                if served is not None:
+                    return served
                 if time.monotonic() < req.deadline:
                     self._offer_slots_locked()  # a backoff window may have ended: oldest first
                     if _granted(waiter):
                         return None, False
                     continue  # barged, or a spurious wake: sleep again, keeping its place
-                waiters.remove(waiter)
+                self._waiters.remove(waiter)
                 self._wake_head_locked()  # it may have been the signalled head (invariant 3)
             finally:
                 self._release()
@@ -327,17 +317,28 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         finally:
             self._release()
 
-    def _open(self, req: _Request) -> Entry[T] | None:
-        """Open a connection in a reserved slot and lend it. None if the create failed."""
+    def _create(self, *, reraise: bool = False) -> tuple[T, float] | None:
+        """Call the factory in a reserved slot: ``(resource, start)``, or None when it failed
+        (recorded, backed off; raised again with ``reraise``). Any other interruption, e.g.
+        KeyboardInterrupt, frees the slot (invariant 5)."""
         start = self._now()
         try:
-            conn = self._factory.create()
+            return self._factory.create(), start
         except Exception as exc:
             self._create_failed(start, exc)
+            if reraise:
+                raise
             return None
         except BaseException:
-            self._free_slot()  # e.g. KeyboardInterrupt in create (invariant 5)
+            self._free_slot()
             raise
+
+    def _open(self, req: _Request) -> Entry[T] | None:
+        """Open a connection in a reserved slot and lend it. None if the create failed."""
+        made = self._create()
+        if made is None:
+            return None
+        conn, start = made
         self._acquire()
         try:
             entry = self._lend_new_locked(conn, start, req.t0, req.pending)
@@ -351,18 +352,12 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         return entry
 
     def _free_slot(self) -> None:
-        self._acquire()
-        try:
+        with self._lock:
             self._free_slot_locked()
-        finally:
-            self._release()
 
     def _create_failed(self, start: float, exc: Exception) -> None:
-        self._acquire()
-        try:
+        with self._lock:
             self._create_failed_locked(start, exc)
-        finally:
-            self._release()
 
     def _check_out(self, entry: Entry[T], req: _Request) -> T | None:
         """Apply the borrow rules to an entry taken from idle; lend it or evict it (None)."""
@@ -439,7 +434,13 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         try:
             # pop, not del: reclamation may have taken it out of _lent since the lookup above.
             self._lent.pop(key, None)
-            if reason is None and not entry.gone and not self._closed and not self._waiters:
+            if (
+                reason is None
+                and not entry.gone
+                and not self._closed
+                and not self._waiters
+                and not entry.burst
+            ):
                 entry.last_used = entry.checked = now  # the common case, inline
                 self._idle.append(entry)
                 return
@@ -517,30 +518,17 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         return opened
 
     def _grow_step(self, *, maintenance: bool) -> float | None:
-        self._acquire()
-        try:
+        with self._lock:
             return self._grow_step_locked(maintenance=maintenance)
-        finally:
-            self._release()
 
     def _open_idle(self, *, reraise: bool) -> None:
         """Open a connection in the slot a grow step reserved and make it available."""
-        start = self._now()
-        try:
-            conn = self._factory.create()
-        except Exception as exc:
-            self._create_failed(start, exc)
-            if reraise:
-                raise
+        made = self._create(reraise=reraise)
+        if made is None:
             return
-        except BaseException:
-            self._free_slot()  # e.g. KeyboardInterrupt in create (invariant 5)
-            raise
-        self._acquire()
-        try:
+        conn, start = made
+        with self._lock:
             parked = self._park_new_locked(conn, start)
-        finally:
-            self._release()
         if not parked:
             self._destroy(conn)
 
@@ -571,11 +559,8 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
 
     def _restore(self, entry: Entry[T]) -> None:
         """Put a validated idle entry back (or hand it to a waiter)."""
-        self._acquire()
-        try:
+        with self._lock:
             kept = self._restore_locked(entry)
-        finally:
-            self._release()
         if not kept:
             self._destroy_entry(entry)
 
@@ -583,11 +568,8 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         leaked = {leak.conn for leak in self._ledger.leaks(after)}
         if not leaked:
             return
-        self._acquire()
-        try:
+        with self._lock:
             victims = self._reclaim_locked(leaked)
-        finally:
-            self._release()
         for entry in victims:
             self._destroy_entry(entry)
 
@@ -601,11 +583,8 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
     def drain(self) -> None:
         """Replace every connection: idle ones are closed now, lent ones when returned
         (reason ``pool_closed``). The pool stays open and opens fresh connections on demand."""
-        self._acquire()
-        try:
+        with self._lock:
             victims = self._drain_locked()
-        finally:
-            self._release()
         for entry in victims:
             self._destroy_entry(entry)
 
@@ -626,11 +605,8 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
             self._destroy_entry(entry)
         if timeout > 0:
             self._drained.wait(timeout)
-        self._acquire()
-        try:
+        with self._lock:
             self._evict_lent_locked()
-        finally:
-            self._release()
 
     def __enter__(self) -> Pool[T]:
         return self
