@@ -15,6 +15,7 @@ __all__ = [
     "PoolClosed",
     "PoolError",
     "PoolExhausted",
+    "PoolQuotaExceeded",
     "PoolTimeout",
     "PoolmonError",
 ]
@@ -56,6 +57,11 @@ class PoolTimeout(PoolError, TimeoutError):
 
 class PoolExhausted(PoolError):
     """The pool refused at once: fail-fast mode, or too many callers already waiting."""
+
+
+class PoolQuotaExceeded(PoolExhausted):
+    """A tenant is at its connection limit: refused at once (``tenant_policy="refuse"``), or
+    its wait ended at the timeout while only its own quota kept it waiting."""
 
 
 class PoolClosed(PoolError):

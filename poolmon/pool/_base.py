@@ -28,10 +28,11 @@ from poolmon.core.redact import scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import log_once
 from poolmon.core.snapshot import PoolSnapshot
-from poolmon.errors import PoolClosed, PoolError, PoolExhausted, PoolTimeout
+from poolmon.errors import PoolClosed, PoolError, PoolExhausted, PoolQuotaExceeded, PoolTimeout
 from poolmon.pool.backoff import Backoff
 from poolmon.pool.config import PoolConfig
 from poolmon.pool.factory import check_factory, hook
+from poolmon.pool.shares import Shares, TenantStats
 
 __all__ = ["BasePool", "Entry", "Queued"]
 
@@ -61,6 +62,7 @@ class Entry(Generic[T]):
         "gone",
         "id",
         "last_used",
+        "tenant",
     )
 
     def __init__(
@@ -68,6 +70,7 @@ class Entry(Generic[T]):
     ) -> None:
         self.id = ident
         self.burst = burst  # opened above max_size (burst capacity): closed first, sooner
+        self.tenant: str | None = None  # the tenant it is lent to (pools with tenants only)
         self.conn = conn
         self.expires = expires
         self.last_used = now  # when it was last returned (idle timeout counts from here)
@@ -86,6 +89,8 @@ class Queued(Protocol):
     entry: Any
     grant: bool
     closed: bool
+    tenant: str  # its tenant key (pools with tenants), see poolmon.pool.shares
+    prio: int  # its priority class (0: most urgent)
 
     @property
     def dead(self) -> bool:
@@ -174,6 +179,9 @@ class BasePool(Generic[T, W, F]):
         self._ceiling = cfg.ceiling
         self._burst_on = cfg.burst_max is not None
         self._bursts = 0
+        # Tenants and priority classes (off: every waiter is equal, FIFO, no accounting).
+        self._shares = Shares(cfg)
+        self._plain = not (self._shares.tenants_on or self._shares.prio_on)
         # Hooks the factory leaves as no-ops are skipped: a call saved on every return, and a
         # factory without a health check is never "validated" (no validate events).
         self._reset = hook(factory, "reset") if cfg.reset_on_return else None
@@ -231,6 +239,11 @@ class BasePool(Generic[T, W, F]):
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    def tenant_stats(self) -> dict[str, TenantStats]:
+        """Per reported tenant (folded past ``tenant_cap``; ``""``: no tenant named): used
+        now, limit, borrows, errors by type. Empty unless tenants are configured or named."""
+        return self._shares.stats()
 
     @property
     def bursts(self) -> int:
@@ -295,12 +308,111 @@ class BasePool(Generic[T, W, F]):
     # between two awaits in AsyncPool (one event loop, no lock). They never block or await.
 
     def _live_head_locked(self) -> W | None:
-        """The oldest waiter still alive (dead heads dropped: a cancelled task removes itself
-        later, it must not hold the head meanwhile), or None."""
+        """The waiter served next, or None: the oldest live one (dead heads dropped: a
+        cancelled task removes itself later, it must not hold the head meanwhile); with
+        tenants or priorities, the best-ranked one whose tenant may take a connection."""
         waiters = self._waiters
         while waiters and waiters[0].dead:
             waiters.popleft()
-        return waiters[0] if waiters else None
+        if not waiters:
+            return None
+        if self._plain:
+            return waiters[0]
+        shares = self._shares
+        now = self._now()
+        best: W | None = None
+        best_rank: tuple[int, float] | None = None
+        for waiter in waiters:
+            if waiter.dead or not shares.admits(waiter.tenant):
+                continue  # a tenant at its quota waits for its own returns: it blocks no one
+            rank = shares.rank(waiter.prio, waiter.t0, now)
+            if best_rank is None or rank < best_rank:
+                best, best_rank = waiter, rank
+        return best
+
+    def _dequeue_locked(self, waiter: W) -> None:
+        waiters = self._waiters
+        if waiters[0] is waiter:
+            waiters.popleft()
+        else:
+            waiters.remove(waiter)
+
+    def _borrow_args(
+        self, timeout: float | None, tenant: str | None, priority: int | None
+    ) -> tuple[float, str, int]:
+        """A slow-path borrow's timeout, tenant key and class (ConfigError for bad ones)."""
+        if timeout is None:
+            timeout = self.config.timeout
+        return timeout, self._shares.key(tenant), self._shares.priority(priority)
+
+    def _may_take_locked(self, key: str, prio: int) -> bool:
+        """May a caller that is not queued take an idle connection now? Not while the head
+        is starving (bounded barging), nor past its tenant's quota, nor ahead of a more
+        urgent waiter (no priority inversion through barging)."""
+        if self._plain:
+            return not self._starving_locked()
+        if not self._shares.admits(key):
+            return False
+        head = self._live_head_locked()
+        if head is None:
+            return True
+        now = self._now()
+        if now - head.t0 >= self._handoff_after:
+            return False
+        return not self._shares.prio_on or self._shares.rank(head.prio, head.t0, now)[0] >= prio
+
+    def _may_open_locked(self, key: str) -> bool:
+        """May a caller that is not queued reserve a slot now (invariant 2, quotas)?"""
+        return self._can_open_locked() and (self._plain or self._shares.admits(key))
+
+    def _record_borrow_locked(
+        self,
+        entry: Entry[T],
+        t0: float | None,
+        queued: bool,
+        now: float | None,
+        key: str,
+        prio: int,
+    ) -> None:
+        """Record a borrow (and, with tenants, account it to its tenant; 1.1 fields)."""
+        if self._plain and key == "" and not prio:
+            self._ledger.borrow(entry.id, t0, queued, now)
+            return
+        shares = self._shares
+        if shares.tenants_on:
+            shares.lend(key)
+            entry.tenant = key
+        self._ledger.annotation = self._annotation(key, prio)
+        try:
+            self._ledger.borrow(entry.id, t0, queued, now)
+        finally:
+            self._ledger.annotation = None
+
+    def _record_wait_locked(self, key: str, prio: int) -> None:
+        """Record a caller queueing (with its tenant and class as 1.1 fields)."""
+        if self._plain and key == "" and not prio:
+            self._ledger.wait()
+            return
+        self._ledger.annotation = self._annotation(key, prio)
+        try:
+            self._ledger.wait()
+        finally:
+            self._ledger.annotation = None
+
+    def _annotation(self, key: str, prio: int) -> dict[str, Any] | None:
+        fields: dict[str, Any] = {}
+        shown = self._shares.name(key)
+        if shown is not None:
+            fields["tenant"] = shown
+        if self._shares.prio_on:
+            fields["priority"] = prio
+        return fields or None
+
+    def _unlend_locked(self, entry: Entry[T]) -> None:
+        """The tenant holding ``entry`` gave it back (or lost it): its quota frees up."""
+        if entry.tenant is not None:
+            self._shares.unlend(entry.tenant)
+            entry.tenant = None
 
     def _starving_locked(self) -> bool:
         """The oldest live waiter has waited ``handoff_after`` or more: no barging."""
@@ -354,14 +466,52 @@ class BasePool(Generic[T, W, F]):
         if self._burst_on and self.config.burst_queue is not None:
             self._offer_slots_locked()
 
-    def _refusal_locked(self) -> str | None:
-        """Why a caller about to queue is refused at once (PoolExhausted), or None."""
+    def _refusal_locked(self, key: str = "") -> tuple[str, str] | None:
+        """Why a caller about to queue is refused at once, as (error type, message), or None:
+        ``quota_exceeded`` (its tenant is at its quota and ``tenant_policy="refuse"``), else
+        ``exhausted`` (fail-fast, max_waiting)."""
+        shares = self._shares
+        if shares.tenants_on and shares.policy == "refuse" and not shares.admits(key):
+            return "quota_exceeded", self._quota_message(key)
         if self.config.fail_fast:
-            return "no connection available and fail_fast is set"
+            return "exhausted", "no connection available and fail_fast is set"
         limit = self.config.max_waiting
         if limit is not None and len(self._waiters) >= limit:
-            return f"max_waiting={limit} callers already waiting"
+            return "exhausted", f"max_waiting={limit} callers already waiting"
         return None
+
+    def _quota_message(self, key: str) -> str:
+        shares = self._shares
+        shown = shares.name(key) or "(default)"
+        used = shares.used.get(key, 0)
+        return f"tenant {shown!r} holds {used} of its limit {shares.limit(key)}" + (
+            "" if shares.at_limit(key) else " (the rest is reserved for other tenants)"
+        )
+
+    def _timed_out_locked(self, waiter: W, timeout: float) -> PoolError:
+        """Resolve a waiter whose deadline passed: ``timeout``, or ``quota_exceeded`` when
+        only its tenant's quota kept it waiting (a connection or slot existed for others)."""
+        key = waiter.tenant
+        if self._shares.tenants_on and not self._shares.admits(key):
+            quota = PoolQuotaExceeded(self._quota_message(key), self._ledger.snapshot())
+            self._shares.failed(key, "quota_exceeded")
+            self._error_locked("quota_exceeded", "wait", quota, key, waiter.prio, waiter.t0)
+            return quota
+        error = self._timeout_error(waiter.t0, timeout)
+        if self._shares.tenants_on:
+            self._shares.failed(key, "timeout")
+        self._error_locked("timeout", "wait", error, key, waiter.prio, waiter.t0)
+        return error
+
+    def _error_locked(
+        self, error_type: str, phase: str, error: PoolError, key: str, prio: int, t0: float | None
+    ) -> None:
+        duration = None if t0 is None else max(0.0, self._now() - t0)
+        self._ledger.annotation = None if self._plain else self._annotation(key, prio)
+        try:
+            self._ledger.error(error_type, phase, error, duration=duration)
+        finally:
+            self._ledger.annotation = None
 
     def _served_locked(self, waiter: W) -> tuple[Entry[T] | None, bool] | None:
         """What a woken waiter was given: ``(entry, True)`` handed over (already lent and
@@ -373,7 +523,7 @@ class BasePool(Generic[T, W, F]):
         if waiter.grant:
             return None, False
         if self._idle and self._live_head_locked() is waiter:
-            self._waiters.popleft()
+            self._dequeue_locked(waiter)
             entry = self._take_idle_locked()
             self._wake_head_locked()  # more idle: the next waiter's turn (invariant 3)
             return entry, False
@@ -395,9 +545,9 @@ class BasePool(Generic[T, W, F]):
         """
         head = self._live_head_locked()
         if head is not None and now - head.t0 >= self._handoff_after:
-            self._waiters.popleft()
+            self._dequeue_locked(head)
             self._lent[id(entry.conn)] = entry
-            self._ledger.borrow(entry.id, head.t0, True, now)
+            self._record_borrow_locked(entry, head.t0, True, now, head.tenant, head.prio)
             head.entry = entry
             head.wake()
             self._wake_head_locked()  # idle ones left from normal mode: the new head's turn
@@ -441,24 +591,39 @@ class BasePool(Generic[T, W, F]):
         waiters = self._waiters
         granted = False
         while waiters and not self._closed and self._can_open_locked():
-            waiter = waiters.popleft()
-            if waiter.dead:
-                continue  # cancelled: its task cleans up after itself
-            self._size += 1
+            waiter = self._live_head_locked()  # dead ones dropped: their tasks clean up
+            if waiter is None:
+                break  # the waiters left wait for their tenants' own returns
+            self._dequeue_locked(waiter)
+            self._reserve_locked(waiter.tenant)
             waiter.grant = True
             waiter.wake()  # a waiter already woken to look still sees grant first (inv. 4)
             granted = True
         if granted:
             self._wake_head_locked()
 
-    def _free_slot_locked(self) -> None:
+    def _reserve_locked(self, key: str | None) -> None:
+        """Reserve a slot (invariant 2) for a caller of tenant ``key`` (None: maintenance):
+        with tenants, it counts against the tenant's quota until it is lent or released, so
+        concurrent creates cannot overshoot a limit."""
+        self._size += 1
+        if key is not None and self._shares.tenants_on:
+            self._shares.hold(key)
+
+    def _unhold_locked(self, key: str | None) -> None:
+        if key is not None and self._shares.tenants_on:
+            self._shares.unhold(key)
+
+    def _free_slot_locked(self, key: str | None = None) -> None:
         """A reserved slot was not used (an interrupted create, a waiter gone): inv. 5."""
         self._size -= 1
+        self._unhold_locked(key)
         self._offer_slots_locked()
 
-    def _create_failed_locked(self, start: float, exc: Exception) -> None:
+    def _create_failed_locked(self, start: float, exc: Exception, key: str | None = None) -> None:
         """A create in a reserved slot failed: free the slot, record, back off."""
         self._size -= 1
+        self._unhold_locked(key)
         if not self._closed:
             self._ledger.create_failed(start, exc)
         now = self._now()
@@ -494,15 +659,18 @@ class BasePool(Generic[T, W, F]):
             entry.checked = self._now()
         return ok
 
-    def _lend_new_locked(self, conn: T, start: float, t0: float, queued: bool) -> Entry[T] | None:
+    def _lend_new_locked(
+        self, conn: T, start: float, t0: float, queued: bool, key: str = "", prio: int = 0
+    ) -> Entry[T] | None:
         """Lend a connection opened in a reserved slot to its opener; None if closed meanwhile
         (the slot is released; the caller destroys ``conn``)."""
+        self._unhold_locked(key)  # the quota is taken by the borrow itself from here on
         if self._closed:
             self._size -= 1
             return None
         entry = self._new_entry_locked(conn, start)
         self._lent[id(conn)] = entry
-        self._ledger.borrow(entry.id, t0, queued)
+        self._record_borrow_locked(entry, t0, queued, None, key, prio)
         return entry
 
     def _park_new_locked(self, conn: T, start: float) -> bool:
@@ -600,6 +768,7 @@ class BasePool(Generic[T, W, F]):
         """An entry taken from idle whose check was interrupted goes back (invariant 5).
         False when it is gone or the pool closed (evicted; the caller destroys it)."""
         self._lent.pop(id(entry.conn), None)
+        self._unlend_locked(entry)
         if entry.gone:
             return False
         if self._closed:
@@ -616,6 +785,7 @@ class BasePool(Generic[T, W, F]):
 
         The entry must already be out of ``_lent``. One that is ``gone`` was reclaimed while
         lent (this is its holder's late return): no second evict."""
+        self._unlend_locked(entry)
         if entry.gone:
             self._reclaimed.pop(id(entry.conn), None)
             return False
@@ -636,6 +806,7 @@ class BasePool(Generic[T, W, F]):
         victims = [e for e in self._lent.values() if e.id in leaked and not e.gone]
         for entry in victims:
             del self._lent[id(entry.conn)]
+            self._unlend_locked(entry)
             self._remember_reclaimed(entry.conn)
             self._evict_locked(entry, "leaked")
         return victims
@@ -721,6 +892,18 @@ class BasePool(Generic[T, W, F]):
     def _exhausted_error(self, why: str) -> PoolExhausted:
         error = PoolExhausted(why, self._ledger.snapshot())
         self._ledger.error("exhausted", "borrow", error)
+        return error
+
+    def _refused_error(self, refusal: tuple[str, str], key: str, prio: int) -> PoolExhausted:
+        """The error for a refusal from ``_refusal_locked`` (recorded in phase ``borrow``)."""
+        error_type, why = refusal
+        if error_type == "exhausted" and self._plain:
+            return self._exhausted_error(why)
+        cls = PoolQuotaExceeded if error_type == "quota_exceeded" else PoolExhausted
+        error = cls(why, self._ledger.snapshot())
+        if self._shares.tenants_on:
+            self._shares.failed(key, error_type)
+        self._error_locked(error_type, "borrow", error, key, prio, None)
         return error
 
     def _timeout_error(self, t0: float, timeout: float) -> PoolTimeout:

@@ -65,9 +65,11 @@ class _AsyncWaiter(Generic[T]):
     """A queued task. Whoever serves it sets one of ``entry``/``grant``/``closed`` and dequeues
     it in the same step; a bare wake (normal mode, or its timer) only says "look"."""
 
-    __slots__ = ("closed", "entry", "expired", "fut", "grant", "t0")
+    __slots__ = ("closed", "entry", "expired", "fut", "grant", "prio", "t0", "tenant")
 
-    def __init__(self, fut: asyncio.Future[None], t0: float) -> None:
+    def __init__(self, fut: asyncio.Future[None], t0: float, tenant: str, prio: int) -> None:
+        self.tenant = tenant  # its tenant (pools with tenants; "" the default one)
+        self.prio = prio  # its priority class
         self.fut = fut  # replaced by a fresh one each time the waiter sleeps again
         self.t0 = t0  # when the borrow started (pool clock): handoff_after counts from here
         self.entry: Entry[T] | None = None
@@ -116,10 +118,17 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
 
     # ------------------------------------------------------------------ borrow
 
-    async def getconn(self, timeout: float | None = None) -> T:
-        """Borrow a resource, waiting up to ``timeout`` seconds (default ``config.timeout``)."""
+    async def getconn(
+        self,
+        timeout: float | None = None,
+        *,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> T:
+        """Borrow a resource, waiting up to ``timeout`` seconds (default ``config.timeout``);
+        ``tenant`` and ``priority`` as in :meth:`Pool.getconn`."""
         entry: Entry[T] | None = None
-        if self._idle:
+        if self._idle and self._plain and tenant is None and priority is None:
             now = self._now()
             waiters = self._waiters
             # Barging is allowed unless the oldest waiter is starving (see the module doc).
@@ -131,11 +140,16 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                 ):
                     self._ledger.borrow(entry.id, None, False, now)
                     return entry.conn
-        return await self._getconn_slow(timeout, entry)
+        return await self._getconn_slow(timeout, entry, tenant, priority)
 
-    async def _getconn_slow(self, timeout: float | None, entry: Entry[T] | None) -> T:
-        if timeout is None:
-            timeout = self.config.timeout
+    async def _getconn_slow(
+        self,
+        timeout: float | None,
+        entry: Entry[T] | None,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> T:
+        timeout, key, prio = self._borrow_args(timeout, tenant, priority)
         t0 = self._now()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -144,7 +158,9 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
             while True:
                 if entry is not None:
                     try:
-                        ok = await self._check_out(entry, t0 if pending else None, pending)
+                        ok = await self._check_out(
+                            entry, t0 if pending else None, pending, key, prio
+                        )
                     except asyncio.CancelledError:
                         if not self._put_back_locked(entry):  # lose no slot (invariant 5)
                             await self._destroy_entry(entry)
@@ -154,25 +170,25 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                     entry = None
                 if self._closed:
                     raise self._closed_error()
-                if self._idle and not self._starving_locked():
+                if self._idle and self._may_take_locked(key, prio):
                     entry = self._take_idle_locked()
                     continue
-                if self._can_open_locked():
-                    self._size += 1  # reserve the slot (invariant 2)
-                    fresh = await self._open(t0, pending)
+                if self._may_open_locked(key):
+                    self._reserve_locked(key)  # invariant 2
+                    fresh = await self._open(t0, pending, key, prio)
                     if fresh is not None:
                         return fresh.conn
                     continue
                 # Queue (behind a starving head if connections are idle: they are its to take;
                 # invariant 3: it has been woken).
                 if not pending:
-                    refusal = self._refusal_locked()
+                    refusal = self._refusal_locked(key)
                     if refusal is not None:
-                        raise self._exhausted_error(refusal)
-                waiter: _AsyncWaiter[T] = _AsyncWaiter(loop.create_future(), t0)
+                        raise self._refused_error(refusal, key, prio)
+                waiter: _AsyncWaiter[T] = _AsyncWaiter(loop.create_future(), t0, key, prio)
                 self._waiters.append(waiter)
                 if not pending:
-                    self._ledger.wait()
+                    self._record_wait_locked(key, prio)
                     pending = True
                 self._queued_locked()
                 try:
@@ -186,7 +202,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                     entry = served  # taken from idle at the head: check it, then lend it
                     continue
                 if waiter.grant:
-                    fresh = await self._open(t0, True)
+                    fresh = await self._open(t0, True, key, prio)
                     if fresh is not None:
                         return fresh.conn
                 # else: a backoff window ended; look again (still pending)
@@ -231,9 +247,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                     waiters.remove(waiter)
                     self._wake_head_locked()  # it may have been the woken head (invariant 3)
                     if loop.time() >= deadline:
-                        error = self._timeout_error(waiter.t0, timeout)
-                        self._ledger.timeout(waiter.t0, error)
-                        raise error
+                        raise self._timed_out_locked(waiter, timeout)
                     return None, False
                 # Barged: sleep again at the same place (the timer still runs).
                 waiter.fut = loop.create_future()
@@ -256,7 +270,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
             self._ledger.release(entry.id)
             return None if self._put_back_locked(entry) else entry
         if waiter.grant:
-            self._free_slot_locked()
+            self._free_slot_locked(waiter.tenant)
         elif waiter in self._waiters:
             self._waiters.remove(waiter)
             self._wake_head_locked()  # it may have been the woken head (invariant 3)
@@ -264,7 +278,9 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
             self._ledger.error("cancelled", "wait", "the waiting task was cancelled")
         return None
 
-    async def _create(self, *, reraise: bool = False) -> tuple[T, float] | None:
+    async def _create(
+        self, key: str | None = None, *, reraise: bool = False
+    ) -> tuple[T, float] | None:
         """Call the factory in a reserved slot: ``(resource, start)``, or None when it failed
         (recorded, backed off; raised again with ``reraise``). Any other interruption, e.g.
         cancellation, frees the slot (invariant 5)."""
@@ -272,30 +288,32 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
         try:
             return await self._factory.create(), start
         except Exception as exc:
-            self._create_failed(start, exc)
+            self._create_failed(start, exc, key)
             if reraise:
                 raise
             return None
         except BaseException:
-            self._free_slot_locked()
+            self._free_slot_locked(key)
             raise
 
-    async def _open(self, t0: float, queued: bool) -> Entry[T] | None:
+    async def _open(self, t0: float, queued: bool, key: str, prio: int) -> Entry[T] | None:
         """Open a connection in a reserved slot and lend it; None if the create failed."""
-        made = await self._create()
+        made = await self._create(key)
         if made is None:
             return None
         conn, start = made
-        entry = self._lend_new_locked(conn, start, t0, queued)
+        entry = self._lend_new_locked(conn, start, t0, queued, key, prio)
         if entry is None:
             await self._destroy(conn)
             raise self._closed_error()
         return entry
 
-    def _create_failed(self, start: float, exc: Exception) -> None:
-        self._create_failed_locked(start, exc)
+    def _create_failed(self, start: float, exc: Exception, key: str | None) -> None:
+        self._create_failed_locked(start, exc, key)
 
-    async def _check_out(self, entry: Entry[T], t0: float | None, queued: bool) -> bool:
+    async def _check_out(
+        self, entry: Entry[T], t0: float | None, queued: bool, key: str, prio: int
+    ) -> bool:
         now = self._now()
         if now >= entry.expires:
             await self._discard(entry, "max_lifetime")
@@ -305,7 +323,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
         if entry.gone:
             await self._destroy_entry(entry)
             raise self._closed_error()
-        self._ledger.borrow(entry.id, t0, queued)
+        self._record_borrow_locked(entry, t0, queued, None, key, prio)
         return True
 
     async def _validate(self, entry: Entry[T]) -> bool:
@@ -347,9 +365,15 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
             await self._destroy_entry(entry)
 
     @asynccontextmanager
-    async def connection(self, timeout: float | None = None) -> AsyncIterator[T]:
+    async def connection(
+        self,
+        timeout: float | None = None,
+        *,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> AsyncIterator[T]:
         """``async with pool.connection() as conn:`` borrow, and always return."""
-        conn = await self.getconn(timeout)
+        conn = await self.getconn(timeout, tenant=tenant, priority=priority)
         try:
             yield conn
         finally:

@@ -80,10 +80,14 @@ T = TypeVar("T")
 class _Request:
     """One caller's borrow in progress: when it started, its deadline, whether it is queued."""
 
-    __slots__ = ("deadline", "pending", "t0", "timeout")
+    __slots__ = ("deadline", "key", "pending", "prio", "t0", "timeout")
 
-    def __init__(self, t0: float, deadline: float, timeout: float) -> None:
+    def __init__(
+        self, t0: float, deadline: float, timeout: float, key: str = "", prio: int = 0
+    ) -> None:
         self.t0 = t0  # on the pool clock (wait-time metric)
+        self.key = key  # its tenant (pools with tenants; "" the default one)
+        self.prio = prio  # its priority class
         self.deadline = deadline  # on time.monotonic (real blocking)
         self.timeout = timeout
         self.pending = False  # a wait event is recorded and not yet resolved
@@ -94,9 +98,21 @@ class _Waiter(Generic[T]):
     and removes it from the queue in the same critical section; a bare signal (normal mode)
     only says "a connection is idle: look", and the waiter stays queued."""
 
-    __slots__ = ("closed", "entry", "grant", "lock", "retracts", "signalled", "t0")
+    __slots__ = (
+        "closed",
+        "entry",
+        "grant",
+        "lock",
+        "prio",
+        "retracts",
+        "signalled",
+        "t0",
+        "tenant",
+    )
 
-    def __init__(self, t0: float) -> None:
+    def __init__(self, t0: float, tenant: str = "", prio: int = 0) -> None:
+        self.tenant = tenant
+        self.prio = prio
         self.lock = threading.Lock()
         self.lock.acquire()  # held until signalled: the waiter blocks on a second acquire
         self.t0 = t0  # when the borrow started (pool clock): handoff_after counts from here
@@ -144,17 +160,25 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
 
     # ------------------------------------------------------------------ borrow
 
-    def getconn(self, timeout: float | None = None) -> T:
+    def getconn(
+        self,
+        timeout: float | None = None,
+        *,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> T:
         """Borrow a resource; wait up to ``timeout`` seconds (default ``config.timeout``).
 
-        Raises PoolTimeout, PoolExhausted (fail-fast, max_waiting) or PoolClosed, each carrying
-        a snapshot of the pool.
+        ``tenant`` names who borrows (quotas with ``tenants``/``tenant_limit``), ``priority``
+        its class (0, the most urgent, to ``priorities - 1``; ConfigError for another).
+        Raises PoolTimeout, PoolExhausted (fail-fast, max_waiting), PoolQuotaExceeded (a
+        tenant at its quota) or PoolClosed, each carrying a snapshot of the pool.
         """
         # Fast path: an idle connection that needs no check. Everything else is _getconn_slow.
         entry: Entry[T] | None = None
         self._acquire()
         try:
-            if self._idle:
+            if self._idle and self._plain and tenant is None and priority is None:
                 now = self._now()
                 waiters = self._waiters
                 # Barging is allowed unless the oldest waiter is starving (see the module doc).
@@ -172,12 +196,17 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
                     self._lent[id(entry.conn)] = entry  # being checked: close() must see it
         finally:
             self._release()
-        return self._getconn_slow(timeout, entry)
+        return self._getconn_slow(timeout, entry, tenant, priority)
 
-    def _getconn_slow(self, timeout: float | None, entry: Entry[T] | None) -> T:
-        if timeout is None:
-            timeout = self.config.timeout
-        req = _Request(self._now(), time.monotonic() + timeout, timeout)
+    def _getconn_slow(
+        self,
+        timeout: float | None,
+        entry: Entry[T] | None,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> T:
+        timeout, key, prio = self._borrow_args(timeout, tenant, priority)
+        req = _Request(self._now(), time.monotonic() + timeout, timeout, key, prio)
         try:
             while True:
                 if entry is not None:
@@ -192,7 +221,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
                 if lent:
                     return entry.conn
         except _Refusal as refusal:
-            raise self._exhausted_error(str(refusal)) from None
+            raise self._refused_error(refusal.refusal, req.key, req.prio) from None
         except _Resolved as resolved:
             raise resolved.error from resolved.error.__cause__
         except PoolClosed:
@@ -219,13 +248,13 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
             try:
                 if self._closed:
                     raise PoolClosed("the pool is closed", None)
-                if self._idle and not self._starving_locked():
+                if self._idle and self._may_take_locked(req.key, req.prio):
                     entry = self._take_idle_locked()
                     if self._waiters and not self._idle:
                         self._unwake_head_locked()
                     return entry, False
-                if self._can_open_locked():
-                    self._size += 1  # reserve the slot (inv. 2); the connection opens unlocked
+                if self._may_open_locked(req.key):
+                    self._reserve_locked(req.key)  # inv. 2; the connection opens unlocked
                 else:
                     # Idle connections with a starving head are left to it (invariant 3: it
                     # has been signalled); this caller queues behind.
@@ -250,13 +279,13 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
 
     def _enqueue_locked(self, req: _Request) -> _Waiter[T]:
         if not req.pending:
-            refusal = self._refusal_locked()
+            refusal = self._refusal_locked(req.key)
             if refusal is not None:
                 raise _Refusal(refusal)
-        waiter: _Waiter[T] = _Waiter(req.t0)
+        waiter: _Waiter[T] = _Waiter(req.t0, req.key, req.prio)
         self._waiters.append(waiter)
         if not req.pending:
-            self._ledger.wait()
+            self._record_wait_locked(req.key, req.prio)
             req.pending = True
         self._queued_locked()
         return waiter
@@ -291,10 +320,9 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
                     continue  # barged, or a spurious wake: sleep again, keeping its place
                 self._waiters.remove(waiter)
                 self._wake_head_locked()  # it may have been the signalled head (invariant 3)
+                error = self._timed_out_locked(waiter, req.timeout)
             finally:
                 self._release()
-            error = self._timeout_error(req.t0, req.timeout)
-            self._ledger.timeout(req.t0, error)
             req.pending = False
             raise _Resolved(error)
 
@@ -310,14 +338,14 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
                 self._put_back_locked(entry)
             elif waiter.grant:
                 waiter.grant = False
-                self._free_slot_locked()
+                self._free_slot_locked(waiter.tenant)
             elif waiter in self._waiters:
                 self._waiters.remove(waiter)
                 self._wake_head_locked()  # it may have been the signalled head (invariant 3)
         finally:
             self._release()
 
-    def _create(self, *, reraise: bool = False) -> tuple[T, float] | None:
+    def _create(self, key: str | None = None, *, reraise: bool = False) -> tuple[T, float] | None:
         """Call the factory in a reserved slot: ``(resource, start)``, or None when it failed
         (recorded, backed off; raised again with ``reraise``). Any other interruption, e.g.
         KeyboardInterrupt, frees the slot (invariant 5)."""
@@ -325,23 +353,23 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         try:
             return self._factory.create(), start
         except Exception as exc:
-            self._create_failed(start, exc)
+            self._create_failed(start, exc, key)
             if reraise:
                 raise
             return None
         except BaseException:
-            self._free_slot()
+            self._free_slot(key)
             raise
 
     def _open(self, req: _Request) -> Entry[T] | None:
         """Open a connection in a reserved slot and lend it. None if the create failed."""
-        made = self._create()
+        made = self._create(req.key)
         if made is None:
             return None
         conn, start = made
         self._acquire()
         try:
-            entry = self._lend_new_locked(conn, start, req.t0, req.pending)
+            entry = self._lend_new_locked(conn, start, req.t0, req.pending, req.key, req.prio)
             if entry is not None:
                 req.pending = False
         finally:
@@ -351,13 +379,13 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
             raise self._closed_error()
         return entry
 
-    def _free_slot(self) -> None:
+    def _free_slot(self, key: str | None) -> None:
         with self._lock:
-            self._free_slot_locked()
+            self._free_slot_locked(key)
 
-    def _create_failed(self, start: float, exc: Exception) -> None:
+    def _create_failed(self, start: float, exc: Exception, key: str | None) -> None:
         with self._lock:
-            self._create_failed_locked(start, exc)
+            self._create_failed_locked(start, exc, key)
 
     def _check_out(self, entry: Entry[T], req: _Request) -> T | None:
         """Apply the borrow rules to an entry taken from idle; lend it or evict it (None)."""
@@ -371,7 +399,8 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         try:
             gone = entry.gone  # close() evicted it while we validated
             if not gone:
-                self._ledger.borrow(entry.id, req.t0 if req.pending else None, req.pending)
+                t0 = req.t0 if req.pending else None
+                self._record_borrow_locked(entry, t0, req.pending, None, req.key, req.prio)
                 req.pending = False
         finally:
             self._release()
@@ -440,6 +469,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
                 and not self._closed
                 and not self._waiters
                 and not entry.burst
+                and entry.tenant is None
             ):
                 entry.last_used = entry.checked = now  # the common case, inline
                 self._idle.append(entry)
@@ -453,9 +483,15 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
             self._destroy_entry(entry)
 
     @contextmanager
-    def connection(self, timeout: float | None = None) -> Iterator[T]:
+    def connection(
+        self,
+        timeout: float | None = None,
+        *,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> Iterator[T]:
         """``with pool.connection() as conn:`` borrow, and always return (even on error)."""
-        conn = self.getconn(timeout)
+        conn = self.getconn(timeout, tenant=tenant, priority=priority)
         try:
             yield conn
         finally:
@@ -479,8 +515,13 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         every later return free of system calls; with I/O between cycles, retracting spares
         the head a GIL round trip per return. (Measured: benchmarks/pool.py, both holds.)
         """
-        head = self._waiters[0]
-        if head.signalled and head.retracts < _RETRACTS and head.lock.acquire(False):
+        head = self._live_head_locked()
+        if (
+            head is not None
+            and head.signalled
+            and head.retracts < _RETRACTS
+            and head.lock.acquire(False)
+        ):
             head.signalled = False
             head.retracts += 1
 
@@ -616,7 +657,12 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
 
 
 class _Refusal(PoolmonError):
-    """Internal: fail-fast or admission control refused; becomes PoolExhausted."""
+    """Internal: fail-fast, admission control or a tenant quota refused (raised under the
+    lock); becomes PoolExhausted or PoolQuotaExceeded outside it."""
+
+    def __init__(self, refusal: tuple[str, str]) -> None:
+        super().__init__(refusal[1])
+        self.refusal = refusal
 
 
 class _Resolved(PoolmonError):
