@@ -382,6 +382,9 @@ class BasePool(Generic[T, W, F]):
         if shares.tenants_on:
             shares.lend(key)
             entry.tenant = key
+        if self._ledger.lane.open:  # no subscriber builds event objects: nothing to annotate
+            self._ledger.borrow(entry.id, t0, queued, now)
+            return
         self._ledger.annotation = self._annotation(key, prio)
         try:
             self._ledger.borrow(entry.id, t0, queued, now)
@@ -398,6 +401,16 @@ class BasePool(Generic[T, W, F]):
             self._ledger.wait()
         finally:
             self._ledger.annotation = None
+
+    def _lent_shared_locked(self, entry: Entry[T], key: str, prio: int, now: float) -> None:
+        """The fast path's borrow in a pool with tenants or priorities, when a subscriber
+        sees event objects: recorded with the 1.1 fields (the quota is already taken)."""
+        ledger = self._ledger
+        ledger.annotation = self._annotation(key, prio)
+        try:
+            ledger.borrow(entry.id, None, False, now)
+        finally:
+            ledger.annotation = None
 
     def _annotation(self, key: str, prio: int) -> dict[str, Any] | None:
         fields: dict[str, Any] = {}
@@ -483,7 +496,7 @@ class BasePool(Generic[T, W, F]):
     def _quota_message(self, key: str) -> str:
         shares = self._shares
         shown = shares.name(key) or "(default)"
-        used = shares.used.get(key, 0)
+        used = shares.held(key)
         return f"tenant {shown!r} holds {used} of its limit {shares.limit(key)}" + (
             "" if shares.at_limit(key) else " (the rest is reserved for other tenants)"
         )

@@ -127,8 +127,10 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
     ) -> T:
         """Borrow a resource, waiting up to ``timeout`` seconds (default ``config.timeout``);
         ``tenant`` and ``priority`` as in :meth:`Pool.getconn`."""
+        if not self._plain or tenant is not None or priority is not None:
+            return await self._getconn_shared(timeout, tenant, priority)
         entry: Entry[T] | None = None
-        if self._idle and self._plain and tenant is None and priority is None:
+        if self._idle:
             now = self._now()
             waiters = self._waiters
             # Barging is allowed unless the oldest waiter is starving (see the module doc).
@@ -140,6 +142,31 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                 ):
                     self._ledger.borrow(entry.id, None, False, now)
                     return entry.conn
+        return await self._getconn_slow(timeout, entry, tenant, priority)
+
+    async def _getconn_shared(
+        self, timeout: float | None, tenant: str | None, priority: int | None
+    ) -> T:
+        """The fast path of a pool with tenants or priorities (see :meth:`Pool.getconn`)."""
+        shares = self._shares
+        key, prio = shares.check(tenant, priority)
+        ledger = self._ledger
+        entry: Entry[T] | None = None
+        if self._idle and not self._waiters and shares.take(key):
+            entry = self._pop()
+            self._lent[id(entry.conn)] = entry  # lent now, or being checked (inv. 1)
+            now = self._now()
+            if now < entry.expires and (
+                self._validate_after is None or now - entry.checked < self._validate_after
+            ):
+                if shares.tenants_on:
+                    entry.tenant = key
+                if ledger.lane.open:  # nobody builds event objects: no 1.1 fields
+                    ledger.borrow(entry.id, None, False, now)
+                else:
+                    self._lent_shared_locked(entry, key, prio, now)
+                return entry.conn
+            shares.untake(key)  # to check first: _check_out accounts it
         return await self._getconn_slow(timeout, entry, tenant, priority)
 
     async def _getconn_slow(

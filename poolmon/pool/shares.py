@@ -45,6 +45,23 @@ class TenantStats:
     errors: dict[str, int] = field(default_factory=dict)
 
 
+class _Tenant:
+    """One tenant's live counts and quota (kept while it holds or is configured)."""
+
+    __slots__ = ("configured", "holds", "limit", "reserve", "stats", "used")
+
+    def __init__(self, limit: int | None, reserve: int, stats: TenantStats, configured: bool):
+        self.limit = limit if limit is not None else _NO_LIMIT
+        self.reserve = reserve
+        self.used = 0
+        self.holds = 0  # slots reserved for its creates in flight, counted like lent ones
+        self.stats = stats
+        self.configured = configured
+
+
+_NO_LIMIT = 1 << 62
+
+
 class Shares:
     """Tenant quotas, reserves and priority ranks of one pool (critical section only)."""
 
@@ -53,17 +70,15 @@ class Shares:
         "_cap",
         "_classes",
         "_default_limit",
-        "_limits",
         "_names",
-        "_reserves",
         "_stats",
+        "_tenants",
         "capacity",
-        "holds",
         "policy",
         "prio_on",
         "tenants_on",
         "total",
-        "used",
+        "unmet",
     )
 
     def __init__(self, cfg: PoolConfig) -> None:
@@ -75,21 +90,21 @@ class Shares:
         self._aging = cfg.aging
         self._cap = cfg.tenant_cap
         self._default_limit = cfg.tenant_limit
-        self._limits: dict[str, int | None] = {}
-        self._reserves: dict[str, int] = {}
-        for name, quota in (cfg.tenants or {}).items():
-            if isinstance(quota, TenantQuota):
-                self._limits[name] = quota.limit if quota.limit is not None else cfg.tenant_limit
-                if quota.reserve:
-                    self._reserves[name] = quota.reserve
-            else:
-                self._limits[name] = int(quota)
-        self.used: dict[str, int] = {}
-        #: Slots reserved for a tenant's create in flight (counted like a lent connection).
-        self.holds: dict[str, int] = {}
-        self.total = 0
         self._names: dict[str, str] = {}
         self._stats: dict[str, TenantStats] = {}
+        self._tenants: dict[str, _Tenant] = {}
+        #: Connections lent to (or being opened for) any tenant.
+        self.total = 0
+        #: Sum over tenants of their reserve not covered by what they hold.
+        self.unmet = 0
+        for name, quota in (cfg.tenants or {}).items():
+            if isinstance(quota, TenantQuota):
+                limit = quota.limit if quota.limit is not None else cfg.tenant_limit
+                reserve = quota.reserve
+            else:
+                limit, reserve = int(quota), 0
+            self._tenants[name] = _Tenant(limit, reserve, self._stat(name), configured=True)
+            self.unmet += reserve
 
     # ------------------------------------------------------------------ priorities
 
@@ -98,7 +113,7 @@ class Shares:
         if priority is None:
             return 0
         top = self._classes - 1
-        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= top:
+        if priority.__class__ is not int or not 0 <= priority <= top:
             raise ConfigError("priority", priority, f"an int in [0, priorities - 1 = {top}]")
         return priority
 
@@ -108,12 +123,26 @@ class Shares:
             prio = max(0, prio - int((now - t0) / self._aging))
         return prio, t0
 
+    def check(self, tenant: str | None, priority: int | None) -> tuple[str, int]:
+        """A borrow's tenant key and class in one call (the fast path), or ConfigError."""
+        if tenant is None:
+            key = DEFAULT_TENANT
+        elif tenant.__class__ is str and tenant and tenant != OTHER:
+            key = tenant
+        else:
+            key = self.key(tenant)  # raises
+        if priority is None:
+            return key, 0
+        if priority.__class__ is int and 0 <= priority < self._classes:
+            return key, priority
+        return key, self.priority(priority)  # raises
+
     # ------------------------------------------------------------------ tenants
 
     def key(self, tenant: str | None) -> str:
         if tenant is None:
             return DEFAULT_TENANT
-        if not isinstance(tenant, str) or not tenant or tenant == OTHER:
+        if tenant.__class__ is not str or not tenant or tenant == OTHER:
             raise ConfigError("tenant", tenant, "a non-empty str other than 'other', or None")
         return tenant
 
@@ -128,45 +157,107 @@ class Shares:
                 self._names[key] = shown  # remember: folded names stay folded (bounded map)
         return shown
 
+    def _state(self, key: str) -> _Tenant:
+        state = self._tenants.get(key)
+        if state is None:
+            state = _Tenant(self._default_limit, 0, self._stat(key), configured=False)
+            self._tenants[key] = state
+        return state
+
     def limit(self, key: str) -> int | None:
-        return self._limits.get(key, self._default_limit)
+        state = self._tenants.get(key)
+        limit = state.limit if state is not None else self._default_limit
+        return None if limit is None or limit == _NO_LIMIT else limit
+
+    def held(self, key: str) -> int:
+        state = self._tenants.get(key)
+        return 0 if state is None else state.used
 
     def admits(self, key: str) -> bool:
         """May ``key`` take one more connection now (see the module docstring)?"""
+        state = self._tenants.get(key)
+        if state is None:  # holds nothing, no reserve, limit >= 1 (checked in the config)
+            return self.total + self.unmet < self.capacity
+        taken = state.used + state.holds
+        if taken >= state.limit:
+            return False
+        if taken < state.reserve:
+            return True
+        # Its own reserve is covered (taken >= reserve): only the others' unmet reserves count.
+        return self.total + self.unmet < self.capacity
+
+    def take(self, key: str) -> bool:
+        """``admits`` and ``lend`` in one step (the borrow fast path); False: not admitted."""
         if not self.tenants_on:
             return True
-        used = self.used.get(key, 0) + self.holds.get(key, 0)
-        limit = self.limit(key)
-        if limit is not None and used >= limit:
-            return False
-        if used < self._reserves.get(key, 0):
-            return True
-        unmet = 0
-        for other, reserve in self._reserves.items():
-            if other != key:
-                unmet += max(0, reserve - self.used.get(other, 0) - self.holds.get(other, 0))
-        return self.total + unmet < self.capacity
+        state = self._tenants.get(key)
+        if state is None:
+            if self.total + self.unmet >= self.capacity:
+                return False
+            state = self._state(key)
+        else:
+            taken = state.used + state.holds
+            if taken >= state.limit:
+                return False
+            if taken >= state.reserve and self.total + self.unmet >= self.capacity:
+                return False
+            if taken < state.reserve:
+                self.unmet -= 1
+        self.total += 1
+        state.used += 1
+        state.stats.borrows += 1
+        return True
+
+    def untake(self, key: str) -> None:
+        """Undo a ``take`` whose connection was not lent after all (it needs a check)."""
+        if self.tenants_on:
+            state = self._tenants[key]
+            state.stats.borrows -= 1
+            state.used -= 1
+            self._give_back(key, state)
 
     def at_limit(self, key: str) -> bool:
-        limit = self.limit(key)
-        return limit is not None and self.used.get(key, 0) >= limit
+        state = self._tenants.get(key)
+        return state is not None and state.used >= state.limit
+
+    def _take(self, state: _Tenant) -> None:
+        if state.used + state.holds < state.reserve:
+            self.unmet -= 1
+        self.total += 1
+
+    def _give_back(self, key: str, state: _Tenant) -> None:
+        self.total -= 1
+        if state.used + state.holds < state.reserve:
+            self.unmet += 1
+        elif not state.configured and not state.used and not state.holds:
+            del self._tenants[key]  # unconfigured and idle: the map stays as small as the active
 
     def hold(self, key: str) -> None:
-        self.holds[key] = self.holds.get(key, 0) + 1
-        self.total += 1
+        state = self._state(key)
+        self._take(state)
+        state.holds += 1
 
     def unhold(self, key: str) -> None:
-        _drop(self.holds, key)
-        self.total -= 1
+        state = self._tenants[key]
+        state.holds -= 1
+        self._give_back(key, state)
 
     def lend(self, key: str) -> None:
-        self.used[key] = self.used.get(key, 0) + 1
-        self.total += 1
-        self._stat(key).borrows += 1
+        state = self._tenants.get(key)
+        if state is None:
+            state = self._state(key)
+        self._take(state)
+        state.used += 1
+        state.stats.borrows += 1
 
     def unlend(self, key: str) -> None:
-        _drop(self.used, key)
+        state = self._tenants[key]
+        state.used -= 1
         self.total -= 1
+        if state.used + state.holds < state.reserve:
+            self.unmet += 1
+        elif not state.configured and not state.used and not state.holds:
+            del self._tenants[key]
 
     def failed(self, key: str, error_type: str) -> None:
         errors = self._stat(key).errors
@@ -181,21 +272,14 @@ class Shares:
 
     def stats(self) -> dict[str, TenantStats]:
         """Per reported tenant: used now, limit, borrows and errors (``""``: the default)."""
-        out: dict[str, TenantStats] = {}
-        for shown, stats in self._stats.items():
-            out[shown] = TenantStats(0, None, stats.borrows, dict(stats.errors))
-        for key, used in self.used.items():
+        out = {
+            shown: TenantStats(0, None, stats.borrows, dict(stats.errors))
+            for shown, stats in self._stats.items()
+        }
+        for key, state in self._tenants.items():
             shown = self.name(key) or DEFAULT_TENANT
-            out.setdefault(shown, TenantStats()).used += used
+            out.setdefault(shown, TenantStats()).used += state.used
         for shown, stats in out.items():
             if shown != OTHER:
                 stats.limit = self.limit(shown)
         return out
-
-
-def _drop(counts: dict[str, int], key: str) -> None:
-    left = counts.get(key, 0) - 1
-    if left > 0:
-        counts[key] = left
-    else:
-        counts.pop(key, None)  # no zero entries: the maps stay as small as the active tenants

@@ -174,11 +174,13 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         Raises PoolTimeout, PoolExhausted (fail-fast, max_waiting), PoolQuotaExceeded (a
         tenant at its quota) or PoolClosed, each carrying a snapshot of the pool.
         """
+        if not self._plain or tenant is not None or priority is not None:
+            return self._getconn_shared(timeout, tenant, priority)
         # Fast path: an idle connection that needs no check. Everything else is _getconn_slow.
         entry: Entry[T] | None = None
         self._acquire()
         try:
-            if self._idle and self._plain and tenant is None and priority is None:
+            if self._idle:
                 now = self._now()
                 waiters = self._waiters
                 # Barging is allowed unless the oldest waiter is starving (see the module doc).
@@ -194,6 +196,34 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
                         self._ledger.borrow(entry.id, None, False, now)
                         return entry.conn
                     self._lent[id(entry.conn)] = entry  # being checked: close() must see it
+        finally:
+            self._release()
+        return self._getconn_slow(timeout, entry, tenant, priority)
+
+    def _getconn_shared(self, timeout: float | None, tenant: str | None, priority: int | None) -> T:
+        """The fast path of a pool with tenants or priorities: an idle connection, nobody
+        waiting (so no rank or barging question), the tenant within its quota."""
+        shares = self._shares
+        key, prio = shares.check(tenant, priority)
+        ledger = self._ledger
+        entry: Entry[T] | None = None
+        self._acquire()
+        try:
+            if self._idle and not self._waiters and shares.take(key):
+                entry = self._pop()
+                self._lent[id(entry.conn)] = entry  # lent now, or being checked (inv. 1)
+                now = self._now()
+                if now < entry.expires and (
+                    self._validate_after is None or now - entry.checked < self._validate_after
+                ):
+                    if shares.tenants_on:
+                        entry.tenant = key
+                    if ledger.lane.open:  # nobody builds event objects: no 1.1 fields
+                        ledger.borrow(entry.id, None, False, now)
+                    else:
+                        self._lent_shared_locked(entry, key, prio, now)
+                    return entry.conn
+                shares.untake(key)  # to check first: _check_out accounts it
         finally:
             self._release()
         return self._getconn_slow(timeout, entry, tenant, priority)
@@ -463,13 +493,15 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         try:
             # pop, not del: reclamation may have taken it out of _lent since the lookup above.
             self._lent.pop(key, None)
+            if entry.tenant is not None:
+                self._shares.unlend(entry.tenant)  # its tenant's quota frees up
+                entry.tenant = None
             if (
                 reason is None
                 and not entry.gone
                 and not self._closed
                 and not self._waiters
                 and not entry.burst
-                and entry.tenant is None
             ):
                 entry.last_used = entry.checked = now  # the common case, inline
                 self._idle.append(entry)
