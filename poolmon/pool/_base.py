@@ -28,7 +28,14 @@ from poolmon.core.redact import scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import log_once
 from poolmon.core.snapshot import PoolSnapshot
-from poolmon.errors import PoolClosed, PoolError, PoolExhausted, PoolQuotaExceeded, PoolTimeout
+from poolmon.errors import (
+    PoolClosed,
+    PoolError,
+    PoolExhausted,
+    PoolQuotaExceeded,
+    PoolShed,
+    PoolTimeout,
+)
 from poolmon.pool.backoff import Backoff
 from poolmon.pool.config import PoolConfig
 from poolmon.pool.factory import check_factory, hook
@@ -62,6 +69,7 @@ class Entry(Generic[T]):
         "gone",
         "id",
         "last_used",
+        "lent_at",
         "tenant",
     )
 
@@ -70,7 +78,10 @@ class Entry(Generic[T]):
     ) -> None:
         self.id = ident
         self.burst = burst  # opened above max_size (burst capacity): closed first, sooner
-        self.tenant: str | None = None  # the tenant it is lent to (pools with tenants only)
+        # An accounted borrow (pools with tenants or a wait budget): its tenant key ("" with a
+        # wait budget alone) and when it was lent (the use-time estimate of backpressure).
+        self.tenant: str | None = None
+        self.lent_at = 0.0
         self.conn = conn
         self.expires = expires
         self.last_used = now  # when it was last returned (idle timeout counts from here)
@@ -181,7 +192,11 @@ class BasePool(Generic[T, W, F]):
         self._bursts = 0
         # Tenants and priority classes (off: every waiter is equal, FIFO, no accounting).
         self._shares = Shares(cfg)
-        self._plain = not (self._shares.tenants_on or self._shares.prio_on)
+        # Adaptive backpressure (off: wait_budget None): a moving average of use times.
+        self._shed_on = cfg.wait_budget is not None
+        self._use_ema: float | None = None
+        self._accounting = self._shares.tenants_on or self._shed_on
+        self._plain = not (self._accounting or self._shares.prio_on)
         # Hooks the factory leaves as no-ops are skipped: a call saved on every return, and a
         # factory without a health check is never "validated" (no validate events).
         self._reset = hook(factory, "reset") if cfg.reset_on_return else None
@@ -381,7 +396,9 @@ class BasePool(Generic[T, W, F]):
         shares = self._shares
         if shares.tenants_on:
             shares.lend(key)
+        if self._accounting:
             entry.tenant = key
+            entry.lent_at = self._now() if now is None else now
         if self._ledger.lane.open:  # no subscriber builds event objects: nothing to annotate
             self._ledger.borrow(entry.id, t0, queued, now)
             return
@@ -421,11 +438,29 @@ class BasePool(Generic[T, W, F]):
             fields["priority"] = prio
         return fields or None
 
-    def _unlend_locked(self, entry: Entry[T]) -> None:
-        """The tenant holding ``entry`` gave it back (or lost it): its quota frees up."""
-        if entry.tenant is not None:
-            self._shares.unlend(entry.tenant)
-            entry.tenant = None
+    def _unlend_locked(self, entry: Entry[T], now: float | None = None) -> None:
+        """An accounted borrow ended: its tenant's quota frees up; a return (``now`` given)
+        feeds the use-time average of adaptive backpressure."""
+        key = entry.tenant
+        if key is None:
+            return
+        entry.tenant = None
+        if self._shares.tenants_on:
+            self._shares.unlend(key)
+        if now is not None and self._shed_on:
+            used = now - entry.lent_at
+            ema = self._use_ema
+            weight = self.config.shed_smoothing
+            self._use_ema = used if ema is None else ema + weight * (used - ema)
+
+    def _shed_estimate_locked(self) -> float | None:
+        """The estimated wait of a caller queueing now: one return frees a connection, and
+        ``size`` connections each held ``use`` seconds return ``size / use`` per second, so
+        ``(waiting + 1) * use / size``. None before any return was measured."""
+        use = self._use_ema
+        if use is None or self._size == 0:
+            return None
+        return (len(self._waiters) + 1) * use / self._size
 
     def _starving_locked(self) -> bool:
         """The oldest live waiter has waited ``handoff_after`` or more: no barging."""
@@ -486,6 +521,15 @@ class BasePool(Generic[T, W, F]):
         shares = self._shares
         if shares.tenants_on and shares.policy == "refuse" and not shares.admits(key):
             return "quota_exceeded", self._quota_message(key)
+        if self._shed_on:
+            estimate = self._shed_estimate_locked()
+            budget = self.config.wait_budget
+            if estimate is not None and budget is not None and estimate > budget:
+                return "shed", (
+                    f"estimated wait {estimate:.3g}s exceeds wait_budget={budget:g}s "
+                    f"({len(self._waiters)} waiting, mean use {self._use_ema or 0.0:.3g}s, "
+                    f"size {self._size})"
+                )
         if self.config.fail_fast:
             return "exhausted", "no connection available and fail_fast is set"
         limit = self.config.max_waiting
@@ -798,7 +842,7 @@ class BasePool(Generic[T, W, F]):
 
         The entry must already be out of ``_lent``. One that is ``gone`` was reclaimed while
         lent (this is its holder's late return): no second evict."""
-        self._unlend_locked(entry)
+        self._unlend_locked(entry, now)
         if entry.gone:
             self._reclaimed.pop(id(entry.conn), None)
             return False
@@ -912,8 +956,14 @@ class BasePool(Generic[T, W, F]):
         error_type, why = refusal
         if error_type == "exhausted" and self._plain:
             return self._exhausted_error(why)
-        cls = PoolQuotaExceeded if error_type == "quota_exceeded" else PoolExhausted
-        error = cls(why, self._ledger.snapshot())
+        snap = self._ledger.snapshot()
+        error: PoolExhausted
+        if error_type == "quota_exceeded":
+            error = PoolQuotaExceeded(why, snap)
+        elif error_type == "shed":
+            error = PoolShed(why, snap)
+        else:
+            error = PoolExhausted(why, snap)
         if self._shares.tenants_on:
             self._shares.failed(key, error_type)
         self._error_locked(error_type, "borrow", error, key, prio, None)

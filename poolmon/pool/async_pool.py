@@ -159,8 +159,8 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
             if now < entry.expires and (
                 self._validate_after is None or now - entry.checked < self._validate_after
             ):
-                if shares.tenants_on:
-                    entry.tenant = key
+                if self._accounting:
+                    entry.tenant, entry.lent_at = key, now
                 if ledger.lane.open:  # nobody builds event objects: no 1.1 fields
                     ledger.borrow(entry.id, None, False, now)
                 else:
@@ -388,6 +388,8 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                 reason, reset_error = "reset_failed", exc
         # pop, not del: reclamation may have taken it out of _lent during the reset.
         self._lent.pop(key, None)
+        if entry.tenant is not None:
+            self._unlend_locked(entry, now)  # quota, use-time average
         if not self._settle_return_locked(entry, now, reason, reset_error):
             await self._destroy_entry(entry)
 

@@ -216,8 +216,8 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
                 if now < entry.expires and (
                     self._validate_after is None or now - entry.checked < self._validate_after
                 ):
-                    if shares.tenants_on:
-                        entry.tenant = key
+                    if self._accounting:
+                        entry.tenant, entry.lent_at = key, now
                     if ledger.lane.open:  # nobody builds event objects: no 1.1 fields
                         ledger.borrow(entry.id, None, False, now)
                     else:
@@ -494,8 +494,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
             # pop, not del: reclamation may have taken it out of _lent since the lookup above.
             self._lent.pop(key, None)
             if entry.tenant is not None:
-                self._shares.unlend(entry.tenant)  # its tenant's quota frees up
-                entry.tenant = None
+                self._unlend_locked(entry, now)  # quota, use-time average
             if (
                 reason is None
                 and not entry.gone
