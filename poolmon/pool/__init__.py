@@ -6,6 +6,7 @@ is recorded in the pool's :class:`~poolmon.core.ledger.PoolLedger` as an event o
 
 from poolmon.pool.async_pool import AsyncPool
 from poolmon.pool.config import PoolConfig, TenantQuota
+from poolmon.pool.credentials import async_credentialed, credentialed
 from poolmon.pool.factory import AsyncFactory, BaseAsyncFactory, BaseFactory, Factory, factory
 from poolmon.pool.sqlite import SqliteFactory
 from poolmon.pool.sync_pool import Pool
@@ -20,5 +21,7 @@ __all__ = [
     "PoolConfig",
     "SqliteFactory",
     "TenantQuota",
+    "async_credentialed",
+    "credentialed",
     "factory",
 ]
