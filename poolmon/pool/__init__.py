@@ -8,6 +8,7 @@ from poolmon.pool.async_pool import AsyncPool
 from poolmon.pool.config import PoolConfig, TenantQuota
 from poolmon.pool.credentials import async_credentialed, credentialed
 from poolmon.pool.factory import AsyncFactory, BaseAsyncFactory, BaseFactory, Factory, factory
+from poolmon.pool.routing import RoutingPool
 from poolmon.pool.sqlite import SqliteFactory
 from poolmon.pool.sync_pool import Pool
 
@@ -19,6 +20,7 @@ __all__ = [
     "Factory",
     "Pool",
     "PoolConfig",
+    "RoutingPool",
     "SqliteFactory",
     "TenantQuota",
     "async_credentialed",

@@ -131,11 +131,13 @@ class BasePool(Generic[T, W, F]):
         registry: PoolRegistry | None = None,
         clock: Clock | None = None,
         rng: Callable[[], float] | None = None,
+        route: tuple[str, str] | None = None,
         **options: Any,
     ) -> None:
         """``factory`` makes the resources; ``config`` and/or keyword options (the fields of
         :class:`PoolConfig`) configure the pool; ``name``/``identity`` name it (else the
-        factory's ``identity``); ``registry``, ``clock`` and ``rng`` are injectable.
+        factory's ``identity``); ``registry``, ``clock`` and ``rng`` are injectable; ``route``
+        (role, group) marks a member of a :class:`~poolmon.pool.routing.RoutingPool`.
         Raises ConfigError for a factory the pool cannot drive or a bad option value."""
         check_factory(factory, asynchronous=self._asynchronous)
         self._factory = factory
@@ -162,7 +164,7 @@ class BasePool(Generic[T, W, F]):
             min_size=cfg.min_size,
             clock=clock,
             stack_sample_every=cfg.stack_sample_every,
-            open_fields=self._open_fields(cfg),
+            open_fields=self._open_fields(cfg, route),
         )
         self._now = self._ledger.now
         self._backoff = Backoff(
@@ -211,9 +213,11 @@ class BasePool(Generic[T, W, F]):
         self._start()
 
     @staticmethod
-    def _open_fields(cfg: PoolConfig) -> dict[str, Any]:
+    def _open_fields(cfg: PoolConfig, route: tuple[str, str] | None) -> dict[str, Any]:
         """Spec 1.1 fields of the pool's open event (none when every feature is off)."""
         fields: dict[str, Any] = {}
+        if route is not None:
+            fields["route"], fields["route_group"] = route
         if cfg.burst_max is not None:
             fields["burst_max"] = cfg.burst_max - cfg.max_size
         return fields
