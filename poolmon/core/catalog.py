@@ -15,6 +15,7 @@ __all__ = [
     "EVENT_KINDS",
     "EVICTION_REASONS",
     "METRICS",
+    "OPTIONAL_METRICS",
     "OUTCOMES",
     "SELF_METRICS",
     "SEMCONV",
@@ -71,6 +72,10 @@ def _spec(entry: Mapping[str, object]) -> MetricSpec:
 METRICS: Final[Mapping[str, MetricSpec]] = {m["name"]: _spec(m) for m in CATALOG["metrics"]}
 SELF_METRICS: Final[Mapping[str, MetricSpec]] = {
     m["name"]: _spec(m) for m in CATALOG["self_metrics"]
+}
+#: Spec 1.1 metrics emitted only by pools that use the feature (bursts, tenants, routing).
+OPTIONAL_METRICS: Final[Mapping[str, MetricSpec]] = {
+    m["name"]: _spec(m) for m in CATALOG.get("optional_metrics", [])
 }
 #: ``{"database": {poolmon name: {"name": official name, "attributes": {...}}}, "http": {...}}``
 SEMCONV: Final[Mapping[str, Mapping[str, Mapping[str, object]]]] = CATALOG["semconv"]

@@ -128,6 +128,7 @@ class PoolLedger:
         "max_size",
         "min_size",
         "open_fields",
+        "optional_source",
         "semconv_exported_by",
     )
 
@@ -150,6 +151,9 @@ class PoolLedger:
         #: about to record: set and cleared by the pool around the ledger call, under the pool's
         #: own lock. Read only when an event object is built (a subscriber is attached).
         self.annotation: dict[str, Any] | None = None
+        #: Set by a pool with spec 1.1 features: returns its optional metrics' points (read
+        #: at snapshot time, outside this ledger's lock; a failure is counted, never raised).
+        self.optional_source: Callable[[], Mapping[str, Any]] | None = None
         #: Set by a shim when the pooled library itself already publishes this pool's official
         #: OpenTelemetry semantic-convention series (e.g. ``"redis-py"``): an exporter in
         #: ``semconv`` mode then keeps poolmon's own names for it rather than count it twice.
@@ -669,7 +673,21 @@ class PoolLedger:
         if leak_threshold is not None:
             leaks = tuple(self.leaks(leak_threshold))
             snap = _with_leaks(snap, leaks)
+        source = self.optional_source
+        if source is not None:
+            snap = self._with_optional(snap, source)
         return snap
+
+    def _with_optional(self, snap: PoolSnapshot, source: Callable[[], Any]) -> PoolSnapshot:
+        from dataclasses import replace
+
+        try:
+            points = {name: tuple(rows) for name, rows in source().items()}
+        except Exception as exc:
+            self._self_metrics.inc("poolmon.shim.errors", "optional-metrics")
+            log_once(_log, f"optional:{self.name}", "poolmon: %s", _describe(exc))
+            return snap
+        return replace(snap, optional=points)
 
     def connections(self) -> dict[str, list[int]]:
         """Ids of live connections by state (for tests and detail views). O(connections)."""

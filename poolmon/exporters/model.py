@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from poolmon.core.catalog import METRICS, SELF_METRICS, SEMCONV, MetricSpec
+from poolmon.core.catalog import METRICS, OPTIONAL_METRICS, SELF_METRICS, SEMCONV, MetricSpec
 from poolmon.core.snapshot import HistogramSnapshot, PoolSnapshot
 
 __all__ = [
@@ -111,7 +111,7 @@ class Family:
             self.points[key] = previous.merged(value)
         elif self.spec.source in _MAX_POINT_GAUGES:
             self.points[key] = max(previous, float(value))  # type: ignore[arg-type]
-        elif self.spec.source == "pool.info":
+        elif self.spec.source in ("pool.info", "pool.route.info"):
             pass  # an info metric is 1 per identity, never 2
         else:
             self.points[key] = previous + float(value)  # type: ignore[arg-type]
@@ -151,6 +151,7 @@ def family_specs(*, semconv: bool = False) -> list[FamilySpec]:
         for table in SEMCONV.values():
             for source, entry in table.items():
                 specs.append(_semconv_spec(str(entry["name"]), METRICS[source]))
+    specs.extend(_from_catalog(m) for m in OPTIONAL_METRICS.values())
     specs.extend(_from_catalog(m) for m in SELF_METRICS.values())
     return specs
 
@@ -259,6 +260,12 @@ def build_families(
                 family = families[str(entry["name"])]
                 for attrs, value in _pool_points(snap, source):
                     family.add(_semconv_attributes(entry, attrs, snap), value)
+        # Spec 1.1 optional metrics (bursts, tenants, routing): only pools that have them.
+        for optional_name, rows in snap.optional.items():
+            optional = families.get(optional_name)
+            if optional is not None:
+                for point_attrs, point in rows:
+                    optional.add({"pool.name": snap.name, **point_attrs}, point)
     for metric_name, spec in SELF_METRICS.items():
         family = families[metric_name]
         if metric_name == "poolmon.pools":

@@ -47,6 +47,9 @@ T = TypeVar("T")
 
 _log = logging.getLogger("poolmon")
 
+#: Error types counted per tenant (at zero from the tenant's first borrow).
+_TENANT_ERRORS = ("quota_exceeded", "timeout", "shed", "exhausted")
+
 #: Reclaimed connections that cannot be weakly referenced are remembered (for their holder's
 #: late return) up to this many, oldest forgotten first.
 RECLAIMED_KEEP = 256
@@ -198,6 +201,9 @@ class BasePool(Generic[T, W, F]):
         self._shed_on = cfg.wait_budget is not None
         self._use_ema: float | None = None
         self._accounting = self._shares.tenants_on or self._shed_on
+        # A member of a RoutingPool: its (role, group), and whether the router has it in service.
+        self._route = route
+        self.route_healthy = True
         self._plain = not (self._accounting or self._shares.prio_on)
         # Hooks the factory leaves as no-ops are skipped: a call saved on every return, and a
         # factory without a health check is never "validated" (no validate events).
@@ -210,7 +216,43 @@ class BasePool(Generic[T, W, F]):
         self._warmup = sorted(
             start + self._random() * cfg.warmup_jitter for _ in range(cfg.min_size)
         )
+        if self._burst_on or self._shares.tenants_on or route is not None:
+            self._ledger.optional_source = self._optional_points
         self._start()
+
+    def _optional_points_locked(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """The spec 1.1 optional metrics' points of this pool (exporters read them through
+        the snapshot; tenant names are the folded ones, so the series stay bounded)."""
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        if self._burst_on:
+            out["pool.connection.burst"] = [({}, float(self._bursts))]
+            out["pool.connection.burst.max"] = [({}, float(self._ceiling - self.config.max_size))]
+        if self._shares.tenants_on:
+            usage, limits, borrows, errors = [], [], [], []
+            for shown, stats in self._shares.stats().items():
+                if not shown:
+                    continue  # borrows naming no tenant: the pool's own series cover them
+                attrs = {"pool.tenant": shown}
+                usage.append((attrs, float(stats.used)))
+                if stats.limit is not None:
+                    limits.append((attrs, float(stats.limit)))
+                borrows.append((attrs, float(stats.borrows)))
+                for error_type in _TENANT_ERRORS:  # counters exist at zero
+                    count = float(stats.errors.get(error_type, 0))
+                    errors.append(({**attrs, "error.type": error_type}, count))
+            out["pool.tenant.connection.usage"] = usage
+            out["pool.tenant.connection.limit"] = limits
+            out["pool.tenant.borrows"] = borrows
+            out["pool.tenant.errors"] = errors
+        if self._route is not None:
+            role, group = self._route
+            healthy = "true" if self.route_healthy else "false"
+            attrs = {"pool.route": role, "pool.route.group": group, "pool.route.healthy": healthy}
+            out["pool.route.info"] = [(attrs, 1.0)]
+        return out
+
+    def _optional_points(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        raise NotImplementedError
 
     @staticmethod
     def _open_fields(cfg: PoolConfig, route: tuple[str, str] | None) -> dict[str, Any]:

@@ -95,6 +95,9 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
 
     _asynchronous = True
 
+    def _optional_points(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        return self._optional_points_locked()
+
     def _start(self) -> None:
         self._stop: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None

@@ -123,6 +123,7 @@ class RoutingPool(Generic[T]):
     def _take_out(self, index: int, exc: BaseException) -> None:
         if self._healthy[index]:
             self._healthy[index] = False
+            self.replicas[index].route_healthy = False
             _log.warning(
                 "poolmon: %s taken out of service: %s",
                 self.replicas[index].name,
@@ -144,6 +145,7 @@ class RoutingPool(Generic[T]):
                 continue
             replica.putconn(conn)
             self._healthy[index] = True
+            replica.route_healthy = True
             back.append(replica.name)
         return back
 

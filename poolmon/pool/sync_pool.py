@@ -147,6 +147,22 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
     >>> pool.close()
     """
 
+    def _optional_points(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        # Read at snapshot time, and snapshots are also taken under this pool's lock (an
+        # error's snapshot): never wait for the lock here (it is not reentrant). Without it
+        # the read may meet a concurrent change: a dict resized mid-iteration is retried.
+        if self._lock.acquire(False):
+            try:
+                return self._optional_points_locked()
+            finally:
+                self._lock.release()
+        for _ in range(3):
+            try:
+                return self._optional_points_locked()
+            except RuntimeError:
+                continue
+        return {}
+
     def _start(self) -> None:
         self._lock = threading.Lock()
         self._acquire = self._lock.acquire
