@@ -61,11 +61,16 @@ def _checked(creds: object) -> Credentials:
     return creds
 
 
-class _CredentialedFactory(BaseFactory[T]):
+class _Provided:
+    """What both credentialed factories hold: the connect callable, the provider (never its
+    result) and the optional hooks; hooks not given are no-ops the pool skips."""
+
+    _label = "credentialed"
+
     def __init__(
         self,
-        connect: Callable[..., T],
-        provider: Callable[[], Credentials],
+        connect: Callable[..., Any],
+        provider: Callable[[], Any],
         hooks: Mapping[str, Callable[..., Any] | None],
     ) -> None:
         self._connect = connect
@@ -74,13 +79,16 @@ class _CredentialedFactory(BaseFactory[T]):
         self.no_ops = frozenset(n for n in ("validate", "reset", "is_broken") if not hooks.get(n))
 
     def __repr__(self) -> str:  # the provider is shown by name, never called here
-        return f"credentialed({_name(self._connect)}, provider={_name(self._provider)})"
+        return f"{self._label}({_name(self._connect)}, provider={_name(self._provider)})"
 
+
+class _CredentialedFactory(_Provided, BaseFactory[T]):
     def create(self) -> T:
         creds = _checked(self._provider())  # a provider error is a create failure
         message = None
         try:
-            return self._connect(**creds)
+            conn: T = self._connect(**creds)
+            return conn
         except Exception as exc:
             message = _mask(exc, creds)
         finally:
@@ -108,20 +116,8 @@ class _CredentialedFactory(BaseFactory[T]):
             super().destroy(conn)
 
 
-class _AsyncCredentialedFactory(BaseAsyncFactory[T], Generic[T]):
-    def __init__(
-        self,
-        connect: Callable[..., Awaitable[T]],
-        provider: Callable[[], Credentials | Awaitable[Credentials]],
-        hooks: Mapping[str, Callable[..., Any] | None],
-    ) -> None:
-        self._connect = connect
-        self._provider = provider
-        self._hooks = hooks
-        self.no_ops = frozenset(n for n in ("validate", "reset", "is_broken") if not hooks.get(n))
-
-    def __repr__(self) -> str:
-        return f"async_credentialed({_name(self._connect)}, provider={_name(self._provider)})"
+class _AsyncCredentialedFactory(_Provided, BaseAsyncFactory[T], Generic[T]):
+    _label = "async_credentialed"
 
     async def create(self) -> T:
         got = self._provider()
@@ -131,7 +127,8 @@ class _AsyncCredentialedFactory(BaseAsyncFactory[T], Generic[T]):
         del got
         message = None
         try:
-            return await self._connect(**creds)
+            conn: T = await self._connect(**creds)
+            return conn
         except Exception as exc:
             message = _mask(exc, creds)
         finally:
