@@ -51,6 +51,8 @@ REDIS_URL = os.environ.get("POOLMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 Cycle = tuple[Callable[[], Any], Callable[[Any], None]]  # (borrow, give back)
 STRICT = "poolmon.Pool(object) strict"  # handoff_after=0: FIFO hand-off always
 OURS = "poolmon.Pool(object)"
+#: Tenants and priority classes on (issue 23): bar <= 1.5x the features-off cycle (OURS).
+FEATURED = "poolmon.Pool(object) tenants+prio"
 
 
 # ---------------------------------------------------------------------- resources
@@ -97,6 +99,27 @@ def _poolmon(
     return (pool.getconn, pool.putconn), pool.close
 
 
+def _featured(registry: PoolRegistry) -> tuple[Cycle, Any]:
+    """Every borrow names a tenant (with a quota and a reserve) and a priority class."""
+    from poolmon.pool import TenantQuota
+
+    pool: Pool[Any] = Pool(
+        factory(object),
+        min_size=4,
+        max_size=4,
+        eager=True,
+        registry=registry,
+        tenants={"acme": TenantQuota(limit=4, reserve=1), "globex": 2},
+        tenant_limit=4,
+        priorities=3,
+    )
+
+    def borrow() -> Any:
+        return pool.getconn(tenant="acme", priority=1)
+
+    return (borrow, pool.putconn), pool.close
+
+
 _events_seen = [0]
 
 
@@ -114,6 +137,7 @@ def _peers(registry: PoolRegistry) -> dict[str, tuple[Cycle, Callable[[], None]]
     out["poolmon.Pool(object)"] = _poolmon(factory(object), registry, False)
     out["poolmon.Pool(object)+events"] = _poolmon(factory(object), registry, True)
     out[STRICT] = _poolmon(factory(object), registry, False, handoff_after=0)
+    out[FEATURED] = _featured(registry)
 
     from sqlalchemy.pool import QueuePool
 
@@ -213,6 +237,7 @@ _PAIRS = [
     ("poolmon.Pool(redis)", "redis BlockingConnectionPool", None),
     ("poolmon.Pool(object)", "queue.LifoQueue", None),
     ("poolmon.Pool(object)+events", "queue.LifoQueue", None),
+    (FEATURED, OURS, 1.5),
 ]
 
 

@@ -28,7 +28,7 @@ from poolmon.errors import (
     PoolmonError,
     PoolTimeout,
 )
-from poolmon.pool import AsyncPool, Pool, PoolConfig, SqliteFactory, factory
+from poolmon.pool import AsyncPool, Pool, PoolConfig, SqliteFactory, TenantQuota, factory
 from poolmon.shims import instrument, uninstrument
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "PoolTimeout",
     "PoolmonError",
     "SqliteFactory",
+    "TenantQuota",
     "factory",
     "get_default_registry",
     "instrument",

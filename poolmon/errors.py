@@ -15,6 +15,8 @@ __all__ = [
     "PoolClosed",
     "PoolError",
     "PoolExhausted",
+    "PoolQuotaExceeded",
+    "PoolShed",
     "PoolTimeout",
     "PoolmonError",
 ]
@@ -62,6 +64,16 @@ class PoolTimeout(PoolError, TimeoutError):
 
 class PoolExhausted(PoolError):
     """The pool refused at once: fail-fast mode, or too many callers already waiting."""
+
+
+class PoolQuotaExceeded(PoolExhausted):
+    """A tenant is at its connection limit: refused at once (``tenant_policy="refuse"``), or
+    its wait ended at the timeout while only its own quota kept it waiting."""
+
+
+class PoolShed(PoolExhausted):
+    """Adaptive backpressure refused at once: the caller's estimated wait exceeds the pool's
+    ``wait_budget`` (estimated from recent use times and the queue depth)."""
 
 
 class PoolClosed(PoolError):

@@ -17,6 +17,7 @@ __all__ = [
     "EVENT_KINDS",
     "EVICTION_REASONS",
     "METRICS",
+    "OPTIONAL_METRICS",
     "OUTCOMES",
     "POLL_ERROR_TYPES",
     "PROXY_CLIENT_STATES",
@@ -107,6 +108,10 @@ PROXY_CLIENT_STATES: Final[tuple[str, ...]] = tuple(CATALOG["proxy_client_states
 PROXY_SERVER_STATES: Final[tuple[str, ...]] = tuple(CATALOG["proxy_server_states"])
 POLL_ERROR_TYPES: Final[tuple[str, ...]] = tuple(CATALOG["poll_error_types"])
 BACKEND_SYSTEMS: Final[tuple[str, ...]] = tuple(CATALOG["backend_systems"])
+#: Spec 1.1 metrics emitted only by pools that use the feature (bursts, tenants, routing).
+OPTIONAL_METRICS: Final[Mapping[str, MetricSpec]] = {
+    m["name"]: _spec(m) for m in CATALOG.get("optional_metrics", [])
+}
 #: ``{"database": {poolmon name: {"name": official name, "attributes": {...}}}, "http": {...}}``
 SEMCONV: Final[Mapping[str, Mapping[str, Mapping[str, object]]]] = CATALOG["semconv"]
 

@@ -60,6 +60,12 @@ _OPTIONAL_FIELDS: Final = (
     "max",
     "min",
     "idle_max",
+    "tenant",
+    "priority",
+    "burst",
+    "route",
+    "route_group",
+    "burst_max",
 )
 
 
@@ -97,6 +103,13 @@ class PoolEvent:
     max: int | None = None
     min: int | None = None
     idle_max: int | None = None
+    # 1.1 (the second-wave pool): who asked, how urgently, which kind of connection/member.
+    tenant: str | None = None
+    priority: int | None = None
+    burst: bool | None = None
+    route: str | None = None
+    route_group: str | None = None
+    burst_max: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-line form: ``v``, ``kind``, ``ts``, ``pool`` and the fields that are set.

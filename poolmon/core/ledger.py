@@ -39,7 +39,7 @@ import os
 import threading
 import traceback
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from poolmon.core import events as ev
@@ -121,11 +121,14 @@ class PoolLedger:
         "_validations",
         "_wait_counts",
         "_wait_sum",
+        "annotation",
         "identity",
         "idle_max",
         "lane",
         "max_size",
         "min_size",
+        "open_fields",
+        "optional_source",
         "semconv_exported_by",
     )
 
@@ -139,8 +142,18 @@ class PoolLedger:
         clock: Clock = system_clock,
         self_metrics: SelfMetrics | None = None,
         stack_sample_every: int = 0,
+        open_fields: Mapping[str, Any] | None = None,
     ) -> None:
         self.identity = identity
+        #: Spec 1.1 fields of this pool's ``open`` event (``burst_max``, ``route``...).
+        self.open_fields: dict[str, Any] = dict(open_fields or {})
+        #: Spec 1.1 fields (``tenant``, ``priority``, ``burst``) a pool adds to the events it is
+        #: about to record: set and cleared by the pool around the ledger call, under the pool's
+        #: own lock. Read only when an event object is built (a subscriber is attached).
+        self.annotation: dict[str, Any] | None = None
+        #: Set by a pool with spec 1.1 features: returns its optional metrics' points (read
+        #: at snapshot time, outside this ledger's lock; a failure is counted, never raised).
+        self.optional_source: Callable[[], Mapping[str, Any]] | None = None
         #: Set by a shim when the pooled library itself already publishes this pool's official
         #: OpenTelemetry semantic-convention series (e.g. ``"redis-py"``): an exporter in
         #: ``semconv`` mode then keeps poolmon's own names for it rather than count it twice.
@@ -269,11 +282,14 @@ class PoolLedger:
             min=self.min_size,
             idle_max=self.idle_max,
             pending=self._pending,
+            **self.open_fields,
         )
         self._deliver(subscriber, event)
 
     def _emit(self, kind: str, **fields: Any) -> None:
         # Called with the lock held, so every subscriber sees events in the order they happened.
+        if self.annotation:
+            fields = {**self.annotation, **fields}
         event = PoolEvent(kind, self._clock.wall(), self.identity.name, self.identity.pid, **fields)
         for subscriber in self._subscribers:
             self._deliver(subscriber, event)
@@ -659,7 +675,21 @@ class PoolLedger:
         if leak_threshold is not None:
             leaks = tuple(self.leaks(leak_threshold))
             snap = _with_leaks(snap, leaks)
+        source = self.optional_source
+        if source is not None:
+            snap = self._with_optional(snap, source)
         return snap
+
+    def _with_optional(self, snap: PoolSnapshot, source: Callable[[], Any]) -> PoolSnapshot:
+        from dataclasses import replace
+
+        try:
+            points = {name: tuple(rows) for name, rows in source().items()}
+        except Exception as exc:
+            self._self_metrics.inc("poolmon.shim.errors", "optional-metrics")
+            log_once(_log, f"optional:{self.name}", "poolmon: %s", _describe(exc))
+            return snap
+        return replace(snap, optional=points)
 
     def connections(self) -> dict[str, list[int]]:
         """Ids of live connections by state (for tests and detail views). O(connections)."""

@@ -15,8 +15,8 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from poolmon.core.clock import Clock, system_clock
 from poolmon.core.identity import PoolIdentity
@@ -55,6 +55,7 @@ class PoolRegistry:
         idle_max: int | None = None,
         clock: Clock | None = None,
         stack_sample_every: int = 0,
+        open_fields: Mapping[str, Any] | None = None,
     ) -> PoolLedger:
         """Create and register the ledger of a new pool.
 
@@ -72,6 +73,7 @@ class PoolRegistry:
                 clock=clock or self._clock,
                 self_metrics=self.self_metrics,
                 stack_sample_every=stack_sample_every,
+                open_fields=open_fields,
             )
             self._ledgers[name] = ledger
             if owner is not None:

@@ -110,6 +110,11 @@ class PoolSnapshot:
     leaks: tuple[LeakRecord, ...] = field(default=())
     #: The library that already exports this pool's OpenTelemetry semconv series, if any.
     semconv_exported_by: str | None = None
+    #: Points of the catalog's optional (spec 1.1) metrics this pool has, by metric name:
+    #: ``(attributes without pool.name, value)``. Empty for a pool without those features.
+    optional: Mapping[str, tuple[tuple[Mapping[str, str], float], ...]] = field(
+        default_factory=dict
+    )
 
     @property
     def name(self) -> str:

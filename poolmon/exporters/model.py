@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from poolmon.core.catalog import METRICS, SELF_METRICS, SEMCONV, MetricSpec
+from poolmon.core.catalog import METRICS, OPTIONAL_METRICS, SELF_METRICS, SEMCONV, MetricSpec
 from poolmon.core.snapshot import HistogramSnapshot, PoolSnapshot
 
 __all__ = [
@@ -55,7 +55,7 @@ _UNIT_WORDS: Final[Mapping[str, str]] = {
 }
 _INVALID_NAME_CHARS: Final = re.compile(r"[^a-zA-Z0-9_:]")
 _MAX_POINT_GAUGES: Final = frozenset({"pool.connection.oldest_use", "pool.connection.oldest_wait"})
-_INFO_METRICS: Final = frozenset({"pool.info", "pool.proxy.info"})
+_INFO_METRICS: Final = frozenset({"pool.info", "pool.proxy.info", "pool.route.info"})
 
 
 def prometheus_name(name: str, unit: str, instrument: str) -> str:
@@ -157,6 +157,7 @@ def family_specs(*, semconv: bool = False) -> list[FamilySpec]:
         for table in SEMCONV.values():
             for source, entry in table.items():
                 specs.append(_semconv_spec(str(entry["name"]), METRICS[source]))
+    specs.extend(_from_catalog(m) for m in OPTIONAL_METRICS.values())
     specs.extend(_from_catalog(m) for m in SELF_METRICS.values())
     return specs
 
@@ -265,6 +266,12 @@ def build_families(
                 family = families[str(entry["name"])]
                 for attrs, value in _pool_points(snap, source):
                     family.add(_semconv_attributes(entry, attrs, snap), value)
+        # Spec 1.1 optional metrics (bursts, tenants, routing): only pools that have them.
+        for optional_name, rows in snap.optional.items():
+            optional = families.get(optional_name)
+            if optional is not None:
+                for point_attrs, point in rows:
+                    optional.add({"pool.name": snap.name, **point_attrs}, point)
     for metric_name, spec in SELF_METRICS.items():
         family = families[metric_name]
         if metric_name == "poolmon.pools":

@@ -5,8 +5,10 @@ is recorded in the pool's :class:`~poolmon.core.ledger.PoolLedger` as an event o
 """
 
 from poolmon.pool.async_pool import AsyncPool
-from poolmon.pool.config import PoolConfig
+from poolmon.pool.config import PoolConfig, TenantQuota
+from poolmon.pool.credentials import async_credentialed, credentialed
 from poolmon.pool.factory import AsyncFactory, BaseAsyncFactory, BaseFactory, Factory, factory
+from poolmon.pool.routing import RoutingPool
 from poolmon.pool.sqlite import SqliteFactory
 from poolmon.pool.sync_pool import Pool
 
@@ -18,6 +20,10 @@ __all__ = [
     "Factory",
     "Pool",
     "PoolConfig",
+    "RoutingPool",
     "SqliteFactory",
+    "TenantQuota",
+    "async_credentialed",
+    "credentialed",
     "factory",
 ]

@@ -21,34 +21,39 @@ Waiters wait on futures, queued in arrival order; bounded barging works as in :c
 * Among waiters, service is in arrival order: only the head takes an idle connection or is
   handed one; a freed slot is granted to the head, which opens the connection itself.
 
-Invariants: no connection lent twice (an entry is in ``_idle``, in ``_lent``, or gone);
-``len(_lent) + len(_idle) <= _size <= max_size``; when ``_idle`` and live waiters are both
-present the head's future is done (it will look); a hand-off sets ``waiter.entry`` and
-dequeues the waiter in one step, and the waiter checks ``entry`` before anything else.
+Invariants (the same numbers as :class:`Pool`'s; each kept between two awaits, and the
+comments at the code say which step keeps which):
 
-Cancellation never loses a slot: a cancelled waiter still queued leaves the queue (an error of
-type ``cancelled`` in phase ``wait``) and wakes the new head if a connection is idle; one that
-had already been handed a connection gives it back through the normal return path; one that
-had been granted a slot releases it; one cancelled while validating an idle connection puts it
-back. ``close()`` wakes every waiter with PoolClosed. A cancelled waiter's future is cancelled
-at once, so hand-offs and grants skip it even before its task runs its clean-up.
+1. No connection is lent twice: an entry is in exactly one of ``_idle``, ``_lent``, a waiter's
+   ``entry`` (also in ``_lent``) or nowhere (gone).
+2. ``len(_lent) + len(_idle) <= _size <= ceiling`` (``max_size``, or ``burst_max`` with
+   burst capacity): a slot is reserved before a create and released by every eviction or
+   failed create; above ``max_size`` only while waits are measured (``_can_open_locked``).
+3. If ``_idle`` and live waiters are both present, the head's future is done (it will look):
+   ``_wake_head_locked`` after every step that parks a connection or removes the head.
+4. A woken waiter never loses a connection handed to it: the hand-off sets ``waiter.entry``
+   and dequeues the waiter in one step; the waiter checks ``entry`` first, before its timer.
+5. Timeouts and cancellation lose no slot: a cancelled waiter still queued leaves the queue
+   (an error of type ``cancelled`` in phase ``wait``) and wakes the new head if a connection
+   is idle; one already handed a connection gives it back; one granted a slot releases it; one
+   cancelled while validating an idle connection puts it back. A cancelled waiter's future is
+   cancelled at once (``dead``), so hand-offs and grants skip it before its task cleans up.
+6. ``close()`` marks every live waiter ``closed`` and wakes it: each raises PoolClosed.
+
+The ``*_locked`` helpers shared with :class:`Pool` (``poolmon/pool/_base.py``) are the
+critical sections; here "locked" means "runs without an await".
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
-from poolmon.core.clock import Clock
-from poolmon.core.identity import PoolIdentity
-from poolmon.core.registry import PoolRegistry
-from poolmon.errors import PoolClosed, PoolError
+from poolmon.errors import PoolClosed
 from poolmon.pool._base import BasePool, Entry
-from poolmon.pool.config import PoolConfig
-from poolmon.pool.factory import AsyncFactory, hook
+from poolmon.pool.factory import AsyncFactory
 from poolmon.pool.maintainer import start_task
 
 __all__ = ["AsyncPool"]
@@ -60,9 +65,11 @@ class _AsyncWaiter(Generic[T]):
     """A queued task. Whoever serves it sets one of ``entry``/``grant``/``closed`` and dequeues
     it in the same step; a bare wake (normal mode, or its timer) only says "look"."""
 
-    __slots__ = ("closed", "entry", "expired", "fut", "grant", "t0")
+    __slots__ = ("closed", "entry", "expired", "fut", "grant", "prio", "t0", "tenant")
 
-    def __init__(self, fut: asyncio.Future[None], t0: float) -> None:
+    def __init__(self, fut: asyncio.Future[None], t0: float, tenant: str, prio: int) -> None:
+        self.tenant = tenant  # its tenant (pools with tenants; "" the default one)
+        self.prio = prio  # its priority class
         self.fut = fut  # replaced by a fresh one each time the waiter sleeps again
         self.t0 = t0  # when the borrow started (pool clock): handoff_after counts from here
         self.entry: Entry[T] | None = None
@@ -80,47 +87,18 @@ class _AsyncWaiter(Generic[T]):
         return self.fut.cancelled()
 
 
-class AsyncPool(BasePool[T]):
+class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
     """A pool of resources made by an async ``factory``; use from one event loop.
 
     Open it with ``await pool.open()`` or ``async with AsyncPool(...) as pool``.
     """
 
-    def __init__(
-        self,
-        factory: AsyncFactory[T],
-        config: PoolConfig | None = None,
-        *,
-        name: str | None = None,
-        identity: PoolIdentity | None = None,
-        registry: PoolRegistry | None = None,
-        clock: Clock | None = None,
-        rng: Callable[[], float] | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            config,
-            options,
-            name=name,
-            identity=identity,
-            factory_identity=getattr(factory, "identity", None),
-            registry=registry,
-            clock=clock,
-            rng=rng,
-        )
-        self._factory = factory
-        # No-op hooks are skipped, as in Pool: no call (and no await) per return, and a factory
-        # without a health check is never "validated".
-        self._reset = hook(factory, "reset") if self.config.reset_on_return else None
-        self._is_broken = hook(factory, "is_broken")
-        if hook(factory, "validate") is None:
-            self._validate_after = self._background_validation = None
-        self._idle: deque[Entry[T]] = deque()
-        self._pop = self._idle.pop if self.config.order == "lifo" else self._idle.popleft
-        self._waiters: deque[_AsyncWaiter[T]] = deque()
-        self._lent: dict[int, Entry[T]] = {}
-        self._size = 0
-        self._closed = False
+    _asynchronous = True
+
+    def _optional_points(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        return self._optional_points_locked()
+
+    def _start(self) -> None:
         self._stop: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -141,26 +119,19 @@ class AsyncPool(BasePool[T]):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def idle(self) -> int:
-        return len(self._idle)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
     # ------------------------------------------------------------------ borrow
 
-    async def getconn(self, timeout: float | None = None) -> T:
-        """Borrow a resource, waiting up to ``timeout`` seconds (default ``config.timeout``)."""
+    async def getconn(
+        self,
+        timeout: float | None = None,
+        *,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> T:
+        """Borrow a resource, waiting up to ``timeout`` seconds (default ``config.timeout``);
+        ``tenant`` and ``priority`` as in :meth:`Pool.getconn`."""
+        if not self._plain or tenant is not None or priority is not None:
+            return await self._getconn_shared(timeout, tenant, priority)
         entry: Entry[T] | None = None
         if self._idle:
             now = self._now()
@@ -168,16 +139,47 @@ class AsyncPool(BasePool[T]):
             # Barging is allowed unless the oldest waiter is starving (see the module doc).
             if not waiters or now - waiters[0].t0 < self._handoff_after:
                 entry = self._pop()
-                if now < entry.expires and not self._needs_validation(entry, now):
-                    self._lent[id(entry.conn)] = entry
+                self._lent[id(entry.conn)] = entry  # lent, or being checked (invariant 1)
+                if now < entry.expires and (
+                    self._validate_after is None or now - entry.checked < self._validate_after
+                ):
                     self._ledger.borrow(entry.id, None, False, now)
                     return entry.conn
-                self._lent[id(entry.conn)] = entry
-        return await self._getconn_slow(timeout, entry)
+        return await self._getconn_slow(timeout, entry, tenant, priority)
 
-    async def _getconn_slow(self, timeout: float | None, entry: Entry[T] | None) -> T:
-        if timeout is None:
-            timeout = self.config.timeout
+    async def _getconn_shared(
+        self, timeout: float | None, tenant: str | None, priority: int | None
+    ) -> T:
+        """The fast path of a pool with tenants or priorities (see :meth:`Pool.getconn`)."""
+        shares = self._shares
+        key, prio = shares.check(tenant, priority)
+        ledger = self._ledger
+        entry: Entry[T] | None = None
+        if self._idle and not self._waiters and shares.take(key):
+            entry = self._pop()
+            self._lent[id(entry.conn)] = entry  # lent now, or being checked (inv. 1)
+            now = self._now()
+            if now < entry.expires and (
+                self._validate_after is None or now - entry.checked < self._validate_after
+            ):
+                if self._accounting:
+                    entry.tenant, entry.lent_at = key, now
+                if ledger.lane.open:  # nobody builds event objects: no 1.1 fields
+                    ledger.borrow(entry.id, None, False, now)
+                else:
+                    self._lent_shared_locked(entry, key, prio, now)
+                return entry.conn
+            shares.untake(key)  # to check first: _check_out accounts it
+        return await self._getconn_slow(timeout, entry, tenant, priority)
+
+    async def _getconn_slow(
+        self,
+        timeout: float | None,
+        entry: Entry[T] | None,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> T:
+        timeout, key, prio = self._borrow_args(timeout, tenant, priority)
         t0 = self._now()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -186,33 +188,39 @@ class AsyncPool(BasePool[T]):
             while True:
                 if entry is not None:
                     try:
-                        ok = await self._check_out(entry, t0 if pending else None, pending)
+                        ok = await self._check_out(
+                            entry, t0 if pending else None, pending, key, prio
+                        )
                     except asyncio.CancelledError:
-                        self._put_back(entry)  # cancelled while validating: lose no slot
+                        if not self._put_back_locked(entry):  # lose no slot (invariant 5)
+                            await self._destroy_entry(entry)
                         raise
                     if ok:
                         return entry.conn
                     entry = None
                 if self._closed:
                     raise self._closed_error()
-                if self._idle and not self._starving():
-                    entry = self._pop()
-                    self._lent[id(entry.conn)] = entry
+                if self._idle and self._may_take_locked(key, prio):
+                    entry = self._take_idle_locked()
                     continue
-                if self._size < self.config.max_size and self._backoff.ready(self._now()):
-                    self._size += 1
-                    fresh = await self._open_slot(t0, pending)
+                if self._may_open_locked(key):
+                    self._reserve_locked(key)  # invariant 2
+                    fresh = await self._open(t0, pending, key, prio)
                     if fresh is not None:
                         return fresh.conn
                     continue
-                # Queue (behind a starving head if connections are idle: they are its to take).
+                # Queue (behind a starving head if connections are idle: they are its to take;
+                # invariant 3: it has been woken).
                 if not pending:
-                    self._admit()
-                waiter: _AsyncWaiter[T] = _AsyncWaiter(loop.create_future(), t0)
+                    refusal = self._refusal_locked(key)
+                    if refusal is not None:
+                        raise self._refused_error(refusal, key, prio)
+                waiter: _AsyncWaiter[T] = _AsyncWaiter(loop.create_future(), t0, key, prio)
                 self._waiters.append(waiter)
                 if not pending:
-                    self._ledger.wait()
+                    self._record_wait_locked(key, prio)
                     pending = True
+                self._queued_locked()
                 try:
                     served, lent = await self._wait(waiter, deadline, timeout)
                 except BaseException:
@@ -224,7 +232,7 @@ class AsyncPool(BasePool[T]):
                     entry = served  # taken from idle at the head: check it, then lend it
                     continue
                 if waiter.grant:
-                    fresh = await self._open_slot(t0, True)
+                    fresh = await self._open(t0, True, key, prio)
                     if fresh is not None:
                         return fresh.conn
                 # else: a backoff window ended; look again (still pending)
@@ -237,25 +245,6 @@ class AsyncPool(BasePool[T]):
                 self._ledger.error("pool_closed", "wait", "the pool was closed while waiting")
             raise
 
-    def _admit(self) -> None:
-        if self.config.fail_fast:
-            raise self._exhausted_error("no connection available and fail_fast is set")
-        limit = self.config.max_waiting
-        if limit is not None and len(self._waiters) >= limit:
-            raise self._exhausted_error(f"max_waiting={limit} callers already waiting")
-
-    def _starving(self) -> bool:
-        """The oldest live waiter has waited ``handoff_after`` or more: no barging."""
-        self._drop_dead_heads()
-        waiters = self._waiters
-        return bool(waiters) and self._now() - waiters[0].t0 >= self._handoff_after
-
-    def _drop_dead_heads(self) -> None:
-        # A cancelled waiter's task removes itself later; until then it must not hold the head.
-        waiters = self._waiters
-        while waiters and waiters[0].dead:
-            waiters.popleft()
-
     async def _wait(
         self, waiter: _AsyncWaiter[T], deadline: float, timeout: float
     ) -> tuple[Entry[T] | None, bool]:
@@ -264,9 +253,7 @@ class AsyncPool(BasePool[T]):
         False)`` with ``grant`` set; or the timer fired ``(None, False)``: a backoff window
         ended, look again. Raises PoolTimeout at the deadline, PoolClosed on close."""
         loop = asyncio.get_running_loop()
-        remaining = deadline - loop.time()
-        backoff_left = self._backoff.ready_at - self._now()
-        step = min(remaining, backoff_left) if backoff_left > 0 else remaining
+        step = self._sleep_step(deadline - loop.time())
         timer = loop.call_later(max(step, 0.0), self._expire, waiter)
         try:
             while True:
@@ -279,27 +266,18 @@ class AsyncPool(BasePool[T]):
                     raise
                 if waiter.closed:
                     raise self._closed_error()  # close() recorded the wait's resolution
-                if waiter.entry is not None or waiter.grant:  # checked first: never lost
-                    return waiter.entry, waiter.entry is not None
-                self._drop_dead_heads()
+                served = self._served_locked(waiter)  # entry, grant first (invariant 4)
+                if served is not None:
+                    return served
                 waiters = self._waiters
-                if self._idle and waiters[0] is waiter:
-                    # Normal mode: the head takes an idle connection (nobody ran first).
-                    waiters.popleft()
-                    entry = self._pop()
-                    self._lent[id(entry.conn)] = entry
-                    self._wake_head()  # more idle: the next waiter's turn
-                    return entry, False
                 if waiter.expired:
-                    self._offer_slots()  # a backoff window may have ended: oldest first
+                    self._offer_slots_locked()  # a backoff window may have ended: oldest first
                     if _granted(waiter):
                         return None, False
                     waiters.remove(waiter)
-                    self._wake_head()  # it may have been the woken head
+                    self._wake_head_locked()  # it may have been the woken head (invariant 3)
                     if loop.time() >= deadline:
-                        error = self._timeout_error(waiter.t0, timeout)
-                        self._ledger.timeout(waiter.t0, error)
-                        raise error
+                        raise self._timed_out_locked(waiter, timeout)
                     return None, False
                 # Barged: sleep again at the same place (the timer still runs).
                 waiter.fut = loop.create_future()
@@ -313,71 +291,59 @@ class AsyncPool(BasePool[T]):
         waiter.wake()
 
     def _cancelled(self, waiter: _AsyncWaiter[T]) -> Entry[T] | None:
-        """The waiting task was cancelled: give back whatever it was given (no slot lost).
+        """The waiting task was cancelled: give back whatever it was given (invariant 5).
 
         Returns an entry the caller must destroy (the pool closed meanwhile)."""
         if waiter.entry is not None:
             # Already handed over and recorded as borrowed: return it properly.
             entry = waiter.entry
             self._ledger.release(entry.id)
-            self._lent.pop(id(entry.conn), None)
-            if entry.gone:
-                return entry
-            if self._closed:
-                self._evict(entry, "pool_closed")
-                return entry
-            self._give(entry, self._now())
-            return None
+            return None if self._put_back_locked(entry) else entry
         if waiter.grant:
-            self._size -= 1
-            self._offer_slots()
+            self._free_slot_locked(waiter.tenant)
         elif waiter in self._waiters:
             self._waiters.remove(waiter)
-            self._wake_head()  # it may have been the woken head
+            self._wake_head_locked()  # it may have been the woken head (invariant 3)
         if not waiter.closed:
             self._ledger.error("cancelled", "wait", "the waiting task was cancelled")
         return None
 
-    def _put_back(self, entry: Entry[T]) -> None:
-        """An entry taken from idle whose check was interrupted goes back (or away if gone)."""
-        self._lent.pop(id(entry.conn), None)
-        if not entry.gone and not self._closed:
-            self._give(entry, self._now())
-        elif not entry.gone:
-            self._evict(entry, "pool_closed")
-
-    async def _open_slot(self, t0: float, queued: bool) -> Entry[T] | None:
-        """Open a connection in a reserved slot and lend it; None if the create failed."""
+    async def _create(
+        self, key: str | None = None, *, reraise: bool = False
+    ) -> tuple[T, float] | None:
+        """Call the factory in a reserved slot: ``(resource, start)``, or None when it failed
+        (recorded, backed off; raised again with ``reraise``). Any other interruption, e.g.
+        cancellation, frees the slot (invariant 5)."""
         start = self._now()
         try:
-            conn = await self._factory.create()
+            return await self._factory.create(), start
         except Exception as exc:
-            self._create_failed(start, exc)
+            self._create_failed(start, exc, key)
+            if reraise:
+                raise
             return None
         except BaseException:
-            self._size -= 1
-            self._offer_slots()
+            self._free_slot_locked(key)
             raise
-        if self._closed:
-            self._size -= 1
+
+    async def _open(self, t0: float, queued: bool, key: str, prio: int) -> Entry[T] | None:
+        """Open a connection in a reserved slot and lend it; None if the create failed."""
+        made = await self._create(key)
+        if made is None:
+            return None
+        conn, start = made
+        entry = self._lend_new_locked(conn, start, t0, queued, key, prio)
+        if entry is None:
             await self._destroy(conn)
             raise self._closed_error()
-        self._backoff.success()
-        now = self._now()
-        entry = Entry(self._ledger.create(start), conn, now, self._expiry(now))
-        self._lent[id(conn)] = entry
-        self._ledger.borrow(entry.id, t0, queued)
         return entry
 
-    def _create_failed(self, start: float, exc: Exception) -> None:
-        self._size -= 1
-        if not self._closed:
-            self._ledger.create_failed(start, exc)
-        now = self._now()
-        delay = self._backoff.failure(now, exc)
-        self._log_create_failure(now, delay)
+    def _create_failed(self, start: float, exc: Exception, key: str | None) -> None:
+        self._create_failed_locked(start, exc, key)
 
-    async def _check_out(self, entry: Entry[T], t0: float | None, queued: bool) -> bool:
+    async def _check_out(
+        self, entry: Entry[T], t0: float | None, queued: bool, key: str, prio: int
+    ) -> bool:
         now = self._now()
         if now >= entry.expires:
             await self._discard(entry, "max_lifetime")
@@ -387,7 +353,7 @@ class AsyncPool(BasePool[T]):
         if entry.gone:
             await self._destroy_entry(entry)
             raise self._closed_error()
-        self._ledger.borrow(entry.id, t0, queued)
+        self._record_borrow_locked(entry, t0, queued, None, key, prio)
         return True
 
     async def _validate(self, entry: Entry[T]) -> bool:
@@ -396,11 +362,7 @@ class AsyncPool(BasePool[T]):
             ok = bool(await self._factory.validate(entry.conn))
         except Exception:
             ok = False
-        if entry.gone:
-            return True  # the caller sees gone and handles it
-        self._ledger.validate(entry.id, start, ok)
-        if ok:
-            entry.checked = self._now()
+        if self._validated_locked(entry, start, ok):
             return True
         await self._discard(entry, "failed_validation")
         return False
@@ -416,21 +378,11 @@ class AsyncPool(BasePool[T]):
         key = id(conn)
         entry = self._lent.get(key)
         if entry is None or entry.conn is not conn:
-            if self._reclaimed and self._forget_reclaimed(conn):
-                return
-            raise PoolError(f"{type(conn).__name__} object was not lent by pool {self.name!r}")
+            self._unknown_return(conn)  # raises, unless it is a reclaimed one's late return
+            return
         now = self._now()
         self._ledger.release(entry.id, now)
-        reason = "broken" if broken else entry.doomed
-        if reason is None:
-            if self._is_broken is not None:
-                try:
-                    if self._is_broken(conn):
-                        reason = "broken"
-                except Exception:
-                    reason = "broken"
-            if reason is None and now >= entry.expires:
-                reason = "max_lifetime"
+        reason = self._return_reason(entry, now, broken)
         reset_error: Exception | None = None
         if reason is None and self._reset is not None:
             try:
@@ -439,96 +391,33 @@ class AsyncPool(BasePool[T]):
                 reason, reset_error = "reset_failed", exc
         # pop, not del: reclamation may have taken it out of _lent during the reset.
         self._lent.pop(key, None)
-        if entry.gone:
-            self._reclaimed.pop(key, None)  # reclaimed meanwhile: this was its late return
+        if entry.tenant is not None:
+            self._unlend_locked(entry, now)  # quota, use-time average
+        if not self._settle_return_locked(entry, now, reason, reset_error):
             await self._destroy_entry(entry)
-            return
-        if reason is not None or self._closed:
-            if reset_error is not None:
-                self._ledger.error("reset_failed", "reset", reset_error, conn=entry.id)
-            self._evict(entry, reason or "pool_closed")
-            await self._destroy_entry(entry)
-            return
-        entry.last_used = entry.checked = now
-        self._give(entry, now)
-
-    def mark_broken(self, conn: T) -> None:
-        """Flag a lent ``conn`` so its return evicts it (reason ``broken``)."""
-        entry = self._lent.get(id(conn))
-        if entry is not None and entry.conn is conn:
-            entry.doomed = "broken"
 
     @asynccontextmanager
-    async def connection(self, timeout: float | None = None) -> AsyncIterator[T]:
+    async def connection(
+        self,
+        timeout: float | None = None,
+        *,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> AsyncIterator[T]:
         """``async with pool.connection() as conn:`` borrow, and always return."""
-        conn = await self.getconn(timeout)
+        conn = await self.getconn(timeout, tenant=tenant, priority=priority)
         try:
             yield conn
         finally:
             await self.putconn(conn)
 
-    def _give(self, entry: Entry[T], now: float) -> None:
-        """Make a usable entry (in neither ``_idle`` nor ``_lent``) available.
-
-        Starvation mode (the head has waited >= handoff_after): hand it to the head, recording
-        the borrow now. Normal mode: park it in ``_idle`` and wake the head, which keeps its
-        place whether or not another task takes the connection first.
-        """
-        self._drop_dead_heads()
-        waiters = self._waiters
-        if not waiters:
-            self._idle.append(entry)
-            return
-        head = waiters[0]
-        if now - head.t0 >= self._handoff_after:
-            waiters.popleft()
-            self._lent[id(entry.conn)] = entry
-            self._ledger.borrow(entry.id, head.t0, True, now)
-            head.entry = entry
-            head.wake()
-            self._wake_head()  # idle ones left from normal mode: the new head's turn
-            return
-        self._idle.append(entry)
-        head.wake()
-
-    def _wake_head(self) -> None:
-        """An idle connection and a live waiter: the head must look."""
-        if self._idle:
-            self._drop_dead_heads()
-            if self._waiters:
-                self._waiters[0].wake()
-
     # ------------------------------------------------------------------ eviction
-
-    def _evict(self, entry: Entry[T], reason: str) -> None:
-        entry.gone = True
-        self._ledger.evict(entry.id, reason)
-        self._size -= 1
-        self._offer_slots()
 
     async def _discard(self, entry: Entry[T], reason: str) -> None:
         self._lent.pop(id(entry.conn), None)
         if not entry.gone:
-            self._evict(entry, reason)
+            self._evict_locked(entry, reason)
         await self._destroy_entry(entry)
-
-    def _offer_slots(self) -> None:
-        granted = False
-        while (
-            self._waiters
-            and self._size < self.config.max_size
-            and not self._closed
-            and self._backoff.ready(self._now())
-        ):
-            waiter = self._waiters.popleft()
-            if waiter.dead:
-                continue  # cancelled: its task cleans up after itself
-            self._size += 1
-            waiter.grant = True
-            waiter.wake()  # a future already done (woken to look) still sees grant first
-            granted = True
-        if granted:
-            self._wake_head()
 
     async def _destroy_entry(self, entry: Entry[T]) -> None:
         if not entry.destroyed:
@@ -544,118 +433,64 @@ class AsyncPool(BasePool[T]):
     # ------------------------------------------------------------------ maintenance
 
     async def fill(self) -> int:
-        """Open connections up to ``min_size`` now. Returns how many were opened."""
+        """Open connections up to ``min_size`` now. Returns how many were opened.
+        A create failure is raised (after its backoff is recorded)."""
         opened = 0
-        while not self._closed and self._size < self.config.min_size:
-            self._size += 1
-            start = self._now()
-            try:
-                conn = await self._factory.create()
-            except Exception as exc:
-                self._create_failed(start, exc)
-                raise
-            await self._park_new(conn, start)
+        while self._grow_step(maintenance=False) is None:
+            await self._open_idle(reraise=True)
             opened += 1
         return opened
 
-    async def _park_new(self, conn: T, start: float) -> None:
-        if self._closed:
-            self._size -= 1
-            await self._destroy(conn)
+    def _grow_step(self, *, maintenance: bool) -> float | None:
+        return self._grow_step_locked(maintenance=maintenance)
+
+    async def _open_idle(self, *, reraise: bool) -> None:
+        """Open a connection in the slot a grow step reserved and make it available."""
+        made = await self._create(reraise=reraise)
+        if made is None:
             return
-        self._backoff.success()
-        now = self._now()
-        self._give(Entry(self._ledger.create(start), conn, now, self._expiry(now)), now)
+        conn, start = made
+        if not self._park_new_locked(conn, start):
+            await self._destroy(conn)
 
     async def run_maintenance(self) -> float:
         """One maintenance pass (see :meth:`Pool.run_maintenance`); seconds to the next."""
-        cfg = self.config
         if self._closed:
-            return cfg.maintenance_interval
-        now = self._now()
-        surplus = self._size - cfg.min_size
-        keep: list[Entry[T]] = []
-        victims: list[Entry[T]] = []
-        to_check: list[Entry[T]] = []
-        for entry in self._idle:
-            if now >= entry.expires:
-                self._evict(entry, "max_lifetime")
-                victims.append(entry)
-                surplus -= 1
-            elif surplus > 0 and self._idle_expired(entry, now):
-                self._evict(entry, "idle_timeout")
-                victims.append(entry)
-                surplus -= 1
-            elif self._background_validation is not None and (
-                now - entry.checked >= self._background_validation
-            ):
-                self._lent[id(entry.conn)] = entry
-                to_check.append(entry)
-            else:
-                keep.append(entry)
-        self._idle.clear()
-        self._idle.extend(keep)
+            return self.config.maintenance_interval
+        victims, to_check = self._sweep_idle_locked()
         for entry in victims:
             await self._destroy_entry(entry)
         for entry in to_check:
             if await self._validate(entry):
-                del self._lent[id(entry.conn)]
-                if entry.gone:
-                    await self._destroy_entry(entry)
-                else:
-                    self._give(entry, self._now())
-        if cfg.leak_threshold is not None:
-            self._ledger.check_leaks(cfg.leak_threshold)
-        if cfg.reclaim_after is not None:
-            await self._reclaim(cfg.reclaim_after)
+                await self._restore(entry)
+        if self.config.leak_threshold is not None:
+            self._ledger.check_leaks(self.config.leak_threshold)
+        if self.config.reclaim_after is not None:
+            await self._reclaim(self.config.reclaim_after)
         return await self._refill()
+
+    async def _restore(self, entry: Entry[T]) -> None:
+        """Put a validated idle entry back (or hand it to a waiter)."""
+        if not self._restore_locked(entry):
+            await self._destroy_entry(entry)
 
     async def _reclaim(self, after: float) -> None:
         leaked = {leak.conn for leak in self._ledger.leaks(after)}
-        victims = [e for e in self._lent.values() if e.id in leaked and not e.gone]
-        for entry in victims:
-            # Out of _lent now; the holder's late putconn is absorbed (no second evict).
-            del self._lent[id(entry.conn)]
-            self._remember_reclaimed(entry.conn)
-            self._evict(entry, "leaked")
-        for entry in victims:
+        if not leaked:
+            return
+        for entry in self._reclaim_locked(leaked):
             await self._destroy_entry(entry)
 
     async def _refill(self) -> float:
-        interval = self.config.maintenance_interval
-        while True:
-            now = self._now()
-            if self._closed:
-                return interval
-            self._offer_slots()
-            if self._size >= self.config.min_size:
-                return interval
-            if not self._backoff.ready(now):
-                return min(interval, self._backoff.ready_at - now)
-            if self._warmup:
-                if self._warmup[0] > now:
-                    return min(interval, self._warmup[0] - now)
-                self._warmup.pop(0)
-            self._size += 1
-            start = self._now()
-            try:
-                conn = await self._factory.create()
-            except Exception as exc:
-                self._create_failed(start, exc)
-                continue
-            await self._park_new(conn, start)
+        while (delay := self._grow_step(maintenance=True)) is None:
+            await self._open_idle(reraise=False)
+        return delay
 
     # ------------------------------------------------------------------ close
 
     async def drain(self) -> None:
         """Close idle connections now and lent ones when returned (reason ``pool_closed``)."""
-        victims = list(self._idle)
-        self._idle.clear()
-        for entry in victims:
-            self._evict(entry, "pool_closed")
-        for entry in self._lent.values():
-            entry.doomed = "pool_closed"
-        for entry in victims:
+        for entry in self._drain_locked():
             await self._destroy_entry(entry)
 
     async def close(self, timeout: float = 0.0) -> None:
@@ -663,19 +498,7 @@ class AsyncPool(BasePool[T]):
         to ``timeout`` seconds, then recorded as evicted and closed when returned."""
         if self._closed:
             return
-        self._closed = True
-        waiters = list(self._waiters)
-        self._waiters.clear()
-        for waiter in waiters:
-            if waiter.dead:
-                continue  # its task records its own cancellation
-            self._ledger.error("pool_closed", "wait", "the pool was closed while waiting")
-            waiter.closed = True
-            waiter.wake()
-        victims = list(self._idle)
-        self._idle.clear()
-        for entry in victims:
-            self._evict(entry, "pool_closed")
+        victims = self._close_locked()  # every live waiter raises PoolClosed (invariant 6)
         if self._stop is not None:
             self._stop.set()
         for entry in victims:
@@ -685,15 +508,12 @@ class AsyncPool(BasePool[T]):
             deadline = loop.time() + timeout
             while self._lent and loop.time() < deadline:
                 await asyncio.sleep(min(0.01, timeout))  # polling real state with a deadline
-        for entry in self._lent.values():
-            if not entry.gone:
-                self._evict(entry, "pool_closed")
-        self._ledger.close()
+        self._evict_lent_locked()
         if self._task is not None:
             await self._task
 
 
 def _granted(waiter: _AsyncWaiter[Any]) -> bool:
     # A call, not an attribute test, so the type checker does not carry an earlier narrowing
-    # of ``waiter.grant`` past _offer_slots(), which may set it.
+    # of ``waiter.grant`` past _offer_slots_locked(), which may set it.
     return waiter.grant

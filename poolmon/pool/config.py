@@ -9,14 +9,28 @@ lifetime with 10 % jitter, 10 min idle timeout.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Final
 
 from poolmon.errors import ConfigError
 
-__all__ = ["PoolConfig"]
+__all__ = ["PoolConfig", "TenantQuota"]
 
 _ORDERS: Final = ("lifo", "fifo")
+_TENANT_POLICIES: Final = ("wait", "refuse")
+#: The spec's bound on priority classes (0..15).
+MAX_PRIORITIES: Final = 16
+
+
+@dataclass(frozen=True, slots=True)
+class TenantQuota:
+    """One tenant's share of a pool: at most ``limit`` connections lent at once (None: the
+    pool's ``tenant_limit``), and ``reserve`` of them kept available for it: other tenants
+    cannot take the last connections that would leave its unused reserve uncovered."""
+
+    limit: int | None = None
+    reserve: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,45 @@ class PoolConfig:
     #: Fraction of each backoff window randomised (full jitter would be 1.0).
     backoff_jitter: float = 0.5
 
+    # -- burst capacity (off while burst_max is None) ------------------------------------------
+    #: Hard ceiling above ``max_size``: burst connections may be opened up to it, only while
+    #: callers are measurably waiting (see ``burst_after``/``burst_queue``).
+    burst_max: int | None = None
+    #: Open a burst connection once the oldest waiter has waited this long (pool clock) ...
+    burst_after: float = 0.05
+    #: ... or once this many callers wait (None: wait time only).
+    burst_queue: int | None = None
+    #: Burst connections live at most this long (shorter than ``max_lifetime``).
+    burst_lifetime: float = 60.0
+    #: A burst connection idle this long is surplus; each maintenance pass closes this
+    #: fraction of the surplus (at least one), so the pool contracts gradually.
+    burst_idle: float = 1.0
+    burst_decay: float = 0.5
+
+    # -- tenants (off while tenants is None and tenant_limit is None) --------------------------
+    #: Per-tenant quotas by name: a ``TenantQuota`` or an int (the limit).
+    tenants: Mapping[str, TenantQuota | int] | None = field(default=None, hash=False)
+    #: Limit of a tenant not listed in ``tenants`` (None: only the pool's max).
+    tenant_limit: int | None = None
+    #: A tenant at its limit ``"wait"``s (for its own connections) or is refused at once.
+    tenant_policy: str = "wait"
+    #: Distinct tenant names reported in events and metrics; later ones are ``"other"``.
+    tenant_cap: int = 100
+
+    # -- priorities (off while priorities == 1) ------------------------------------------------
+    #: Priority classes 0 (most urgent) .. priorities - 1; waiters of a more urgent class are
+    #: served first.
+    priorities: int = 1
+    #: Aging: a waiter's class improves by one for every ``aging`` seconds it has waited, so a
+    #: class-k waiter is served no later than a newcomer of class 0 after k * aging seconds.
+    aging: float = 0.05
+
+    # -- adaptive backpressure (off while wait_budget is None) ---------------------------------
+    #: Refuse at once (error ``shed``) a caller whose estimated wait exceeds this many seconds.
+    wait_budget: float | None = None
+    #: Recent use times averaged for the estimate (an exponential moving average's weight).
+    shed_smoothing: float = 0.2
+
     def __post_init__(self) -> None:
         _int_range("min_size", self.min_size, 0)
         _int_range("max_size", self.max_size, 1)
@@ -103,6 +156,64 @@ class PoolConfig:
                 f"seconds >= backoff_initial={self.backoff_initial}",
             )
         _fraction("backoff_jitter", self.backoff_jitter, upper=1.0)
+        self._check_burst()
+        self._check_tenants()
+        _int_in("priorities", self.priorities, 1, MAX_PRIORITIES)
+        _seconds("aging", self.aging, positive=True, allow_none=False)
+        _seconds("wait_budget", self.wait_budget, positive=True)
+        _open_fraction("shed_smoothing", self.shed_smoothing)
+
+    @property
+    def ceiling(self) -> int:
+        """The most connections the pool may hold: ``burst_max`` when set, else ``max_size``."""
+        return self.burst_max if self.burst_max is not None else self.max_size
+
+    def _check_burst(self) -> None:
+        if self.burst_max is not None:
+            low = self.max_size + 1
+            if not _is_int(self.burst_max) or self.burst_max < low:
+                raise ConfigError(
+                    "burst_max", self.burst_max, f"an int >= max_size + 1 = {low}, or None"
+                )
+        _seconds("burst_after", self.burst_after, allow_none=False)
+        if self.burst_queue is not None:
+            _int_range("burst_queue", self.burst_queue, 1)
+        _seconds("burst_lifetime", self.burst_lifetime, positive=True, allow_none=False)
+        _seconds("burst_idle", self.burst_idle, allow_none=False)
+        _open_fraction("burst_decay", self.burst_decay)
+
+    def _check_tenants(self) -> None:
+        top = self.max_size
+        if self.tenant_limit is not None:
+            _int_in("tenant_limit", self.tenant_limit, 1, top, what="max_size")
+        if self.tenant_policy not in _TENANT_POLICIES:
+            raise ConfigError("tenant_policy", self.tenant_policy, "'wait' or 'refuse'")
+        _int_range("tenant_cap", self.tenant_cap, 1)
+        if self.tenants is None:
+            return
+        if not isinstance(self.tenants, Mapping):
+            raise ConfigError("tenants", self.tenants, "a mapping of tenant name to quota")
+        reserved = 0
+        for name, quota in self.tenants.items():
+            where = f"tenants[{name!r}]"
+            if not isinstance(name, str) or not name or name == "other":
+                raise ConfigError("tenants", name, "tenant names: non-empty str, not 'other'")
+            if isinstance(quota, TenantQuota):
+                limit, reserve = quota.limit, quota.reserve
+            elif _is_int(quota):
+                limit, reserve = int(quota), 0
+            else:
+                raise ConfigError(where, quota, "an int limit or a TenantQuota")
+            if limit is not None:
+                _int_in(f"{where}.limit", limit, 1, top, what="max_size")
+            _int_in(f"{where}.reserve", reserve, 0, limit if limit is not None else top)
+            reserved += reserve
+        if reserved > top:
+            raise ConfigError("tenants", reserved, f"reserves summing to at most max_size={top}")
+
+    @property
+    def tenants_on(self) -> bool:
+        return self.tenants is not None or self.tenant_limit is not None
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -110,9 +221,26 @@ class PoolConfig:
         return frozenset(f.name for f in fields(cls))
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _int_range(name: str, value: object, lower: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < lower:
         raise ConfigError(name, value, f"an int >= {lower}")
+
+
+def _int_in(name: str, value: object, lower: int, upper: int, *, what: str = "") -> None:
+    if not _is_int(value) or not lower <= value <= upper:  # type: ignore[operator]
+        bound = f"{what}={upper}" if what else str(upper)
+        raise ConfigError(name, value, f"an int in [{lower}, {bound}]")
+
+
+def _open_fraction(name: str, value: object) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and 0.0 < value <= 1.0:  # type: ignore[operator]
+        return
+    raise ConfigError(name, value, "a fraction in (0, 1]")
 
 
 def _seconds(name: str, value: object, *, positive: bool = False, allow_none: bool = True) -> None:

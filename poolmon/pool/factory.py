@@ -17,14 +17,18 @@ A pool knows nothing about what it pools. Everything resource-specific lives in 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
+
+from poolmon.errors import ConfigError
 
 __all__ = [
     "AsyncFactory",
     "BaseAsyncFactory",
     "BaseFactory",
     "Factory",
+    "check_factory",
     "factory",
 ]
 
@@ -172,3 +176,61 @@ def factory(
 ) -> Factory[T]:
     """A sync factory from callables (``destroy`` defaults to calling ``conn.close()``)."""
     return _CallableFactory(create, validate, reset, is_broken, destroy)
+
+
+_SYNC_FORMS = (
+    "an object whose create() returns a resource (plain def): a BaseFactory subclass, "
+    "poolmon.factory(create, validate=..., reset=..., is_broken=..., destroy=...), or any "
+    "object with create() and optionally validate/reset/is_broken/destroy"
+)
+_ASYNC_FORMS = (
+    "an object whose create() is a coroutine function (async def): a BaseAsyncFactory "
+    "subclass, or any object with async create() and optionally async validate/reset/destroy "
+    "and a plain (no I/O) is_broken"
+)
+#: The hooks AsyncPool awaits (``is_broken`` stays synchronous in both pools).
+_AWAITED = ("create", "validate", "reset", "destroy")
+
+
+def check_factory(factory: object, *, asynchronous: bool) -> None:
+    """Refuse at construction a factory the pool cannot drive (``ConfigError``).
+
+    Refused: a class instead of an instance; a missing, non-callable or not overridden
+    ``create``; for Pool, a hook that is a coroutine function (it would never run); for
+    AsyncPool, an awaited hook (``create``, ``validate``, ``reset``, ``destroy``) that is a
+    plain ``def`` (awaiting its result fails), or an ``async def`` ``is_broken``. Hooks left
+    as the base classes' no-op defaults are never called, so they are not checked.
+    """
+    forms = _ASYNC_FORMS if asynchronous else _SYNC_FORMS
+    kind = "AsyncPool" if asynchronous else "Pool"
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError("factory", factory, f"{forms} ({kind}: {why})")
+
+    if isinstance(factory, type):
+        raise refuse(f"got the class {factory.__name__}, pass an instance")
+    create = getattr(factory, "create", None)
+    if create is None:
+        raise refuse("the create() method is missing")
+    if not callable(create):
+        raise refuse("create is not callable")
+    if hook(factory, "create") is None:
+        raise refuse("create() is not implemented (the base class default)")
+    for name in ("create", "validate", "reset", "is_broken", "destroy"):
+        method = (
+            getattr(factory, name, None) if name in ("create", "destroy") else hook(factory, name)
+        )
+        if method is None:
+            continue
+        if not callable(method):
+            raise refuse(f"{name} is not callable")
+        is_async = inspect.iscoroutinefunction(method)
+        if asynchronous and name in _AWAITED:
+            plain = inspect.isfunction(method) or inspect.ismethod(method)
+            if plain and not is_async:
+                raise refuse(f"{name}() is a plain def; use Pool for a sync factory")
+        elif is_async:
+            raise refuse(
+                f"{name}() is async def; "
+                + ("is_broken must not do I/O" if asynchronous else "use AsyncPool")
+            )

@@ -7,7 +7,7 @@ One mutex (``_lock``) guards four structures:
 * ``_idle``: a deque of idle entries; borrowers pop the right end (LIFO, the warmest connection,
   so surplus ones idle out) or the left end (FIFO); returns append on the right.
 * ``_waiters``: a deque of queued callers, oldest first. Each waiter owns a private lock that
-  starts held; the waiter blocks acquiring it and ``_signal`` releases it (once per sleep).
+  starts held; the waiter blocks acquiring it and ``wake()`` releases it (once per sleep).
 * ``_lent``: ``id(resource) -> entry`` for every entry outside ``_idle`` (lent, being validated).
 * ``_size``: open connections plus creations in flight. ``_size <= max_size`` always.
 
@@ -32,8 +32,9 @@ Invariants (each kept under ``_lock``; the comments at the code say which step k
 
 1. No connection is lent twice: an entry is in exactly one of ``_idle``, ``_lent``, a waiter's
    ``entry`` (also in ``_lent``) or nowhere (gone).
-2. ``len(_lent) + len(_idle) <= _size <= max_size``: a slot is reserved before a create and
-   released by every eviction or failed create.
+2. ``len(_lent) + len(_idle) <= _size <= ceiling`` (``max_size``, or ``burst_max`` with
+   burst capacity): a slot is reserved before a create and released by every eviction or
+   failed create; above ``max_size`` only while waits are measured (``_can_open_locked``).
 3. If ``_idle`` and ``_waiters`` are both non-empty, the head waiter is signalled (``_wake_head``
    after every step that parks a connection or removes the head), so an idle connection never
    sits unseen while someone waits.
@@ -62,18 +63,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
-from poolmon.core.clock import Clock
-from poolmon.core.identity import PoolIdentity
-from poolmon.core.registry import PoolRegistry
 from poolmon.errors import PoolClosed, PoolError, PoolmonError
 from poolmon.pool._base import BasePool, Entry
-from poolmon.pool.config import PoolConfig
-from poolmon.pool.factory import Factory, hook
+from poolmon.pool.factory import Factory
 from poolmon.pool.maintainer import start_thread
 
 __all__ = ["Pool"]
@@ -84,10 +80,14 @@ T = TypeVar("T")
 class _Request:
     """One caller's borrow in progress: when it started, its deadline, whether it is queued."""
 
-    __slots__ = ("deadline", "pending", "t0", "timeout")
+    __slots__ = ("deadline", "key", "pending", "prio", "t0", "timeout")
 
-    def __init__(self, t0: float, deadline: float, timeout: float) -> None:
+    def __init__(
+        self, t0: float, deadline: float, timeout: float, key: str = "", prio: int = 0
+    ) -> None:
         self.t0 = t0  # on the pool clock (wait-time metric)
+        self.key = key  # its tenant (pools with tenants; "" the default one)
+        self.prio = prio  # its priority class
         self.deadline = deadline  # on time.monotonic (real blocking)
         self.timeout = timeout
         self.pending = False  # a wait event is recorded and not yet resolved
@@ -98,9 +98,21 @@ class _Waiter(Generic[T]):
     and removes it from the queue in the same critical section; a bare signal (normal mode)
     only says "a connection is idle: look", and the waiter stays queued."""
 
-    __slots__ = ("closed", "entry", "grant", "lock", "retracts", "signalled", "t0")
+    __slots__ = (
+        "closed",
+        "entry",
+        "grant",
+        "lock",
+        "prio",
+        "retracts",
+        "signalled",
+        "t0",
+        "tenant",
+    )
 
-    def __init__(self, t0: float) -> None:
+    def __init__(self, t0: float, tenant: str = "", prio: int = 0) -> None:
+        self.tenant = tenant
+        self.prio = prio
         self.lock = threading.Lock()
         self.lock.acquire()  # held until signalled: the waiter blocks on a second acquire
         self.t0 = t0  # when the borrow started (pool clock): handoff_after counts from here
@@ -112,19 +124,21 @@ class _Waiter(Generic[T]):
         self.signalled = False
         self.retracts = 0  # wake-ups taken back by bargers during the current sleep
 
+    #: Thread waiters are never cancelled while queued (an interrupted one removes itself).
+    dead = False
+
+    def wake(self) -> None:
+        """Wake it (pool lock held). Idempotent until the waiter consumes the wake-up."""
+        if not self.signalled:
+            self.signalled = True
+            self.lock.release()
+
 
 #: Wake-ups bargers may take back per sleep of the head (see Pool._unwake_head_locked).
 _RETRACTS = 8
 
 
-def _signal(waiter: _Waiter[Any]) -> None:
-    """Wake ``waiter`` (pool lock held). Idempotent until the waiter consumes the wake-up."""
-    if not waiter.signalled:
-        waiter.signalled = True
-        waiter.lock.release()
-
-
-class Pool(BasePool[T]):
+class Pool(BasePool[T, _Waiter[T], Factory[T]]):
     """A pool of resources made by ``factory``. Thread-safe.
 
     >>> pool = Pool(factory(lambda: object()), max_size=2, maintain=False)
@@ -133,78 +147,51 @@ class Pool(BasePool[T]):
     >>> pool.close()
     """
 
-    def __init__(
-        self,
-        factory: Factory[T],
-        config: PoolConfig | None = None,
-        *,
-        name: str | None = None,
-        identity: PoolIdentity | None = None,
-        registry: PoolRegistry | None = None,
-        clock: Clock | None = None,
-        rng: Callable[[], float] | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            config,
-            options,
-            name=name,
-            identity=identity,
-            factory_identity=getattr(factory, "identity", None),
-            registry=registry,
-            clock=clock,
-            rng=rng,
-        )
-        self._factory = factory
+    def _optional_points(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        # Read at snapshot time, and snapshots are also taken under this pool's lock (an
+        # error's snapshot): never wait for the lock here (it is not reentrant). Without it
+        # the read may meet a concurrent change: a dict resized mid-iteration is retried.
+        if self._lock.acquire(False):
+            try:
+                return self._optional_points_locked()
+            finally:
+                self._lock.release()
+        for _ in range(3):
+            try:
+                return self._optional_points_locked()
+            except RuntimeError:
+                continue
+        return {}
+
+    def _start(self) -> None:
         self._lock = threading.Lock()
         self._acquire = self._lock.acquire
         self._release = self._lock.release
-        self._idle: deque[Entry[T]] = deque()
-        self._pop = self._idle.pop if self.config.order == "lifo" else self._idle.popleft
-        self._waiters: deque[_Waiter[T]] = deque()
-        self._lent: dict[int, Entry[T]] = {}
-        self._size = 0
-        self._closed = False
         self._drained = threading.Event()  # set once closed and nothing is lent any more
         self._stop = threading.Event()
-        # Hooks the factory leaves as no-ops are skipped: a call saved on every return, and a
-        # factory without a health check is never "validated" (no validate events).
-        self._reset = hook(factory, "reset") if self.config.reset_on_return else None
-        self._is_broken = hook(factory, "is_broken")
-        if hook(factory, "validate") is None:
-            self._validate_after = self._background_validation = None
         if self.config.eager:
             self.fill()
         if self.config.maintain:
             start_thread(self, self._stop, self.config.maintenance_interval)
 
-    # ------------------------------------------------------------------ reading
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def size(self) -> int:
-        """Open connections plus creations in flight."""
-        return self._size
-
-    @property
-    def idle(self) -> int:
-        return len(self._idle)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
     # ------------------------------------------------------------------ borrow
 
-    def getconn(self, timeout: float | None = None) -> T:
+    def getconn(
+        self,
+        timeout: float | None = None,
+        *,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> T:
         """Borrow a resource; wait up to ``timeout`` seconds (default ``config.timeout``).
 
-        Raises PoolTimeout, PoolExhausted (fail-fast, max_waiting) or PoolClosed, each carrying
-        a snapshot of the pool.
+        ``tenant`` names who borrows (quotas with ``tenants``/``tenant_limit``), ``priority``
+        its class (0, the most urgent, to ``priorities - 1``; ConfigError for another).
+        Raises PoolTimeout, PoolExhausted (fail-fast, max_waiting), PoolQuotaExceeded (a
+        tenant at its quota) or PoolClosed, each carrying a snapshot of the pool.
         """
+        if not self._plain or tenant is not None or priority is not None:
+            return self._getconn_shared(timeout, tenant, priority)
         # Fast path: an idle connection that needs no check. Everything else is _getconn_slow.
         entry: Entry[T] | None = None
         self._acquire()
@@ -217,6 +204,7 @@ class Pool(BasePool[T]):
                     entry = self._pop()
                     if waiters and not self._idle:
                         self._unwake_head_locked()
+                    # In _lent whether lent now or being checked (invariant 1).
                     if now < entry.expires and (
                         self._validate_after is None or now - entry.checked < self._validate_after
                     ):
@@ -226,23 +214,60 @@ class Pool(BasePool[T]):
                     self._lent[id(entry.conn)] = entry  # being checked: close() must see it
         finally:
             self._release()
-        return self._getconn_slow(timeout, entry)
+        return self._getconn_slow(timeout, entry, tenant, priority)
 
-    def _getconn_slow(self, timeout: float | None, entry: Entry[T] | None) -> T:
-        if timeout is None:
-            timeout = self.config.timeout
-        req = _Request(self._now(), time.monotonic() + timeout, timeout)
+    def _getconn_shared(self, timeout: float | None, tenant: str | None, priority: int | None) -> T:
+        """The fast path of a pool with tenants or priorities: an idle connection, nobody
+        waiting (so no rank or barging question), the tenant within its quota."""
+        shares = self._shares
+        key, prio = shares.check(tenant, priority)
+        ledger = self._ledger
+        entry: Entry[T] | None = None
+        self._acquire()
+        try:
+            if self._idle and not self._waiters and shares.take(key):
+                entry = self._pop()
+                self._lent[id(entry.conn)] = entry  # lent now, or being checked (inv. 1)
+                now = self._now()
+                if now < entry.expires and (
+                    self._validate_after is None or now - entry.checked < self._validate_after
+                ):
+                    if self._accounting:
+                        entry.tenant, entry.lent_at = key, now
+                    if ledger.lane.open:  # nobody builds event objects: no 1.1 fields
+                        ledger.borrow(entry.id, None, False, now)
+                    else:
+                        self._lent_shared_locked(entry, key, prio, now)
+                    return entry.conn
+                shares.untake(key)  # to check first: _check_out accounts it
+        finally:
+            self._release()
+        return self._getconn_slow(timeout, entry, tenant, priority)
+
+    def _getconn_slow(
+        self,
+        timeout: float | None,
+        entry: Entry[T] | None,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> T:
+        timeout, key, prio = self._borrow_args(timeout, tenant, priority)
+        req = _Request(self._now(), time.monotonic() + timeout, timeout, key, prio)
         try:
             while True:
                 if entry is not None:
-                    conn = self._check_out(entry, req)
+                    try:
+                        conn = self._check_out(entry, req)
+                    except BaseException:
+                        self._put_back(entry)  # interrupted while checking: inv. 5
+                        raise
                     if conn is not None:
                         return conn
                 entry, lent = self._next_entry(req)
                 if lent:
                     return entry.conn
         except _Refusal as refusal:
-            raise self._exhausted_error(str(refusal)) from None
+            raise self._refused_error(refusal.refusal, req.key, req.prio) from None
         except _Resolved as resolved:
             raise resolved.error from resolved.error.__cause__
         except PoolClosed:
@@ -254,6 +279,12 @@ class Pool(BasePool[T]):
                 self._ledger.error("cancelled", "wait", "the waiting caller was interrupted")
             raise
 
+    def _put_back(self, entry: Entry[T]) -> None:
+        with self._lock:
+            kept = self._put_back_locked(entry)
+        if not kept:
+            self._destroy_entry(entry)
+
     def _next_entry(self, req: _Request) -> tuple[Entry[T], bool]:
         """An idle entry still to check (False), or one already lent to this caller (True):
         handed over by a return, or freshly opened in a slot."""
@@ -263,14 +294,13 @@ class Pool(BasePool[T]):
             try:
                 if self._closed:
                     raise PoolClosed("the pool is closed", None)
-                if self._idle and not self._starving_locked():
-                    entry = self._pop()
+                if self._idle and self._may_take_locked(req.key, req.prio):
+                    entry = self._take_idle_locked()
                     if self._waiters and not self._idle:
                         self._unwake_head_locked()
-                    self._lent[id(entry.conn)] = entry
                     return entry, False
-                if self._size < self.config.max_size and self._backoff.ready(self._now()):
-                    self._size += 1  # reserve the slot; the connection is opened unlocked
+                if self._may_open_locked(req.key):
+                    self._reserve_locked(req.key)  # inv. 2; the connection opens unlocked
                 else:
                     # Idle connections with a starving head are left to it (invariant 3: it
                     # has been signalled); this caller queues behind.
@@ -295,22 +325,16 @@ class Pool(BasePool[T]):
 
     def _enqueue_locked(self, req: _Request) -> _Waiter[T]:
         if not req.pending:
-            if self.config.fail_fast:
-                raise _Refusal("no connection available and fail_fast is set")
-            limit = self.config.max_waiting
-            if limit is not None and len(self._waiters) >= limit:
-                raise _Refusal(f"max_waiting={limit} callers already waiting")
-        waiter: _Waiter[T] = _Waiter(req.t0)
+            refusal = self._refusal_locked(req.key)
+            if refusal is not None:
+                raise _Refusal(refusal)
+        waiter: _Waiter[T] = _Waiter(req.t0, req.key, req.prio)
         self._waiters.append(waiter)
         if not req.pending:
-            self._ledger.wait()
+            self._record_wait_locked(req.key, req.prio)
             req.pending = True
+        self._queued_locked()
         return waiter
-
-    def _starving_locked(self) -> bool:
-        """The oldest waiter has waited ``handoff_after`` or more: no barging (lock held)."""
-        waiters = self._waiters
-        return bool(waiters) and self._now() - waiters[0].t0 >= self._handoff_after
 
     def _wait(self, waiter: _Waiter[T], req: _Request) -> tuple[Entry[T] | None, bool]:
         """Block until handed a connection ``(entry, True)``: already lent and recorded; at the
@@ -319,43 +343,32 @@ class Pool(BasePool[T]):
         Wakes that find nothing (barged) sleep again at the same place in the queue."""
         while True:
             remaining = req.deadline - time.monotonic()
-            step = remaining
-            backoff_left = self._backoff.ready_at - self._now()
-            if 0 < backoff_left < step:
-                step = backoff_left  # a slot may be free once the window ends: look again
+            step = self._sleep_step(remaining)
             acquired = waiter.lock.acquire(timeout=step) if remaining > 0 else False
             self._acquire()
             try:
                 if acquired:
                     waiter.retracts = 0
-                    # Wake-up consumed: the next _signal releases the lock again. Everything
+                    # Wake-up consumed: the next wake() releases the lock again. Everything
                     # below is re-read under the pool lock, so a signal that came between the
                     # acquire and here (and saw signalled=True) is not lost.
                     waiter.signalled = False
                 if waiter.closed:
                     req.pending = False  # close() recorded the error for us
-                    raise PoolClosed("the pool was closed while waiting", None)
-                if waiter.entry is not None or waiter.grant:  # checked first (invariant 4)
-                    return waiter.entry, waiter.entry is not None
-                waiters = self._waiters
-                if self._idle and waiters[0] is waiter:
-                    # Normal mode: the head takes an idle connection (nobody barged first).
-                    waiters.popleft()
-                    entry = self._pop()
-                    self._lent[id(entry.conn)] = entry
-                    self._wake_head_locked()  # more idle: the next waiter's turn
-                    return entry, False
+                    raise self._closed_error()
+                served = self._served_locked(waiter)  # entry, grant first (invariant 4)
+                if served is not None:
+                    return served
                 if time.monotonic() < req.deadline:
                     self._offer_slots_locked()  # a backoff window may have ended: oldest first
                     if _granted(waiter):
                         return None, False
                     continue  # barged, or a spurious wake: sleep again, keeping its place
-                waiters.remove(waiter)
+                self._waiters.remove(waiter)
                 self._wake_head_locked()  # it may have been the signalled head (invariant 3)
+                error = self._timed_out_locked(waiter, req.timeout)
             finally:
                 self._release()
-            error = self._timeout_error(req.t0, req.timeout)
-            self._ledger.timeout(req.t0, error)
             req.pending = False
             raise _Resolved(error)
 
@@ -368,63 +381,57 @@ class Pool(BasePool[T]):
                 waiter.entry = None
                 req.pending = False  # the hand-off's borrow resolved the wait
                 self._ledger.release(entry.id)  # ... and this is its return
-                self._lent.pop(id(entry.conn), None)
-                if not entry.gone:
-                    if self._closed:
-                        self._evict_locked(entry, "pool_closed")
-                    else:
-                        self._give_locked(entry, self._now())
+                self._put_back_locked(entry)
             elif waiter.grant:
                 waiter.grant = False
-                self._size -= 1
-                self._offer_slots_locked()
+                self._free_slot_locked(waiter.tenant)
             elif waiter in self._waiters:
                 self._waiters.remove(waiter)
-                self._wake_head_locked()
+                self._wake_head_locked()  # it may have been the signalled head (invariant 3)
         finally:
             self._release()
 
-    def _open(self, req: _Request) -> Entry[T] | None:
-        """Open a connection in a reserved slot and lend it. None if the create failed."""
+    def _create(self, key: str | None = None, *, reraise: bool = False) -> tuple[T, float] | None:
+        """Call the factory in a reserved slot: ``(resource, start)``, or None when it failed
+        (recorded, backed off; raised again with ``reraise``). Any other interruption, e.g.
+        KeyboardInterrupt, frees the slot (invariant 5)."""
         start = self._now()
         try:
-            conn = self._factory.create()
+            return self._factory.create(), start
         except Exception as exc:
-            self._create_failed(start, exc)
+            self._create_failed(start, exc, key)
+            if reraise:
+                raise
             return None
         except BaseException:
-            self._free_slot()
+            self._free_slot(key)
             raise
+
+    def _open(self, req: _Request) -> Entry[T] | None:
+        """Open a connection in a reserved slot and lend it. None if the create failed."""
+        made = self._create(req.key)
+        if made is None:
+            return None
+        conn, start = made
         self._acquire()
         try:
-            if self._closed:
-                self._size -= 1
-                entry = None
-            else:
-                self._backoff.success()
-                now = self._now()
-                entry = Entry(self._ledger.create(start), conn, now, self._expiry(now))
-                self._lent[id(conn)] = entry
-                self._ledger.borrow(entry.id, req.t0, req.pending)
+            entry = self._lend_new_locked(conn, start, req.t0, req.pending, req.key, req.prio)
+            if entry is not None:
                 req.pending = False
         finally:
             self._release()
         if entry is None:
             self._destroy(conn)
-            raise PoolClosed("the pool is closed", None)
+            raise self._closed_error()
         return entry
 
-    def _create_failed(self, start: float, exc: Exception) -> None:
-        self._acquire()
-        try:
-            self._size -= 1
-            if not self._closed:
-                self._ledger.create_failed(start, exc)
-            now = self._now()
-            delay = self._backoff.failure(now, exc)
-            self._log_create_failure(now, delay)
-        finally:
-            self._release()
+    def _free_slot(self, key: str | None) -> None:
+        with self._lock:
+            self._free_slot_locked(key)
+
+    def _create_failed(self, start: float, exc: Exception, key: str | None) -> None:
+        with self._lock:
+            self._create_failed_locked(start, exc, key)
 
     def _check_out(self, entry: Entry[T], req: _Request) -> T | None:
         """Apply the borrow rules to an entry taken from idle; lend it or evict it (None)."""
@@ -438,13 +445,14 @@ class Pool(BasePool[T]):
         try:
             gone = entry.gone  # close() evicted it while we validated
             if not gone:
-                self._ledger.borrow(entry.id, req.t0 if req.pending else None, req.pending)
+                t0 = req.t0 if req.pending else None
+                self._record_borrow_locked(entry, t0, req.pending, None, req.key, req.prio)
                 req.pending = False
         finally:
             self._release()
         if gone:
             self._destroy_entry(entry)
-            raise PoolClosed("the pool is closed", None)
+            raise self._closed_error()
         return entry.conn
 
     def _validate(self, entry: Entry[T]) -> bool:
@@ -456,11 +464,7 @@ class Pool(BasePool[T]):
             ok = False
         self._acquire()
         try:
-            if entry.gone:
-                return True  # the caller sees gone and handles it
-            self._ledger.validate(entry.id, start, ok)
-            if ok:
-                entry.checked = self._now()
+            if self._validated_locked(entry, start, ok):
                 return True
         finally:
             self._release()
@@ -481,9 +485,8 @@ class Pool(BasePool[T]):
         key = id(conn)
         entry = self._lent.get(key)
         if entry is None or entry.conn is not conn:
-            if self._reclaimed and self._forget_reclaimed(conn):
-                return
-            raise PoolError(f"{type(conn).__name__} object was not lent by pool {self.name!r}")
+            self._unknown_return(conn)  # raises, unless it is a reclaimed one's late return
+            return
         now = self._now()
         self._ledger.release(entry.id, now)  # before the lock: see the module docstring
         # The common case (nothing to check) without a call: one attribute test per rule.
@@ -506,85 +509,42 @@ class Pool(BasePool[T]):
         try:
             # pop, not del: reclamation may have taken it out of _lent since the lookup above.
             self._lent.pop(key, None)
-            if reason is None and not entry.gone and not self._closed:
-                entry.last_used = entry.checked = now
-                if not self._waiters:
-                    self._idle.append(entry)
-                    return
-                self._give_locked(entry, now)
+            if entry.tenant is not None:
+                self._unlend_locked(entry, now)  # quota, use-time average
+            if (
+                reason is None
+                and not entry.gone
+                and not self._closed
+                and not self._waiters
+                and not entry.burst
+            ):
+                entry.last_used = entry.checked = now  # the common case, inline
+                self._idle.append(entry)
                 return
-            if entry.gone:
-                self._reclaimed.pop(key, None)  # reclaimed meanwhile: this was its late return
-            else:
-                if reset_error is not None:
-                    self._ledger.error("reset_failed", "reset", reset_error, conn=entry.id)
-                self._evict_locked(entry, reason or "pool_closed")
+            kept = self._settle_return_locked(entry, now, reason, reset_error)
             if self._closed and not self._lent:
                 self._drained.set()
         finally:
             self._release()
-        self._destroy_entry(entry)
-
-    def _return_reason(self, entry: Entry[T], now: float, broken: bool) -> str | None:
-        """Why a returned entry must be evicted instead of reused (None: reuse it)."""
-        if broken:
-            return "broken"
-        if entry.doomed is not None:
-            return entry.doomed
-        if self._is_broken is not None:
-            try:
-                if self._is_broken(entry.conn):
-                    return "broken"
-            except Exception:
-                return "broken"
-        if now >= entry.expires:
-            return "max_lifetime"
-        return None
-
-    def mark_broken(self, conn: T) -> None:
-        """Flag a lent ``conn`` so its return evicts it (reason ``broken``), never lends it."""
-        entry = self._lent.get(id(conn))
-        if entry is not None and entry.conn is conn:
-            entry.doomed = "broken"
+        if not kept:
+            self._destroy_entry(entry)
 
     @contextmanager
-    def connection(self, timeout: float | None = None) -> Iterator[T]:
+    def connection(
+        self,
+        timeout: float | None = None,
+        *,
+        tenant: str | None = None,
+        priority: int | None = None,
+    ) -> Iterator[T]:
         """``with pool.connection() as conn:`` borrow, and always return (even on error)."""
-        conn = self.getconn(timeout)
+        conn = self.getconn(timeout, tenant=tenant, priority=priority)
         try:
             yield conn
         finally:
             self.putconn(conn)
 
     # ------------------------------------------------------------------ eviction
-
-    def _give_locked(self, entry: Entry[T], now: float) -> None:
-        """Make a usable entry (in neither ``_idle`` nor ``_lent``) available (lock held).
-
-        Starvation mode (the head has waited >= handoff_after): hand it straight to the head,
-        recording the borrow now, so nobody can barge. Normal mode: park it in ``_idle`` and
-        signal the head, which keeps its place whether or not someone barges first.
-        """
-        waiters = self._waiters
-        if not waiters:
-            self._idle.append(entry)
-            return
-        head = waiters[0]
-        if now - head.t0 >= self._handoff_after:
-            waiters.popleft()
-            self._lent[id(entry.conn)] = entry
-            self._ledger.borrow(entry.id, head.t0, True, now)
-            head.entry = entry
-            _signal(head)
-            self._wake_head_locked()  # idle ones left from normal mode: the new head's turn
-            return
-        self._idle.append(entry)
-        _signal(head)
-
-    def _wake_head_locked(self) -> None:
-        """Keep invariant 3: an idle connection and a waiter -> the head is signalled."""
-        if self._idle and self._waiters:
-            _signal(self._waiters[0])
 
     def _unwake_head_locked(self) -> None:
         """A barger took the last idle connection (lock held, waiters queued): the head would
@@ -602,18 +562,15 @@ class Pool(BasePool[T]):
         every later return free of system calls; with I/O between cycles, retracting spares
         the head a GIL round trip per return. (Measured: benchmarks/pool.py, both holds.)
         """
-        head = self._waiters[0]
-        if head.signalled and head.retracts < _RETRACTS and head.lock.acquire(False):
+        head = self._live_head_locked()
+        if (
+            head is not None
+            and head.signalled
+            and head.retracts < _RETRACTS
+            and head.lock.acquire(False)
+        ):
             head.signalled = False
             head.retracts += 1
-
-    def _evict_locked(self, entry: Entry[T], reason: str) -> None:
-        """Record the eviction and free its slot (caller holds _lock and destroys later)."""
-        entry.gone = True
-        self._ledger.evict(entry.id, reason)
-        self._size -= 1
-        if self._waiters:
-            self._offer_slots_locked()
 
     def _discard(self, entry: Entry[T], reason: str) -> None:
         """Evict an entry the caller holds privately (in ``_lent``, not lent out)."""
@@ -625,28 +582,6 @@ class Pool(BasePool[T]):
         finally:
             self._release()
         self._destroy_entry(entry)
-
-    def _offer_slots_locked(self) -> None:
-        """Grant free slots to the oldest waiters (each opens its own connection)."""
-        while (
-            self._waiters
-            and self._size < self.config.max_size
-            and not self._closed
-            and self._backoff.ready(self._now())
-        ):
-            waiter = self._waiters.popleft()
-            self._size += 1
-            waiter.grant = True
-            _signal(waiter)
-            self._wake_head_locked()
-
-    def _free_slot(self) -> None:
-        self._acquire()
-        try:
-            self._size -= 1
-            self._offer_slots_locked()
-        finally:
-            self._release()
 
     def _destroy_entry(self, entry: Entry[T]) -> None:
         if not entry.destroyed:
@@ -662,41 +597,27 @@ class Pool(BasePool[T]):
     # ------------------------------------------------------------------ maintenance
 
     def fill(self) -> int:
-        """Open connections up to ``min_size`` now (used by ``eager=True``). Returns how many."""
+        """Open connections up to ``min_size`` now (used by ``eager=True``). Returns how many.
+        A create failure is raised (after its backoff is recorded)."""
         opened = 0
-        while True:
-            self._acquire()
-            try:
-                if self._closed or self._size >= self.config.min_size:
-                    return opened
-                self._size += 1
-            finally:
-                self._release()
-            start = self._now()
-            try:
-                conn = self._factory.create()
-            except Exception as exc:
-                self._create_failed(start, exc)
-                raise
-            self._park_new(conn, start)
+        while self._grow_step(maintenance=False) is None:
+            self._open_idle(reraise=True)
             opened += 1
+        return opened
 
-    def _park_new(self, conn: T, start: float) -> None:
-        """Record a connection opened in a reserved slot and make it available."""
-        self._acquire()
-        try:
-            if self._closed:
-                self._size -= 1
-                closed = True
-            else:
-                closed = False
-                self._backoff.success()
-                now = self._now()
-                entry = Entry(self._ledger.create(start), conn, now, self._expiry(now))
-                self._give_locked(entry, now)
-        finally:
-            self._release()
-        if closed:
+    def _grow_step(self, *, maintenance: bool) -> float | None:
+        with self._lock:
+            return self._grow_step_locked(maintenance=maintenance)
+
+    def _open_idle(self, *, reraise: bool) -> None:
+        """Open a connection in the slot a grow step reserved and make it available."""
+        made = self._create(reraise=reraise)
+        if made is None:
+            return
+        conn, start = made
+        with self._lock:
+            parked = self._park_new_locked(conn, start)
+        if not parked:
             self._destroy(conn)
 
     def run_maintenance(self) -> float:
@@ -708,7 +629,11 @@ class Pool(BasePool[T]):
         """
         if self._closed:
             return self.config.maintenance_interval
-        victims, to_check = self._sweep_idle()
+        self._acquire()
+        try:
+            victims, to_check = self._sweep_idle_locked()
+        finally:
+            self._release()
         for entry in victims:
             self._destroy_entry(entry)
         for entry in to_check:
@@ -720,113 +645,34 @@ class Pool(BasePool[T]):
             self._reclaim(self.config.reclaim_after)
         return self._refill()
 
-    def _sweep_idle(self) -> tuple[list[Entry[T]], list[Entry[T]]]:
-        cfg = self.config
-        victims: list[Entry[T]] = []
-        to_check: list[Entry[T]] = []
-        self._acquire()
-        try:
-            now = self._now()
-            surplus = self._size - cfg.min_size
-            keep: list[Entry[T]] = []
-            # The left end holds the least recently returned entries, in both orders.
-            for entry in self._idle:
-                if now >= entry.expires:
-                    self._evict_locked(entry, "max_lifetime")
-                    victims.append(entry)
-                    surplus -= 1
-                elif surplus > 0 and self._idle_expired(entry, now):
-                    self._evict_locked(entry, "idle_timeout")
-                    victims.append(entry)
-                    surplus -= 1
-                elif (
-                    self._background_validation is not None
-                    and now - entry.checked >= self._background_validation
-                ):
-                    self._lent[id(entry.conn)] = entry  # being checked: close() must see it
-                    to_check.append(entry)
-                else:
-                    keep.append(entry)
-            self._idle.clear()
-            self._idle.extend(keep)
-        finally:
-            self._release()
-        return victims, to_check
-
     def _restore(self, entry: Entry[T]) -> None:
         """Put a validated idle entry back (or hand it to a waiter)."""
-        self._acquire()
-        try:
-            del self._lent[id(entry.conn)]
-            gone = entry.gone
-            if not gone:
-                self._give_locked(entry, self._now())
-        finally:
-            self._release()
-        if gone:
+        with self._lock:
+            kept = self._restore_locked(entry)
+        if not kept:
             self._destroy_entry(entry)
 
     def _reclaim(self, after: float) -> None:
         leaked = {leak.conn for leak in self._ledger.leaks(after)}
         if not leaked:
             return
-        self._acquire()
-        try:
-            victims = [e for e in self._lent.values() if e.id in leaked and not e.gone]
-            for entry in victims:
-                # Out of _lent now (a holder that never returns keeps nothing busy); its late
-                # putconn finds it in _reclaimed and is absorbed, with no second evict.
-                del self._lent[id(entry.conn)]
-                self._remember_reclaimed(entry.conn)
-                self._evict_locked(entry, "leaked")
-        finally:
-            self._release()
+        with self._lock:
+            victims = self._reclaim_locked(leaked)
         for entry in victims:
             self._destroy_entry(entry)
 
     def _refill(self) -> float:
-        interval = self.config.maintenance_interval
-        while True:
-            self._acquire()
-            try:
-                now = self._now()
-                if self._closed:
-                    return interval
-                self._offer_slots_locked()
-                if self._size >= self.config.min_size:
-                    return interval
-                if not self._backoff.ready(now):
-                    return min(interval, self._backoff.ready_at - now)
-                if self._warmup:
-                    if self._warmup[0] > now:
-                        return min(interval, self._warmup[0] - now)
-                    self._warmup.pop(0)
-                self._size += 1
-            finally:
-                self._release()
-            start = self._now()
-            try:
-                conn = self._factory.create()
-            except Exception as exc:
-                self._create_failed(start, exc)
-                continue
-            self._park_new(conn, start)
+        while (delay := self._grow_step(maintenance=True)) is None:
+            self._open_idle(reraise=False)
+        return delay
 
     # ------------------------------------------------------------------ close
 
     def drain(self) -> None:
         """Replace every connection: idle ones are closed now, lent ones when returned
         (reason ``pool_closed``). The pool stays open and opens fresh connections on demand."""
-        self._acquire()
-        try:
-            victims = list(self._idle)
-            self._idle.clear()
-            for entry in victims:
-                self._evict_locked(entry, "pool_closed")
-            for entry in self._lent.values():
-                entry.doomed = "pool_closed"
-        finally:
-            self._release()
+        with self._lock:
+            victims = self._drain_locked()
         for entry in victims:
             self._destroy_entry(entry)
 
@@ -837,18 +683,7 @@ class Pool(BasePool[T]):
         try:
             if self._closed:
                 return
-            self._closed = True
-            waiters = list(self._waiters)
-            self._waiters.clear()
-            for waiter in waiters:
-                # Resolved here, in order, so the stream has no event after the close event.
-                self._ledger.error("pool_closed", "wait", "the pool was closed while waiting")
-                waiter.closed = True
-                _signal(waiter)
-            victims = list(self._idle)
-            self._idle.clear()
-            for entry in victims:
-                self._evict_locked(entry, "pool_closed")
+            victims = self._close_locked()  # every waiter raises PoolClosed (invariant 6)
             if not self._lent:
                 self._drained.set()
         finally:
@@ -858,14 +693,8 @@ class Pool(BasePool[T]):
             self._destroy_entry(entry)
         if timeout > 0:
             self._drained.wait(timeout)
-        self._acquire()
-        try:
-            for entry in self._lent.values():
-                if not entry.gone:
-                    self._evict_locked(entry, "pool_closed")
-            self._ledger.close()
-        finally:
-            self._release()
+        with self._lock:
+            self._evict_lent_locked()
 
     def __enter__(self) -> Pool[T]:
         return self
@@ -875,7 +704,12 @@ class Pool(BasePool[T]):
 
 
 class _Refusal(PoolmonError):
-    """Internal: fail-fast or admission control refused; becomes PoolExhausted."""
+    """Internal: fail-fast, admission control or a tenant quota refused (raised under the
+    lock); becomes PoolExhausted or PoolQuotaExceeded outside it."""
+
+    def __init__(self, refusal: tuple[str, str]) -> None:
+        super().__init__(refusal[1])
+        self.refusal = refusal
 
 
 class _Resolved(PoolmonError):

@@ -130,6 +130,13 @@ def test_resource_variable_narrows_pools_and_names_them() -> None:
     assert names.index("resource") < names.index("pool")  # the pool list depends on it
     titles = [p["title"] for p in iter_panels(doc)]
     assert sum(NOUN in t for t in titles) >= 3
-    # Outside the fleet row (backend servers), no title says "connection" outright.
-    fleet = {"Connections per backend", "Backend over-commit"}
+    # Outside the fleet and backend-capacity rows (backend servers, PgBouncer), no title says
+    # "connection" outright.
+    fleet = {
+        "Connections per backend",
+        "Backend over-commit",
+        "Backend connections vs limit",
+        "Backend connections by client",
+        "PgBouncer: waiting clients and server connections",
+    }
     assert [t for t in titles if "onnection" in t and t not in fleet] == []

@@ -50,8 +50,8 @@ class Gates:
         self.waiters: list[Any] = []
         self.locks: list[GatedLock] = []
 
-    def make(self, t0: float) -> Any:
-        waiter = _ORIGINAL_WAITER(t0)
+    def make(self, t0: float, *rest: Any) -> Any:
+        waiter = _ORIGINAL_WAITER(t0, *rest)
         n = len(self.waiters)
         if n < len(self.gates):
             gate = self.gates[n]
@@ -282,8 +282,8 @@ class Interrupt(BaseException):
 def test_interrupted_waiter_gives_back_a_handed_connection(
     make: Callable[..., Pool[Res]], rec: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def interrupted_after_wake(t0: float) -> Any:
-        waiter = _ORIGINAL_WAITER(t0)
+    def interrupted_after_wake(t0: float, *rest: Any) -> Any:
+        waiter = _ORIGINAL_WAITER(t0, *rest)
         inner = waiter.lock
 
         class Lock:
@@ -320,8 +320,8 @@ def test_interrupted_waiter_leaves_the_queue(
 ) -> None:
     gates = Gates(0)
 
-    def interrupted_while_queued(t0: float) -> Any:
-        waiter = gates.make(t0)
+    def interrupted_while_queued(t0: float, *rest: Any) -> Any:
+        waiter = gates.make(t0, *rest)
         inner = waiter.lock
 
         class Lock:
