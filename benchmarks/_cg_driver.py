@@ -11,13 +11,17 @@ import gc
 import os
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 PG_DSN = os.environ.get("POOLMON_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("POOLMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 Loop = Callable[[int], None]
 C = TypeVar("C")
+
+
+class _Build(Protocol):
+    def __call__(self, *, e2e: bool) -> Loop: ...
 
 
 def _cycles(get: Callable[[], C], put: Callable[[C], object]) -> Loop:
@@ -30,7 +34,7 @@ def _cycles(get: Callable[[], C], put: Callable[[C], object]) -> Loop:
     return raw
 
 
-def _psycopg_pool(e2e: bool) -> Loop:
+def _psycopg_pool(*, e2e: bool) -> Loop:
     from psycopg_pool import ConnectionPool
 
     from benchmarks.shim_psycopg import _pp_e2e, _pp_raw
@@ -40,7 +44,7 @@ def _psycopg_pool(e2e: bool) -> Loop:
     return _pp_e2e(pool) if e2e else _pp_raw(pool)
 
 
-def _psycopg2(e2e: bool) -> Loop:
+def _psycopg2(*, e2e: bool) -> Loop:
     from psycopg2.pool import ThreadedConnectionPool
 
     from benchmarks.shim_psycopg import _pg2_e2e, _pg2_raw
@@ -49,7 +53,7 @@ def _psycopg2(e2e: bool) -> Loop:
     return _pg2_e2e(pool) if e2e else _pg2_raw(pool)
 
 
-def _redis(e2e: bool) -> Loop:
+def _redis(*, e2e: bool) -> Loop:
     import redis
 
     pool = redis.ConnectionPool.from_url(REDIS_URL)
@@ -74,7 +78,7 @@ server.close()
 """
 
 
-def _urllib3(e2e: bool) -> Loop:
+def _urllib3(*, e2e: bool) -> Loop:
     import atexit
     import subprocess
 
@@ -100,7 +104,7 @@ def _urllib3(e2e: bool) -> Loop:
     return request if e2e else _cycles(pool._get_conn, pool._put_conn)
 
 
-CASES: dict[str, tuple[str, Callable[[bool], Loop], bool]] = {
+CASES: dict[str, tuple[str, _Build, bool]] = {
     "psycopg_pool-raw": ("psycopg", _psycopg_pool, False),
     "psycopg_pool-select": ("psycopg", _psycopg_pool, True),
     "psycopg2-raw": ("psycopg2", _psycopg2, False),
@@ -121,7 +125,7 @@ def main(argv: list[str]) -> int:
         from poolmon.core.registry import PoolRegistry
 
         poolmon.instrument(library, registry=PoolRegistry())
-    loop = build(e2e)
+    loop = build(e2e=e2e)
     loop(300)  # warm up: first sight, adoption, specialised bytecode
     # Everything alive now is set aside from the cyclic GC: its full collections would otherwise
     # scan a heap that differs between the modes (poolmon's own modules) at points that differ

@@ -1,4 +1,5 @@
-"""poolmon.api: tracker calls with no recorder vs an empty function; enabled vs the shims' Python path.
+"""poolmon.api: tracker calls with no recorder vs an empty function; enabled vs the shims' Python
+path.
 
 Two comparisons, measured in one run, round-robin (every round times each case once, the best
 round per case counts):
@@ -29,7 +30,7 @@ __all__ = ["main"]
 PG_DSN = os.environ.get("POOLMON_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def _empty(conn: int, t0: float | None = None, queued: bool = False) -> None:
+def _empty(conn: int, t0: float | None = None, *, queued: bool = False) -> None:
     return None
 
 
@@ -121,7 +122,7 @@ def main(argv: list[str]) -> int:
 
     if api.attached() is not None:
         api.detach()
-    set_compiled(False)  # the shims' Python path: ledgers and wrappers made from now on
+    set_compiled(enabled=False)  # the shims' Python path: ledgers and wrappers made from now on
     silent = _tracker_case("bench-silent")
     loop = _loop_case()
     empty = _empty_case()
@@ -183,7 +184,7 @@ def main(argv: list[str]) -> int:
         from poolmon.shims import psycopg2 as shim
 
         shim.uninstrument()
-        set_compiled(None)
+        set_compiled(enabled=None)
     return status
 
 

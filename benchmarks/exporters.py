@@ -142,7 +142,7 @@ def _collection_cases(pools: int) -> list[tuple[str, Callable[[], object]]]:
     ]
 
 
-def _hot_path(attached: bool) -> Callable[[int], None]:
+def _hot_path(*, attached: bool) -> Callable[[int], None]:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from prometheus_client import CollectorRegistry, generate_latest

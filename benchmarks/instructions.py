@@ -12,7 +12,9 @@ Each case runs in ``benchmarks._cg_driver`` under ``valgrind --tool=callgrind`` 
 (plain and instrumented, each at two operation counts); the difference between the two counts
 divided by the difference in operations is the cost of one operation, free of start-up and
 import costs. Printed per case: instructions per operation plain and instrumented and their
-ratio, and the extra first-level misses (instruction, data) per operation.
+ratio, the extra first-level misses (instruction, data) per operation, and the pure-Python
+wrappers' count and ratio (`POOLMON_PURE_PYTHON=1`) beside them. Exit status 1 when an
+end-to-end case misses the bar.
 
 Needs valgrind and the local PostgreSQL/Redis. ``python -m benchmarks instructions [CASE ...]``
 (cases: see ``benchmarks._cg_driver.CASES``; default: all). About 20 s a case.
@@ -32,15 +34,19 @@ from benchmarks._cg_driver import CASES
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The end-to-end bar (DESIGN.md section 8): instrumented / plain instructions per operation.
+BAR = 1.02
 #: callgrind's event columns in its summary line, with --cache-sim=yes.
 EVENTS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
 
 
-def _count(mode: str, case: str, n: int) -> dict[str, int]:
-    """callgrind's totals for the calling (first) thread of one run."""
+def _count(mode: str, case: str, n: int, *, pure: bool = False) -> dict[str, int]:
+    """callgrind's totals for the calling (first) thread of one run (``pure``: poolmon's
+    pure-Python wrappers, ``POOLMON_PURE_PYTHON=1``)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg.out"
         env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(ROOT))
+        env["POOLMON_PURE_PYTHON"] = "1" if pure else ""
         cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", "--separate-threads=yes"]
         cmd += [f"--callgrind-out-file={out}.%p", sys.executable, "-m", "benchmarks._cg_driver"]
         cmd += [mode, case, str(n)]
@@ -54,8 +60,10 @@ def _count(mode: str, case: str, n: int) -> dict[str, int]:
     raise SystemExit(f"{case} ({mode}): no totals in callgrind's output")
 
 
-def _per_op(mode: str, case: str, small: int, large: int) -> dict[str, float]:
-    a, b = _count(mode, case, small), _count(mode, case, large)
+def _per_op(
+    mode: str, case: str, small: int, large: int, *, pure: bool = False
+) -> dict[str, float]:
+    a, b = _count(mode, case, small, pure=pure), _count(mode, case, large, pure=pure)
     return {event: (b[event] - a[event]) / (large - small) for event in a}
 
 
@@ -69,19 +77,28 @@ def main(argv: list[str]) -> int:
         return 2
     print(
         f"{'case':22s} {'plain Ir':>10s} {'poolmon Ir':>11s} {'ratio':>7s} {'+I1 miss':>9s} "
-        f"{'+D1 miss':>9s}  (per operation, calling thread)"
+        f"{'+D1 miss':>9s} {'pure Ir':>9s} {'pure':>7s}  (per operation, calling thread; bar "
+        f"<= {BAR} compiled, end to end; raw cycles and pure Python printed for information)"
     )
+    missed = False
     for case in argv or list(CASES):
         small, large = (500, 1500) if case.endswith(("select", "get")) else (2000, 6000)
         plain = _per_op("plain", case, small, large)
         ours = _per_op("poolmon", case, small, large)
+        pure = _per_op("poolmon", case, small, large, pure=True)
         d1 = (ours["D1mr"] + ours["D1mw"]) - (plain["D1mr"] + plain["D1mw"])
+        ratio = ours["Ir"] / plain["Ir"]
+        verdict = ""
+        if case.endswith(("select", "get")):
+            verdict = "  ok" if ratio <= BAR else "  MISSED"
+            missed = missed or ratio > BAR
         print(
-            f"{case:22s} {plain['Ir']:10.0f} {ours['Ir']:11.0f} {ours['Ir'] / plain['Ir']:7.4f} "
-            f"{ours['I1mr'] - plain['I1mr']:+9.0f} {d1:+9.0f}",
+            f"{case:22s} {plain['Ir']:10.0f} {ours['Ir']:11.0f} {ratio:7.4f} "
+            f"{ours['I1mr'] - plain['I1mr']:+9.0f} {d1:+9.0f} {pure['Ir']:9.0f} "
+            f"{pure['Ir'] / plain['Ir']:7.4f}{verdict}",
             flush=True,
         )
-    return 0
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

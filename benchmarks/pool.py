@@ -43,7 +43,7 @@ from typing import Any
 from benchmarks._timing import best_of, print_table
 from poolmon.core.events import PoolEvent
 from poolmon.core.registry import PoolRegistry
-from poolmon.pool import BaseFactory, Pool, SqliteFactory, factory
+from poolmon.pool import BaseFactory, Factory, Pool, SqliteFactory, factory
 
 PG_DSN = os.environ.get("POOLMON_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("POOLMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -91,7 +91,7 @@ class _RedisFactory(BaseFactory[Any]):
 
 
 def _poolmon(
-    fac: BaseFactory[Any], registry: PoolRegistry, events: bool, **options: Any
+    fac: Factory[Any], registry: PoolRegistry, *, events: bool, **options: Any
 ) -> tuple[Cycle, Any]:
     pool: Pool[Any] = Pool(fac, min_size=4, max_size=4, eager=True, registry=registry, **options)
     if events:
@@ -134,27 +134,28 @@ def _peers(registry: PoolRegistry) -> dict[str, tuple[Cycle, Callable[[], None]]
     for _ in range(4):
         lifo.put(object())
     out["queue.LifoQueue"] = ((lifo.get, lifo.put), lambda: None)
-    out["poolmon.Pool(object)"] = _poolmon(factory(object), registry, False)
-    out["poolmon.Pool(object)+events"] = _poolmon(factory(object), registry, True)
-    out[STRICT] = _poolmon(factory(object), registry, False, handoff_after=0)
+    out["poolmon.Pool(object)"] = _poolmon(factory(object), registry, events=False)
+    out["poolmon.Pool(object)+events"] = _poolmon(factory(object), registry, events=True)
+    out[STRICT] = _poolmon(factory(object), registry, events=False, handoff_after=0)
     out[FEATURED] = _featured(registry)
 
     from sqlalchemy.pool import QueuePool
 
-    qp = QueuePool(
-        lambda: sqlite3.connect(":memory:", check_same_thread=False), pool_size=4, max_overflow=0
-    )
+    def sqlite_memory() -> Any:  # SQLAlchemy's creator protocol types the DBAPI connection
+        return sqlite3.connect(":memory:", check_same_thread=False)
+
+    qp = QueuePool(sqlite_memory, pool_size=4, max_overflow=0)
     out["sqlalchemy QueuePool(sqlite)"] = ((qp.connect, lambda c: c.close()), qp.dispose)
     path = f"/tmp/poolmon-bench-{os.getpid()}.sqlite"
-    out["poolmon.Pool(sqlite)"] = _poolmon(SqliteFactory(path), registry, False)
+    out["poolmon.Pool(sqlite)"] = _poolmon(SqliteFactory(path), registry, events=False)
     try:
         from psycopg_pool import ConnectionPool
 
         pg = ConnectionPool(PG_DSN, min_size=4, max_size=4, kwargs={"autocommit": True})
         pg.wait(10)
         out["psycopg_pool getconn/putconn"] = ((pg.getconn, pg.putconn), pg.close)
-        out["poolmon.Pool(psycopg)"] = _poolmon(_PgFactory(), registry, False)
-        out["poolmon.Pool(psycopg)+events"] = _poolmon(_PgFactory(), registry, True)
+        out["poolmon.Pool(psycopg)"] = _poolmon(_PgFactory(), registry, events=False)
+        out["poolmon.Pool(psycopg)+events"] = _poolmon(_PgFactory(), registry, events=True)
     except Exception as exc:  # no PostgreSQL here: say so, measure the rest
         print(f"  (PostgreSQL peers skipped: {type(exc).__name__}: {exc})")
     try:
@@ -165,7 +166,7 @@ def _peers(registry: PoolRegistry) -> dict[str, tuple[Cycle, Callable[[], None]]
         for c in warm:
             rp.release(c)
         out["redis BlockingConnectionPool"] = ((rp.get_connection, rp.release), rp.disconnect)
-        out["poolmon.Pool(redis)"] = _poolmon(_RedisFactory(), registry, False)
+        out["poolmon.Pool(redis)"] = _poolmon(_RedisFactory(), registry, events=False)
     except Exception as exc:
         print(f"  (Redis peers skipped: {type(exc).__name__}: {exc})")
     return out

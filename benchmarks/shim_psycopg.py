@@ -31,10 +31,13 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks._paired import AGAIN, interleave, report, require_observed
 from benchmarks._timing import print_table
+
+if TYPE_CHECKING:
+    from poolmon.core.registry import PoolRegistry
 
 __all__ = ["main"]
 
@@ -94,7 +97,6 @@ def main(argv: list[str]) -> int:
     from psycopg2.pool import ThreadedConnectionPool
     from psycopg_pool import ConnectionPool
 
-    from poolmon.core.identity import PoolIdentity
     from poolmon.core.registry import PoolRegistry
     from poolmon.shims import psycopg as pp_shim
     from poolmon.shims import psycopg2 as pg2_shim
@@ -160,8 +162,21 @@ def main(argv: list[str]) -> int:
         pp.close()
         pg2.closeall()
 
-    # End to end: the server's latency drifts; many short interleaved blocks, each mode in a
-    # forked process of its own (benchmarks._paired says why). No pool is open here now.
+    status |= _end_to_end(args.blocks)
+    _ledger_alone(registry, args.rounds, args.n)
+    return status
+
+
+def _end_to_end(blocks: int) -> int:
+    """End to end: the server's latency drifts; many short interleaved blocks, each mode in a
+    forked process of its own (benchmarks._paired says why). No pool is open here now."""
+    from psycopg2.pool import ThreadedConnectionPool
+    from psycopg_pool import ConnectionPool
+
+    from poolmon.core.registry import PoolRegistry
+    from poolmon.shims import psycopg as pp_shim
+    from poolmon.shims import psycopg2 as pg2_shim
+
     def pp_setup(mode: str) -> tuple[Loop, Callable[[], None]]:
         observed = PoolRegistry()
         if mode == "poolmon":
@@ -187,25 +202,30 @@ def main(argv: list[str]) -> int:
 
         return _pg2_e2e(pool), teardown
 
+    status = 0
     modes = ("plain", "poolmon", AGAIN)
     for name, setup in (
         ("psycopg_pool SELECT 1 (connection())", pp_setup),
         ("psycopg2 SELECT 1", pg2_setup),
     ):
-        blocks = interleave(modes, setup, per_block=1000, blocks=args.blocks)
-        status |= 0 if report(name, blocks, "poolmon", bar=1.02) else 1
+        results = interleave(modes, setup, per_block=1000, blocks=blocks)
+        status |= 0 if report(name, results, "poolmon", bar=1.02) else 1
+    return status
 
-    # Where the cost goes: the recorder's own borrow+return (poolmon.core.ledger) alone.
+
+def _ledger_alone(registry: PoolRegistry, rounds: int, n: int) -> None:
+    """Where the cost goes: the recorder's own borrow+return (poolmon.core.ledger) alone."""
+    from poolmon.core.identity import PoolIdentity
+
     ledger = registry.register(PoolIdentity("bench-ledger"))
     now, borrow, release = ledger.now, ledger.borrow, ledger.release
     ledger_best = float("inf")
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         start = time.thread_time()
-        for _ in range(args.n):
-            borrow(1, now(), False)
+        for _ in range(n):
+            borrow(1, now())
             release(1)
-        ledger_best = min(ledger_best, (time.thread_time() - start) / args.n)
+        ledger_best = min(ledger_best, (time.thread_time() - start) / n)
     print(
         f"\nrecorder alone (ledger borrow+release, 3 clock reads): {ledger_best * 1e6:.3f} us/cycle"
     )
-    return status

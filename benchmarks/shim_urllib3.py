@@ -125,7 +125,8 @@ def main(argv: list[str]) -> int:
     added = cycle[1] - cycle[0]
     raw_met = cycle[2] <= 1.25
     print(
-        f"  median of paired rounds: {cycle[2]:.3f} (bar <= 1.25: {'meets' if raw_met else 'MISSES'})"
+        f"  median of paired rounds: {cycle[2]:.3f} "
+        f"(bar <= 1.25: {'meets' if raw_met else 'MISSES'})"
     )
     print(f"  shim cost per borrow+return (best rounds): {added * 1e6:.2f} us")
     get_met = report(

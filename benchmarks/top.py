@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
     def refresh(page: str) -> None:
         t[0] += 1.0
         frame = model.update([source.parse(page, t[0])])
-        rows = select_rows(frame.rows, state.sort, state.reverse, state.filter)
+        rows = select_rows(frame.rows, state.sort, reverse=state.reverse, text=state.filter)
         console.print(screen(frame, state, rows, height=50))
 
     refresh(pages[0])

@@ -56,7 +56,7 @@ def redis_pool(url: str, provider: Any, **options: Any) -> Pool[Connection]:
         connect,
         provider,
         validate=ping,
-        is_broken=lambda conn: conn._sock is None,
+        is_broken=lambda conn: not conn.is_connected,
         destroy=lambda conn: conn.disconnect(),
     )
     identity = identity_from_url(url, library="redis", library_version=redis.__version__)

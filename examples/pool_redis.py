@@ -36,7 +36,7 @@ class RedisFactory(BaseFactory[Connection]):
         return conn.read_response() in (b"PONG", "PONG", True)
 
     def is_broken(self, conn: Connection) -> bool:
-        return conn._sock is None
+        return not conn.is_connected
 
     def destroy(self, conn: Connection) -> None:
         conn.disconnect()

@@ -159,13 +159,13 @@ class Tracker:
         recorder brings its own clock).
     ``created(t0) -> int``
         A resource was opened; opening started at ``t0``. Returns its id (unique, never reused).
-    ``validated(conn, t0, ok)``
+    ``validated(conn, t0, *, ok)``
         A health check of ``conn`` ran from ``t0``; after ``ok=False`` evict it next.
     ``waiting()``
         A caller found nothing idle and queued. Resolve it later with
         ``borrowed(conn, t0, queued=True)`` or ``failed("timeout"|"cancelled"|"pool_closed",
         phase="wait", t0=t0)``.
-    ``borrowed(conn, t0=None, queued=False)``
+    ``borrowed(conn, t0=None, *, queued=False)``
         ``conn`` was handed to a caller that started asking at ``t0`` (None: it did not wait).
     ``returned(conn)``
         The caller gave ``conn`` back.
@@ -174,7 +174,7 @@ class Tracker:
     ``failed(error_type, phase="borrow", error=None, *, conn=None, t0=None)``
         Something failed (:data:`ERROR_TYPES`, :data:`PHASES`); ``t0`` gives the duration.
         A failed open is ``failed("create_failed", "create", exc, t0=t0)``; a failed health check
-        is ``validated(conn, t0, False)``, not an error.
+        is ``validated(conn, t0, ok=False)``, not an error.
     ``closed()``
         The pool is closed (evict its resources first).
     """
@@ -224,13 +224,13 @@ class Tracker:
     def created(self, t0: float) -> int:
         return self.new_id()
 
-    def validated(self, conn: int, t0: float, ok: bool) -> None:
+    def validated(self, conn: int, t0: float, *, ok: bool) -> None:
         return None
 
     def waiting(self) -> int | None:
         return None
 
-    def borrowed(self, conn: int, t0: float | None = None, queued: bool = False) -> None:
+    def borrowed(self, conn: int, t0: float | None = None, *, queued: bool = False) -> None:
         return None
 
     def returned(self, conn: int) -> None:
@@ -269,7 +269,8 @@ class Tracker:
             attrs[name] = methods[name]
 
     def _mute(self) -> None:
-        """Put the no-ops back (no recorder)."""
+        """Put the no-ops back (no recorder). Called by the hub only; the name is part of the
+        hub's protocol, shared by every vendored copy of this module, so it never changes."""
         attrs = vars(self)
         for name in EVENT_METHODS:
             attrs.pop(name, None)
@@ -306,13 +307,13 @@ def _bind(recorder: Recorder, tracker: Tracker) -> None:
         recorder.bind(tracker)
     except Exception:
         # A recorder that fails must not break the pool: the tracker stays silent.
-        tracker._mute()
+        tracker._mute()  # noqa: SLF001 (the hub's protocol with trackers of every copy)
 
 
 def _unbind(recorder: Recorder, tracker: Tracker) -> None:
     with contextlib.suppress(Exception):
         recorder.unbind(tracker)
-    tracker._mute()
+    tracker._mute()  # noqa: SLF001 (the hub's protocol with trackers of every copy)
 
 
 def register(

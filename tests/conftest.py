@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,13 +23,18 @@ REDIS_URL = os.environ.get("POOLMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def require(condition: bool, what: str) -> None:
-    """Skip (locally) or fail (CI=true) when a real service or tool is missing."""
-    if condition:
-        return
+def missing(what: str) -> NoReturn:
+    """Skip (locally) or fail (CI=true): a real service or tool is missing."""
     if IN_CI:
         pytest.fail(f"{what} is required under CI=true", pytrace=False)
     pytest.skip(f"{what} not available")
+
+
+# The condition is the subject, as with assert (every caller passes an expression).
+def require(condition: bool, what: str) -> None:  # noqa: FBT001
+    """Skip (locally) or fail (CI=true) when a real service or tool is missing."""
+    if not condition:
+        missing(what)
 
 
 def _reachable(url: str, default_port: int) -> bool:

@@ -175,7 +175,7 @@ class CaptureRecorder:
                 emit("create", conn=cid, duration=max(0.0, now - t0), outcome="ok")
             return cid
 
-        def validated(conn: int, t0: float, ok: bool) -> None:
+        def validated(conn: int, t0: float, *, ok: bool) -> None:
             with lock:
                 emit(
                     "validate",
@@ -191,7 +191,7 @@ class CaptureRecorder:
                 pending: int = state["pending"]
             return pending
 
-        def borrowed(conn: int, t0: float | None = None, queued: bool = False) -> None:
+        def borrowed(conn: int, t0: float | None = None, *, queued: bool = False) -> None:
             now = clock()
             with lock:
                 since[conn] = now
@@ -367,7 +367,7 @@ _SCENARIO_FUNCS: Final[Mapping[str, Callable[[PoolAdapter], set[str]]]] = {
 
 
 def _expectation_failures(
-    scenario: str, events: list[dict[str, Any]], expected: set[str], emits_close: bool
+    scenario: str, events: list[dict[str, Any]], expected: set[str], *, emits_close: bool
 ) -> list[Failure]:
     last = len(events)
     kinds = [e.get("kind") for e in events]
@@ -450,7 +450,9 @@ def run(adapter: PoolAdapter, scenarios: Sequence[str] = SCENARIOS) -> Report:
             Failure(scenario, p.line, p.rule, p.message) for p in _check_stream(lines)
         )
         if expected:
-            report.failures.extend(_expectation_failures(scenario, events, expected, emits_close))
+            report.failures.extend(
+                _expectation_failures(scenario, events, expected, emits_close=emits_close)
+            )
     return report
 
 

@@ -38,7 +38,7 @@ PURE_PYTHON_ENV: Final = "POOLMON_PURE_PYTHON"
 _override: bool | None = None
 
 
-def set_compiled(enabled: bool | None) -> None:
+def set_compiled(*, enabled: bool | None) -> None:
     """Force the compiled fast path on (where built) or off; ``None`` goes back to the
     environment. Affects ledgers made and shims installed from now on."""
     global _override

@@ -142,7 +142,8 @@ def identity_from_libpq_dsn(
     library: str | None = None,
     library_version: str | None = None,
 ) -> PoolIdentity:
-    """Identity from a libpq connection string (URL or ``key=value`` form) plus keyword overrides."""
+    """Identity from a libpq connection string (URL or ``key=value`` form) plus keyword
+    overrides."""
     if "://" in dsn:
         ident = identity_from_url(
             dsn, name=name, system="postgresql", library=library, library_version=library_version

@@ -10,9 +10,9 @@ Hot-path design (numbers from DESIGN.md section 2, Python 3.11):
   asked (no subscriber, stack sampling or leak bookkeeping): single atomic operations on a dict
   and two lists, folded into the histograms under the lock at collection time. Shims inline the
   lane's operations; :meth:`borrow` and :meth:`release` use it too.
-* One lock per ledger. Every other event method takes it exactly once. Without it, ``counts[i] += 1`` is
-  a read-modify-write that loses updates when the GIL switches threads mid-way, and the standard
-  promises exact counters. An uncontended ``with lock`` costs ~0.05 us.
+* One lock per ledger. Every other event method takes it exactly once. Without it,
+  ``counts[i] += 1`` is a read-modify-write that loses updates when the GIL switches threads
+  mid-way, and the standard promises exact counters. An uncontended ``with lock`` costs ~0.05 us.
 * Clock reads happen outside the lock; a borrow+return cycle reads the clock twice (plus once for
   ``t0`` when the caller measures a wait).
 * Histograms are preallocated lists of bucket counts indexed with ``bisect_left`` on the catalog's
@@ -372,7 +372,7 @@ class PoolLedger:
         return pending
 
     def borrow(
-        self, conn: int, t0: float | None = None, queued: bool = False, now: float | None = None
+        self, conn: int, t0: float | None = None, *, queued: bool = False, now: float | None = None
     ) -> None:
         """``conn`` was handed to a caller that started asking at ``t0`` (None: no wait).
 
@@ -406,11 +406,11 @@ class PoolLedger:
             if queued and self._pending:
                 self._pending -= 1
             if self._extras:
-                self._borrow_extras(conn, waited, queued)
+                self._borrow_extras(conn, waited, queued=queued)
         finally:
             self._release()
 
-    def _borrow_extras(self, conn: int, waited: float, queued: bool) -> None:
+    def _borrow_extras(self, conn: int, waited: float, *, queued: bool) -> None:
         # Lock held. Stack sampling and subscribers: off the common path (one flag test there).
         if self._stack_every:
             self._borrow_count += 1
@@ -454,7 +454,7 @@ class PoolLedger:
         if self._subscribers:
             self._emit(ev.RETURN, conn=conn, duration=used)
 
-    def validate(self, conn: int, t0: float, ok: bool) -> None:
+    def validate(self, conn: int, t0: float, *, ok: bool) -> None:
         """A health check of ``conn`` ran from ``t0``; a failed one must be followed by evict."""
         duration = self._now() - t0
         with self._lock:
@@ -469,7 +469,8 @@ class PoolLedger:
                 )
 
     def evict(self, conn: int, reason: str) -> None:
-        """The pool closed ``conn`` (idle or borrowed) for ``reason`` (a catalog eviction reason)."""
+        """The pool closed ``conn`` (idle or borrowed) for ``reason`` (a catalog eviction
+        reason)."""
         now = self._now()
         if reason not in _EVICTION_REASONS:
             reason = "other"
@@ -504,7 +505,7 @@ class PoolLedger:
         if reason not in _EVICTION_REASONS:
             reason = "other"
         self._retire_reason = reason  # a plain attribute store: atomic, safe from any context
-        if self._acquire(False):
+        if self._acquire(blocking=False):
             try:
                 self._apply_retire()
             finally:
@@ -556,7 +557,8 @@ class PoolLedger:
         self.error("timeout", "wait", error, duration=max(0.0, self._now() - t0))
 
     def close(self) -> None:
-        """The pool is closed. Evict its connections (reason ``pool_closed``) before calling this."""
+        """The pool is closed. Evict its connections (reason ``pool_closed``) before calling
+        this."""
         with self._lock:
             if self._closed:
                 return
@@ -701,7 +703,8 @@ class PoolLedger:
 
     # ------------------------------------------------------------------ process lifecycle
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """Called by the registry in a forked child (os.register_at_fork)."""
         # The parent may have held the lock at fork time: a fresh lock, never the inherited one.
         # Aggregates restart at zero so that the parent's and every child's totals add up; the
         # live connections stay (the pool object still holds them in this process).

@@ -164,7 +164,8 @@ def scrub(text: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A URL with its userinfo removed entirely (``scheme://host:port/path``), query secrets masked."""
+    """A URL with its userinfo removed entirely (``scheme://host:port/path``), query secrets
+    masked."""
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -168,10 +168,12 @@ class PoolRegistry:
             self._subscribers = ()
         self.self_metrics.reset()
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """Called in a forked child: a fresh lock, and each ledger set up for the child
+        (:meth:`PoolLedger.after_fork_in_child`)."""
         self._lock = threading.Lock()
         for ledger in self._ledgers.values():
-            ledger._after_fork_in_child()
+            ledger.after_fork_in_child()
 
 
 _all_registries: weakref.WeakSet[PoolRegistry] = weakref.WeakSet()
@@ -204,7 +206,7 @@ def snapshot(registry: PoolRegistry | None = None) -> list[PoolSnapshot]:
 
 def _reinit_after_fork() -> None:
     for registry in list(_all_registries):
-        registry._after_fork_in_child()
+        registry.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):

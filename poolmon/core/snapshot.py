@@ -39,7 +39,8 @@ class HistogramSnapshot:
         return tuple(out)
 
     def quantile(self, q: float) -> float | None:
-        """Estimate the ``q`` quantile like PromQL's ``histogram_quantile`` (linear within a bucket).
+        """Estimate the ``q`` quantile like PromQL's ``histogram_quantile`` (linear within a
+        bucket).
 
         ``None`` when empty. Values in the overflow bucket report the largest finite bound.
         """
@@ -85,8 +86,8 @@ class LeakRecord:
 class PoolSnapshot:
     """Everything poolmon knows about one pool at one moment.
 
-    Gauges (``idle``, ``used``, ``pending``, limits, ``oldest_use``) are the live state; counters and
-    histograms are totals since the pool became known. Mappings are fresh copies: never shared
+    Gauges (``idle``, ``used``, ``pending``, limits, ``oldest_use``) are the live state; counters
+    and histograms are totals since the pool became known. Mappings are fresh copies: never shared
     with the ledger.
     """
 

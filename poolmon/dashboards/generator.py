@@ -1,7 +1,9 @@
-"""Build the Grafana dashboard JSON from :mod:`poolmon.dashboards.panels` with grafana-foundation-sdk.
+"""Build the Grafana dashboard JSON from :mod:`poolmon.dashboards.panels` with
+grafana-foundation-sdk.
 
-The SDK (extra ``poolmon[dashboards]``, pinned to the build generated for Grafana v11.6.x) is imported
-here only, never by ``poolmon.dashboards.cli`` at import time, so ``poolmon --help`` works without it.
+The SDK (extra ``poolmon[dashboards]``, pinned to the build generated for Grafana v11.6.x) is
+imported here only, never by ``poolmon.dashboards.cli`` at import time, so ``poolmon --help`` works
+without it.
 
 The output is deterministic (sorted keys, fixed ids and layout) so the committed JSON under
 ``dashboards/`` can be compared byte for byte with a fresh build.
@@ -74,10 +76,10 @@ def _variables() -> list[Builder[model.VariableModel]]:
             .query(f"label_values(pool_info{matchers}, {label})")
             .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(model.VariableSort.ALPHABETICAL_ASC)
-            .multi(True)
+            .multi(multi=True)
             # No custom all-value: "All" expands to the listed values, so $pool keeps the
             # $instance/$system narrowing when every pool is selected.
-            .include_all(True)
+            .include_all(include_all=True)
             .current(model.VariableOption(selected=True, text=["All"], value=["$__all"]))
         )
 
@@ -142,7 +144,7 @@ def _resource_variable() -> Any:
             ]
         )
         .current(model.VariableOption(selected=True, text=text, value=value))
-        .allow_custom_value(False)
+        .allow_custom_value(allow_custom_value=False)
     )
 
 
@@ -166,7 +168,7 @@ def _thresholds(spec: PanelSpec) -> dashboard.ThresholdsConfig:
 
 
 def _last() -> common_builders.ReduceDataOptions:
-    return common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
+    return common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(values=False)
 
 
 def _panel_builder(spec: PanelSpec) -> Any:
@@ -184,7 +186,7 @@ def _panel_builder(spec: PanelSpec) -> Any:
         # Prometheus already bucketed the data (format=heatmap); Grafana must not re-bucket it.
         return (
             heatmap.Panel()
-            .calculate(False)
+            .calculate(calculate=False)
             .y_axis(heatmap.YAxisConfig().unit(spec.unit))
             .color(heatmap.HeatmapColorOptions().scheme("Oranges").steps(64))
         )

@@ -8,7 +8,8 @@ Every query is PromQL over the metric names fixed by ``spec/catalog.json`` (look
 descriptions: "connections" or "workers"). Rates use ``$__rate_interval`` so a panel
 never shows gaps at any zoom level, and counters appear only inside ``rate()``/``increase()``.
 
-:mod:`poolmon.dashboards.generator` turns these specs into a Grafana dashboard with the official SDK.
+:mod:`poolmon.dashboards.generator` turns these specs into a Grafana dashboard with the official
+SDK.
 """
 
 from __future__ import annotations
@@ -228,7 +229,8 @@ _SATURATION = RowSpec(
             "timeseries",
             f"Used and idle {NOUN}",
             f"Per pool: used and idle {NOUN} against the pool's maximum. "
-            "Act when used meets max: callers queue; idle at max for hours means an oversized pool.",
+            "Act when used meets max: callers queue; "
+            "idle at max for hours means an oversized pool.",
             "short",
             (
                 Query(
@@ -366,8 +368,8 @@ _ERRORS = RowSpec(
             "timeseries",
             "Evictions by reason",
             f"Per second, {NOUN} the pools closed (or that exited), by reason. "
-            "Act when broken or failed_validation rise (network or backend trouble), or idle_timeout "
-            "and max_lifetime churn faster than expected.",
+            "Act when broken or failed_validation rise (network or backend trouble), "
+            "or idle_timeout and max_lifetime churn faster than expected.",
             "ops",
             (
                 Query(
@@ -563,7 +565,8 @@ _BACKEND_CAPACITY = RowSpec(
             "short",
             (
                 Query(
-                    f"sum by ({_PER_BACKEND}, backend_client, backend_connection_state) ({B_USAGE})",
+                    f"sum by ({_PER_BACKEND}, backend_client, backend_connection_state) "
+                    f"({B_USAGE})",
                     "{{backend_client}} {{backend_connection_state}} @ {{backend_name}}",
                 ),
             ),

@@ -145,27 +145,39 @@ def scan(expr: str) -> Scan:
         elif ch == "$":
             i = _ident_end(expr, i + 1)  # a template variable such as $__rate_interval
         elif ch.isdigit() or (ch == "." and i + 1 < len(expr) and expr[i + 1].isdigit()):
-            i += 1
-            while i < len(expr) and (
-                expr[i].isalnum() or expr[i] == "." or (expr[i] in "+-" and expr[i - 1] in "eE")
-            ):
-                i += 1
+            i = _number_end(expr, i + 1)
         elif ch.isalpha() or ch in "_:":
-            end = _ident_end(expr, i)
-            word = expr[i:end]
-            j = end
-            while j < len(expr) and expr[j].isspace():
-                j += 1
-            in_label_list = bool(stack) and stack[-1].name in _LABEL_LISTS
-            if j < len(expr) and expr[j] == "(":
-                pending_call = word
-            elif word.lower() not in _KEYWORDS and not in_label_list:
-                in_rate = any(f.name in RATE_FUNCTIONS for f in stack)
-                result.metrics.append(MetricUse(word, in_rate))
-            i = end
+            i, called = _word(expr, i, stack, result)
+            pending_call = called or pending_call
         else:
             i += 1
     return result
+
+
+def _number_end(expr: str, i: int) -> int:
+    """The end of a number literal whose first character is before ``i`` (exponents too)."""
+    while i < len(expr) and (
+        expr[i].isalnum() or expr[i] == "." or (expr[i] in "+-" and expr[i - 1] in "eE")
+    ):
+        i += 1
+    return i
+
+
+def _word(expr: str, i: int, stack: list[_Frame], result: Scan) -> tuple[int, str | None]:
+    """The identifier at ``i``: its end, and its name if a call follows (else None; a metric
+    name outside a label list is recorded in ``result``)."""
+    end = _ident_end(expr, i)
+    word = expr[i:end]
+    j = end
+    while j < len(expr) and expr[j].isspace():
+        j += 1
+    if j < len(expr) and expr[j] == "(":
+        return end, word
+    in_label_list = bool(stack) and stack[-1].name in _LABEL_LISTS
+    if word.lower() not in _KEYWORDS and not in_label_list:
+        in_rate = any(f.name in RATE_FUNCTIONS for f in stack)
+        result.metrics.append(MetricUse(word, in_rate))
+    return end, None
 
 
 def substitute(expr: str, values: Mapping[str, str]) -> str:

@@ -53,12 +53,17 @@ LIBRARIES: Final[Mapping[str, Terms]] = {
         size="ThreadedConnectionPool(minconn, maxconn={n})",
         min_size="ThreadedConnectionPool(minconn=0..2, ...)",
         lazy="a small minconn (psycopg2 opens minconn at construction)",
-        idle="close idle connections below the network's idle kill (psycopg2.pool has no idle timeout)",
+        idle=(
+            "close idle connections below the network's idle kill "
+            "(psycopg2.pool has no idle timeout)"
+        ),
         lifetime="recycle connections older than {s}s yourself (no max lifetime in psycopg2.pool)",
         validate="test connections on getconn() after idle (psycopg2.pool never validates)",
         leak="putconn() in a finally block",
         timeout="psycopg2.pool never waits: it raises PoolError at maxconn",
-        no_reuse="keep connections in the pool instead of closing them (putconn(conn, close=False))",
+        no_reuse=(
+            "keep connections in the pool instead of closing them (putconn(conn, close=False))"
+        ),
         warm="ThreadedConnectionPool(minconn={n}, ...)",
     ),
     "redis": Terms(
@@ -69,7 +74,9 @@ LIBRARIES: Final[Mapping[str, Terms]] = {
         idle="Redis(socket_keepalive=True) and a server `timeout` above the network's idle kill",
         lifetime="recycle connections before {s}s (redis-py has no max lifetime)",
         validate="Redis(health_check_interval={s})",
-        leak="release() every connection taken with get_connection() (or use the client's commands)",
+        leak=(
+            "release() every connection taken with get_connection() (or use the client's commands)"
+        ),
         timeout="BlockingConnectionPool(timeout=...)",
         no_reuse="share one ConnectionPool (one Redis client) instead of a client per request",
         warm="reuse connections (one shared ConnectionPool); redis-py has no min size",
@@ -82,7 +89,10 @@ LIBRARIES: Final[Mapping[str, Terms]] = {
         idle="keep-alive on the server above the client's idle gap",
         lifetime="urllib3 has no max lifetime: a server keep-alive timeout below {s}s recycles",
         validate="urllib3 drops dead connections on borrow; retry idempotent requests (Retry)",
-        leak="read or close every response body (requests: `with session.get(..., stream=True) as r:`)",
+        leak=(
+            "read or close every response body "
+            "(requests: `with session.get(..., stream=True) as r:`)"
+        ),
         timeout="PoolManager(block=True, timeout=...)",
         no_reuse="reuse one Session/PoolManager and keep-alive (no `Connection: close`)",
         warm="reuse connections (keep-alive, one Session); urllib3 has no min size",
@@ -108,7 +118,10 @@ LIBRARIES: Final[Mapping[str, Terms]] = {
         idle="Pool(idle_timeout={s})",
         lifetime="Pool(max_lifetime={s})",
         validate="Pool(validate_after=1.0)",
-        leak="use `with pool.connection() as conn:`; Pool(leak_threshold=..., stack_sample_every=100) names the site",
+        leak=(
+            "use `with pool.connection() as conn:`; Pool(leak_threshold=..., "
+            "stack_sample_every=100) names the site"
+        ),
         timeout="Pool(timeout=...) (fail_fast=False queues instead of refusing)",
         no_reuse="return connections to the pool instead of closing them",
         warm="Pool(min_size={n}, eager=True, warmup_jitter=...)",

@@ -5,6 +5,9 @@
   ordinary role can really open;
 * Redis (``redis://``, ``rediss://``, ``unix://``): ``CONFIG GET maxclients``;
 * postgres_exporter / redis_exporter series in Prometheus (:func:`limits_from_prometheus`);
+* ``backend_connection_limit`` minus ``backend_connection_reserved``, the series ``poolmon
+  serve`` polls from the backend itself (spec section 12.2), on a /metrics page or in
+  Prometheus (:func:`limits_from_backend_samples`, :func:`limits_from_prometheus`);
 * ``--limit HOST:PORT=N`` (:func:`parse_limit`).
 
 Errors never carry the DSN's password: messages pass :func:`poolmon.core.redact.scrub`.
@@ -19,7 +22,13 @@ from poolmon.core.redact import redact_dsn, redact_url, scrub
 from poolmon.doctor.model import BackendLimit
 from poolmon.errors import ConfigError, PoolmonError
 
-__all__ = ["BackendError", "limits_from_prometheus", "parse_limit", "read_limit"]
+__all__ = [
+    "BackendError",
+    "limits_from_backend_samples",
+    "limits_from_prometheus",
+    "parse_limit",
+    "read_limit",
+]
 
 
 class BackendError(PoolmonError):
@@ -118,6 +127,18 @@ def limits_from_prometheus(
     and redis_exporter (``redis_config_maxclients``) series; the backend is the ``server``
     label when present (postgres_exporter), else the target in ``instance``."""
     out: list[BackendLimit] = []
+    polled: dict[tuple[str, str], float] = {}
+    for item in query("backend_connection_reserved"):
+        labels = item["metric"]
+        polled[(labels.get("backend_name", ""), labels.get("backend_system", ""))] = float(
+            item["value"][1]
+        )
+    for item in query("backend_connection_limit"):
+        labels = item["metric"]
+        name, system = labels.get("backend_name", ""), labels.get("backend_system", "")
+        if system == "pgbouncer" or not name:
+            continue
+        out.append(_polled(system, name, float(item["value"][1]), polled.get((name, system))))
     reserved: dict[str, float] = {}
     for item in query("pg_settings_superuser_reserved_connections"):
         reserved[_target(item["metric"])] = float(item["value"][1])
@@ -138,6 +159,22 @@ def limits_from_prometheus(
             )
         )
     return out
+
+
+def limits_from_backend_samples(samples: Sequence[Any]) -> list[BackendLimit]:
+    """Limits from the backends ``poolmon serve`` polls (``poolmon.top.capacity.BackendSample``
+    read off a /metrics page): what the backend itself says, less its reserved connections."""
+    out: list[BackendLimit] = []
+    for sample in samples:
+        if sample.up and sample.limit is not None and sample.system != "pgbouncer":
+            out.append(_polled(sample.system, sample.name, sample.limit, sample.reserved))
+    return out
+
+
+def _polled(system: str, name: str, limit: float, reserved: float | None) -> BackendLimit:
+    less = reserved or 0.0
+    origin = f"backend_connection_limit {limit:g} - {less:g} reserved (poolmon serve)"
+    return BackendLimit(system, _target({"instance": name}), int(limit - less), origin)
 
 
 def _target(labels: Mapping[str, str]) -> str:

@@ -67,7 +67,9 @@ def diagnose(
         try:
             got.limits.append(read_limit(target, timeout=timeout))
         except BackendError as exc:
-            got.problems.append(SourceProblem(exc.target, True, f"backend limit not read: {exc}"))
+            got.problems.append(
+                SourceProblem(exc.target, down=True, message=f"backend limit not read: {exc}")
+            )
     for item in limits:
         got.limits.append(parse_limit(item) if isinstance(item, str) else item)
     return diagnose_windows(

@@ -27,7 +27,7 @@ from typing import Any
 from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import scrub
 from poolmon.core.registry import PoolRegistry
-from poolmon.doctor.backend import limits_from_prometheus
+from poolmon.doctor.backend import limits_from_backend_samples, limits_from_prometheus
 from poolmon.doctor.model import BackendLimit, Borrow, Breakage, PoolWindow, SourceProblem
 from poolmon.top.replay import JsonlReplay
 from poolmon.top.samples import DOCTOR_METRICS, PoolSample, sample_from_snapshot
@@ -80,14 +80,17 @@ def from_metrics_url(url: str, *, timeout: float = 5.0) -> Collected:
     out = Collected(sources=[source.label])
     [result] = source.fetch()
     if not result.ok:
-        out.problems.append(SourceProblem(source.label, True, f"down: {result.error}"))
+        out.problems.append(SourceProblem(source.label, down=True, message=f"down: {result.error}"))
         return out
     for number, line in source.problems:
         out.problems.append(
             SourceProblem(
-                source.label, False, f"line {number}: not a valid sample, skipped: {line}"
+                source.label,
+                down=False,
+                message=f"line {number}: not a valid sample, skipped: {line}",
             )
         )
+    out.limits.extend(limits_from_backend_samples(result.backends))
     borrows = borrows_by_pool(source.snapshot_document())
     for sample in result.pools:
         out.windows.append(
@@ -124,7 +127,9 @@ def from_prometheus(
     stop = time.time() if end is None else end
     last = source.fetch(at=stop)
     if len(last) == 1 and not last[0].ok and last[0].source == source.label:
-        out.problems.append(SourceProblem(source.label, True, f"down: {last[0].error}"))
+        out.problems.append(
+            SourceProblem(source.label, down=True, message=f"down: {last[0].error}")
+        )
         return out
     first = {r.source: {p.name: p for p in r.pools} for r in source.fetch(at=stop - window) if r.ok}
     rng = _duration_text(window)
@@ -144,12 +149,16 @@ def from_prometheus(
             read()
         except Exception as exc:  # one failed query leaves the rest of the diagnosis intact
             out.problems.append(
-                SourceProblem(source.label, False, f"{what} query failed: {_describe(exc)}")
+                SourceProblem(
+                    source.label, down=False, message=f"{what} query failed: {_describe(exc)}"
+                )
             )
     described = f"last {rng} (Prometheus)"
     for result in last:
         if not result.ok:
-            out.problems.append(SourceProblem(result.source, True, f"down: {result.error}"))
+            out.problems.append(
+                SourceProblem(result.source, down=True, message=f"down: {result.error}")
+            )
             continue
         before = first.get(result.source, {})
         for sample in result.pools:
@@ -259,12 +268,18 @@ def from_jsonl(path: str | Path) -> Collected:
     try:
         replay.poll()
     except OSError as exc:
-        out.problems.append(SourceProblem(label, True, f"cannot read: {exc.strerror or exc}"))
+        out.problems.append(
+            SourceProblem(label, down=True, message=f"cannot read: {exc.strerror or exc}")
+        )
         return out
     for number, reason in replay.problems:
-        out.problems.append(SourceProblem(label, False, f"line {number}: {reason}, skipped"))
+        out.problems.append(
+            SourceProblem(label, down=False, message=f"line {number}: {reason}, skipped")
+        )
     if replay.skipped > len(replay.problems):
-        out.problems.append(SourceProblem(label, False, f"{replay.skipped} lines skipped in all"))
+        out.problems.append(
+            SourceProblem(label, down=False, message=f"{replay.skipped} lines skipped in all")
+        )
     end = replay.event_time
     start = times.first if times.first is not None else end
     seconds = max(0.0, end - start)

@@ -188,7 +188,10 @@ def undersized(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
             "time each borrow holds a connection, or put a proxy (PgBouncer) in front"
         )
     else:
-        advice = f"{terms.label}: {terms.size.format(n=int(size))} -> {terms.size.format(n=advised)} ({how})"
+        advice = (
+            f"{terms.label}: {terms.size.format(n=int(size))} -> "
+            f"{terms.size.format(n=advised)} ({how})"
+        )
     severe = timeouts > 0 or (p95 is not None and p95 >= t.wait_p95_critical)
     summary = (
         f"pool is full: peak {w.peak:g} of {size:g} used, {waited:g} of {borrows:g} borrows waited"
@@ -222,7 +225,10 @@ def oversized(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
         "never_needed": unneeded,
         "borrows": borrows,
     }
-    summary = f"peak {w.peak:g} of {size:g} used over {borrows:g} borrows; {unneeded:g} open connections never needed"
+    summary = (
+        f"peak {w.peak:g} of {size:g} used over {borrows:g} borrows; "
+        f"{unneeded:g} open connections never needed"
+    )
     if near and limit is not None:
         evidence["backend_limit"] = limit.limit
         summary += f"; the backend is near its limit of {limit.limit}"
@@ -270,8 +276,14 @@ def churn(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | None:
     if churned / borrows < t.churn_ratio:
         return None
     if idle_closed >= 0.5 * churned:
-        summary = f"{creates:g} creates for {borrows:g} borrows, {idle_closed:g} closed by the idle timeout"
-        advice = f"{terms.label}: the idle timeout is shorter than the gap between uses: raise {terms.idle.format(s='...')}"
+        summary = (
+            f"{creates:g} creates for {borrows:g} borrows, "
+            f"{idle_closed:g} closed by the idle timeout"
+        )
+        advice = (
+            f"{terms.label}: the idle timeout is shorter than the gap between uses: raise "
+            f"{terms.idle.format(s='...')}"
+        )
     else:
         summary = f"{creates:g} creates for {borrows:g} borrows: connections are not reused"
         advice = f"{terms.label}: {terms.no_reuse}"
@@ -380,7 +392,10 @@ def silent_breakage(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | Non
     terms = terms_for(w.last)
     after_quiet = [b for b in w.breakages if b.quiet >= t.idle_gap]
     evidence: dict[str, object] = {"broken": broken, "failed_validation": failed}
-    summary = f"{broken + failed:g} connections found dead ({broken:g} broken, {failed:g} failed validation)"
+    summary = (
+        f"{broken + failed:g} connections found dead "
+        f"({broken:g} broken, {failed:g} failed validation)"
+    )
     if after_quiet:
         quiet = min(b.quiet for b in after_quiet)
         evidence |= {"after_quiet": len(after_quiet), "shortest_quiet_s": quiet}
@@ -388,7 +403,8 @@ def silent_breakage(w: PoolWindow, t: Thresholds, ctx: Context) -> Finding | Non
         keep = max(1, math.floor(quiet * 0.8))
         advice = (
             f"{terms.label}: something closes idle connections after about {_fmt(quiet)}: "
-            f"{terms.idle.format(s=keep)} or {terms.lifetime.format(s=keep)} below it, or {terms.validate.format(s=keep)}"
+            f"{terms.idle.format(s=keep)} or {terms.lifetime.format(s=keep)} below it, or "
+            f"{terms.validate.format(s=keep)}"
         )
     else:
         advice = (
@@ -522,7 +538,8 @@ def overcommit(
         "per_pool_max": per,
     }
     advice = (
-        f"{terms.label}: per pool max = floor({limit.limit} x {t.backend_share:g} / {pools}) = {per}: "
+        f"{terms.label}: "
+        f"per pool max = floor({limit.limit} x {t.backend_share:g} / {pools}) = {per}: "
         f"{terms.size.format(n=per)}"
         + ("" if per >= 1 else "; or put a proxy (PgBouncer) in front")
     )

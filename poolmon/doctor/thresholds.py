@@ -3,7 +3,8 @@
 :class:`Thresholds` is that table: each field has a default, an accepted range and a one-line
 meaning in its metadata, so ``docs/doctor.md`` is generated from it (:func:`markdown_table`) and
 a test fails when the two drift. Override fields from a TOML file (:func:`load_toml`, a
-``[thresholds]`` table or top-level keys) and from ``--set NAME=VALUE`` flags (:func:`parse_overrides`);
+``[thresholds]`` table or top-level keys) and from ``--set NAME=VALUE`` flags
+(:func:`parse_overrides`);
 a bad name or value raises :class:`~poolmon.errors.ConfigError` naming it and its range.
 """
 

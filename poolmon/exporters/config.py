@@ -2,20 +2,20 @@
 
 Environment (``POOLMON_*``; OTLP itself also honours the standard ``OTEL_*`` variables):
 
-=========================== ====================================================== =============
-variable                    meaning                                                 default
-=========================== ====================================================== =============
-POOLMON_EXPORTERS           comma list of ``prometheus``, ``otlp``, ``jsonl``       (none)
-POOLMON_PROMETHEUS_PORT     port of ``/metrics`` (0: a free port)                   9464
-POOLMON_PROMETHEUS_ADDR     address to bind                                         127.0.0.1
-POOLMON_PROMETHEUS_CERTFILE / POOLMON_PROMETHEUS_KEYFILE: serve HTTPS               (HTTP)
-POOLMON_OTLP_ENDPOINT       OTLP base URL (else ``OTEL_EXPORTER_OTLP_ENDPOINT``)    (OTel default)
-POOLMON_JSONL_PATH          event log file for the ``jsonl`` exporter               poolmon-events.jsonl
-POOLMON_SEMCONV             ``1``/``true``: official db/http semantic-convention    false
-                            names
-POOLMON_LEAK_THRESHOLD      seconds a borrow may last before ``leak_suspected``     (off)
-POOLMON_MULTIPROC_DIR       pre-fork mode: write snapshots here instead of serving  (off)
-=========================== ====================================================== =============
+=========================== =================================================== ====================
+variable                    meaning                                             default
+=========================== =================================================== ====================
+POOLMON_EXPORTERS           comma list of ``prometheus``, ``otlp``, ``jsonl``   (none)
+POOLMON_PROMETHEUS_PORT     port of ``/metrics`` (0: a free port)               9464
+POOLMON_PROMETHEUS_ADDR     address to bind                                     127.0.0.1
+POOLMON_PROMETHEUS_CERTFILE / POOLMON_PROMETHEUS_KEYFILE: serve HTTPS           (HTTP)
+POOLMON_OTLP_ENDPOINT       OTLP base URL (or ``OTEL_EXPORTER_OTLP_ENDPOINT``)  (OTel default)
+POOLMON_JSONL_PATH          event log file for the ``jsonl`` exporter           poolmon-events.jsonl
+POOLMON_SEMCONV             ``1``/``true``: official db/http semantic           false
+                            convention names
+POOLMON_LEAK_THRESHOLD      seconds a borrow may last before ``leak_suspected`` (off)
+POOLMON_MULTIPROC_DIR       pre-fork: write snapshots here instead of serving   (off)
+=========================== =================================================== ====================
 """
 
 from __future__ import annotations
@@ -195,6 +195,10 @@ class Exporters:
     prometheus_url: str | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Run ``closer`` on :meth:`close` (closers run last first)."""
+        self._closers.append(closer)
+
     def close(self) -> None:
         closers, self._closers = self._closers, []
         for closer in reversed(closers):
@@ -225,7 +229,7 @@ def _start(config: ExporterConfig, registry: PoolRegistry | None, handle: Export
             from poolmon.exporters.multiprocess import SnapshotWriter
 
             writer = SnapshotWriter(config.multiprocess_dir, registry=registry).start()
-            handle._closers.append(writer.close)
+            handle.on_close(writer.close)
         else:
             from poolmon.exporters.prometheus import serve
 
@@ -240,7 +244,7 @@ def _start(config: ExporterConfig, registry: PoolRegistry | None, handle: Export
                 multiprocess_dir=follow_dir,
                 include_own_pools=follow_dir is not None,
             )
-            handle._closers.append(server.close)
+            handle.on_close(server.close)
             handle.prometheus_url = server.url
     if "otlp" in config.exporters:
         from poolmon.exporters.otel import start_otlp
@@ -252,13 +256,13 @@ def _start(config: ExporterConfig, registry: PoolRegistry | None, handle: Export
             registry=registry,
             semconv=config.semconv,
         )
-        handle._closers.append(otlp.shutdown)
+        handle.on_close(otlp.shutdown)
     if "jsonl" in config.exporters:
         reg = registry if registry is not None else get_default_registry()
         sink = JsonlSink(config.jsonl_path)
         unsubscribe = reg.subscribe(sink)
-        handle._closers.append(sink.close)
-        handle._closers.append(unsubscribe)
+        handle.on_close(sink.close)
+        handle.on_close(unsubscribe)
     if config.leak_threshold is not None:
         _start_leak_watch(config.leak_threshold, registry, handle)
 
@@ -295,7 +299,7 @@ def _follow_forks_dir(registry: PoolRegistry | None, handle: Exporters) -> str:
             log_once(_log, "follow-forks", "poolmon: a forked child is not exported: %s", exc)
 
     os.register_at_fork(after_in_child=in_forked_child)
-    handle._closers.append(remove)
+    handle.on_close(remove)
     return directory
 
 
@@ -322,4 +326,4 @@ def _start_leak_watch(threshold: float, registry: PoolRegistry | None, handle: E
         stop.set()
         thread.join(timeout=5)
 
-    handle._closers.append(close)
+    handle.on_close(close)

@@ -162,9 +162,32 @@ def family_specs(*, semconv: bool = False) -> list[FamilySpec]:
     return specs
 
 
+#: The catalog metrics :func:`_distribution_points` answers (the others: :func:`_gauge_points`).
+_DISTRIBUTIONS: Final = frozenset(
+    {
+        "pool.connection.create_time",
+        "pool.connection.wait_time",
+        "pool.connection.use_time",
+        "pool.connection.lifetime",
+        "pool.connection.evictions",
+        "pool.connection.validations",
+        "pool.connection.errors",
+    }
+)
+
+
 def _pool_points(snap: PoolSnapshot, source: str) -> Iterable[tuple[dict[str, str], Value]]:
     """The points of catalog metric ``source`` for one pool, with poolmon attribute names."""
     name = {"pool.name": snap.name}
+    if source in _DISTRIBUTIONS:
+        return _distribution_points(snap, source, name)
+    return _gauge_points(snap, source, name)
+
+
+def _gauge_points(
+    snap: PoolSnapshot, source: str, name: dict[str, str]
+) -> Iterable[tuple[dict[str, str], Value]]:
+    """Current levels and limits (one point each, or one per connection state)."""
     if source == "pool.connection.usage":
         yield {**name, "pool.connection.state": "idle"}, float(snap.idle)
         yield {**name, "pool.connection.state": "used"}, float(snap.used)
@@ -181,7 +204,17 @@ def _pool_points(snap: PoolSnapshot, source: str) -> Iterable[tuple[dict[str, st
         yield name, float(snap.pending)
     elif source == "pool.connection.timeouts":
         yield name, float(snap.timeouts)
-    elif source == "pool.connection.create_time":
+    elif source == "pool.connection.oldest_use":
+        yield name, float(snap.oldest_use)
+    elif source == "pool.info":
+        yield snap.identity.as_attributes(), 1.0
+
+
+def _distribution_points(
+    snap: PoolSnapshot, source: str, name: dict[str, str]
+) -> Iterable[tuple[dict[str, str], Value]]:
+    """Histograms and counts by outcome, reason or error type (:data:`_DISTRIBUTIONS`)."""
+    if source == "pool.connection.create_time":
         for outcome, hist in snap.create_time.items():
             yield {**name, "outcome": outcome}, hist
     elif source == "pool.connection.wait_time":
@@ -199,10 +232,6 @@ def _pool_points(snap: PoolSnapshot, source: str) -> Iterable[tuple[dict[str, st
     elif source == "pool.connection.errors":
         for error_type, count in snap.errors.items():
             yield {**name, "error.type": error_type}, float(count)
-    elif source == "pool.connection.oldest_use":
-        yield name, float(snap.oldest_use)
-    elif source == "pool.info":
-        yield snap.identity.as_attributes(), 1.0
 
 
 def _url_scheme(snap: PoolSnapshot) -> str:

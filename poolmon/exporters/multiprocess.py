@@ -15,7 +15,7 @@ scrape of one port reaches one process. The design, like prometheus_client's mul
   longer runs is treated the same way even without the hook.
 
 Freshness: values lag by at most ``interval`` (default 1 s; scrapes are usually 15 s apart). The
-core resets aggregates in a forked child (``PoolLedger._after_fork_in_child``), so a worker never
+core resets aggregates in a forked child (``PoolLedger.after_fork_in_child``), so a worker never
 re-reports what its parent counted: the sum over files is exact. ``pool_info`` of a merged pool
 carries the serving process's pid.
 """

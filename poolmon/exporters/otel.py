@@ -6,26 +6,27 @@ cycle). Everything is read from :meth:`PoolRegistry.snapshot` at collection time
 * **counts, gauges, counters** are observable instruments (``ObservableUpDownCounter``,
   ``ObservableGauge``, ``ObservableCounter`` reporting poolmon's cumulative totals) whose
   callbacks return the points of the shared model (:mod:`poolmon.exporters.model`).
-* **histograms**: the SDK has no observable histogram, and this SDK (1.45) has no
-  ``MetricProducer`` hook either (the private SDK names this needs are all in
-  :mod:`poolmon.exporters._otel_sdk_bridge`, gated on the SDK versions they were checked
-  against; on any other version histograms are skipped with one warning, the rest exports). poolmon's histograms already are fixed-bucket aggregates, so
-  the bridge hands them over as finished ``HistogramDataPoint`` s: it decorates each SDK reader's
-  collect callback (the single funnel every reader - periodic OTLP, Prometheus, in-memory -
-  collects through) so that the ``MetricsData`` the SDK produced gets poolmon's histogram
-  metrics appended in the ``poolmon`` scope, in the reader's temporality (cumulative, or delta
-  computed per reader). Bucket counts are exactly poolmon's; min/max are not tracked and left
-  unset. This is the spec's MetricProducer idea, done at the one point the Python SDK allows.
-  Without an SDK MeterProvider (the API's no-op or proxy), observable instruments still work and
-  histograms attach on the first collection by an SDK provider.
+* **histograms**: the SDK has no observable histogram, and this SDK (1.45) has no ``MetricProducer``
+  hook either (the private SDK names this needs are all in
+  :mod:`poolmon.exporters._otel_sdk_bridge`, gated on the SDK versions they were checked against; on
+  any other version histograms are skipped with one warning, the rest exports). poolmon's histograms
+  already are fixed-bucket aggregates, so the bridge hands them over as finished
+  ``HistogramDataPoint`` s: it decorates each SDK reader's collect callback (the single funnel every
+  reader - periodic OTLP, Prometheus, in-memory - collects through) so that the ``MetricsData`` the
+  SDK produced gets poolmon's histogram metrics appended in the ``poolmon`` scope, in the reader's
+  temporality (cumulative, or delta computed per reader). Bucket counts are exactly poolmon's;
+  min/max are not tracked and left unset. This is the spec's MetricProducer idea, done at the one
+  point the Python SDK allows. Without an SDK MeterProvider (the API's no-op or proxy), observable
+  instruments still work and histograms attach on the first collection by an SDK provider.
 
 One set of instruments exists per MeterProvider (the SDK returns the first instrument for a
 duplicate name, so a second set would silently never be called); every enabled bridge on that
-provider contributes points to it. poolmon holds providers only weakly: a provider its owner
-drops (or an OTLP handle shut down and dropped) is garbage collected as without poolmon. :func:`enable` is idempotent per (provider, registry), which is
-what lets ``opentelemetry-instrument`` (its configured global provider) and the application both
-call it. Failures inside a collection are counted in ``poolmon_export_errors_total{exporter="otel"}``
-and logged once; they never propagate into the SDK or the application.
+provider contributes points to it. poolmon holds providers only weakly: a provider its owner drops
+(or an OTLP handle shut down and dropped) is garbage collected as without poolmon. :func:`enable` is
+idempotent per (provider, registry), which is what lets ``opentelemetry-instrument`` (its configured
+global provider) and the application both call it. Failures inside a collection are counted in
+``poolmon_export_errors_total{exporter="otel"}`` and logged once; they never propagate into the SDK
+or the application.
 
 :func:`start_otlp` builds a private SDK MeterProvider with a periodic OTLP exporter honouring the
 standard ``OTEL_*`` environment variables; export failures are counted (``exporter="otlp"``).
@@ -126,7 +127,9 @@ def _count_failure(self_metrics: SelfMetrics, exporter: str, what: str, exc: Bas
 class OtelBridge:
     """poolmon's metrics for one poolmon registry on one MeterProvider. Made by :func:`enable`."""
 
-    def __init__(self, state: _ProviderState, registry: PoolRegistry | None, semconv: bool) -> None:
+    def __init__(
+        self, state: _ProviderState, registry: PoolRegistry | None, *, semconv: bool
+    ) -> None:
         self._state = state
         self._registry = registry
         self.semconv = semconv
@@ -152,6 +155,11 @@ class OtelBridge:
         return self._registry if self._registry is not None else get_default_registry()
 
     @property
+    def given_registry(self) -> PoolRegistry | None:
+        """The registry given to :func:`enable` (None: the default one at each collection)."""
+        return self._registry
+
+    @property
     def enabled(self) -> bool:
         return self._enabled
 
@@ -169,7 +177,9 @@ class OtelBridge:
             return {}
         return {f.spec.name: f for f in families}
 
-    def _families_for_callback(self) -> dict[str, Family]:
+    def families_for_callback(self) -> dict[str, Family]:
+        """The families for the instruments' callbacks: the ones the reader hook computed for
+        the collection running in this thread, else one computation shared between them."""
         current = _collection.families
         if current is not None and self in current:
             return current[self]
@@ -186,7 +196,11 @@ class OtelBridge:
     def disable(self) -> None:
         """Stop reporting (instruments of an SDK provider cannot be removed; they go silent)."""
         self._enabled = False
-        _forget(self)
+        state = self._state
+        with _states_lock:
+            state.bridges = tuple(b for b in state.bridges if b is not self)
+            if not state.bridges:
+                state.unhook_readers()
 
 
 class _Collection(threading.local):
@@ -253,7 +267,7 @@ class _ProviderState:
             self.hook_readers()  # readers added to the provider later (add_metric_reader)
             out: list[Observation] = []
             for bridge in self.bridges:
-                family = bridge._families_for_callback().get(name)
+                family = bridge.families_for_callback().get(name)
                 if family is None:
                     continue
                 for attrs, value in family.points.items():
@@ -309,7 +323,7 @@ class _ProviderState:
             finally:
                 _collection.families = None
             try:
-                return state._append_histograms(reader, data, computed)
+                return state.append_histograms(reader, data, computed)
             except Exception as exc:
                 for bridge in computed:
                     _count_failure(bridge.registry.self_metrics, "otel", "histogram bridge", exc)
@@ -317,7 +331,7 @@ class _ProviderState:
 
         return collect
 
-    def _append_histograms(
+    def append_histograms(
         self,
         reader: MetricReader,
         data: MetricsData | None,
@@ -433,20 +447,12 @@ def enable(
             state = _ProviderState(provider)
             _states[provider] = state
         for bridge in state.bridges:
-            if bridge._registry is registry:
+            if bridge.given_registry is registry:
                 return bridge
-        bridge = OtelBridge(state, registry, semconv)
+        bridge = OtelBridge(state, registry, semconv=semconv)
         state.bridges = (*state.bridges, bridge)
     state.hook_readers()
     return bridge
-
-
-def _forget(bridge: OtelBridge) -> None:
-    state = bridge._state
-    with _states_lock:
-        state.bridges = tuple(b for b in state.bridges if b is not bridge)
-        if not state.bridges:
-            state.unhook_readers()
 
 
 # ---------------------------------------------------------------------- OTLP
@@ -542,7 +548,8 @@ class OtlpHandle:
 
     @property
     def failures(self) -> int:
-        """Exports that failed since start (also in poolmon_export_errors_total{exporter="otlp"})."""
+        """Exports that failed since start (also in
+        poolmon_export_errors_total{exporter="otlp"})."""
         return self._exporter.failures
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

@@ -172,11 +172,11 @@ class PoolmonCollector(Collector):
             metrics = list(render_families(families))
         except Exception as exc:  # a scrape of the host's other metrics must still succeed
             _record_failure(self_metrics, exc)
-            metrics = list(render_families(_self_only(registry, self.semconv)))
+            metrics = list(render_families(_self_only(registry, semconv=self.semconv)))
         yield from metrics
 
 
-def _self_only(registry: PoolRegistry, semconv: bool) -> list[Family]:
+def _self_only(registry: PoolRegistry, *, semconv: bool) -> list[Family]:
     families = build_families([], registry.self_metrics.snapshot(), semconv=semconv)
     return [f for f in families if f.spec.name.startswith("poolmon.")]
 
@@ -232,7 +232,8 @@ def unregister_collector(collector: PoolmonCollector) -> None:
 
 
 class MetricsServer:
-    """A running ``/metrics`` endpoint (a daemon thread). ``close()`` stops it and frees the port."""
+    """A running ``/metrics`` endpoint (a daemon thread). ``close()`` stops it and frees the
+    port."""
 
     def __init__(
         self,
@@ -292,10 +293,11 @@ def serve(
     Without ``prometheus_registry`` the endpoint gets a registry of its own holding only poolmon's
     collector; pass one (e.g. prometheus_client's ``REGISTRY``) to serve poolmon next to the
     application's metrics. With ``certfile`` and ``keyfile`` it serves HTTPS (prometheus_client's
-    own TLS support). The same server answers ``/poolmon/snapshot.json`` with this process's
-    pools and their outstanding borrows (:mod:`poolmon.exporters.snapshot_json`). With ``multiprocess_dir`` it serves the merged pools of every worker writing
-    to that directory instead of this process's (see :mod:`poolmon.exporters.multiprocess`);
-    ``include_own_pools`` adds this process's own pools to them (a parent that forks workers).
+    own TLS support). The same server answers ``/poolmon/snapshot.json`` with this process's pools
+    and their outstanding borrows (:mod:`poolmon.exporters.snapshot_json`). With
+    ``multiprocess_dir`` it serves the merged pools of every worker writing to that directory
+    instead of this process's (see :mod:`poolmon.exporters.multiprocess`); ``include_own_pools``
+    adds this process's own pools to them (a parent that forks workers).
     """
     if not 0 <= port <= 65535:
         raise ConfigError("port", port, "an integer in [0, 65535] (0 picks a free port)")

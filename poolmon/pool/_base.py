@@ -334,7 +334,7 @@ class BasePool(Generic[T, W, F]):
         limit = self.config.idle_timeout
         return limit is not None and now - entry.last_used >= limit
 
-    def _return_reason(self, entry: Entry[T], now: float, broken: bool) -> str | None:
+    def _return_reason(self, entry: Entry[T], now: float, *, broken: bool) -> str | None:
         """Why a returned entry must be evicted instead of reused (None: reuse it)."""
         if broken:
             return "broken"
@@ -430,6 +430,7 @@ class BasePool(Generic[T, W, F]):
         self,
         entry: Entry[T],
         t0: float | None,
+        *,
         queued: bool,
         now: float | None,
         key: str,
@@ -437,7 +438,7 @@ class BasePool(Generic[T, W, F]):
     ) -> None:
         """Record a borrow (and, with tenants, account it to its tenant; 1.1 fields)."""
         if self._plain and key == "" and not prio:
-            self._ledger.borrow(entry.id, t0, queued, now)
+            self._ledger.borrow(entry.id, t0, queued=queued, now=now)
             return
         shares = self._shares
         if shares.tenants_on:
@@ -446,11 +447,11 @@ class BasePool(Generic[T, W, F]):
             entry.tenant = key
             entry.lent_at = self._now() if now is None else now
         if self._ledger.lane.open:  # no subscriber builds event objects: nothing to annotate
-            self._ledger.borrow(entry.id, t0, queued, now)
+            self._ledger.borrow(entry.id, t0, queued=queued, now=now)
             return
         self._ledger.annotation = self._annotation(key, prio)
         try:
-            self._ledger.borrow(entry.id, t0, queued, now)
+            self._ledger.borrow(entry.id, t0, queued=queued, now=now)
         finally:
             self._ledger.annotation = None
 
@@ -471,7 +472,7 @@ class BasePool(Generic[T, W, F]):
         ledger = self._ledger
         ledger.annotation = self._annotation(key, prio)
         try:
-            ledger.borrow(entry.id, None, False, now)
+            ledger.borrow(entry.id, now=now)
         finally:
             ledger.annotation = None
 
@@ -650,7 +651,9 @@ class BasePool(Generic[T, W, F]):
         if head is not None and now - head.t0 >= self._handoff_after:
             self._dequeue_locked(head)
             self._lent[id(entry.conn)] = entry
-            self._record_borrow_locked(entry, head.t0, True, now, head.tenant, head.prio)
+            self._record_borrow_locked(
+                entry, head.t0, queued=True, now=now, key=head.tenant, prio=head.prio
+            )
             head.entry = entry
             head.wake()
             self._wake_head_locked()  # idle ones left from normal mode: the new head's turn
@@ -752,18 +755,18 @@ class BasePool(Generic[T, W, F]):
             return Entry(ident, conn, now, expires, burst=True)
         return Entry(self._ledger.create(start), conn, now, expires)
 
-    def _validated_locked(self, entry: Entry[T], start: float, ok: bool) -> bool:
+    def _validated_locked(self, entry: Entry[T], start: float, *, ok: bool) -> bool:
         """Record a health check that ran from ``start``. True: keep the entry (it passed, or
         it is ``gone`` and the caller sees that); False: the caller evicts it."""
         if entry.gone:
             return True
-        self._ledger.validate(entry.id, start, ok)
+        self._ledger.validate(entry.id, start, ok=ok)
         if ok:
             entry.checked = self._now()
         return ok
 
     def _lend_new_locked(
-        self, conn: T, start: float, t0: float, queued: bool, key: str = "", prio: int = 0
+        self, conn: T, start: float, t0: float, *, queued: bool, key: str = "", prio: int = 0
     ) -> Entry[T] | None:
         """Lend a connection opened in a reserved slot to its opener; None if closed meanwhile
         (the slot is released; the caller destroys ``conn``)."""
@@ -773,7 +776,7 @@ class BasePool(Generic[T, W, F]):
             return None
         entry = self._new_entry_locked(conn, start)
         self._lent[id(conn)] = entry
-        self._record_borrow_locked(entry, t0, queued, None, key, prio)
+        self._record_borrow_locked(entry, t0, queued=queued, now=None, key=key, prio=prio)
         return entry
 
     def _park_new_locked(self, conn: T, start: float) -> bool:

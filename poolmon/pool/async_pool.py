@@ -143,7 +143,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                 if now < entry.expires and (
                     self._validate_after is None or now - entry.checked < self._validate_after
                 ):
-                    self._ledger.borrow(entry.id, None, False, now)
+                    self._ledger.borrow(entry.id, now=now)
                     return entry.conn
         return await self._getconn_slow(timeout, entry, tenant, priority)
 
@@ -165,7 +165,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                 if self._accounting:
                     entry.tenant, entry.lent_at = key, now
                 if ledger.lane.open:  # nobody builds event objects: no 1.1 fields
-                    ledger.borrow(entry.id, None, False, now)
+                    ledger.borrow(entry.id, now=now)
                 else:
                     self._lent_shared_locked(entry, key, prio, now)
                 return entry.conn
@@ -187,15 +187,9 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
         try:
             while True:
                 if entry is not None:
-                    try:
-                        ok = await self._check_out(
-                            entry, t0 if pending else None, pending, key, prio
-                        )
-                    except asyncio.CancelledError:
-                        if not self._put_back_locked(entry):  # lose no slot (invariant 5)
-                            await self._destroy_entry(entry)
-                        raise
-                    if ok:
+                    if await self._check_out_or_put_back(
+                        entry, t0, pending=pending, key=key, prio=prio
+                    ):
                         return entry.conn
                     entry = None
                 if self._closed:
@@ -205,21 +199,14 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                     continue
                 if self._may_open_locked(key):
                     self._reserve_locked(key)  # invariant 2
-                    fresh = await self._open(t0, pending, key, prio)
+                    fresh = await self._open(t0, queued=pending, key=key, prio=prio)
                     if fresh is not None:
                         return fresh.conn
                     continue
                 # Queue (behind a starving head if connections are idle: they are its to take;
                 # invariant 3: it has been woken).
-                if not pending:
-                    refusal = self._refusal_locked(key)
-                    if refusal is not None:
-                        raise self._refused_error(refusal, key, prio)
-                waiter: _AsyncWaiter[T] = _AsyncWaiter(loop.create_future(), t0, key, prio)
-                self._waiters.append(waiter)
-                if not pending:
-                    self._record_wait_locked(key, prio)
-                    pending = True
+                waiter = self._enqueue_locked(loop, t0, key, prio, pending=pending)
+                pending = True
                 self._queued_locked()
                 try:
                     served, lent = await self._wait(waiter, deadline, timeout)
@@ -232,18 +219,49 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
                     entry = served  # taken from idle at the head: check it, then lend it
                     continue
                 if waiter.grant:
-                    fresh = await self._open(t0, True, key, prio)
+                    fresh = await self._open(t0, queued=True, key=key, prio=prio)
                     if fresh is not None:
                         return fresh.conn
                 # else: a backoff window ended; look again (still pending)
+        except (asyncio.CancelledError, PoolClosed) as exc:
+            if pending:
+                self._wait_ended_locked(exc)
+            raise
+
+    def _wait_ended_locked(self, exc: BaseException) -> None:
+        """Resolve the caller's recorded wait: cancelled, or the pool closed meanwhile."""
+        if isinstance(exc, PoolClosed):
+            self._ledger.error("pool_closed", "wait", "the pool was closed while waiting")
+        else:
+            self._ledger.error("cancelled", "wait", "the waiting task was cancelled")
+
+    async def _check_out_or_put_back(
+        self, entry: Entry[T], t0: float, *, pending: bool, key: str, prio: int
+    ) -> bool:
+        """:meth:`_check_out` (True: lent); a cancellation meanwhile puts ``entry`` back."""
+        try:
+            return await self._check_out(
+                entry, t0 if pending else None, queued=pending, key=key, prio=prio
+            )
         except asyncio.CancelledError:
-            if pending:
-                self._ledger.error("cancelled", "wait", "the waiting task was cancelled")
+            if not self._put_back_locked(entry):  # lose no slot (invariant 5)
+                await self._destroy_entry(entry)
             raise
-        except PoolClosed:
-            if pending:
-                self._ledger.error("pool_closed", "wait", "the pool was closed while waiting")
-            raise
+
+    def _enqueue_locked(
+        self, loop: asyncio.AbstractEventLoop, t0: float, key: str, prio: int, *, pending: bool
+    ) -> _AsyncWaiter[T]:
+        """Queue the caller (refused first if it is not queued yet); its wait is recorded
+        once, when it first queues."""
+        if not pending:
+            refusal = self._refusal_locked(key)
+            if refusal is not None:
+                raise self._refused_error(refusal, key, prio)
+        waiter: _AsyncWaiter[T] = _AsyncWaiter(loop.create_future(), t0, key, prio)
+        self._waiters.append(waiter)
+        if not pending:
+            self._record_wait_locked(key, prio)
+        return waiter
 
     async def _wait(
         self, waiter: _AsyncWaiter[T], deadline: float, timeout: float
@@ -326,13 +344,13 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
             self._free_slot_locked(key)
             raise
 
-    async def _open(self, t0: float, queued: bool, key: str, prio: int) -> Entry[T] | None:
+    async def _open(self, t0: float, *, queued: bool, key: str, prio: int) -> Entry[T] | None:
         """Open a connection in a reserved slot and lend it; None if the create failed."""
         made = await self._create(key)
         if made is None:
             return None
         conn, start = made
-        entry = self._lend_new_locked(conn, start, t0, queued, key, prio)
+        entry = self._lend_new_locked(conn, start, t0, queued=queued, key=key, prio=prio)
         if entry is None:
             await self._destroy(conn)
             raise self._closed_error()
@@ -342,7 +360,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
         self._create_failed_locked(start, exc, key)
 
     async def _check_out(
-        self, entry: Entry[T], t0: float | None, queued: bool, key: str, prio: int
+        self, entry: Entry[T], t0: float | None, *, queued: bool, key: str, prio: int
     ) -> bool:
         now = self._now()
         if now >= entry.expires:
@@ -353,7 +371,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
         if entry.gone:
             await self._destroy_entry(entry)
             raise self._closed_error()
-        self._record_borrow_locked(entry, t0, queued, None, key, prio)
+        self._record_borrow_locked(entry, t0, queued=queued, now=None, key=key, prio=prio)
         return True
 
     async def _validate(self, entry: Entry[T]) -> bool:
@@ -362,7 +380,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
             ok = bool(await self._factory.validate(entry.conn))
         except Exception:
             ok = False
-        if self._validated_locked(entry, start, ok):
+        if self._validated_locked(entry, start, ok=ok):
             return True
         await self._discard(entry, "failed_validation")
         return False
@@ -382,7 +400,7 @@ class AsyncPool(BasePool[T, "_AsyncWaiter[T]", AsyncFactory[T]]):
             return
         now = self._now()
         self._ledger.release(entry.id, now)
-        reason = self._return_reason(entry, now, broken)
+        reason = self._return_reason(entry, now, broken=broken)
         reset_error: Exception | None = None
         if reason is None and self._reset is not None:
             try:

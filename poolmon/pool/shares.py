@@ -50,7 +50,9 @@ class _Tenant:
 
     __slots__ = ("configured", "holds", "limit", "reserve", "stats", "used")
 
-    def __init__(self, limit: int | None, reserve: int, stats: TenantStats, configured: bool):
+    def __init__(
+        self, limit: int | None, reserve: int, stats: TenantStats, *, configured: bool
+    ) -> None:
         self.limit = limit if limit is not None else _NO_LIMIT
         self.reserve = reserve
         self.used = 0

@@ -151,7 +151,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         # Read at snapshot time, and snapshots are also taken under this pool's lock (an
         # error's snapshot): never wait for the lock here (it is not reentrant). Without it
         # the read may meet a concurrent change: a dict resized mid-iteration is retried.
-        if self._lock.acquire(False):
+        if self._lock.acquire(blocking=False):
             try:
                 return self._optional_points_locked()
             finally:
@@ -209,7 +209,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
                         self._validate_after is None or now - entry.checked < self._validate_after
                     ):
                         self._lent[id(entry.conn)] = entry
-                        self._ledger.borrow(entry.id, None, False, now)
+                        self._ledger.borrow(entry.id, now=now)
                         return entry.conn
                     self._lent[id(entry.conn)] = entry  # being checked: close() must see it
         finally:
@@ -235,7 +235,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
                     if self._accounting:
                         entry.tenant, entry.lent_at = key, now
                     if ledger.lane.open:  # nobody builds event objects: no 1.1 fields
-                        ledger.borrow(entry.id, None, False, now)
+                        ledger.borrow(entry.id, now=now)
                     else:
                         self._lent_shared_locked(entry, key, prio, now)
                     return entry.conn
@@ -415,7 +415,9 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
         conn, start = made
         self._acquire()
         try:
-            entry = self._lend_new_locked(conn, start, req.t0, req.pending, req.key, req.prio)
+            entry = self._lend_new_locked(
+                conn, start, req.t0, queued=req.pending, key=req.key, prio=req.prio
+            )
             if entry is not None:
                 req.pending = False
         finally:
@@ -446,7 +448,9 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
             gone = entry.gone  # close() evicted it while we validated
             if not gone:
                 t0 = req.t0 if req.pending else None
-                self._record_borrow_locked(entry, t0, req.pending, None, req.key, req.prio)
+                self._record_borrow_locked(
+                    entry, t0, queued=req.pending, now=None, key=req.key, prio=req.prio
+                )
                 req.pending = False
         finally:
             self._release()
@@ -464,7 +468,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
             ok = False
         self._acquire()
         try:
-            if self._validated_locked(entry, start, ok):
+            if self._validated_locked(entry, start, ok=ok):
                 return True
         finally:
             self._release()
@@ -496,7 +500,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
             or self._is_broken is not None
             or now >= entry.expires
         ):
-            reason = self._return_reason(entry, now, broken)
+            reason = self._return_reason(entry, now, broken=broken)
         else:
             reason = None
         reset_error: Exception | None = None
@@ -567,7 +571,7 @@ class Pool(BasePool[T, _Waiter[T], Factory[T]]):
             head is not None
             and head.signalled
             and head.retracts < _RETRACTS
-            and head.lock.acquire(False)
+            and head.lock.acquire(blocking=False)
         ):
             head.signalled = False
             head.retracts += 1

@@ -1,4 +1,5 @@
-"""``poolmon run [options] -- COMMAND ...``: run a program with every installed pool instrumented."""
+"""``poolmon run [options] -- COMMAND ...``: run a program with every installed pool
+instrumented."""
 
 from __future__ import annotations
 

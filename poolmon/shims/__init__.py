@@ -2,7 +2,7 @@
 
 Each shim module (``poolmon.shims.psycopg``, ``.psycopg2``, ``.redis``, ``.urllib3``) provides::
 
-    LIBRARY: str                 # the distribution whose version gates the shim, e.g. "psycopg-pool"
+    LIBRARY: str                 # the distribution gating the shim, e.g. "psycopg-pool"
     SUPPORTED: str               # PEP 440 specifier of supported versions, e.g. ">=3.1,<4"
     def available() -> bool      # the library is importable
     def instrument(registry: PoolRegistry | None = None) -> bool   # True if now active

@@ -101,7 +101,7 @@ class ProcessTracker(PoolTracker):
     def _worker_free(self, cid: int) -> None:
         if self.deferred:
             work_id, t0 = self.deferred.popleft()
-            self.borrow(cid, t0, True)
+            self.borrow(cid, t0, queued=True)
             self.running[work_id] = cid
         else:
             self.free.append(cid)
@@ -156,7 +156,7 @@ class ProcessTracker(PoolTracker):
                 return
             if self.free:
                 cid = self.free.popleft()
-                self.borrow(cid, t0, True)
+                self.borrow(cid, t0, queued=True)
                 self.running[work_id] = cid
             else:
                 self.deferred.append((work_id, t0))
@@ -198,7 +198,7 @@ class ProcessTracker(PoolTracker):
                     self.ledger.error("other", "wait", "a task's worker was not seen")
                     return None
                 cid = self.free.popleft()
-                self.borrow(cid, t0, True)
+                self.borrow(cid, t0, queued=True)
                 return cid
         return None
 
@@ -462,7 +462,12 @@ def _feeder_error(original: Fn, st: TrackingState) -> Fn:
 
 
 def _shutdown(original: Fn, st: TrackingState) -> Fn:
-    def shutdown(self: Any, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def shutdown(
+        self: Any,
+        wait: bool = True,  # noqa: FBT001, FBT002 (Executor.shutdown's own signature)
+        *,
+        cancel_futures: bool = False,
+    ) -> None:
         tracker = getattr(self, TRACKER_ATTR, None)
         manager = self._executor_manager_thread
         original(self, wait, cancel_futures=cancel_futures)

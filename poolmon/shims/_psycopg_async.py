@@ -83,10 +83,11 @@ def _getconn(original: Fn, st: TrackingState) -> Fn:
         try:
             conn = await original(self, timeout)
         except BaseException as exc:
-            record_getconn_failed(st, tracker, t0, cell[0], exc)
+            record_getconn_failed(st, tracker, t0, queued=cell[0], exc=exc)
             raise
         try:
-            tracker.borrow(tracker.conn_id(conn), t0, cell[0])  # the lane protocol (core.lane)
+            # The lane protocol (core.lane).
+            tracker.borrow(tracker.conn_id(conn), t0, queued=cell[0])
         except Exception as exc:
             st.absorb(exc, "borrow")
         return conn
@@ -111,7 +112,7 @@ def _check_connection(original: Fn, st: TrackingState) -> Fn:
             record_check_failed(st, tracker, conn, t0, exc)
             raise
         try:
-            tracker.ledger.validate(tracker.conn_id(conn), t0, True)
+            tracker.ledger.validate(tracker.conn_id(conn), t0, ok=True)
         except Exception as exc:
             st.absorb(exc)
         return None
@@ -158,9 +159,9 @@ def _check_connection_static(original: Fn, st: TrackingState) -> Fn:
         try:
             await original(conn)
         except BaseException:
-            record_pool_check(st, tracker, conn, t0, False)
+            record_pool_check(st, tracker, conn, t0, ok=False)
             raise
-        record_pool_check(st, tracker, conn, t0, True)
+        record_pool_check(st, tracker, conn, t0, ok=True)
         return None
 
     return check_connection

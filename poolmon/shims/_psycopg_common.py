@@ -5,11 +5,11 @@ reads instead of a global weak-keyed map (a ``WeakKeyDictionary`` lookup builds 
 call). They are read and written with getattr/setattr only, never through ``__dict__``
 (:mod:`poolmon.shims._attrs` says why):
 
-* each pool gets a :class:`PoolTracker` in ``pool._poolmon_tracker`` (``TRACKER_ATTR``), created on first sight
-  (pools created before ``instrument()`` are seen lazily, their idle connections adopted), and,
-  where the shim asks for one, a pool :class:`~poolmon.core.lane.Link` in ``pool._poolmon_link``
-  (``LINK_ATTR``): what the compiled hooks read of the pool, in one lookup (``key`` the tracker,
-  ``items`` the idle container, and for psycopg2 ``table`` the keyed tags);
+* each pool gets a :class:`PoolTracker` in ``pool._poolmon_tracker`` (``TRACKER_ATTR``), created on
+  first sight (pools created before ``instrument()`` are seen lazily, their idle connections
+  adopted), and, where the shim asks for one, a pool :class:`~poolmon.core.lane.Link` in
+  ``pool._poolmon_link`` (``LINK_ATTR``): what the compiled hooks read of the pool, in one lookup
+  (``key`` the tracker, ``items`` the idle container, and for psycopg2 ``table`` the keyed tags);
 * each connection gets a *tag*, a connection Link (``lane``, ``cid``, ``key`` = the tracker) in
   ``conn._poolmon_conn`` (``CONN_ATTR``). The tracker in the tag makes a tag from an earlier
   instrumentation (or another pool) harmless: it is only trusted when it names the current
@@ -108,8 +108,8 @@ class PoolTracker:
 class KeyedPoolTracker(PoolTracker):
     """A tracker for connections that take no attributes: ``id(conn) -> Link(cid, key=conn)``.
 
-    The entry holds the connection itself (as its ``key``), so its ``id()`` cannot be reused while the entry
-    exists, and the identity check makes a stale entry impossible to mistake for another
+    The entry holds the connection itself (as its ``key``), so its ``id()`` cannot be reused while
+    the entry exists, and the identity check makes a stale entry impossible to mistake for another
     connection. Entries leave on :meth:`discard`, i.e. when the pool lets go of the connection;
     until then the pool holds it anyway, so this keeps nothing alive that the pool would not.
     """

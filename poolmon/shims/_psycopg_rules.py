@@ -142,7 +142,7 @@ def wrap_run_task(original: Callable[..., Any], st: TrackingState) -> Callable[.
     return run_task
 
 
-def getconn_error_type(exc: BaseException, queued: bool) -> str | None:
+def getconn_error_type(exc: BaseException, *, queued: bool) -> str | None:
     """The standard error type of a failed ``getconn``; None when nothing is to be counted
     (a connect failure of a null pool is already counted as ``create_failed``)."""
     if isinstance(exc, PoolTimeout):
@@ -173,10 +173,10 @@ def waiting_call(frame: FrameType | None) -> tuple[PoolTracker, list[bool]] | No
 
 
 def record_getconn_failed(
-    st: TrackingState, tracker: PoolTracker, t0: float, queued: bool, exc: BaseException
+    st: TrackingState, tracker: PoolTracker, t0: float, *, queued: bool, exc: BaseException
 ) -> None:
     try:
-        error_type = getconn_error_type(exc, queued)
+        error_type = getconn_error_type(exc, queued=queued)
         if error_type is not None:
             duration = max(0.0, tracker.now() - t0)
             phase = "wait" if queued else "borrow"
@@ -198,7 +198,7 @@ def record_check_failed(
     try:
         cid = tracker.conn_id(conn)
         if conn.pgconn.transaction_status == UNKNOWN:
-            tracker.ledger.validate(cid, t0, False)
+            tracker.ledger.validate(cid, t0, ok=False)
             tracker.evict(cid, "failed_validation")
         else:
             duration = max(0.0, tracker.now() - t0)
@@ -208,12 +208,12 @@ def record_check_failed(
 
 
 def record_pool_check(
-    st: TrackingState, tracker: PoolTracker, conn: Any, t0: float, ok: bool
+    st: TrackingState, tracker: PoolTracker, conn: Any, t0: float, *, ok: bool
 ) -> None:
     """One connection tested by ``pool.check()``: a failure means it is dropped."""
     try:
         cid = tracker.conn_id(conn)
-        tracker.ledger.validate(cid, t0, ok)
+        tracker.ledger.validate(cid, t0, ok=ok)
         if not ok:
             tracker.evict(cid, "failed_validation")
     except Exception as exc:

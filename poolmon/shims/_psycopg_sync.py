@@ -82,10 +82,11 @@ def _getconn(original: Fn, st: TrackingState) -> Fn:
         try:
             conn = original(self, timeout)
         except BaseException as exc:
-            record_getconn_failed(st, tracker, t0, cell[0], exc)
+            record_getconn_failed(st, tracker, t0, queued=cell[0], exc=exc)
             raise
         try:
-            tracker.borrow(tracker.conn_id(conn), t0, cell[0])  # the lane protocol (core.lane)
+            # The lane protocol (core.lane).
+            tracker.borrow(tracker.conn_id(conn), t0, queued=cell[0])
         except Exception as exc:
             st.absorb(exc, "borrow")
         return conn
@@ -96,12 +97,12 @@ def _getconn(original: Fn, st: TrackingState) -> Fn:
     def failed(pool: Any, _conn: None, t0: float, exc: BaseException) -> None:
         tracker = getattr(pool, TRACKER_ATTR, None)
         if tracker is not None:
-            record_getconn_failed(st, tracker, t0, False, exc)
+            record_getconn_failed(st, tracker, t0, queued=False, exc=exc)
 
     def adopt(pool: Any, conn: Any, t0: float) -> None:
         tracker = getattr(pool, TRACKER_ATTR, None)
         if tracker is not None:
-            tracker.borrow(tracker.conn_id(conn), t0, False)
+            tracker.borrow(tracker.conn_id(conn), t0)
 
     # The compiled fast path (poolmon._hot) where built: it takes only calls that find an idle
     # connection in a pool with a live link, times them from that link's lane, and records a
@@ -140,7 +141,7 @@ def _check_connection(original: Fn, st: TrackingState) -> Fn:
             record_check_failed(st, tracker, conn, t0, exc)
             raise
         try:
-            tracker.ledger.validate(tracker.conn_id(conn), t0, True)
+            tracker.ledger.validate(tracker.conn_id(conn), t0, ok=True)
         except Exception as exc:
             st.absorb(exc)
         return None
@@ -186,9 +187,9 @@ def _check_connection_static(original: Fn, st: TrackingState) -> Fn:
         try:
             original(conn)
         except BaseException:
-            record_pool_check(st, tracker, conn, t0, False)
+            record_pool_check(st, tracker, conn, t0, ok=False)
             raise
-        record_pool_check(st, tracker, conn, t0, True)
+        record_pool_check(st, tracker, conn, t0, ok=True)
         return None
 
     return check_connection

@@ -71,7 +71,7 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
             except Exception as inner:
                 STATE.absorb(inner, "get_connection")
             raise
-        _borrowed(ledger, conn, None, False)
+        _borrowed(ledger, conn, None, queued=False)
         return conn
 
     return get_connection
@@ -91,7 +91,7 @@ def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
             if plain:
                 return await original(self)
             return await original(self, command_name, *keys, **options)
-        t0 = ledger._now()
+        t0 = ledger.now()
         queued = False
         try:
             if not self.can_get_connection():
@@ -105,15 +105,15 @@ def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
             else:
                 conn = await original(self, command_name, *keys, **options)
         except BaseException as exc:
-            _failed(ledger, exc, t0, queued)
+            _failed(ledger, exc, t0, queued=queued)
             raise
-        _borrowed(ledger, conn, t0 if queued else None, queued)
+        _borrowed(ledger, conn, t0 if queued else None, queued=queued)
         return conn
 
     return get_connection
 
 
-def _failed(ledger: Any, exc: BaseException, t0: float, queued: bool) -> None:
+def _failed(ledger: Any, exc: BaseException, t0: float, *, queued: bool) -> None:
     try:
         if isinstance(exc.__cause__, asyncio.TimeoutError):
             if not queued:
@@ -163,7 +163,10 @@ def _make_make_connection(original: Fn) -> Fn:
 
 
 def _make_pool_disconnect(original: Fn) -> Fn:
-    async def disconnect(self: Any, inuse_connections: bool = True) -> None:
+    async def disconnect(
+        self: Any,
+        inuse_connections: bool = True,  # noqa: FBT001, FBT002 (ConnectionPool.disconnect's)
+    ) -> None:
         token = CLOSING.set("pool_closed")
         try:
             await original(self, inuse_connections)
@@ -192,7 +195,10 @@ def _make_pool_aclose(original: Fn) -> Fn:
 
 def _make_connect_check_health(original: Fn) -> Fn:
     async def connect_check_health(
-        self: Any, check_health: bool = True, retry_socket_connect: bool = True
+        self: Any,
+        # redis-py's AbstractConnection.connect_check_health signature, positionals included:
+        check_health: bool = True,  # noqa: FBT001, FBT002
+        retry_socket_connect: bool = True,  # noqa: FBT001, FBT002
     ) -> None:
         if self._reader is not None and self._writer is not None:
             return  # the original's own first step (is_connected): connect() runs every borrow
@@ -200,7 +206,7 @@ def _make_connect_check_health(original: Fn) -> Fn:
         if not ledger:
             await original(self, check_health, retry_socket_connect)
             return
-        t0 = ledger._now()
+        t0 = ledger.now()
         try:
             await original(self, check_health, retry_socket_connect)
         except BaseException as exc:
@@ -221,10 +227,11 @@ def _make_connect_check_health(original: Fn) -> Fn:
 def _make_conn_disconnect(original: Fn) -> Fn:
     async def disconnect(
         self: Any,
-        nowait: bool = False,
+        # redis.asyncio's AbstractConnection.disconnect signature, positionals included:
+        nowait: bool = False,  # noqa: FBT001, FBT002
         error: Exception | None = None,
         failure_count: int | None = None,
-        health_check_failed: bool = False,
+        health_check_failed: bool = False,  # noqa: FBT001, FBT002
     ) -> None:
         cid = getattr(self, CONN_ID, None)
         if cid is not None and self._writer is not None:
@@ -242,7 +249,7 @@ def _make_conn_disconnect(original: Fn) -> Fn:
                 hc_t0 = pop_attr(self, HC_T0)
                 if health_check_failed or (hc_t0 is not None and reason == "broken"):
                     reason = "failed_validation"
-                    ledger.validate(cid, ledger._now() if hc_t0 is None else hc_t0, False)
+                    ledger.validate(cid, ledger.now() if hc_t0 is None else hc_t0, ok=False)
                 ledger.evict(cid, reason)
             except Exception as exc:
                 STATE.absorb(exc, "disconnect")
@@ -264,7 +271,7 @@ def _make_check_health(original: Fn) -> Fn:
             await original(self)
             return
         ledger: Any = getattr(self, CONN_LEDGER, None)
-        t0 = ledger._now()
+        t0 = ledger.now()
         setattr(self, HC_T0, t0)
         try:
             await original(self)
@@ -273,7 +280,7 @@ def _make_check_health(original: Fn) -> Fn:
         try:
             cid = getattr(self, CONN_ID, None)
             if cid is not None and self._writer is not None:
-                ledger.validate(cid, t0, True)
+                ledger.validate(cid, t0, ok=True)
         except Exception as exc:
             STATE.absorb(exc, "check_health")
 

@@ -7,8 +7,8 @@ Hook points (redis-py 8.1, read from ``redis/connection.py``):
   connection with ``can_read`` before lending it);
 * return: ``release`` (it may ``disconnect()`` a connection marked for reconnect: return, then
   evict, in that order);
-* create: ``AbstractConnection.connect_check_health`` (``make_connection`` opens nothing; ``connect()``
-  calls it on every borrow and it returns at once when a socket exists);
+* create: ``AbstractConnection.connect_check_health`` (``make_connection`` opens nothing;
+  ``connect()`` calls it on every borrow and it returns at once when a socket exists);
 * evict: ``AbstractConnection.disconnect`` when a socket exists (reason from
   :func:`~poolmon.shims._redis_common.disconnect_reason`);
 * validate: ``check_health`` when a PING health check is due (``health_check_interval``);
@@ -53,7 +53,7 @@ __all__ = ["patch_sync"]
 Fn = Callable[..., Any]
 
 
-def _borrowed(ledger: Any, conn: Any, t0: float | None, queued: bool) -> None:
+def _borrowed(ledger: Any, conn: Any, t0: float | None, *, queued: bool) -> None:
     try:
         try:
             cid = conn._poolmon_id
@@ -103,12 +103,28 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
             if cid is not None:
                 ledger.borrow(cid)
         except AttributeError:
-            _borrowed(ledger, conn, None, False)  # not stamped: made before instrument()
+            _borrowed(ledger, conn, None, queued=False)  # not stamped: made before instrument()
         except Exception as exc:
             STATE.absorb(exc, "borrow")
         return conn
 
-    # The compiled wrapper calls the original first and hands these the pool, not its ledger.
+    # The compiled fast path (poolmon._hot) where built: calls on ``owner`` itself; a lent
+    # connection whose socket link (CONN_SOCK) is live is recorded in C, any other goes to
+    # adopt. Calls on a subclass go to ``get_connection`` above unchanged.
+    return fast_method(
+        "BORROW",
+        original,
+        get_connection,
+        exact_type=owner,
+        conn_link=CONN_SOCK,
+        failed=_make_pool_failed(max_error),
+        adopt=_pool_adopt,
+        absorb=STATE.absorber("borrow"),
+    )
+
+
+# The compiled wrapper calls the original first and hands these the pool, not its ledger.
+def _make_pool_failed(max_error: type[BaseException]) -> Fn:
     def failed(pool: Any, _conn: None, _t0: None, exc: BaseException) -> None:
         if isinstance(exc, max_error):
             try:
@@ -120,30 +136,19 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
             except Exception as inner:
                 STATE.absorb(inner, "get_connection")
 
-    def adopt(pool: Any, conn: Any, _t0: None) -> None:
-        try:
-            ledger = getattr(pool, POOL_LEDGER, None)
-            if ledger is None:
-                ledger = attach(pool)
-        except Exception as exc:
-            STATE.absorb(exc, "borrow")
-            return
-        if ledger:
-            _borrowed(ledger, conn, None, False)
+    return failed
 
-    # The compiled fast path (poolmon._hot) where built: calls on ``owner`` itself; a lent
-    # connection whose socket link (CONN_SOCK) is live is recorded in C, any other goes to
-    # adopt. Calls on a subclass go to ``get_connection`` above unchanged.
-    return fast_method(
-        "BORROW",
-        original,
-        get_connection,
-        exact_type=owner,
-        conn_link=CONN_SOCK,
-        failed=failed,
-        adopt=adopt,
-        absorb=STATE.absorber("borrow"),
-    )
+
+def _pool_adopt(pool: Any, conn: Any, _t0: None) -> None:
+    try:
+        ledger = getattr(pool, POOL_LEDGER, None)
+        if ledger is None:
+            ledger = attach(pool)
+    except Exception as exc:
+        STATE.absorb(exc, "borrow")
+        return
+    if ledger:
+        _borrowed(ledger, conn, None, queued=False)
 
 
 def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
@@ -157,7 +162,7 @@ def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
             if command_name is None and not keys and not options:
                 return original(self)
             return original(self, command_name, *keys, **options)
-        t0 = ledger._now()
+        t0 = ledger.now()
         queued = False
         try:
             # An empty queue (no connection, no None placeholder): the caller is about to block.
@@ -172,15 +177,15 @@ def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
             else:
                 conn = original(self, command_name, *keys, **options)
         except BaseException as exc:
-            _blocking_failed(ledger, exc, t0, queued)
+            _blocking_failed(ledger, exc, t0, queued=queued)
             raise
-        _borrowed(ledger, conn, t0 if queued else None, queued)
+        _borrowed(ledger, conn, t0 if queued else None, queued=queued)
         return conn
 
     return get_connection
 
 
-def _blocking_failed(ledger: Any, exc: BaseException, t0: float, queued: bool) -> None:
+def _blocking_failed(ledger: Any, exc: BaseException, t0: float, *, queued: bool) -> None:
     try:
         if isinstance(exc.__context__, Empty):
             # "No connection available.": the queue wait timed out.
@@ -242,7 +247,10 @@ def _make_make_connection(original: Fn) -> Fn:
 
 
 def _make_pool_disconnect(original: Fn) -> Fn:
-    def disconnect(self: Any, inuse_connections: bool = True) -> None:
+    def disconnect(
+        self: Any,
+        inuse_connections: bool = True,  # noqa: FBT001, FBT002 (ConnectionPool.disconnect's)
+    ) -> None:
         token = CLOSING.set("pool_closed")
         try:
             original(self, inuse_connections)
@@ -271,14 +279,17 @@ def _make_pool_close(original: Fn) -> Fn:
 
 def _make_connect_check_health(original: Fn) -> Fn:
     def connect_check_health(
-        self: Any, check_health: bool = True, retry_socket_connect: bool = True
+        self: Any,
+        # redis-py's AbstractConnection.connect_check_health signature, positionals included:
+        check_health: bool = True,  # noqa: FBT001, FBT002
+        retry_socket_connect: bool = True,  # noqa: FBT001, FBT002
     ) -> None:
         if self._sock:
             return  # the original's own first step: connect() calls this on every borrow
         ledger = getattr(self, CONN_LEDGER, None)
         if not ledger:
             return original(self, check_health, retry_socket_connect)  # type: ignore[no-any-return]
-        t0 = ledger._now()
+        t0 = ledger.now()
         try:
             original(self, check_health, retry_socket_connect)
         except BaseException as exc:
@@ -318,7 +329,7 @@ def _make_conn_disconnect(original: Fn) -> Fn:
                 hc_t0 = pop_attr(self, HC_T0)
                 if reason == "failed_validation" or (hc_t0 is not None and reason == "broken"):
                     reason = "failed_validation"
-                    ledger.validate(cid, ledger._now() if hc_t0 is None else hc_t0, False)
+                    ledger.validate(cid, ledger.now() if hc_t0 is None else hc_t0, ok=False)
                 ledger.evict(cid, reason)
             except Exception as exc:
                 STATE.absorb(exc, "disconnect")
@@ -341,7 +352,7 @@ def _make_check_health(original: Fn, monotonic: Callable[[], float]) -> Fn:
         if monotonic() <= self.next_health_check:
             return original(self)  # type: ignore[no-any-return]
         ledger: Any = getattr(self, CONN_LEDGER, None)
-        t0 = ledger._now()
+        t0 = ledger.now()
         setattr(self, HC_T0, t0)
         try:
             original(self)  # a failed PING is recorded where the socket is dropped (disconnect)
@@ -350,7 +361,7 @@ def _make_check_health(original: Fn, monotonic: Callable[[], float]) -> Fn:
         try:
             cid = getattr(self, CONN_ID, None)
             if cid is not None and self._sock is not None:
-                ledger.validate(cid, t0, True)
+                ledger.validate(cid, t0, ok=True)
         except Exception as exc:
             STATE.absorb(exc, "check_health")
 

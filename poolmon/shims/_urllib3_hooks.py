@@ -63,7 +63,7 @@ def _ensure_state(pool: Any) -> PoolState:
     return state if state is not None else attach(pool)
 
 
-def _borrow_unlinked(pool: Any, conn: Any, waited: float, queued: bool) -> None:
+def _borrow_unlinked(pool: Any, conn: Any, waited: float, *, queued: bool) -> None:
     """The slow borrow path: ``conn`` has no socket poolmon knows."""
     state = _ensure_state(pool)
     if getattr(conn, "sock", None) is not None:
@@ -78,7 +78,7 @@ def _borrow_unlinked(pool: Any, conn: Any, waited: float, queued: bool) -> None:
 
 
 def _borrow_failed(
-    pool: Any, t0: float | None, queued: bool, fail_fast: bool, exc: BaseException
+    pool: Any, t0: float | None, *, queued: bool, fail_fast: bool, exc: BaseException
 ) -> None:
     """Record why ``_get_conn`` raised (the exception itself is re-raised by the caller)."""
     from urllib3.exceptions import ClosedPoolError, EmptyPoolError
@@ -133,7 +133,7 @@ def make_get_conn(original: Method) -> Method:
                 if hasattr(conn, LINK):
                     STATE.absorb(exc, "borrow")  # linked: the failure is ours
                 else:
-                    _borrow_unlinked(self, conn, 0.0, False)
+                    _borrow_unlinked(self, conn, 0.0, queued=False)
             except Exception as inner:
                 STATE.absorb(inner, "borrow")
         except Exception as exc:
@@ -141,30 +141,12 @@ def make_get_conn(original: Method) -> Method:
         return conn
 
     def _get_conn_blocking(self: Any, timeout: float | None) -> Any:
-        queued = False
-        fail_fast = False
-        t0: float | None = None
-        state: PoolState | None = None
-        try:
-            state = _ensure_state(self)
-            ledger = state.ledger
-            t0 = ledger.now()
-            fail_fast = timeout is not None and timeout <= 0
-            queue = self.pool
-            # A racy peek (the queue's own lock is not held across the get): if the queue fills
-            # in between, the caller "waited" ~0 s; if it empties in between, the caller blocks
-            # unannounced and a timeout then records its wait first. Either way every wait is
-            # resolved exactly once, so the pending gauge cannot drift.
-            if not fail_fast and queue is not None and queue.empty():
-                ledger.wait()
-                queued = True
-        except Exception as exc:
-            STATE.absorb(exc, "borrow")
+        state, t0, queued, fail_fast = _blocking_start(self, timeout)
         try:
             conn = original(self, timeout)
         except BaseException as exc:
             try:
-                _borrow_failed(self, t0, queued, fail_fast, exc)
+                _borrow_failed(self, t0, queued=queued, fail_fast=fail_fast, exc=exc)
             except Exception as inner:
                 STATE.absorb(inner, "borrow")
             raise
@@ -174,7 +156,7 @@ def make_get_conn(original: Method) -> Method:
                 if conn_link is not None:
                     conn_link.key.borrow(conn_link.cid, t0, queued=queued)
                 else:
-                    _borrow_unlinked(self, conn, state.ledger.now() - t0, queued)
+                    _borrow_unlinked(self, conn, state.ledger.now() - t0, queued=queued)
         except Exception as exc:
             STATE.absorb(exc, "borrow")
         return conn
@@ -194,10 +176,37 @@ def make_get_conn(original: Method) -> Method:
     )
 
 
+def _blocking_start(
+    pool: Any, timeout: float | None
+) -> tuple[PoolState | None, float | None, bool, bool]:
+    """Before a blocking ``_get_conn``: the pool's state, t0, whether the caller queued (a wait
+    recorded) and whether it fails fast; whatever was found before a failure (absorbed)."""
+    queued = False
+    fail_fast = False
+    t0: float | None = None
+    state: PoolState | None = None
+    try:
+        state = _ensure_state(pool)
+        ledger = state.ledger
+        t0 = ledger.now()
+        fail_fast = timeout is not None and timeout <= 0
+        queue = pool.pool
+        # A racy peek (the queue's own lock is not held across the get): if the queue fills
+        # in between, the caller "waited" ~0 s; if it empties in between, the caller blocks
+        # unannounced and a timeout then records its wait first. Either way every wait is
+        # resolved exactly once, so the pending gauge cannot drift.
+        if not fail_fast and queue is not None and queue.empty():
+            ledger.wait()
+            queued = True
+    except Exception as exc:
+        STATE.absorb(exc, "borrow")
+    return state, t0, queued, fail_fast
+
+
 def _get_conn_failed(pool: Any, _conn: None, _t0: None, exc: BaseException) -> None:
     """A non-blocking ``_get_conn`` raised (it never waits: no t0, no queueing)."""
     try:
-        _borrow_failed(pool, None, False, False, exc)
+        _borrow_failed(pool, None, queued=False, fail_fast=False, exc=exc)
     except Exception as inner:
         STATE.absorb(inner, "borrow")
 
@@ -208,7 +217,7 @@ def _adopt_borrowed(pool: Any, conn: Any, _t0: None) -> None:
     if conn_link is not None:
         conn_link.key.borrow(conn_link.cid)  # linked, the lane closed: the ledger's locked path
     else:
-        _borrow_unlinked(pool, conn, 0.0, False)
+        _borrow_unlinked(pool, conn, 0.0, queued=False)
 
 
 def make_put_conn(original: Method) -> Method:

@@ -103,7 +103,7 @@ class WorkerTracker(PoolTracker):
         if close:
             self.ledger.close()
 
-    def shut_down(self, threads: Any, joined: bool) -> None:
+    def shut_down(self, threads: Any, *, joined: bool) -> None:
         if joined:
             # Adopted threads (running before instrument()) are not counted in ``live``: evict
             # the ones shutdown() has joined, so the pool ends empty.
@@ -249,7 +249,7 @@ def _start(tracker: WorkerTracker, t0: float, st: TrackingState) -> int | None:
     try:
         me = threading.current_thread()
         cid = tracker.conn_id(me)  # adopted when it started before instrument()
-        tracker.borrow(cid, t0, True)
+        tracker.borrow(cid, t0, queued=True)
         return cid
     except Exception as exc:
         st.absorb(exc)
@@ -366,12 +366,17 @@ def _initializer_failed(original: Fn, st: TrackingState) -> Fn:
 
 
 def _shutdown(original: Fn, st: TrackingState) -> Fn:
-    def shutdown(self: Any, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def shutdown(
+        self: Any,
+        wait: bool = True,  # noqa: FBT001, FBT002 (Executor.shutdown's own signature)
+        *,
+        cancel_futures: bool = False,
+    ) -> None:
         original(self, wait, cancel_futures=cancel_futures)
         tracker = getattr(self, TRACKER_ATTR, None)
         if isinstance(tracker, WorkerTracker):
             try:
-                tracker.shut_down(self._threads, bool(wait))
+                tracker.shut_down(self._threads, joined=bool(wait))
             except Exception as exc:
                 st.absorb(exc)
 

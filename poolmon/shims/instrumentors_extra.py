@@ -1,8 +1,8 @@
 """OpenTelemetry ``BaseInstrumentor`` classes for the standard-library and emitter-API recorders.
 
-Like :mod:`poolmon.shims.instrumentors` (registered under ``opentelemetry_instrumentor``), for
-the ``futures`` shim (``concurrent.futures`` thread and process pools) and the ``api`` recorder
-(pools that speak :mod:`poolmon.api`). Neither instruments a third-party distribution, so they declare no
+Like :mod:`poolmon.shims.instrumentors` (registered under ``opentelemetry_instrumentor``), for the
+``futures`` shim (``concurrent.futures`` thread and process pools) and the ``api`` recorder (pools
+that speak :mod:`poolmon.api`). Neither instruments a third-party distribution, so they declare no
 instrumentation dependency (``opentelemetry-instrument`` checks those against installed ones).
 """
 

@@ -1,4 +1,5 @@
-"""Shim for psycopg_pool (psycopg 3): ``ConnectionPool``, ``AsyncConnectionPool`` and the Null variants.
+"""Shim for psycopg_pool (psycopg 3): ``ConnectionPool``, ``AsyncConnectionPool`` and the Null
+variants.
 
 Hook points (psycopg-pool 3.2/3.3, read from its source):
 

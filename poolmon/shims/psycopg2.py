@@ -216,7 +216,7 @@ def _refused(st: TrackingState, tracker: PoolTracker, pool: Any, exc: Exception)
         st.absorb(inner)
 
 
-def _put_reason(pool: Any, conn: Any, close: bool) -> str | None:
+def _put_reason(pool: Any, conn: Any, *, close: bool) -> str | None:
     """What ``_putconn`` is about to do with ``conn``: the eviction reason, or None if kept.
     psycopg2's own order: the caller's ``close``, then a full pool, then the connection's state."""
     if close:
@@ -229,7 +229,12 @@ def _put_reason(pool: Any, conn: Any, close: bool) -> str | None:
 
 
 def _putconn(original: Fn, st: TrackingState, pool_error: type[Exception]) -> Fn:
-    def _putconn(self: Any, conn: Any = None, key: Any = None, close: bool = False) -> None:
+    def _putconn(
+        self: Any,
+        conn: Any = None,
+        key: Any = None,
+        close: bool = False,  # noqa: FBT001, FBT002 (AbstractConnectionPool._putconn's own)
+    ) -> None:
         tracker = st.tracker_of(self)
         if tracker is None:
             return original(self, conn, key, close)  # type: ignore[no-any-return]
@@ -240,7 +245,7 @@ def _putconn(original: Fn, st: TrackingState, pool_error: type[Exception]) -> Fn
             if not self.closed and id(conn) in self._rused:
                 cid = tracker.conn_id(conn)
                 tracker.release(cid)
-                reason = _put_reason(self, conn, close)
+                reason = _put_reason(self, conn, close=close)
         except Exception as exc:
             st.absorb(exc)
         try:
@@ -256,6 +261,23 @@ def _putconn(original: Fn, st: TrackingState, pool_error: type[Exception]) -> Fn
                 st.absorb(exc)
         return None
 
+    # Compiled where built: putconn(conn) with no key and close False. psycopg2 decides first;
+    # the connection at the end of the idle list, one more than before, means kept (recorded in
+    # C); anything else goes to ``settled``, in psycopg2's own order of reasons.
+    return fast_method(
+        "RELEASE",
+        original,
+        _putconn,
+        pool_link=LINK_ATTR,
+        kept=True,
+        defaults=(None, False),
+        failed=_make_put_failed(st, pool_error),
+        adopt=_make_put_settled(st),
+        absorb=st.absorber("return"),
+    )
+
+
+def _make_put_failed(st: TrackingState, pool_error: type[Exception]) -> Fn:
     def failed(pool: Any, conn: Any, _t0: None, exc: BaseException) -> None:
         # The compiled path ran the original first. A PoolError is a refusal (closed pool,
         # unknown connection): nothing happened. Anything else came from the rollback of an
@@ -271,6 +293,10 @@ def _putconn(original: Fn, st: TrackingState, pool_error: type[Exception]) -> Fn
         except Exception as inner:
             st.absorb(inner)
 
+    return failed
+
+
+def _make_put_settled(st: TrackingState) -> Fn:
     def settled(pool: Any, conn: Any, before: int) -> None:
         # The compiled path after an accepted put it could not record itself: the connection
         # was let go (not at the end of the idle list), or poolmon did not know it yet.
@@ -284,20 +310,7 @@ def _putconn(original: Fn, st: TrackingState, pool_error: type[Exception]) -> Fn
             reason = "overflow" if before >= pool.minconn else "broken"
             tracker.discard(conn, cid, reason)
 
-    # Compiled where built: putconn(conn) with no key and close False. psycopg2 decides first;
-    # the connection at the end of the idle list, one more than before, means kept (recorded in
-    # C); anything else goes to ``settled``, in psycopg2's own order of reasons.
-    return fast_method(
-        "RELEASE",
-        original,
-        _putconn,
-        pool_link=LINK_ATTR,
-        kept=True,
-        defaults=(None, False),
-        failed=failed,
-        adopt=settled,
-        absorb=st.absorber("return"),
-    )
+    return settled
 
 
 def _reset_failed(st: TrackingState, tracker: PoolTracker, conn: Any, cid: int) -> None:

@@ -15,7 +15,8 @@ What is recorded, and where (details in :mod:`poolmon.shims._redis_sync`): creat
 successful connect (a connection object reconnects many times; each socket is a new physical
 connection with a new id), borrow/return at ``get_connection``/``release``, evict when a live
 socket is disconnected (``pool_closed``, ``failed_validation``, ``broken``, ``other``), validate on
-PING health checks, wait/timeout in the Blocking pools, ``exhausted`` when ``ConnectionPool`` refuses.
+PING health checks, wait/timeout in the Blocking pools, ``exhausted`` when ``ConnectionPool``
+refuses.
 
 redis-py's own OpenTelemetry pool metrics (redis >= 7.2, opt-in through ``redis.observability``)
 publish ``db.client.connection.*`` series for the same pools. poolmon's names

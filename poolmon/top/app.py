@@ -84,7 +84,9 @@ def fetch_all(sources: Sequence[Source], timeout: float | None = None) -> list[S
         thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         result = slots[index]
         if result is None:
-            out.append(SourceResult(source.label, False, time.monotonic(), error="timed out"))
+            out.append(
+                SourceResult(source.label, ok=False, taken_at=time.monotonic(), error="timed out")
+            )
         else:
             out.extend(result)
     return out
@@ -158,7 +160,9 @@ class TopApp:
         return {}
 
     def rows(self) -> list[PoolRow]:
-        return select_rows(self.frame.rows, self.state.sort, self.state.reverse, self.state.filter)
+        return select_rows(
+            self.frame.rows, self.state.sort, reverse=self.state.reverse, text=self.state.filter
+        )
 
     def press(self, key: str) -> ViewState:
         self.state = apply_key(self.state, key, len(self.rows()))
@@ -257,7 +261,7 @@ def print_once(
     thresholds: Thresholds | None = None,
 ) -> None:
     """``--once``: the frame as text (every matching row) or as one JSON document."""
-    rows = select_rows(frame.rows, state.sort, state.reverse, state.filter)
+    rows = select_rows(frame.rows, state.sort, reverse=state.reverse, text=state.filter)
     if as_json:
         raw = replace(frame, rows=tuple(rows)).to_dict()
         found = frame.extra.get("findings") or {}

@@ -403,7 +403,7 @@ SORT_KEYS: Final[tuple[str, ...]] = tuple(_SORTS)
 
 
 def select_rows(
-    rows: Iterable[PoolRow], sort: str = "saturation", reverse: bool = False, text: str = ""
+    rows: Iterable[PoolRow], sort: str = "saturation", *, reverse: bool = False, text: str = ""
 ) -> list[PoolRow]:
     """Rows matching ``text`` (case-insensitive substring of name, system, source or backend),
     sorted by ``sort`` (one of :data:`SORT_KEYS`), ties broken by source and name."""

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from poolmon.core.clock import ManualClock
 from poolmon.core.identity import PoolIdentity
@@ -136,7 +136,7 @@ class JsonlReplay:
 
     def _apply(self, event: Mapping[str, Any]) -> None:
         kind = event["kind"]
-        handler = _HANDLERS.get(kind)
+        handler = self._HANDLERS.get(kind)
         if handler is None:
             raise KeyError(kind)
         ts = float(event["ts"])
@@ -170,7 +170,7 @@ class JsonlReplay:
 
     def _validate(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
         t0 = self.clock.monotonic() - float(event.get("duration") or 0.0)
-        ledger.validate(self._conn(event, ledger), t0, event.get("outcome", "ok") == "ok")
+        ledger.validate(self._conn(event, ledger), t0, ok=event.get("outcome", "ok") == "ok")
 
     def _wait(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
         ledger.wait()
@@ -203,20 +203,19 @@ class JsonlReplay:
     def _close(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
         ledger.close()
 
-
-_Handler = Callable[[JsonlReplay, Mapping[str, Any], PoolLedger], None]
-
-_HANDLERS: Final[Mapping[str, _Handler]] = {
-    "open": JsonlReplay._open,
-    "create": JsonlReplay._create,
-    "validate": JsonlReplay._validate,
-    "wait": JsonlReplay._wait,
-    "borrow": JsonlReplay._borrow,
-    "return": JsonlReplay._return,
-    "evict": JsonlReplay._evict,
-    "error": JsonlReplay._error,
-    "close": JsonlReplay._close,
-}
+    #: The handler of each event kind (a table, so no other method is reachable by a kind).
+    _HANDLERS: ClassVar[Mapping[str, Callable[[JsonlReplay, Mapping[str, Any], PoolLedger], None]]]
+    _HANDLERS = {
+        "open": _open,
+        "create": _create,
+        "validate": _validate,
+        "wait": _wait,
+        "borrow": _borrow,
+        "return": _return,
+        "evict": _evict,
+        "error": _error,
+        "close": _close,
+    }
 
 
 def _reason(exc: BaseException) -> str:

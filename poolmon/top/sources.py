@@ -200,13 +200,15 @@ class MetricsUrlSource:
 
     def fetch(self) -> list[SourceResult]:
         if self.invalid is not None:
-            return [SourceResult(self._label, False, self._clock(), error=self.invalid)]
+            return [SourceResult(self._label, ok=False, taken_at=self._clock(), error=self.invalid)]
         try:
             body = _get(self.url, self.timeout, "text/plain;version=0.0.4")
             taken = self._clock()
             return [self.parse(body.decode("utf-8", "replace"), taken)]
         except Exception as exc:  # down: shown, never raised (module docstring)
-            return [SourceResult(self._label, False, self._clock(), error=_describe(exc))]
+            return [
+                SourceResult(self._label, ok=False, taken_at=self._clock(), error=_describe(exc))
+            ]
 
     def parse(self, text: str, taken_at: float) -> SourceResult:
         """The result for an exposition ``text`` read at ``taken_at`` (benchmarks use it).
@@ -219,8 +221,15 @@ class MetricsUrlSource:
         if not pools and not backends:
             problem = _not_exposition(text)
             if problem is not None:
-                return SourceResult(self._label, False, taken_at, error=problem)
-        return SourceResult(self._label, True, taken_at, pools, None, backends, links)
+                return SourceResult(self._label, ok=False, taken_at=taken_at, error=problem)
+        return SourceResult(
+            self._label,
+            ok=True,
+            taken_at=taken_at,
+            pools=pools,
+            backends=backends,
+            proxy_links=links,
+        )
 
     @property
     def problems(self) -> list[tuple[int, str]]:
@@ -292,7 +301,8 @@ _QUANTILES: Final = ("0.5", "0.95", "0.99")
 
 def parse_api_answer(body: bytes) -> list[Mapping[str, Any]]:
     """The ``data.result`` of a Prometheus query API answer, else :class:`BadAnswer` with the
-    reason (not JSON, an error answer, not a vector). Malformed entries of the vector are dropped."""
+    reason (not JSON, an error answer, not a vector). Malformed entries of the vector are
+    dropped."""
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
@@ -386,7 +396,7 @@ class PrometheusSource:
     def fetch(self, at: float | None = None) -> list[SourceResult]:
         """Every instance's pools now, or as they were at ``at`` (seconds since the epoch)."""
         if self.invalid is not None:
-            return [SourceResult(self._label, False, self._clock(), error=self.invalid)]
+            return [SourceResult(self._label, ok=False, taken_at=self._clock(), error=self.invalid)]
         try:
             series = self._query(self._selector, at)
             stamps = self._query(f"timestamp({INFO_METRIC})", at)
@@ -394,7 +404,9 @@ class PrometheusSource:
             window = self._query(window_query(self.window), at)
             return self._results(series, stamps, up, window)
         except Exception as exc:  # down: shown, never raised (module docstring)
-            return [SourceResult(self._label, False, self._clock(), error=_describe(exc))]
+            return [
+                SourceResult(self._label, ok=False, taken_at=self._clock(), error=_describe(exc))
+            ]
 
     def _instance(self, metric: Mapping[str, Any]) -> str:
         return str(metric.get("instance", self._label))
@@ -431,7 +443,7 @@ class PrometheusSource:
         now = self._clock()
         if not builders and not backend_series and not any(item["value"][1] == "0" for item in up):
             # Prometheus answered and holds no poolmon series (yet): up, with no pools.
-            return [SourceResult(self._label, True, now, ())]
+            return [SourceResult(self._label, ok=True, taken_at=now, pools=())]
         results = []
         for instance in {**builders, **backend_series}:
             builder = builders.get(instance)
@@ -442,14 +454,25 @@ class PrometheusSource:
                 else ()
             )
             taken = scraped.get(instance, now)
-            results.append(SourceResult(instance, True, taken, pools, None, backends, links))
+            results.append(
+                SourceResult(
+                    instance,
+                    ok=True,
+                    taken_at=taken,
+                    pools=pools,
+                    backends=backends,
+                    proxy_links=links,
+                )
+            )
         for item in up:
             metric = item["metric"]
             instance = str(metric.get("instance", ""))
             known = instance in builders or instance in backend_series
             if item["value"][1] == "0" and metric.get("job") in jobs and not known:
                 results.append(
-                    SourceResult(instance, False, now, error=f"{self._label}: scrape failing")
+                    SourceResult(
+                        instance, ok=False, taken_at=now, error=f"{self._label}: scrape failing"
+                    )
                 )
         return results
 
@@ -528,15 +551,19 @@ class ReplaySource:
         try:
             self.replay.poll()
         except Exception as exc:
-            return [SourceResult(self._label, False, self.replay.event_time, error=_describe(exc))]
+            return [
+                SourceResult(
+                    self._label, ok=False, taken_at=self.replay.event_time, error=_describe(exc)
+                )
+            ]
         replay = self.replay
         if replay.applied == 0 and replay.first_skipped is not None:
             lineno, reason = replay.first_skipped
             error = f"no poolmon events: {replay.skipped} lines skipped (line {lineno}: {reason})"
-            return [SourceResult(self._label, False, replay.event_time, error=error)]
+            return [SourceResult(self._label, ok=False, taken_at=replay.event_time, error=error)]
         pools = tuple(sample_from_snapshot(s) for s in replay.registry.snapshot())
         # Event time, not wall time: rates of a replay are rates of what was recorded.
-        return [SourceResult(self._label, True, replay.event_time, pools)]
+        return [SourceResult(self._label, ok=True, taken_at=replay.event_time, pools=pools)]
 
 
 class RegistrySource:
@@ -564,5 +591,7 @@ class RegistrySource:
                 sample_from_snapshot(s) for s in registry.snapshot()
             )
         except Exception as exc:
-            return [SourceResult(self._label, False, self._clock(), error=_describe(exc))]
-        return [SourceResult(self._label, True, self._clock(), pools)]
+            return [
+                SourceResult(self._label, ok=False, taken_at=self._clock(), error=_describe(exc))
+            ]
+        return [SourceResult(self._label, ok=True, taken_at=self._clock(), pools=pools)]

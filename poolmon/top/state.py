@@ -102,6 +102,11 @@ def apply_key(state: ViewState, key: str, rows: int) -> ViewState:
         if key in ("p", " "):
             return replace(state, paused=not state.paused)
         return state
+    return _table_key(state, key, rows)
+
+
+def _table_key(state: ViewState, key: str, rows: int) -> ViewState:
+    """A key on the table screen (not editing the filter)."""
     if key in ("s", "S"):
         step = 1 if key == "s" else -1
         index = (SORT_KEYS.index(state.sort) + step) % len(SORT_KEYS)
@@ -118,6 +123,11 @@ def apply_key(state: ViewState, key: str, rows: int) -> ViewState:
         return replace(state, interval=_slower(state.interval))
     if key == "?":
         return replace(state, screen="help")
+    return _navigate(state, key, rows)
+
+
+def _navigate(state: ViewState, key: str, rows: int) -> ViewState:
+    """Moving the selection, opening its detail, clearing the filter."""
     if key in (ENTER, "d"):
         return replace(state, screen="detail") if rows else state
     if key in (UP, "k"):

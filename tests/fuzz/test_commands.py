@@ -43,7 +43,7 @@ def check_usage_error(outcome: Outcome, param: Param, status: int) -> None:
     assert any(word in line for word in _ACCEPTED), outcome.describe()
 
 
-def check_source_down(outcome: Outcome, good: str, replay: bool) -> None:
+def check_source_down(outcome: Outcome, good: str, *, replay: bool) -> None:
     """``top --once --json`` with a bad source, a closed port and the good source: the good
     pool is shown; the others are listed down with a one-line reason (an empty or new log may
     be up with no pools)."""

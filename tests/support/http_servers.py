@@ -232,7 +232,8 @@ class LoopbackServer:
         self._shared.gate(name).set()
 
     def wait_at_gate(self, name: str, count: int, timeout: float = 10.0) -> None:
-        """Block until ``count`` requests are held at gate ``name`` (real state, with a deadline)."""
+        """Block until ``count`` requests are held at gate ``name`` (real state, with a
+        deadline)."""
         with self._shared.arrived:
             ok = self._shared.arrived.wait_for(
                 lambda: self._shared.at_gate.get(name, 0) >= count, timeout

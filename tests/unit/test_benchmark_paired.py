@@ -32,7 +32,12 @@ def _blocks(wall_ratio: float, cpu_added: float, n: int = 30) -> Blocks:
     ],
 )
 def test_a_resolved_wall_ratio_decides(
-    wall_ratio: float, cpu_added: float, met: bool, says: str, capsys: pytest.CaptureFixture[str]
+    wall_ratio: float,
+    cpu_added: float,
+    *,
+    met: bool,
+    says: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert report("case", _blocks(wall_ratio, cpu_added), "poolmon", bar=1.02) is met
     assert f"bar <= 1.02: {says}" in capsys.readouterr().out

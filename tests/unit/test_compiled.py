@@ -211,10 +211,10 @@ def test_the_switch_selects_the_python_implementation(
         return None
 
     try:
-        compiled.set_compiled(False)
+        compiled.set_compiled(enabled=False)
         assert isinstance(compiled.new_lane(float, BOUNDS, BOUNDS), HotLane)
         assert compiled.fast_method("BORROW", slow, slow, absorb=slow) is slow
-        compiled.set_compiled(None)
+        compiled.set_compiled(enabled=None)
         monkeypatch.setenv(compiled.PURE_PYTHON_ENV, "1")
         assert compiled.compiled_module() is None
         monkeypatch.setenv(compiled.PURE_PYTHON_ENV, "0")
@@ -222,7 +222,7 @@ def test_the_switch_selects_the_python_implementation(
         assert module is not None and module is hot
         assert isinstance(compiled.new_lane(float, BOUNDS, BOUNDS), module.Lane)
     finally:
-        compiled.set_compiled(None)
+        compiled.set_compiled(enabled=None)
 
 
 # ------------------------------------------------------------------ Borrowed, the compiled table

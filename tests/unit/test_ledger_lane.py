@@ -77,7 +77,7 @@ def _cycle(ledger: PoolLedger, clock: ManualClock, conn: int, waited: float, use
 
 
 @pytest.mark.parametrize("lane_open", [True, False], ids=["hot-lane", "locked-path"])
-def test_both_paths_give_the_same_snapshot(lane_open: bool) -> None:
+def test_both_paths_give_the_same_snapshot(*, lane_open: bool) -> None:
     clock = ManualClock()
     ledger = _ledger(clock)
     if not lane_open:
@@ -147,7 +147,7 @@ def test_samples_not_folded_before_a_fork_are_not_counted_in_the_child() -> None
     _cycle(ledger, clock, conn, 0.0, 0.001)
     # Recorded in the lane, not drained into the ledger yet: it belongs to the parent's totals.
     assert sum(ledger._use_counts) == 0
-    ledger._after_fork_in_child()
+    ledger.after_fork_in_child()
     snap = ledger.snapshot()
     assert (snap.wait_time.count, snap.use_time.count, snap.idle) == (0, 0, 1)
     assert snap.identity.pid == os.getpid()

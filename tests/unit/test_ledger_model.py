@@ -149,14 +149,14 @@ class LedgerVsModel(RuleBasedStateMachine):
         conn = self._choose(sorted(self.created), pick)
         t0 = self._now()
         self.clock.advance(ticks * STEP)
-        self.ledger.validate(conn, t0, True)
+        self.ledger.validate(conn, t0, ok=True)
         self.validations["ok"] += 1
 
     @precondition(lambda self: self.created)
     @rule(pick=_pick)
     def validate_failed_then_evict(self, pick: int) -> None:
         conn = self._choose(sorted(self.created), pick)
-        self.ledger.validate(conn, self._now(), False)
+        self.ledger.validate(conn, self._now(), ok=False)
         self.ledger.evict(conn, "failed_validation")
         self.validations["error"] += 1
         self.errors["validation_failed"] += 1
@@ -171,7 +171,7 @@ class LedgerVsModel(RuleBasedStateMachine):
 
     @precondition(lambda self: self.waiters)
     @rule(cancel=st.booleans())
-    def give_up(self, cancel: bool) -> None:
+    def give_up(self, *, cancel: bool) -> None:
         t0 = self.waiters.pop(0)
         if cancel:
             self.ledger.error("cancelled", "wait", "CancelledError", duration=self._now() - t0)

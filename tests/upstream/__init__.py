@@ -1,1 +1,2 @@
-"""Upstream libraries' own pool test suites, run with poolmon's shims on (see docs/upstream-tests.md)."""
+"""Upstream libraries' own pool test suites, run with poolmon's shims on (see
+docs/upstream-tests.md)."""

@@ -79,20 +79,24 @@ if sys.argv[1] == "on":
     assert futures.instrument(registry=registry)
 import test.test_concurrent_futures as m
 loader = unittest.TestLoader()
-suite = unittest.TestSuite(loader.loadTestsFromTestCase(getattr(m, c)) for c in sys.argv[3].split(","))
+suite = unittest.TestSuite(
+    loader.loadTestsFromTestCase(getattr(m, c)) for c in sys.argv[3].split(",")
+)
 skip = set(json.loads(sys.argv[4]))
 def flat(s):
     for t in s:
         yield from (flat(t) if isinstance(t, unittest.TestSuite) else [t])
 tests = [t for t in flat(suite) if t.id().split(".", 2)[-1] not in skip]
-result = unittest.TextTestRunner(stream=open("/dev/null", "w"), verbosity=0).run(unittest.TestSuite(tests))
+runner = unittest.TextTestRunner(stream=open("/dev/null", "w"), verbosity=0)
+result = runner.run(unittest.TestSuite(tests))
 out = {"run": result.testsRun,
        "failed": sorted(t.id() for t, _ in result.failures + result.errors),
        "skipped": len(result.skipped)}
 if sys.argv[1] == "on":
     out["shim_active"] = futures.is_instrumented()
     out["workers_created"] = seen
-    out["shim_errors"] = sum(registry.self_metrics.snapshot().get("poolmon.shim.errors", {}).values())
+    errors = registry.self_metrics.snapshot().get("poolmon.shim.errors", {})
+    out["shim_errors"] = sum(errors.values())
 open(sys.argv[2], "w").write(json.dumps(out))
 """
 

@@ -145,7 +145,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         recorder.record(report)
 
 
-def _problems(recorder: _Recorder, active_at_end: bool) -> list[str]:
+def _problems(recorder: _Recorder, *, active_at_end: bool) -> list[str]:
     """Why an instrumented session does not prove anything (empty when it does)."""
     if recorder.mode == "off":
         return []
@@ -171,7 +171,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         active_at_end = recorder.shim in poolmon.shims.instrumented()
         snap = recorder.registry.self_metrics.snapshot()
         self_metrics = {name: dict(values) for name, values in snap.items()}
-    problems = _problems(recorder, active_at_end)
+    problems = _problems(recorder, active_at_end=active_at_end)
     if problems and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if recorder.report is None:

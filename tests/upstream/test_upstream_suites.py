@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import missing, require
 from tests.upstream import runner
 from tests.upstream.suites import SUITES, Suite
 
@@ -44,7 +44,7 @@ def test_upstream_suite_same_with_and_without_poolmon(suite: Suite, tmp_path: Pa
     try:
         root = runner.prepare(suite)
     except runner.FetchError as exc:
-        require(False, f"the {suite.distribution} sdist from PyPI ({exc})")
+        missing(f"the {suite.distribution} sdist from PyPI ({exc})")
     binary = shutil.which("redis-server") if suite.redis_server else None
     if suite.redis_server:
         require(binary is not None, "the redis-server binary (Debian package redis-server)")

@@ -213,7 +213,8 @@ def test_pgbouncer_and_postgres_agree_with_show_pools_and_pg_stat_activity(
         assert ours == sum(activity.values()) == after["sv_active"] + after["sv_idle"]
         for (label, state), count in activity.items():
             assert e("backend_connection_usage", backend_client=label,
-                     backend_connection_state=state, client_address="127.0.0.1") == count  # fmt: skip
+                     backend_connection_state=state,
+                     client_address="127.0.0.1") == count  # fmt: skip
         assert e("backend_connection_limit", backend_system="postgresql") == int(
             _setting(pg_dsn, "max_connections")
         )

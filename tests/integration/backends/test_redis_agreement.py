@@ -61,7 +61,8 @@ def test_redis_counts_and_maxclients_equal_info(redis_url: str, instrumented: Po
             expected = sum(1 for _, n, _ in direct if n == name)
             assert expected == i + 1
             assert e("backend_connection_usage", backend_client=name,
-                     backend_connection_state="normal", client_address="127.0.0.1") == expected  # fmt: skip
+                     backend_connection_state="normal",
+                     client_address="127.0.0.1") == expected  # fmt: skip
         assert e("backend_connection_limit", backend_system="redis") == int(info["maxclients"])
         snap = poller.snapshot()[0]
         assert snap.up and snap.reading is not None

@@ -207,12 +207,12 @@ def _run_urllib3(server: LoopbackServer) -> tuple[Any, ...]:
 
 def _both(run: Callable[[], tuple[Any, ...]]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     try:
-        set_compiled(True)
+        set_compiled(enabled=True)
         compiled = run()
-        set_compiled(False)
+        set_compiled(enabled=False)
         python = run()
     finally:
-        set_compiled(None)
+        set_compiled(enabled=None)
     return compiled, python
 
 
@@ -291,7 +291,7 @@ def test_failures_on_the_compiled_path_never_reach_the_host(
     hot: Any, pg_dsn: str, redis_url: str, server: LoopbackServer
 ) -> None:
     registry = PoolRegistry()
-    set_compiled(True)
+    set_compiled(enabled=True)
     for shim in (psycopg_shim, redis_shim, urllib3_shim):
         shim.instrument(registry)
     try:
@@ -318,7 +318,7 @@ def test_failures_on_the_compiled_path_never_reach_the_host(
     finally:
         for shim in (psycopg_shim, redis_shim, urllib3_shim):
             shim.uninstrument()
-        set_compiled(None)
+        set_compiled(enabled=None)
     errors = registry.self_metrics.snapshot()["poolmon.shim.errors"]
     # Each library's failed readings were absorbed and counted, every call still answered.
     assert errors.get("psycopg", 0) >= 5 and errors.get("redis", 0) >= 5
@@ -326,7 +326,7 @@ def test_failures_on_the_compiled_path_never_reach_the_host(
 
 
 def test_compiled_wrappers_are_installed_and_removed(hot: Any) -> None:
-    set_compiled(True)
+    set_compiled(enabled=True)
     try:
         assert redis_shim.instrument(PoolRegistry())
         # The generic kinds: borrow, return and the connected-socket skip are compiled.
@@ -336,7 +336,7 @@ def test_compiled_wrappers_are_installed_and_removed(hot: Any) -> None:
             assert installed.__wrapped__.__name__ == name
     finally:
         redis_shim.uninstrument()
-        set_compiled(None)
+        set_compiled(enabled=None)
     for owner, name in HOOKED_REDIS:
         assert not isinstance(owner.__dict__[name], hot.HotMethod), name
 
@@ -352,7 +352,7 @@ HOOKED_REDIS = [
 
 def test_threads_on_the_compiled_path_lose_no_count(hot: Any, redis_url: str) -> None:
     registry = PoolRegistry()
-    set_compiled(True)
+    set_compiled(enabled=True)
     redis_shim.instrument(registry)
     try:
         pool = redis.ConnectionPool.from_url(redis_url, max_connections=8)
@@ -376,4 +376,4 @@ def test_threads_on_the_compiled_path_lose_no_count(hot: Any, redis_url: str) ->
         pool.disconnect()
     finally:
         redis_shim.uninstrument()
-        set_compiled(None)
+        set_compiled(enabled=None)

@@ -1,4 +1,5 @@
-"""The scenario suite: real workloads, one per finding plus a healthy one (scripts/doctor_scenarios.py).
+"""The scenario suite: real workloads, one per finding plus a healthy one
+(scripts/doctor_scenarios.py).
 
 Each scenario must yield exactly its own finding and the healthy workload none; the table the
 script prints is printed here too (``pytest -s``). The over-commit finding must rest on the

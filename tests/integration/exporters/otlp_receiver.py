@@ -1,4 +1,5 @@
-"""A real OTLP/HTTP metrics receiver for tests: POST /v1/metrics, decoded with opentelemetry-proto."""
+"""A real OTLP/HTTP metrics receiver for tests: POST /v1/metrics, decoded with
+opentelemetry-proto."""
 
 from __future__ import annotations
 

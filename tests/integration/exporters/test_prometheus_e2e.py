@@ -79,7 +79,8 @@ def test_promql_returns_the_truth(
     for q in (0.5, 0.95, 0.99):
         got = _scalar(
             prom,
-            f"histogram_quantile({q}, sum by (le) (pool_connection_wait_time_seconds_bucket{{{sel}}}))",
+            f"histogram_quantile({q}, sum by (le) "
+            f"(pool_connection_wait_time_seconds_bucket{{{sel}}}))",
         )
         assert got == pytest.approx(expected.quantile(q), rel=1e-9), q
 

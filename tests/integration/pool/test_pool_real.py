@@ -41,7 +41,8 @@ def test_postgres_terminated_connections_are_evicted(pg_dsn: str, registry: Pool
         # Only backends carrying our unique application_name: never a colleague's.
         with psycopg.connect(pg_dsn, autocommit=True) as admin:
             rows = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
                 (app,),
             ).fetchall()
         return len(rows)

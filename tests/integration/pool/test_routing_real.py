@@ -41,19 +41,19 @@ def test_replica_killed_reads_fail_over_and_come_back(pg_dsn: str, registry: Poo
         backoff_jitter=0.0,
     )
 
-    def where(readonly: bool) -> str:
+    def where(*, readonly: bool) -> str:
         with pool.connection(readonly=readonly) as conn:
             return str(conn.execute("SELECT current_database()").fetchone()[0])
 
-    def fresh(readonly: bool) -> str:  # a new request context: no recent write
-        return contextvars.copy_context().run(where, readonly)
+    def fresh(*, readonly: bool) -> str:  # a new request context: no recent write
+        return contextvars.copy_context().run(where, readonly=readonly)
 
     try:
-        assert fresh(True) == replica_db
-        assert fresh(False) == primary_db
+        assert fresh(readonly=True) == replica_db
+        assert fresh(readonly=False) == primary_db
 
         def write_then_read() -> tuple[str, str]:
-            return where(False), where(True)
+            return where(readonly=False), where(readonly=True)
 
         assert contextvars.copy_context().run(write_then_read) == (primary_db, primary_db)
         clock.advance(5.0)  # ... and after the window, reads from that context go back
@@ -63,14 +63,14 @@ def test_replica_killed_reads_fail_over_and_come_back(pg_dsn: str, registry: Poo
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
             (app_replica,),
         )
-        assert fresh(True) == primary_db  # failed over, no error for the caller
+        assert fresh(readonly=True) == primary_db  # failed over, no error for the caller
         assert pool.healthy() == {f"orders-{tag}/replica-1": False}
-        assert fresh(True) == primary_db  # stays on the primary while out of service
+        assert fresh(readonly=True) == primary_db  # stays on the primary while out of service
         assert pool.check() == []  # still down
         admin.execute(f'ALTER DATABASE "{replica_db}" ALLOW_CONNECTIONS true')
         clock.advance(60.0)  # past the replica pool's create backoff
         assert pool.check() == [f"orders-{tag}/replica-1"]
-        assert fresh(True) == replica_db  # back in service
+        assert fresh(readonly=True) == replica_db  # back in service
         rows = {r["pool.name"]: r["pool.route.healthy"] for r in pool.routes()}
         assert rows == {f"orders-{tag}/primary": "true", f"orders-{tag}/replica-1": "true"}
     finally:

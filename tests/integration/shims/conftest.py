@@ -19,12 +19,12 @@ def implementation(
     (``opentelemetry-instrument``, ``poolmon run``) get it through the environment."""
     if request.param == "compiled":
         monkeypatch.delenv(PURE_PYTHON_ENV, raising=False)
-        set_compiled(None)
+        set_compiled(enabled=None)
         require(compiled_module() is not None, "poolmon._hot (build it: pip install -e .)")
     else:
         monkeypatch.setenv(PURE_PYTHON_ENV, "1")
-        set_compiled(False)
+        set_compiled(enabled=False)
     try:
         yield request.param
     finally:
-        set_compiled(None)
+        set_compiled(enabled=None)

@@ -255,7 +255,7 @@ def test_credentials_in_no_output(
 
 @pytest.mark.parametrize("lane_open", [True, False], ids=["hot-lane", "locked-path"])
 def test_hook_failure_never_reaches_the_host(
-    registry: PoolRegistry, redis_url: str, monkeypatch: pytest.MonkeyPatch, lane_open: bool
+    registry: PoolRegistry, redis_url: str, monkeypatch: pytest.MonkeyPatch, *, lane_open: bool
 ) -> None:
     def broken(self: PoolLedger, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("poolmon bug")

@@ -91,7 +91,10 @@ def _top_then_stty(tmp: Path, url: str, extra: str = "") -> tuple[str, Path]:
     """A shell line: run top, then record the terminal mode and exit status once it is gone."""
     stty = tmp / "stty.txt"
     top = f"{shlex.quote(sys.executable)} -m poolmon top {shlex.quote(url)} --interval 0.5 {extra}"
-    line = f"cd {shlex.quote(str(ROOT))} && {top}; echo status=$? > {stty}; stty -a >> {stty}; sleep 60"
+    line = (
+        f"cd {shlex.quote(str(ROOT))} && {top}; echo status=$? > {stty}; stty -a >> {stty}; "
+        "sleep 60"
+    )
     return f"bash -c {shlex.quote(line)}", stty
 
 
@@ -175,7 +178,10 @@ def test_sigterm_restores_the_terminal(tmux: Tmux, live_demo: str) -> None:
 def test_demo_with_its_own_monitor(tmux: Tmux) -> None:
     stty = tmux.tmp / "stty.txt"
     demo_cmd = f"{shlex.quote(sys.executable)} -m poolmon demo --port 0 --phase-seconds 1"
-    line = f"cd {shlex.quote(str(ROOT))} && {demo_cmd}; echo status=$? > {stty}; stty -a >> {stty}; sleep 60"
+    line = (
+        f"cd {shlex.quote(str(ROOT))} && {demo_cmd}; echo status=$? > {stty}; stty -a >> {stty}; "
+        "sleep 60"
+    )
     tmux.start(f"bash -c {shlex.quote(line)}")
     screen = tmux.expect("demo phase:")
     assert "demo.orders (sqlite)" in tmux.expect("demo.orders (sqlite)")

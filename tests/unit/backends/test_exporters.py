@@ -31,7 +31,8 @@ class Bouncer:
 
     def read(self) -> Reading:
         return Reading(
-            groups=(ConnectionGroup("active", "app", "", 7), ConnectionGroup("waiting", "app", "", 2)),
+            groups=(ConnectionGroup("active", "app", "", 7),
+                    ConnectionGroup("waiting", "app", "", 2)),
             limit=100, pools=(POOL,), stats=(ProxyDatabaseStats("orders", 12.5, 0.25),),
             version="1.18.0",
         )  # fmt: skip
@@ -64,8 +65,8 @@ def test_prometheus_merges_proxy_pools_into_the_pool_families() -> None:
     assert f"pool_connection_pending_requests{{{name}}} 2.0" in text
     assert f"pool_connection_oldest_wait_seconds{{{name}}} 1.5" in text
     assert (
-        'pool_proxy_wait_time_seconds_total{db_namespace="orders",pool_proxy_name="pgbouncer://10.0.0.5:6432"} 12.5'
-        in text
+        'pool_proxy_wait_time_seconds_total{db_namespace="orders",'
+        'pool_proxy_name="pgbouncer://10.0.0.5:6432"} 12.5' in text
     )
     for spec in (*PROXY_METRICS.values(), *BACKEND_METRICS.values()):
         assert f"# TYPE {spec.prometheus.removesuffix('_total')}" in text, spec.name

@@ -1,4 +1,5 @@
-"""Conformance-kit adapters: the example api pool, three deliberately wrong pools, poolmon's pools."""
+"""Conformance-kit adapters: the example api pool, three deliberately wrong pools, poolmon's
+pools."""
 
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def _wrong_pools() -> dict[str, type]:
             super().__init__(*args, **kwargs)
             real = self._tracker.borrowed
 
-            def borrowed(conn: int, t0: float | None = None, queued: bool = False) -> None:
+            def borrowed(conn: int, t0: float | None = None, *, queued: bool = False) -> None:
                 real(conn, t0)  # queued dropped: the wait stays pending for ever
 
             self._tracker.borrowed = borrowed

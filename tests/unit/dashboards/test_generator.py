@@ -1,4 +1,5 @@
-"""The committed dashboard JSON is exactly the generator's output, and survives the SDK's decoder."""
+"""The committed dashboard JSON is exactly the generator's output, and survives the SDK's
+decoder."""
 
 from __future__ import annotations
 

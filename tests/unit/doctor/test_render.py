@@ -41,7 +41,7 @@ def _report():  # type: ignore[no-untyped-def]
     return diagnose_windows(
         [PoolWindow(source="s", last=leaky), *big],
         limits=[parse_limit("r:6379=1000")],
-        problems=[SourceProblem("http://down:9464/metrics", True, "down: refused")],
+        problems=[SourceProblem("http://down:9464/metrics", down=True, message="down: refused")],
         sources=["s", "i0", "i1", "http://down:9464/metrics"],
     )
 

@@ -1,4 +1,5 @@
-"""The thresholds table: documented in docs/doctor.md exactly as the code has it; overrides checked."""
+"""The thresholds table: documented in docs/doctor.md exactly as the code has it; overrides
+checked."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def test_translation_rules() -> None:
     assert prometheus_name("a.b_total", "", "counter") == "a_b_total"
 
 
-def _families(semconv: bool) -> dict[str, dict[Attributes, Value]]:
+def _families(*, semconv: bool) -> dict[str, dict[Attributes, Value]]:
     clock = ManualClock()
     reg = PoolRegistry(clock=clock)
     run_workload(reg, clock)

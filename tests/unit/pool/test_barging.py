@@ -31,12 +31,16 @@ class GatedLock:
         self.gate = gate
         self.calls = 0  # blocking acquires started by the waiter thread
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+    def acquire(
+        self,
+        blocking: bool = True,  # noqa: FBT001, FBT002 (Lock.acquire's signature)
+        timeout: float = -1,
+    ) -> bool:
         if not blocking:  # the pool taking a wake-up back
-            return bool(self.inner.acquire(False))
+            return bool(self.inner.acquire(blocking=False))
         self.calls += 1
         self.gate.wait(10)  # bounded: a failing test must not hang the run
-        return bool(self.inner.acquire(True, timeout))
+        return bool(self.inner.acquire(blocking=True, timeout=timeout))
 
     def release(self) -> None:
         self.inner.release()
@@ -287,10 +291,14 @@ def test_interrupted_waiter_gives_back_a_handed_connection(
         inner = waiter.lock
 
         class Lock:
-            def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            def acquire(
+                self,
+                blocking: bool = True,  # noqa: FBT001, FBT002 (Lock.acquire's signature)
+                timeout: float = -1,
+            ) -> bool:
                 if not blocking:
-                    return bool(inner.acquire(False))
-                if inner.acquire(True, timeout):
+                    return bool(inner.acquire(blocking=False))
+                if inner.acquire(blocking=True, timeout=timeout):
                     raise Interrupt  # after the hand-off: the connection is this waiter's
                 return False
 
@@ -325,9 +333,13 @@ def test_interrupted_waiter_leaves_the_queue(
         inner = waiter.lock
 
         class Lock:
-            def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            def acquire(
+                self,
+                blocking: bool = True,  # noqa: FBT001, FBT002 (Lock.acquire's signature)
+                timeout: float = -1,
+            ) -> bool:
                 if not blocking:
-                    return bool(inner.acquire(False))
+                    return bool(inner.acquire(blocking=False))
                 raise Interrupt
 
             def release(self) -> None:

@@ -56,7 +56,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: bool(self.held))
     @rule(index=st.integers(min_value=0), broken=st.booleans())
-    def give_back(self, index: int, broken: bool) -> None:
+    def give_back(self, index: int, *, broken: bool) -> None:
         conn = self.held.pop(index % len(self.held))
         self.pool.putconn(conn, broken=broken)
 
@@ -65,11 +65,11 @@ class PoolMachine(RuleBasedStateMachine):
         self.clock.advance(seconds)
 
     @rule(fail=st.booleans())
-    def create_failures(self, fail: bool) -> None:
+    def create_failures(self, *, fail: bool) -> None:
         self.fac.fail_create = ConnectionRefusedError("down") if fail else None
 
     @rule(valid=st.booleans())
-    def validation(self, valid: bool) -> None:
+    def validation(self, *, valid: bool) -> None:
         self.fac.valid = valid
 
     @precondition(lambda self: not self.closed)

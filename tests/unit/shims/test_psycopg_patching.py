@@ -138,7 +138,7 @@ def _fake_pool(**kw: Any) -> psycopg_pool.ConnectionPool[Any]:
 
 @pytest.mark.parametrize("lane_open", [True, False], ids=["hot-lane", "locked-path"])
 def test_hook_failures_are_absorbed_and_counted(
-    registry: PoolRegistry, monkeypatch: pytest.MonkeyPatch, lane_open: bool
+    registry: PoolRegistry, monkeypatch: pytest.MonkeyPatch, *, lane_open: bool
 ) -> None:
     assert pg_shim.instrument(registry)
     with _fake_pool() as p:
@@ -216,12 +216,14 @@ def test_close_reason_from_the_calling_method() -> None:
 
 
 def test_getconn_error_types() -> None:
-    assert getconn_error_type(psycopg_pool.PoolTimeout("x"), True) == "timeout"
-    assert getconn_error_type(psycopg_pool.TooManyRequests("x"), False) == "exhausted"
-    assert getconn_error_type(psycopg_pool.PoolClosed("x"), True) == "pool_closed"
-    assert getconn_error_type(KeyboardInterrupt(), True) == "cancelled"
-    assert getconn_error_type(ValueError("x"), True) == "other"
-    assert getconn_error_type(ValueError("x"), False) is None  # a connect failure: counted there
+    assert getconn_error_type(psycopg_pool.PoolTimeout("x"), queued=True) == "timeout"
+    assert getconn_error_type(psycopg_pool.TooManyRequests("x"), queued=False) == "exhausted"
+    assert getconn_error_type(psycopg_pool.PoolClosed("x"), queued=True) == "pool_closed"
+    assert getconn_error_type(KeyboardInterrupt(), queued=True) == "cancelled"
+    assert getconn_error_type(ValueError("x"), queued=True) == "other"
+    assert (
+        getconn_error_type(ValueError("x"), queued=False) is None
+    )  # a connect failure: counted there
 
 
 def test_identity_drops_credentials_and_auto_names() -> None:

@@ -84,6 +84,7 @@ def test_identity_tls_and_unix_socket() -> None:
 def test_disconnect_reason(
     args: tuple[Any, ...],
     error: Any,
+    *,
     health: bool,
     closing: str | None,
     in_except: bool,
@@ -165,12 +166,12 @@ def test_attach_adopts_idle_connected_connections(monkeypatch: pytest.MonkeyPatc
     _use_registry(monkeypatch, registry)
 
     class Conn:
-        def __init__(self, connected: bool) -> None:
+        def __init__(self, *, connected: bool) -> None:
             self.is_connected = connected
 
         def connect_check_health(self) -> None: ...
 
-    idle, cold, lent = Conn(True), Conn(False), Conn(True)
+    idle, cold, lent = Conn(connected=True), Conn(connected=False), Conn(connected=True)
     pool = FakePool(Connection, host="h", port=1, db=0)
     pool._available_connections = [idle, cold]
     pool._in_use_connections = {lent}

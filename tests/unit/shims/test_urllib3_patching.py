@@ -152,7 +152,7 @@ def test_connections_opened_before_instrumentation_are_adopted(registry: PoolReg
 
 @pytest.mark.parametrize("lane_open", [True, False], ids=["hot-lane", "locked-path"])
 def test_a_failing_recorder_never_reaches_the_application(
-    instrumented: PoolRegistry, monkeypatch: pytest.MonkeyPatch, lane_open: bool
+    instrumented: PoolRegistry, monkeypatch: pytest.MonkeyPatch, *, lane_open: bool
 ) -> None:
     pool = HTTPConnectionPool("127.0.0.1", 9, maxsize=1)
     conn, peer = _with_socket(pool)

@@ -48,7 +48,7 @@ def _leaky(t: float, oldest: float) -> SourceResult:
         ),
         PoolSample(name="fine", used=1, max=4, wait_cumulative=wait),
     )
-    return SourceResult("s", True, t, pools)
+    return SourceResult("s", ok=True, taken_at=t, pools=pools)
 
 
 def test_find_column_and_detail_view() -> None:
@@ -64,7 +64,7 @@ def test_find_column_and_detail_view() -> None:
     assert [f.kind for f in found[("s", "leaky")]] == ["leak"]
     assert ("s", "fine") not in found
     state = ViewState()
-    rows = select_rows(frame.rows, state.sort, state.reverse, state.filter)
+    rows = select_rows(frame.rows, state.sort, reverse=state.reverse, text=state.filter)
     table = _text(screen(frame, state, rows, height=40))
     header = next(line for line in table.splitlines() if "POOL" in line)
     assert header.rstrip().endswith("FIND")

@@ -26,7 +26,7 @@ def _sample(name: str = "p", **kw: object) -> PoolSample:
 
 
 def _result(t: float, *samples: PoolSample, source: str = "a") -> SourceResult:
-    return SourceResult(source, True, t, samples)
+    return SourceResult(source, ok=True, taken_at=t, pools=samples)
 
 
 @pytest.mark.parametrize("q", [0.5, 0.9, 0.95, 0.99])
@@ -103,7 +103,7 @@ def test_saturation_history_and_pool_leaving() -> None:
 def test_down_source_is_reported_and_keeps_its_memory() -> None:
     model = TopModel()
     model.update([_result(0.0, _sample(creates=0))])
-    frame = model.update([SourceResult("a", False, 1.0, error="connection refused")])
+    frame = model.update([SourceResult("a", ok=False, taken_at=1.0, error="connection refused")])
     assert frame.rows == ()
     assert frame.sources[0].ok is False and frame.sources[0].error == "connection refused"
     (row,) = model.update([_result(2.0, _sample(creates=4))]).rows

@@ -1,4 +1,5 @@
-"""A JSONL log written by the real JsonlSink replays into the same state; --replay through the CLI."""
+"""A JSONL log written by the real JsonlSink replays into the same state; --replay through the
+CLI."""
 
 from __future__ import annotations
 

@@ -31,13 +31,15 @@ def _pool(name: str, used: float, **kw: object) -> PoolSample:
 
 def _render(frame: Frame, state: ViewState | None = None, width: int = 160) -> str:
     st = state or ViewState()
-    rows = select_rows(frame.rows, st.sort, st.reverse, st.filter)
+    rows = select_rows(frame.rows, st.sort, reverse=st.reverse, text=st.filter)
     return _text(screen(frame, st, rows, height=40), width)
 
 
 def test_rows_bars_and_threshold_markers() -> None:
     frame = _frame(
-        SourceResult("a", True, 0.0, (_pool("calm", 2), _pool("warm", 7), _pool("hot", 10))),
+        SourceResult(
+            "a", ok=True, taken_at=0.0, pools=(_pool("calm", 2), _pool("warm", 7), _pool("hot", 10))
+        ),
     )
     text = _render(frame)
     lines = text.splitlines()
@@ -56,7 +58,11 @@ def test_rows_bars_and_threshold_markers() -> None:
 
 def test_wait_threshold_marker_and_units() -> None:
     cumulative = (*tuple(0.0 if b < 1.0 else 10.0 for b in WAIT_BOUNDS), 10.0)
-    frame = _frame(SourceResult("a", True, 0.0, (_pool("slow", 1, wait_cumulative=cumulative),)))
+    frame = _frame(
+        SourceResult(
+            "a", ok=True, taken_at=0.0, pools=(_pool("slow", 1, wait_cumulative=cumulative),)
+        )
+    )
     line = next(line for line in _render(frame).splitlines() if line.startswith("slow"))
     # Waits between 0.5 and 1 s: p50/p95/p99 interpolated in that bucket; p95 over crit.
     assert "750ms/975ms!!/995ms" in line
@@ -75,7 +81,9 @@ def test_sparkline_and_bar_edges() -> None:
 def test_trend_column_shows_history() -> None:
     model = TopModel()
     for t, used in enumerate([0, 5, 10]):
-        frame = model.update([SourceResult("a", True, float(t), (_pool("p", used, idle=0.0),))])
+        frame = model.update(
+            [SourceResult("a", ok=True, taken_at=float(t), pools=(_pool("p", used, idle=0.0),))]
+        )
     line = next(line for line in _render(frame).splitlines() if line.startswith("p "))
     assert line.rstrip().endswith("▁▅█")
 
@@ -83,9 +91,12 @@ def test_trend_column_shows_history() -> None:
 def test_down_source_and_fleet_totals() -> None:
     frame = _frame(
         SourceResult(
-            "host1:9464", True, 0.0, (_pool("p", 3, server_address="db", server_port="5432"),)
+            "host1:9464",
+            ok=True,
+            taken_at=0.0,
+            pools=(_pool("p", 3, server_address="db", server_port="5432"),),
         ),
-        SourceResult("host2:9464", False, 0.0, error="connection refused"),
+        SourceResult("host2:9464", ok=False, taken_at=0.0, error="connection refused"),
     )
     text = _render(frame)
     assert "DOWN host2:9464: connection refused" in text
@@ -97,10 +108,12 @@ def test_down_source_and_fleet_totals() -> None:
 
 
 def test_empty_states() -> None:
-    assert "no pools yet: the sources answered" in _render(_frame(SourceResult("a", True, 0.0)))
-    down = _render(_frame(SourceResult("a", False, 0.0, error="refused")))
+    assert "no pools yet: the sources answered" in _render(
+        _frame(SourceResult("a", ok=True, taken_at=0.0))
+    )
+    down = _render(_frame(SourceResult("a", ok=False, taken_at=0.0, error="refused")))
     assert "no pools: no source answered" in down and "DOWN a: refused" in down
-    frame = _frame(SourceResult("a", True, 0.0, (_pool("p", 1),)))
+    frame = _frame(SourceResult("a", ok=True, taken_at=0.0, pools=(_pool("p", 1),)))
     assert "no pool matches 'zzz'" in _render(frame, ViewState(filter="zzz"))
 
 
@@ -108,9 +121,9 @@ def test_header_flags_detail_and_help() -> None:
     frame = _frame(
         SourceResult(
             "a",
-            True,
-            0.0,
-            (
+            ok=True,
+            taken_at=0.0,
+            pools=(
                 _pool(
                     "p", 4, evictions={"broken": 2.0}, errors={"create_failed": 3.0}, timeouts=1.0
                 ),
@@ -135,14 +148,14 @@ def test_header_flags_detail_and_help() -> None:
 
 def test_only_visible_rows_are_rendered() -> None:
     pools = tuple(_pool(f"pool{i:04d}", i % 10) for i in range(1000))
-    frame = _frame(SourceResult("a", True, 0.0, pools))
+    frame = _frame(SourceResult("a", ok=True, taken_at=0.0, pools=pools))
     text = _render(frame)
     assert "rows 1-" in text and "of 1000" in text
     assert len(text.splitlines()) <= 40
 
 
 def test_thresholds_are_configurable() -> None:
-    frame = _frame(SourceResult("a", True, 0.0, (_pool("p", 5),)))
+    frame = _frame(SourceResult("a", ok=True, taken_at=0.0, pools=(_pool("p", 5),)))
     rows = select_rows(frame.rows)
     text = _text(screen(frame, ViewState(), rows, thresholds=Thresholds(0.3, 0.4)))
     assert "50%!!" in text
@@ -151,7 +164,7 @@ def test_thresholds_are_configurable() -> None:
 def test_worker_pools_say_workers_and_tasks() -> None:
     """Spec 1.1 ``pool.resource``: the catalog's nouns in the table's title and the detail."""
     workers = _pool("threads://w", 2, resource="worker", pending=3.0, idle=0.0, max=2.0)
-    frame = _frame(SourceResult("a", True, 0.0, (workers,)))
+    frame = _frame(SourceResult("a", ok=True, taken_at=0.0, pools=(workers,)))
     text = _render(frame)
     header = next(line for line in text.splitlines() if "POOL" in line)
     assert "WORKERS used/idle/max" in header and "CONNS" not in header
@@ -169,7 +182,7 @@ def test_mixed_resources_name_each_row_and_unknown_kinds_read_as_generic() -> No
         _pool("threads://w", 2, resource="worker", max=4.0),
         _pool("custom", 1, resource="gizmo"),  # unknown to this catalog: generic words
     )
-    text = _render(_frame(SourceResult("a", True, 0.0, rows)))
+    text = _render(_frame(SourceResult("a", ok=True, taken_at=0.0, pools=rows)))
     lines = text.splitlines()
     header = next(line for line in lines if "POOL" in line)
     assert "RESOURCES used/idle/max" in header
@@ -179,5 +192,7 @@ def test_mixed_resources_name_each_row_and_unknown_kinds_read_as_generic() -> No
     assert "1/1/10 connections" in pg
     assert "2/1/4 workers" in workers
     assert "1/1/10 resources" in custom
-    detail = _render(_frame(SourceResult("a", True, 0.0, rows[:1])), ViewState(screen="detail"))
+    detail = _render(
+        _frame(SourceResult("a", ok=True, taken_at=0.0, pools=rows[:1])), ViewState(screen="detail")
+    )
     assert "connections" in detail and "pending requests" in detail and "oldest borrow" in detail
