@@ -111,6 +111,7 @@ class PoolLedger:
         "_now",
         "_pending",
         "_release",
+        "_resolved_at_close",
         "_retire_reason",
         "_self_metrics",
         "_stack_every",
@@ -190,6 +191,8 @@ class PoolLedger:
         self._stacks: dict[int, str] = {}
         self._flagged: set[int] = set()
         self._pending = 0
+        #: Waits the close resolved whose callers have not reported their error yet.
+        self._resolved_at_close = 0
         self._closed = False
         self._retire_reason: str | None = None
         self._reset_aggregates()
@@ -539,6 +542,10 @@ class PoolLedger:
         if error_type not in _ERROR_TYPES:
             error_type = "other"
         with self._lock:
+            if phase == "wait" and not self._pending and self._resolved_at_close:
+                # This caller's wait was already resolved, and counted, by close(): once only.
+                self._resolved_at_close -= 1
+                return
             self._errors[error_type] += 1
             if phase == "wait" and self._pending:
                 self._pending -= 1
@@ -562,6 +569,21 @@ class PoolLedger:
         with self._lock:
             if self._closed:
                 return
+            # Every wait ends before the close (spec 1.1, rule pending-unresolved). A caller
+            # still queued now is failed by the pool's close, but its own report may come
+            # later, from its thread: its wait is resolved here as pool_closed, counted once,
+            # and that late report is then taken as already counted (error()).
+            for _ in range(self._pending):
+                self._errors["pool_closed"] += 1
+                if self._subscribers:
+                    self._emit(
+                        ev.ERROR,
+                        error_type="pool_closed",
+                        phase="wait",
+                        message="the pool closed while the caller waited",
+                    )
+            self._resolved_at_close += self._pending
+            self._pending = 0
             self._closed = True
             if self._subscribers:
                 self._emit(ev.CLOSE)
@@ -711,6 +733,7 @@ class PoolLedger:
         self._set_lock(threading.Lock())
         self.identity = self.identity.with_pid(os.getpid())
         self._pending = 0
+        self._resolved_at_close = 0
         self.lane.clear_samples()  # the parent's, not folded yet: counted there, not here
         self._reset_aggregates()
 
