@@ -37,6 +37,7 @@ from poolmon.dashboards.panels import (
     DASHBOARD_TITLE,
     DASHBOARD_UID,
     ROWS,
+    T_USAGE,
     PanelSpec,
     Query,
 )
@@ -65,7 +66,9 @@ _DEFAULT_BACKEND_LIMIT: Final = "100"
 
 
 def _variables() -> list[Builder[model.VariableModel]]:
-    def label_values(name: str, label: str, matchers: str, description: str) -> Any:
+    def label_values(
+        name: str, label: str, matchers: str, description: str, metric: str = "pool_info"
+    ) -> Any:
         return (
             dashboard.QueryVariable(name)
             .label(name.capitalize())
@@ -73,7 +76,7 @@ def _variables() -> list[Builder[model.VariableModel]]:
             .datasource(DATASOURCE)
             # The classic string form: Grafana's Prometheus plugin parses label_values(selector,
             # label) itself, keeping the selector (the structured form would need split fields).
-            .query(f"label_values(pool_info{matchers}, {label})")
+            .query(f"label_values({metric}{matchers}, {label})")
             .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(model.VariableSort.ALPHABETICAL_ASC)
             .multi(multi=True)
@@ -101,6 +104,15 @@ def _variables() -> list[Builder[model.VariableModel]]:
             "pool_name",
             '{instance=~"$instance", pool_system=~"$system", pool_resource=~"$resource"}',
             "Pools of the selected instances, systems and resource kind.",
+        ),
+        # Spec 1.1 tenants: the names the selected pools report (at most their cap each, the
+        # rest folded into "other"); no values, and nothing to filter, for pools without tenants.
+        label_values(
+            "tenant",
+            "pool_tenant",
+            '{instance=~"$instance", pool_name=~"$pool"}',
+            "Tenants of the selected shared pools (the Tenants and routes row).",
+            metric=T_USAGE,
         ),
         dashboard.TextBoxVariable("backend_limit")
         .label("Backend connection limit")
@@ -241,10 +253,19 @@ def build_dashboard() -> dict[str, Any]:
     panel_id = 0
     for row in ROWS:
         panel_id += 1
-        builder = builder.with_row(dashboard.Row(row.title).id(panel_id))
+        row_builder = dashboard.Row(row.title).id(panel_id)
+        if not row.collapsed:
+            builder = builder.with_row(row_builder)
         for spec in row.panels:
             panel_id += 1
-            builder = builder.with_panel(_panel(spec, panel_id))
+            if row.collapsed:
+                # A collapsed row holds its panels (Row.with_panel marks it collapsed);
+                # the dashboard lays them out below the row when it is added.
+                row_builder = row_builder.with_panel(_panel(spec, panel_id))
+            else:
+                builder = builder.with_panel(_panel(spec, panel_id))
+        if row.collapsed:
+            builder = builder.with_row(row_builder)
     body: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
     return {
         "__generated__": GENERATED_MARKER,

@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-from poolmon.core.catalog import BACKEND_METRICS, METRICS, PROXY_METRICS, SELF_METRICS
+from poolmon.core.catalog import (
+    BACKEND_METRICS,
+    METRICS,
+    OPTIONAL_METRICS,
+    PROXY_METRICS,
+    SELF_METRICS,
+)
 from poolmon.dashboards.promql import scan
 
 __all__ = [
@@ -30,9 +36,11 @@ REQUIRED_VARIABLES: Final = ("datasource", "instance", "system", "pool")
 
 
 def _all_specs() -> tuple[Any, ...]:
-    # Pools, poolmon's own health, and (spec section 12) proxy pools and backends.
+    # Pools, poolmon's own health, (spec section 12) proxy pools and backends, and (spec 1.1
+    # section 14) the optional metrics of pools with bursts, tenants or routes.
     return (
         *METRICS.values(),
+        *OPTIONAL_METRICS.values(),
         *SELF_METRICS.values(),
         *PROXY_METRICS.values(),
         *BACKEND_METRICS.values(),

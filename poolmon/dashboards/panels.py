@@ -5,7 +5,7 @@ Every query is PromQL over the metric names fixed by ``spec/catalog.json`` (look
 ``$instance`` and ``$pool`` variables (``$pool`` is itself narrowed by ``$system`` through
 ``pool_info``, so filtering on it carries the system choice; and by ``$resource``, spec 1.1's
 ``pool.resource``, whose display text, the catalog's noun, is :data:`NOUN` in titles and
-descriptions: "connections" or "workers"). Rates use ``$__rate_interval`` so a panel
+descriptions: "connections" or "workers"; per-tenant panels also carry ``$tenant``). Rates use ``$__rate_interval`` so a panel
 never shows gaps at any zoom level, and counters appear only inside ``rate()``/``increase()``.
 
 :mod:`poolmon.dashboards.generator` turns these specs into a Grafana dashboard with the official
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from poolmon.core.catalog import BACKEND_METRICS, METRICS, PROXY_METRICS
+from poolmon.core.catalog import BACKEND_METRICS, METRICS, OPTIONAL_METRICS, PROXY_METRICS
 
 __all__ = [
     "DASHBOARD_DESCRIPTION",
@@ -27,6 +27,7 @@ __all__ = [
     "PER_POOL",
     "ROWS",
     "SELECTOR",
+    "TENANT_SELECTOR",
     "PanelKind",
     "PanelSpec",
     "Query",
@@ -109,6 +110,9 @@ class PanelSpec:
 class RowSpec:
     title: str
     panels: tuple[PanelSpec, ...]
+    #: Collapsed rows keep their panels inside the row (Grafana runs no query until opened):
+    #: for views only some pools have (spec 1.1 section 14's optional features).
+    collapsed: bool = False
 
 
 def _used(selector: str = SELECTOR) -> str:
@@ -635,6 +639,151 @@ _INVENTORY = RowSpec(
     ),
 )
 
+
+def _o(otel_name: str) -> str:
+    """The Prometheus name of an optional metric (spec 1.1 section 14)."""
+    return OPTIONAL_METRICS[otel_name].prometheus
+
+
+BURST = _o("pool.connection.burst")
+BURST_MAX = _o("pool.connection.burst.max")
+T_USAGE = _o("pool.tenant.connection.usage")
+T_LIMIT = _o("pool.tenant.connection.limit")
+T_BORROWS = _o("pool.tenant.borrows")
+T_ERRORS = _o("pool.tenant.errors")
+ROUTE_INFO = _o("pool.route.info")
+#: Per-tenant queries also carry the ``$tenant`` variable (values from the tenant series).
+TENANT_SELECTOR: Final = f'{SELECTOR}, pool_tenant=~"$tenant"'
+_PER_TENANT = f"{PER_POOL}, pool_tenant"
+_LEGEND_TENANT = "{{pool_tenant}} @ {{pool_name}}"
+_ROUTE = "instance, pool_route_group"
+
+
+def _tenant_rate(metric: str, extra: str = "") -> str:
+    matchers = f"{TENANT_SELECTOR}, {extra}" if extra else TENANT_SELECTOR
+    return f"sum by ({_PER_TENANT}) (rate({metric}{{{matchers}}}[$__rate_interval]))"
+
+
+_TENANTS_AND_ROUTES = RowSpec(
+    "Tenants and routes",
+    (
+        PanelSpec(
+            "timeseries",
+            f"Tenant {NOUN} in use vs limit",
+            f"Per tenant of a shared pool: {NOUN} lent to it now and its limit (spec 1.1 "
+            "tenants; empty for pools without tenants; names past the pool's cap are folded "
+            "into 'other'). Act when a tenant sits at its limit while others are idle: raise "
+            "its quota, or find why it holds them so long.",
+            "short",
+            (
+                Query(
+                    f"sum by ({_PER_TENANT}) ({T_USAGE}{{{TENANT_SELECTOR}}})",
+                    "in use " + _LEGEND_TENANT,
+                ),
+                Query(
+                    f"max by ({_PER_TENANT}) ({T_LIMIT}{{{TENANT_SELECTOR}}})",
+                    "limit " + _LEGEND_TENANT,
+                ),
+            ),
+            min=0,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Tenant borrows",
+            "Borrows per second per tenant. Act when one tenant's rate dwarfs the rest and "
+            "the others' refusals or waits rise: it floods the shared pool; cap it with a quota.",
+            "ops",
+            (Query(_tenant_rate(T_BORROWS), _LEGEND_TENANT),),
+            min=0,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Tenant quota refusals",
+            "Borrows per second refused (or timed out) because the tenant was at its quota "
+            "(error quota_exceeded), per tenant. Act when above zero for a tenant that should "
+            "fit: its limit is too low for its load (the PoolTenantAtQuota alert).",
+            "ops",
+            (Query(_tenant_rate(T_ERRORS, 'error_type="quota_exceeded"'), _LEGEND_TENANT),),
+            thresholds=((0.001, "orange"),),
+            min=0,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Shed borrows",
+            "Borrows per second refused at once because their estimated wait exceeded the "
+            "pool's wait budget (error shed, adaptive backpressure). Act when it stays above "
+            "zero: the pool is too small or its borrowers too slow for the load (PoolShedding).",
+            "ops",
+            (Query(_rate(ERRORS, 'error_type="shed"'), _LEGEND_POOL),),
+            thresholds=((0.001, "orange"),),
+            min=0,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Burst capacity",
+            f"Burst {NOUN} open above the pool's normal maximum, against the most it may open "
+            "(spec 1.1 burst capacity; empty for pools without it). Act when bursts are open "
+            "most of the time: the normal maximum is too small for the steady load.",
+            "short",
+            (
+                Query(f"max by ({PER_POOL}) ({BURST}{{{SELECTOR}}})", "open " + _LEGEND_POOL),
+                Query(f"max by ({PER_POOL}) ({BURST_MAX}{{{SELECTOR}}})", "max " + _LEGEND_POOL),
+            ),
+            min=0,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Burst shrinks",
+            f"Per second, burst {NOUN} closed because demand fell (eviction reason "
+            "burst_shrink). Act when shrinks and new bursts follow each other all the time: "
+            "the load hovers at the normal maximum; raise it instead of bursting.",
+            "ops",
+            (Query(_rate(EVICTIONS, 'pool_eviction_reason="burst_shrink"'), _LEGEND_POOL),),
+            min=0,
+        ),
+        PanelSpec(
+            "table",
+            "Routing members",
+            "Member pools of read/write routing pools: group, role (primary or replica) and "
+            "whether the router has it in service (pool_route_info). Act when a replica shows "
+            "healthy=false: reads fail over to the primary (PoolReplicaUnhealthy).",
+            "none",
+            (Query(f"{ROUTE_INFO}{{{SELECTOR}}}", instant=True, format="table"),),
+            width=10,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Replicas in and out of service",
+            "Replica pools per routing group, by whether the router has them in service. "
+            "Act when out-of-service replicas persist: the replica is down or its connects "
+            "fail, and the primary carries its reads.",
+            "short",
+            (
+                Query(
+                    f"count by ({_ROUTE}, pool_route_healthy) "
+                    f'({ROUTE_INFO}{{{SELECTOR}, pool_route="replica"}})',
+                    "healthy={{pool_route_healthy}} {{pool_route_group}} @ {{instance}}",
+                ),
+            ),
+            width=7,
+            min=0,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Read failovers",
+            "Reads per second served by the primary because no replica of its routing group "
+            "was healthy (error failover on the primary member). Act when above zero: the "
+            "primary carries the replicas' read load; bring a replica back.",
+            "ops",
+            (Query(_rate(ERRORS, 'error_type="failover"'), _LEGEND_POOL),),
+            width=7,
+            thresholds=((0.001, "orange"),),
+            min=0,
+        ),
+    ),
+    collapsed=True,
+)
+
 #: The dashboard, top to bottom.
 ROWS: Final[tuple[RowSpec, ...]] = (
     _OVERVIEW,
@@ -645,6 +794,7 @@ ROWS: Final[tuple[RowSpec, ...]] = (
     _FLEET,
     _BACKEND_CAPACITY,
     _INVENTORY,
+    _TENANTS_AND_ROUTES,
 )
 
 

@@ -25,7 +25,14 @@ from poolmon.core.registry import PoolRegistry
 from poolmon.dashboards.lint import iter_queries
 from poolmon.dashboards.promql import scan, substitute
 from tests.conftest import require
-from tests.integration.dashboards.workload import CALM, FLAKY, STRESSED, Workload
+from tests.integration.dashboards.workload import (
+    CALM,
+    FLAKY,
+    ROUTING,
+    SHARED,
+    STRESSED,
+    Workload,
+)
 from tests.support.pgbouncer import PgBouncer, pgbouncer_binary
 from tests.support.prometheus import PrometheusServer
 
@@ -42,6 +49,7 @@ VARIABLES = {
     "instance": ".*",
     "system": ".*",
     "pool": ".*",
+    "tenant": ".*",
     "resource": "connection|",  # the resource variable's default (connection pools)
     "backend_limit": "100",
     "__rate_interval": "5m",
@@ -147,6 +155,10 @@ def test_rules_loaded_with_severity_summary_description_and_runbook(live: Live) 
         "PoolConnectionChurn",
         "PoolConnectErrors",
         "PoolFleetOverCommit",
+        "PoolTenantAtQuota",
+        "PoolShedding",
+        "PoolReplicaUnhealthy",
+        "PoolReadFailover",
         "PoolmonMetricsAbsent",
     }
     assert all(r["health"] == "ok" for r in live.rules()), live.rules()
@@ -172,6 +184,40 @@ def test_stressed_pool_fires_saturation_exhausted_and_timeout_alerts(live: Live)
     )
     # The failing pool's connect errors are seen too.
     live.prom.wait_until("ALERTS", lambda _: "PoolConnectErrors" in _firing(live.prom, FLAKY))
+
+
+def test_tenant_shed_and_routing_alerts_fire_for_their_pools(live: Live) -> None:
+    """Spec 1.1 section 14: the shared pool's quota refusals and sheds, the routing pool's
+    refused replica and the primary's failovers each raise their alert, on the right series."""
+
+    def firing(_: object) -> list[dict[str, Any]]:
+        return [a for a in live.prom.alerts() if a["state"] == "firing"]
+
+    def raised(alerts: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+        # (alert, pool, tenant or routing group: the label that says which part of the pool)
+        return {
+            (
+                a["labels"]["alertname"],
+                a["labels"].get("pool_name", ""),
+                a["labels"].get("pool_tenant") or a["labels"].get("pool_route_group", ""),
+            )
+            for a in alerts
+        }
+
+    expected = {
+        ("PoolTenantAtQuota", SHARED, "acme"),
+        ("PoolShedding", SHARED, ""),
+        ("PoolReplicaUnhealthy", f"{ROUTING}/replica-1", ROUTING),
+        ("PoolReadFailover", f"{ROUTING}/primary", ""),
+    }
+    live.prom.wait_until("ALERTS", lambda r: raised(firing(r)) >= expected)
+    alerts = raised(firing(None))
+    # Only acme is refused at its quota; the shed caller is hooli's, not a quota refusal.
+    assert {t for name, _, t in alerts if name == "PoolTenantAtQuota"} == {"acme"}
+    # The primary is in service: only the replica is reported unhealthy.
+    assert {p for name, p, _ in alerts if name == "PoolReplicaUnhealthy"} == {
+        f"{ROUTING}/replica-1"
+    }
 
 
 def test_calm_pool_raises_no_alert(live: Live) -> None:

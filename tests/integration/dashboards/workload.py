@@ -7,6 +7,14 @@ Three pools, all recording into one injected registry:
   waiters queue and time out continuously (pending > 0, timeouts).
 * ``dash-flaky`` (max 1): its factory always fails, so borrows record create_failed errors.
 * ``dash-calm`` (max 4): one caller borrowing and returning at a gentle pace; nothing to alert on.
+* ``dash-shared`` (max 2, burst to 3; spec 1.1 section 14): tenants with quotas (``acme`` holds
+  its one connection for the whole run), a wait budget and burst capacity. Each cycle of one
+  driver thread sees ``acme`` fail at its quota (quota_exceeded), opens a burst connection for
+  a queued caller, is shed for another tenant with the pool at its ceiling, and closes the
+  burst connection in a maintenance pass (burst_shrink). See :meth:`_shared_cycle`.
+* ``dash-routing``: a :class:`~poolmon.pool.RoutingPool` over a sqlite primary and one replica
+  whose connects are refused (a killed replica): the router takes it out of service, reads
+  fail over to the primary, and periodic probes keep it out.
 """
 
 from __future__ import annotations
@@ -14,15 +22,22 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from poolmon.core.registry import PoolRegistry
-from poolmon.errors import PoolError
-from poolmon.pool import Pool, SqliteFactory, factory
+from poolmon.errors import PoolError, PoolQuotaExceeded, PoolShed
+from poolmon.pool import Pool, RoutingPool, SqliteFactory, TenantQuota, factory
 
 __all__ = ["Workload"]
 
 STRESSED, FLAKY, CALM = "dash-stressed", "dash-flaky", "dash-calm"
+SHARED, ROUTING = "dash-shared", "dash-routing"
+#: The shared pool's wait budget, and how long its driver holds a connection before the shed
+#: attempt: with shed_smoothing 1.0 the estimate is the last use time, so a caller queueing at
+#: the ceiling (3 connections) is estimated at >= HOLD / 3 = 0.1 s, twice the budget, while the
+#: burst borrower, queued right after a borrow of microseconds, is far below it.
+WAIT_BUDGET, HOLD = 0.05, 0.3
 
 
 def _refuse() -> sqlite3.Connection:
@@ -57,6 +72,36 @@ class Workload:
             max_size=4,
             maintain=False,
         )
+        self.shared: Pool[sqlite3.Connection] = Pool(
+            SqliteFactory(directory / "shared.db"),
+            name=SHARED,
+            registry=registry,
+            max_size=2,
+            burst_max=3,
+            burst_after=0.01,
+            burst_idle=0.0,  # a returned burst connection is surplus at the next maintenance
+            tenants={"acme": TenantQuota(limit=1), "globex": TenantQuota(limit=2)},
+            tenant_policy="wait",  # acme's excess borrows wait, then fail at its quota
+            wait_budget=WAIT_BUDGET,
+            shed_smoothing=1.0,
+            validate_after=None,
+            timeout=5.0,
+            maintain=False,  # the driver runs maintenance itself (burst_shrink), in order
+        )
+        self.routing: RoutingPool[sqlite3.Connection] = RoutingPool(
+            SqliteFactory(directory / "primary.db"),
+            [factory(_refuse)],
+            name=ROUTING,
+            registry=registry,
+            read_after_write=0.0,  # every read is routed (no read-after-write pinning)
+            probe_timeout=0.05,
+            max_size=2,
+            timeout=1.0,
+            backoff_initial=0.01,
+            backoff_max=0.05,
+            maintain=False,
+        )
+        self._acme: sqlite3.Connection | None = None
         self._stop = threading.Event()
         self._held = threading.Barrier(3)  # two holders + start(): both connections are out
         self._threads = [
@@ -69,6 +114,8 @@ class Workload:
         self._threads += [
             threading.Thread(target=self._gentle, name="dash-calm", daemon=True),
             threading.Thread(target=self._connect_failing, name="dash-flaky", daemon=True),
+            threading.Thread(target=self._drive_shared, name="dash-shared", daemon=True),
+            threading.Thread(target=self._route, name="dash-routing", daemon=True),
         ]
 
     # -------------------------------------------------------------- phases
@@ -128,10 +175,83 @@ class Workload:
                 pass
             self._stop.wait(0.2)
 
+    def _drive_shared(self) -> None:
+        while not self._stop.is_set():
+            self._shared_cycle()
+            self._stop.wait(0.05)  # pacing
+
+    def _shared_cycle(self) -> None:
+        """One cycle over ``dash-shared`` while ``acme`` holds its one connection (its limit).
+
+        1. A borrow of microseconds: the use-time estimate is tiny.
+        2. ``acme`` asks for a second connection: it queues (the estimate is below the budget)
+           although one is idle, and its short wait ends in ``quota_exceeded`` (phase wait).
+        3. ``globex`` takes the other normal connection: both are lent.
+        4. An ``initech`` caller queues (estimated wait far below the budget); once it has waited
+           ``burst_after`` the pool opens a burst connection for it: 3 lent, the ceiling.
+        5. ``globex`` returns after HOLD and borrows again: the estimate is now >= HOLD, and
+           ``hooli``, about to queue at the ceiling, is shed (>= HOLD / 3 > WAIT_BUDGET).
+        6. Everything is returned; a maintenance pass closes the burst connection (burst_shrink).
+
+        (The policy is ``wait``: under ``refuse`` a pool at its ceiling refuses every tenant
+        with quota_exceeded before the shed estimate is consulted.)
+        """
+        pool = self.shared
+        with pool.connection(tenant="globex"):
+            pass
+        self._refused(lambda: pool.getconn(tenant="acme", timeout=0.05), PoolQuotaExceeded)
+        held = pool.getconn(tenant="globex")
+        lent, release = threading.Event(), threading.Event()
+
+        def burst_borrower() -> None:
+            try:
+                with pool.connection(tenant="initech", timeout=5.0):
+                    lent.set()
+                    release.wait(30)
+            except PoolError:
+                lent.set()  # shed after a stall of the machine: this cycle has no burst
+
+        borrower = threading.Thread(target=burst_borrower, name="dash-burst", daemon=True)
+        borrower.start()
+        try:
+            assert lent.wait(30), "the burst borrower was never served"
+            self._stop.wait(HOLD)  # the use time the shed estimate will see (pacing)
+            pool.putconn(held)
+            held = pool.getconn(tenant="globex")
+            self._refused(lambda: pool.getconn(tenant="hooli", timeout=0.5), PoolShed)
+        finally:
+            pool.putconn(held)
+            release.set()
+            borrower.join(30)
+        pool.run_maintenance()
+
+    def _refused(self, borrow: Callable[[], sqlite3.Connection], expected: type) -> None:
+        """Run a borrow the cycle expects to fail with ``expected`` (the ledger counts it: the
+        series the panels and alerts read); return the connection should it succeed."""
+        try:
+            self.shared.putconn(borrow())
+        except expected:
+            pass
+        except PoolError:
+            pass  # e.g. a stop during the hold left a short use time: a plain timeout
+
+    def _route(self) -> None:
+        rounds = 0
+        while not self._stop.is_set():
+            with self.routing.connection(readonly=True) as conn:  # fails over to the primary
+                conn.execute("SELECT 1")
+            with self.routing.connection() as conn:  # a write
+                conn.execute("SELECT 1")
+            rounds += 1
+            if rounds % 10 == 0:
+                self.routing.check()  # probes the refused replica: it stays out of service
+            self._stop.wait(0.05)  # pacing
+
     # -------------------------------------------------------------- control
 
     def start(self) -> None:
         self._warm_up()
+        self._acme = self.shared.getconn(tenant="acme")  # acme at its limit for the whole run
         for thread in self._threads:
             thread.start()
         self._held.wait(30)  # both stressed connections are lent before the waiters matter
@@ -140,5 +260,8 @@ class Workload:
         self._stop.set()
         for thread in self._threads:
             thread.join(30)
-        for pool in (self.stressed, self.flaky, self.calm):
+        if self._acme is not None:
+            self.shared.putconn(self._acme)
+        for pool in (self.stressed, self.flaky, self.calm, self.shared):
             pool.close()
+        self.routing.close()

@@ -38,6 +38,7 @@ def test_rows_cover_the_issue() -> None:
         "Fleet capacity",
         "Backend capacity",  # issue 19: backends and PgBouncer pools (spec section 12)
         "Inventory",
+        "Tenants and routes",  # issue 23: tenants, shed, bursts, routing (spec 1.1 section 14)
     ]
     kinds = {p["type"] for p in iter_panels(DOCUMENT)}
     assert {"heatmap", "table", "timeseries", "stat"} <= kinds
@@ -51,8 +52,38 @@ def test_rows_cover_the_issue() -> None:
         "pool_eviction_reason",
         "group_left (pool_system, server_address, server_port)",
         "$backend_limit",
+        'pool_tenant=~"$tenant"',
+        'error_type="quota_exceeded"',
+        'error_type="shed"',
+        'error_type="failover"',
+        'pool_eviction_reason="burst_shrink"',
+        "pool_connection_burst_max",
+        "pool_route_info",
     ):
         assert needle in exprs, needle
+
+
+def test_optional_views_sit_in_a_collapsed_row_with_a_tenant_variable() -> None:
+    """Spec 1.1 section 14's views: only some pools have them, so their row starts collapsed
+    (its panels nested in it), and the tenant variable lists the tenant series' names."""
+    (row,) = [p for p in DOCUMENT["panels"] if p.get("title") == "Tenants and routes"]
+    assert row["type"] == "row" and row["collapsed"] is True
+    assert len(row["panels"]) == len(ROWS[-1].panels) >= 9
+    exprs = " ".join(t["expr"] for p in row["panels"] for t in p["targets"])
+    for name in (
+        "pool_tenant_connection_usage",
+        "pool_tenant_connection_limit",
+        "pool_tenant_borrows_total",
+        "pool_tenant_errors_total",
+        "pool_connection_burst",
+        "pool_route_info",
+    ):
+        assert name in exprs, name
+    variables = {v["name"]: v for v in DOCUMENT["templating"]["list"]}
+    tenant = variables["tenant"]
+    assert tenant["type"] == "query" and tenant["includeAll"] is True
+    assert tenant["query"].startswith("label_values(pool_tenant_connection_usage{")
+    assert tenant["query"].endswith(", pool_tenant)")
 
 
 def test_panels_are_laid_out_without_overlap() -> None:
@@ -78,6 +109,9 @@ def test_catalog_names() -> None:
     assert "pool_connection_timeouts_total" in counters
     assert "pool_connection_create_time_seconds_count" in counters
     assert "pool_connection_usage" not in counters  # a gauge, despite its suffix
+    # Spec 1.1's optional metrics are exported names too (counters among them).
+    assert {"pool_route_info", "pool_tenant_connection_limit"} <= exported
+    assert "pool_tenant_errors_total" in counters
 
 
 def _first_panel(doc: dict[str, Any], kind: str = "timeseries") -> dict[str, Any]:

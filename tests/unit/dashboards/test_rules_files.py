@@ -21,6 +21,10 @@ REQUIRED = {
     "PoolConnectErrors",
     "PoolFleetOverCommit",
     "PoolProxyOverCommit",
+    "PoolTenantAtQuota",  # issue 23: spec 1.1 tenants, shed, routing
+    "PoolShedding",
+    "PoolReplicaUnhealthy",
+    "PoolReadFailover",
     "PoolmonMetricsAbsent",
 }
 
