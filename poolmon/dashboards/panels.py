@@ -5,8 +5,9 @@ Every query is PromQL over the metric names fixed by ``spec/catalog.json`` (look
 ``$instance`` and ``$pool`` variables (``$pool`` is itself narrowed by ``$system`` through
 ``pool_info``, so filtering on it carries the system choice; and by ``$resource``, spec 1.1's
 ``pool.resource``, whose display text, the catalog's noun, is :data:`NOUN` in titles and
-descriptions: "connections" or "workers"; per-tenant panels also carry ``$tenant``). Rates use ``$__rate_interval`` so a panel
-never shows gaps at any zoom level, and counters appear only inside ``rate()``/``increase()``.
+descriptions: "connections" or "workers"; per-tenant panels also carry ``$tenant``). Rates use
+``$__rate_interval`` so a panel never shows gaps at any zoom level, and counters appear only
+inside ``rate()``/``increase()``.
 
 :mod:`poolmon.dashboards.generator` turns these specs into a Grafana dashboard with the official
 SDK.
