@@ -244,6 +244,9 @@ def run_suite(
     log = workdir / f"{suite.shim}-{mode}.log"
     report.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "pytest", *suite.files, "-q", "-p", "no:cacheprovider"]
+    # poolmon's own pytest plugin (the conformance kit, a pytest11 entry point) would import
+    # poolmon into the library's suite, the baseline run included: it stays out of both.
+    cmd += ["-p", "no:poolmon_conformance"]
     cmd += ["-p", "poolmon_plugin", "--poolmon-shim", suite.shim, "--poolmon-mode", mode]
     cmd += ["--poolmon-report", str(report), "--timeout", str(PER_TEST_TIMEOUT), *suite.args]
     cmd += [f"--deselect={d.prefix}" for d in suite.deselect]
