@@ -3,7 +3,7 @@
 
 from typing import Any, Final
 
-CATALOG: Final[dict[str, Any]] = {'spec_version': '1.0',
+CATALOG: Final[dict[str, Any]] = {'spec_version': '1.1',
  'event_kinds': ['open',
                  'create',
                  'validate',
@@ -24,6 +24,9 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.0',
                       'leaked': 'reclaimed from a caller that held it past the leak threshold',
                       'fork': 'discarded in a forked child process',
                       'shrink': 'closed to bring the pool back towards its minimum size',
+                      'max_uses': 'used as many times as the pool allows one connection (1.1)',
+                      'detached': 'taken out of the pool by its caller, still open, no longer '
+                                  'pooled (1.1)',
                       'other': 'closed for a reason the pool did not say'},
  'error_types': {'timeout': 'a caller waited longer than the borrow timeout',
                  'exhausted': 'the pool refused a caller at once (fail-fast or max_waiting)',
@@ -261,8 +264,8 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.0',
                                                                            'url.scheme']}}}}
 
 EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft/2020-12/schema',
- '$id': 'https://poolmon.dev/spec/1.0/event.schema.json',
- 'title': 'poolmon event (spec 1.0)',
+ '$id': 'https://poolmon.dev/spec/1.1/event.schema.json',
+ 'title': 'poolmon event (spec 1.1)',
  'description': 'One line of a poolmon event stream (JSON Lines). Consumers ignore fields they do '
                 'not know; see spec/README.md for the per-connection state machine, which a '
                 'schema cannot express.',
@@ -305,6 +308,8 @@ EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft
                                     'leaked',
                                     'fork',
                                     'shrink',
+                                    'max_uses',
+                                    'detached',
                                     'other']},
                 'age': {'type': 'number',
                         'minimum': 0,
