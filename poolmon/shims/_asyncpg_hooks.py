@@ -1,5 +1,6 @@
 """Wrappers for asyncpg's pool (``asyncpg.pool``), hook points read from asyncpg 0.32.0.
 
+* known: ``Pool._initialize`` (the pool is registered once its holders exist);
 * create: ``Pool._get_new_connection`` (connect, then the user's ``init``: its time is part of
   the create duration, a failing ``init`` makes the create fail);
 * wait: ``Pool._acquire`` with an empty holder queue (every holder lent out); an
@@ -36,8 +37,9 @@ __all__ = ["REASON", "patch"]
 Fn = Callable[..., Any]
 
 #: Why connections are closed in the current context: ``pool_closed`` inside ``close()`` and
-#: ``terminate()``, ``idle_timeout`` in the inactivity timer, ``release``/``acquire`` inside the
-#: holder's methods (the connection's state then says more).
+#: ``terminate()``, ``idle_timeout`` in the inactivity timer, ``release`` inside the holder's
+#: release (the connection's state then says more). Transport callbacks run in a copy of the
+#: context the connection was opened in, so nothing is set around opening connections.
 REASON: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar(
     "poolmon_asyncpg_reason", default=None
 )
@@ -58,9 +60,7 @@ def _reason(con: Any, holder: Any, pool: Any) -> str:
         return "broken"  # found closed at release (killed mid-checkout)
     if context in ("pool_closed", "idle_timeout"):
         return context
-    if context == "acquire":
-        return "other"  # setup failed, or an expired generation replaced
-    return "broken"  # the server or the network closed it
+    return "broken"  # the server or the network closed it (or the user's setup failed)
 
 
 def _make_get_new_connection(original: Fn) -> Fn:
@@ -84,6 +84,14 @@ def _make_get_new_connection(original: Fn) -> Fn:
         return con
 
     return _get_new_connection
+
+
+def _make_initialize(original: Fn) -> Fn:
+    async def _initialize(self: Any) -> None:
+        await original(self)
+        ledger_of(self)  # known from creation on, even with min_size=0 (counters at zero)
+
+    return _initialize
 
 
 def _make_acquire(original: Fn) -> Fn:
@@ -177,11 +185,9 @@ def _make_holder_acquire(original: Fn) -> Fn:
                     entry.ledger.evict(entry.cid, "broken" if con.is_closed() else "other")
         except Exception as exc:
             STATE.absorb(exc, "acquire")
-        token = REASON.set("acquire")
-        try:
-            return await original(self)
-        finally:
-            REASON.reset(token)
+        # No context is set here: connections opened inside run their transport callbacks
+        # (the server closing them) in a copy of this context, where a reason would be wrong.
+        return await original(self)
 
     return acquire
 
@@ -247,6 +253,7 @@ def patch(patches: PatchSet) -> None:
     import asyncpg.connection as connection
     import asyncpg.pool as pool
 
+    patches.wrap(pool.Pool, "_initialize", _make_initialize)
     patches.wrap(pool.Pool, "_get_new_connection", _make_get_new_connection)
     patches.wrap(pool.Pool, "_acquire", _make_acquire)
     patches.wrap(pool.Pool, "close", _make_pool_close)
