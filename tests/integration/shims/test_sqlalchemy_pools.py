@@ -384,3 +384,32 @@ def test_unsupported_version_stays_off(
     assert shim.instrument() is False
     assert not shim.is_instrumented()
     assert "outside the supported range" in caplog.text
+
+
+def test_reset_failure_and_explicit_invalidate(
+    events: Events, registry: PoolRegistry, pg_dsn: str
+) -> None:
+    engine = _engine(pg_dsn, _app(), pool_size=1, max_overflow=0)
+
+    def refuse(dbapi_connection: Any, record: Any, state: Any) -> None:
+        raise RuntimeError("reset refused")
+
+    sa.event.listen(engine.pool, "reset", refuse)
+    with engine.connect():
+        pass  # the reset on return fails: SQLAlchemy invalidates the connection
+    sa.event.remove(engine.pool, "reset", refuse)
+    conn = engine.connect()
+    conn.invalidate()  # explicit, without an error
+    conn.close()
+    assert events.seq() == [
+        ("create", 1, "ok"),
+        ("borrow", 1, None),
+        ("evict", 1, "reset_failed"),
+        ("create", 2, "ok"),
+        ("borrow", 2, None),
+        ("evict", 2, "other"),
+    ]
+    snap = registry.ledgers()[0].snapshot()
+    assert (snap.idle, snap.used) == (0, 0)
+    events.assert_conformant()
+    engine.dispose()
