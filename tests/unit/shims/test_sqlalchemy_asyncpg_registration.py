@@ -5,12 +5,12 @@ points, and the extras with their tested ranges."""
 from __future__ import annotations
 
 import importlib
-import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 
 import poolmon
 from poolmon.core.registry import PoolRegistry
