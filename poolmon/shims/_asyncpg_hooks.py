@@ -6,19 +6,21 @@
 * wait: ``Pool._acquire`` with an empty holder queue (every holder lent out); an
   ``asyncio.TimeoutError`` there is ``timeout``, a cancelled waiter is ``cancelled`` (phase
   ``wait``): nothing stays pending;
-* borrow: ``Pool._acquire`` (``await pool.acquire()``, ``async with pool.acquire()`` and the
-  ``fetch*``/``execute*``/``copy*`` shortcuts all go through it); ``setup`` runs inside it, so
-  its time is part of the borrow's wait;
-* return: ``PoolConnectionHolder._release``, just before the holder goes back into the queue,
-  after the reset query;
+* borrow and return: ``Connection._set_proxy``, which asyncpg calls with the new proxy when a
+  holder lends its connection (``holder.acquire``: every ``acquire()``, ``async with
+  pool.acquire()`` and the ``fetch*``/``execute*``/``copy*`` shortcuts) and with ``None`` when the
+  holder takes it back (``holder._release``, after the reset query, just before the holder
+  re-enters the queue);
 * evict: ``Connection._cleanup`` (every close and terminate of a pool connection ends there),
-  and ``PoolConnectionHolder.acquire`` for a connection it finds closed or expired; reasons from
-  the context (:data:`REASON`) and the connection's state (:func:`_reason`).
+  and, before each new connect, connections asyncpg replaced without closing them
+  (:func:`~poolmon.shims._asyncpg_state.sweep`); reasons from :func:`_reason`.
 
-asyncpg's ``Pool``, holders and connections have ``__slots__``: poolmon keeps its links in
-dicts of its own (:mod:`poolmon.shims._asyncpg_state`), never in their attributes. Everything
-here is asynchronous or runs on the loop's thread: no compiled hook (an ``async def`` returns a
-coroutine, which a borrow hook cannot read a connection from).
+The per-acquire hooks are plain functions: ``_acquire``'s wrapper returns asyncpg's own
+coroutine unchanged when no wait is possible (no timeout given and a holder in the queue), and
+only a caller that may wait gets a coroutine of poolmon's (it must see the timeout or the
+cancellation). asyncpg's ``Pool``, holders and connections have ``__slots__``: poolmon keeps its
+links in tables of its own (:mod:`poolmon.shims._asyncpg_state`). No compiled hook: the borrow
+is not the return value of the hooked call.
 """
 
 from __future__ import annotations
@@ -29,38 +31,59 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final
 
-from poolmon.shims._asyncpg_state import STATE, conn_entry, drop_conn, ledger_of, track_conn
+from poolmon.shims._asyncpg_state import (
+    STATE,
+    adopt_conn,
+    conn_entry,
+    drop_conn,
+    forget_pool,
+    ledger_of,
+    sweep,
+    track_conn,
+)
 from poolmon.shims._patch import PatchSet
 
-__all__ = ["REASON", "patch"]
+__all__ = ["IDLE_TIMEOUT", "WAITING", "patch"]
 
 Fn = Callable[..., Any]
 
-#: Why connections are closed in the current context: ``pool_closed`` inside ``close()`` and
-#: ``terminate()``, ``idle_timeout`` in the inactivity timer, ``release`` inside the holder's
-#: release (the connection's state then says more). Transport callbacks run in a copy of the
-#: context the connection was opened in, so nothing is set around opening connections.
-REASON: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar(
-    "poolmon_asyncpg_reason", default=None
+#: Set (to the wait's start) while a caller that may wait acquires: the borrow is then queued.
+#: A ContextVar: asyncpg runs a timed acquire in a task of its own, which copies the context.
+WAITING: Final[contextvars.ContextVar[float | None]] = contextvars.ContextVar(
+    "poolmon_asyncpg_waiting", default=None
+)
+#: True inside the inactivity timer's callback (``max_inactive_connection_lifetime``).
+IDLE_TIMEOUT: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
+    "poolmon_asyncpg_idle_timeout", default=False
 )
 
 
 def _reason(con: Any, holder: Any, pool: Any) -> str:
     if pool is not None and (pool._closing or pool._closed):
         return "pool_closed"
-    context = REASON.get()
-    if context == "release" and holder is not None:
+    if IDLE_TIMEOUT.get():
+        return "idle_timeout"
+    if holder is not None and holder._in_use is not None:
+        # Closed while lent out, inside asyncpg's release: its order of checks.
         protocol = con._protocol
         if protocol is not None and protocol.queries_count >= holder._max_queries:
             return "max_uses"
         if holder._generation != holder._pool._generation:
             return "other"  # Pool.expire_connections()
         if sys.exc_info()[1] is not None:
-            return "reset_failed"  # release's reset query failed: asyncpg terminates it
-        return "broken"  # found closed at release (killed mid-checkout)
-    if context in ("pool_closed", "idle_timeout"):
-        return context
+            return "reset_failed"  # the reset query failed: asyncpg terminates the connection
     return "broken"  # the server or the network closed it (or the user's setup failed)
+
+
+# ---------------------------------------------------------------------------- create
+
+
+def _make_initialize(original: Fn) -> Fn:
+    async def _initialize(self: Any) -> None:
+        await original(self)
+        ledger_of(self)  # known from creation on, even with min_size=0 (counters at zero)
+
+    return _initialize
 
 
 def _make_get_new_connection(original: Fn) -> Fn:
@@ -68,6 +91,10 @@ def _make_get_new_connection(original: Fn) -> Fn:
         ledger = ledger_of(self)
         if not ledger:
             return await original(self)
+        try:
+            sweep(self, ledger)
+        except Exception as exc:
+            STATE.absorb(exc, "create")
         t0 = ledger._now()
         try:
             con = await original(self)
@@ -86,16 +113,11 @@ def _make_get_new_connection(original: Fn) -> Fn:
     return _get_new_connection
 
 
-def _make_initialize(original: Fn) -> Fn:
-    async def _initialize(self: Any) -> None:
-        await original(self)
-        ledger_of(self)  # known from creation on, even with min_size=0 (counters at zero)
-
-    return _initialize
+# ---------------------------------------------------------------------------- wait
 
 
 def _make_acquire(original: Fn) -> Fn:
-    async def _acquire(self: Any, timeout: Any) -> Any:
+    async def waiting(self: Any, timeout: Any) -> Any:
         ledger = ledger_of(self)
         if not ledger:
             return await original(self, timeout)
@@ -108,22 +130,23 @@ def _make_acquire(original: Fn) -> Fn:
                 ledger.wait()
         except Exception as exc:
             STATE.absorb(exc, "acquire")
+        token = WAITING.set(t0 if queued else None)
         try:
-            proxy = await original(self, timeout)
+            return await original(self, timeout)
         except BaseException as exc:
             _acquire_failed(ledger, exc, t0, queued)
             raise
-        try:
-            entry = conn_entry(proxy._con)
-            if entry is None:
-                from poolmon.shims._asyncpg_state import adopt_conn
+        finally:
+            WAITING.reset(token)
 
-                entry = adopt_conn(proxy._con, ledger, self)
-            if entry is not None:
-                ledger.borrow(entry.cid, t0 if queued else None, queued=queued)
-        except Exception as exc:
-            STATE.absorb(exc, "acquire")
-        return proxy
+    def _acquire(self: Any, timeout: Any) -> Any:
+        # No timeout and a holder in the queue: asyncpg takes it without suspending (its
+        # queue.get() runs synchronously up to the return), so no wait and nothing to catch:
+        # its own coroutine, unwrapped.
+        queue = self._queue
+        if timeout is None and queue is not None and queue._queue:
+            return original(self, timeout)
+        return waiting(self, timeout)
 
     return _acquire
 
@@ -132,7 +155,7 @@ def _acquire_failed(ledger: Any, exc: BaseException, t0: float, queued: bool) ->
     try:
         if isinstance(exc, asyncio.TimeoutError):
             if not queued:
-                ledger.wait()
+                ledger.wait()  # a holder was taken between our look and the queue's get
             ledger.timeout(t0, exc)
         elif queued:
             kind = "cancelled" if isinstance(exc, asyncio.CancelledError) else "other"
@@ -141,19 +164,48 @@ def _acquire_failed(ledger: Any, exc: BaseException, t0: float, queued: bool) ->
         STATE.absorb(inner, "acquire")
 
 
-def _make_holder_release_internal(original: Fn) -> Fn:
-    def _release(self: Any) -> None:
-        # Recorded just before the holder re-enters the queue (the original's last step).
-        if self._in_use is not None and self._con is not None:
-            try:
-                entry = conn_entry(self._con)
-                if entry is not None:
-                    entry.ledger.release(entry.cid)
-            except Exception as exc:
-                STATE.absorb(exc, "release")
-        original(self)
+# ---------------------------------------------------------------------------- borrow, return
 
-    return _release
+
+def _borrow(con: Any) -> None:
+    try:
+        entry = conn_entry(con)
+        if entry is None:
+            ref = con._pool_holder
+            holder: Any = ref() if ref is not None else None
+            if holder is None:
+                return
+            ledger = ledger_of(holder._pool)
+            if not ledger:
+                return
+            entry = adopt_conn(con, ledger, holder._pool)
+            if entry is None:
+                return
+        t0 = WAITING.get()
+        if t0 is not None:
+            WAITING.set(None)  # this wait is resolved: nothing nested in it (setup) is queued
+        entry.ledger.borrow(entry.cid, t0, queued=t0 is not None)
+    except Exception as exc:
+        STATE.absorb(exc, "acquire")
+
+
+def _make_set_proxy(original: Fn) -> Fn:
+    def _set_proxy(self: Any, proxy: Any) -> None:
+        original(self, proxy)  # refuses a second proxy: then nothing is recorded
+        if proxy is not None:
+            _borrow(self)
+            return
+        try:
+            entry = conn_entry(self)
+            if entry is not None:
+                entry.ledger.release(entry.cid)
+        except Exception as exc:
+            STATE.absorb(exc, "release")
+
+    return _set_proxy
+
+
+# ---------------------------------------------------------------------------- evict, close
 
 
 def _make_cleanup(original: Fn) -> Fn:
@@ -165,7 +217,7 @@ def _make_cleanup(original: Fn) -> Fn:
                 holder = ref() if ref is not None else None
                 if holder is not None and holder._con is not self:
                     holder = None
-                if holder is not None and holder._in_use is not None:
+                if self._proxy is not None:
                     entry.ledger.release(entry.cid)  # closed while lent out: return, then evict
                 entry.ledger.evict(entry.cid, _reason(self, holder, entry.pool()))
         except Exception as exc:
@@ -175,52 +227,22 @@ def _make_cleanup(original: Fn) -> Fn:
     return _cleanup
 
 
-def _make_holder_acquire(original: Fn) -> Fn:
-    async def acquire(self: Any) -> Any:
-        try:
-            con = self._con
-            if con is not None and (con.is_closed() or self._generation != self._pool._generation):
-                entry = drop_conn(con)
-                if entry is not None:
-                    entry.ledger.evict(entry.cid, "broken" if con.is_closed() else "other")
-        except Exception as exc:
-            STATE.absorb(exc, "acquire")
-        # No context is set here: connections opened inside run their transport callbacks
-        # (the server closing them) in a copy of this context, where a reason would be wrong.
-        return await original(self)
-
-    return acquire
-
-
-def _make_holder_release(original: Fn) -> Fn:
-    async def release(self: Any, timeout: Any) -> None:
-        token = REASON.set("release")
-        try:
-            await original(self, timeout)
-        finally:
-            REASON.reset(token)
-
-    return release
-
-
 def _make_deactivate(original: Fn) -> Fn:
     def _deactivate_inactive_connection(self: Any) -> None:
-        token = REASON.set("idle_timeout")
+        token = IDLE_TIMEOUT.set(True)
         try:
             original(self)
         finally:
-            REASON.reset(token)
+            IDLE_TIMEOUT.reset(token)
 
     return _deactivate_inactive_connection
 
 
 def _make_pool_close(original: Fn) -> Fn:
     async def close(self: Any) -> None:
-        token = REASON.set("pool_closed")
         try:
             await original(self)
         finally:
-            REASON.reset(token)
             _closed(self)
 
     return close
@@ -228,11 +250,9 @@ def _make_pool_close(original: Fn) -> Fn:
 
 def _make_pool_terminate(original: Fn) -> Fn:
     def terminate(self: Any) -> None:
-        token = REASON.set("pool_closed")
         try:
             original(self)
         finally:
-            REASON.reset(token)
             _closed(self)
 
     return terminate
@@ -241,8 +261,6 @@ def _make_pool_terminate(original: Fn) -> Fn:
 def _closed(pool: Any) -> None:
     try:
         if pool._closed:
-            from poolmon.shims._asyncpg_state import forget_pool
-
             forget_pool(pool, close=True)
     except Exception as exc:
         STATE.absorb(exc, "close")
@@ -258,9 +276,6 @@ def patch(patches: PatchSet) -> None:
     patches.wrap(pool.Pool, "_acquire", _make_acquire)
     patches.wrap(pool.Pool, "close", _make_pool_close)
     patches.wrap(pool.Pool, "terminate", _make_pool_terminate)
-    holder = pool.PoolConnectionHolder
-    patches.wrap(holder, "_release", _make_holder_release_internal)
-    patches.wrap(holder, "acquire", _make_holder_acquire)
-    patches.wrap(holder, "release", _make_holder_release)
-    patches.wrap(holder, "_deactivate_inactive_connection", _make_deactivate)
+    patches.wrap(pool.PoolConnectionHolder, "_deactivate_inactive_connection", _make_deactivate)
+    patches.wrap(connection.Connection, "_set_proxy", _make_set_proxy)
     patches.wrap(connection.Connection, "_cleanup", _make_cleanup)

@@ -6,9 +6,10 @@ asyncpg's ``Pool`` has ``__slots__`` and no ``__weakref__``; its holders and con
 * ``_POOLS``: ``id(pool)`` -> (ledger, weak reference to the pool's first holder). The holder
   check tells a live pool from a new one at a reused address (``id()`` is reused at once); the
   holder dies with its pool, and a finalizer on it then unregisters the ledger;
-* ``_CONNS``: connection -> :class:`ConnEntry` (ledger, cid, weak reference to the pool's first
-  holder), a :class:`weakref.WeakKeyDictionary`, so a connection asyncpg drops without a close is
-  not kept alive. The entry's ``pool`` reference is weak for the same reason.
+* ``_CONNS``: ``id(connection)`` -> :class:`ConnEntry` (ledger, cid, the pool and the connection
+  by weak reference). The entry is found by one dict lookup on an int (the borrow and return
+  hooks run on every acquire) and is valid only while its weak reference still gives that
+  connection; the reference's callback removes it when asyncpg drops the connection.
 
 Everything runs on the pool's event-loop thread; ``STATE.lock`` guards first sight of a pool.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "forget_pool",
     "identity_for_pool",
     "ledger_of",
+    "sweep",
     "track_conn",
 ]
 
@@ -47,10 +49,11 @@ class ConnEntry(NamedTuple):
     ledger: PoolLedger
     cid: int
     pool: Callable[[], Any]
+    con: Callable[[], Any]
 
 
 _POOLS: dict[int, tuple[PoolLedger, Any, Any]] = {}
-_CONNS: weakref.WeakKeyDictionary[Any, ConnEntry] = weakref.WeakKeyDictionary()
+_CONNS: dict[int, ConnEntry] = {}
 
 
 def identity_for_pool(pool: Any) -> PoolIdentity:
@@ -119,7 +122,7 @@ def ledger_of(pool: Any) -> PoolLedger | None:
             _POOLS[key] = (ledger, weakref.ref(holder), finalizer)
         for ch in list(pool._holders):
             con = ch._con
-            if con is not None and not con.is_closed() and con not in _CONNS:
+            if con is not None and not con.is_closed() and conn_entry(con) is None:
                 adopt_conn(con, ledger, pool)
         return ledger
     except Exception as exc:
@@ -145,9 +148,19 @@ def _pool_ref(pool: Any) -> Callable[[], Any]:
     return deref
 
 
+def _forget(key: int) -> Callable[[Any], None]:
+    def gone(ref: Any) -> None:
+        entry = _CONNS.get(key)
+        if entry is not None and entry.con is ref:
+            _CONNS.pop(key, None)
+
+    return gone
+
+
 def track_conn(con: Any, ledger: PoolLedger, cid: int, pool: Any) -> ConnEntry:
-    entry = ConnEntry(ledger, cid, _pool_ref(pool))
-    _CONNS[con] = entry
+    key = id(con)
+    entry = ConnEntry(ledger, cid, _pool_ref(pool), weakref.ref(con, _forget(key)))
+    _CONNS[key] = entry
     return entry
 
 
@@ -159,11 +172,29 @@ def adopt_conn(con: Any, ledger: PoolLedger, pool: Any) -> ConnEntry | None:
 
 
 def conn_entry(con: Any) -> ConnEntry | None:
-    return _CONNS.get(con)
+    entry = _CONNS.get(id(con))
+    return entry if entry is not None and entry.con() is con else None
 
 
 def drop_conn(con: Any) -> ConnEntry | None:
-    return _CONNS.pop(con, None)
+    entry = conn_entry(con)
+    if entry is not None:
+        _CONNS.pop(id(con), None)
+    return entry
+
+
+def sweep(pool: Any, ledger: PoolLedger) -> None:
+    """Evict this pool's tracked connections no holder holds any more: asyncpg replaced them
+    without closing them through ``_cleanup`` (found closed at acquire: ``broken``; of an
+    expired generation, closed later by a task: ``other``). Runs before each new connect."""
+    held = {id(h._con) for h in pool._holders if h._con is not None}
+    for key, entry in list(_CONNS.items()):
+        if entry.ledger is not ledger or key in held:
+            continue
+        con = entry.con()
+        _CONNS.pop(key, None)
+        closed = con is None or con.is_closed()
+        ledger.evict(entry.cid, "broken" if closed else "other")
 
 
 def forget_pool(pool: Any, close: bool) -> None:

@@ -291,9 +291,9 @@ def test_instrument_twice_and_exact_restore(registry: PoolRegistry) -> None:
     import asyncpg.pool as apool
 
     names = {
-        apool.Pool: ("_acquire", "_get_new_connection", "close", "terminate"),
-        apool.PoolConnectionHolder: ("_release", "acquire", "release"),
-        connection.Connection: ("_cleanup",),
+        apool.Pool: ("_initialize", "_acquire", "_get_new_connection", "close", "terminate"),
+        apool.PoolConnectionHolder: ("_deactivate_inactive_connection",),
+        connection.Connection: ("_set_proxy", "_cleanup"),
     }
     before = {(c, n): vars(c)[n] for c, ns in names.items() for n in ns}
     assert poolmon.instrument("asyncpg") == ["asyncpg"]
