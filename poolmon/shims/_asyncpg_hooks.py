@@ -32,9 +32,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from poolmon.shims._asyncpg_state import (
+    CONNS,
     STATE,
     adopt_conn,
-    conn_entry,
     drop_conn,
     forget_pool,
     ledger_of,
@@ -167,40 +167,43 @@ def _acquire_failed(ledger: Any, exc: BaseException, t0: float, queued: bool) ->
 # ---------------------------------------------------------------------------- borrow, return
 
 
-def _borrow(con: Any) -> None:
-    try:
-        entry = conn_entry(con)
-        if entry is None:
-            ref = con._pool_holder
-            holder: Any = ref() if ref is not None else None
-            if holder is None:
-                return
-            ledger = ledger_of(holder._pool)
-            if not ledger:
-                return
-            entry = adopt_conn(con, ledger, holder._pool)
-            if entry is None:
-                return
-        t0 = WAITING.get()
-        if t0 is not None:
-            WAITING.set(None)  # this wait is resolved: nothing nested in it (setup) is queued
-        entry.ledger.borrow(entry.cid, t0, queued=t0 is not None)
-    except Exception as exc:
-        STATE.absorb(exc, "acquire")
+def _adopt_borrow(con: Any) -> None:
+    """Borrow of a connection poolmon has no entry for (opened before its pool was seen)."""
+    ref = con._pool_holder
+    holder: Any = ref() if ref is not None else None
+    if holder is None:
+        return
+    ledger = ledger_of(holder._pool)
+    if ledger:
+        entry = adopt_conn(con, ledger, holder._pool)
+        if entry is not None:
+            entry.borrow(entry.cid)
 
 
 def _make_set_proxy(original: Fn) -> Fn:
     def _set_proxy(self: Any, proxy: Any) -> None:
-        original(self, proxy)  # refuses a second proxy: then nothing is recorded
-        if proxy is not None:
-            _borrow(self)
-            return
+        if proxy is not None and self._proxy is not None:
+            return original(self, proxy)  # type: ignore[no-any-return]  # asyncpg refuses it
+        # The original's whole effect in every supported release (a test checks its shape):
+        # assigning it here saves a frame on every acquire and release.
+        self._proxy = proxy
         try:
-            entry = conn_entry(self)
-            if entry is not None:
-                entry.ledger.release(entry.cid)
+            entry = CONNS.get(id(self))
+            if entry is None:
+                if proxy is not None:
+                    _adopt_borrow(self)
+            elif proxy is None:
+                entry.release(entry.cid)
+            else:
+                t0 = WAITING.get()
+                if t0 is None:
+                    entry.borrow(entry.cid)
+                else:
+                    WAITING.set(None)  # resolved: nothing nested in it (setup) is queued
+                    entry.borrow(entry.cid, t0, True)
         except Exception as exc:
-            STATE.absorb(exc, "release")
+            STATE.absorb(exc, "proxy")
+        return None
 
     return _set_proxy
 

@@ -28,6 +28,7 @@ from poolmon.shims._runtime import ShimState
 from poolmon.shims._version import installed_version
 
 __all__ = [
+    "CONNS",
     "STATE",
     "ConnEntry",
     "adopt_conn",
@@ -50,10 +51,17 @@ class ConnEntry(NamedTuple):
     cid: int
     pool: Callable[[], Any]
     con: Callable[[], Any]
+    #: ``ledger.borrow``/``ledger.release``, bound once (the per-acquire hooks call them).
+    borrow: Callable[..., None]
+    release: Callable[..., None]
 
 
 _POOLS: dict[int, tuple[PoolLedger, Any, Any]] = {}
 _CONNS: dict[int, ConnEntry] = {}
+#: The connection table, for the per-acquire hook's one lookup. An entry exists only while its
+#: connection is alive: the weak reference's callback removes it when the connection is freed,
+#: which is before CPython can reuse its id (so an entry found by id is that connection's).
+CONNS: Final = _CONNS
 
 
 def identity_for_pool(pool: Any) -> PoolIdentity:
@@ -159,7 +167,8 @@ def _forget(key: int) -> Callable[[Any], None]:
 
 def track_conn(con: Any, ledger: PoolLedger, cid: int, pool: Any) -> ConnEntry:
     key = id(con)
-    entry = ConnEntry(ledger, cid, _pool_ref(pool), weakref.ref(con, _forget(key)))
+    ref = weakref.ref(con, _forget(key))
+    entry = ConnEntry(ledger, cid, _pool_ref(pool), ref, ledger.borrow, ledger.release)
     _CONNS[key] = entry
     return entry
 
