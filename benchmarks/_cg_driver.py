@@ -1,7 +1,8 @@
 """One process, one mode, one case, run under callgrind by ``benchmarks.instructions``.
 
 ``python -m benchmarks._cg_driver MODE CASE N``: builds the case's pool against the real local
-server, instruments it when MODE is ``poolmon``, warms up, then runs N operations. Nothing is
+server, instruments it when MODE is ``poolmon`` (``peer``: with the case's peer from
+:data:`PEERS`), warms up, then runs N operations. Nothing is
 timed here: callgrind counts what the calling thread executes.
 """
 
@@ -104,6 +105,70 @@ def _urllib3(*, e2e: bool) -> Loop:
     return request if e2e else _cycles(pool._get_conn, pool._put_conn)
 
 
+def _sqlalchemy(*, e2e: bool) -> Loop:
+    import sqlalchemy as sa
+
+    url = PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = sa.create_engine(url, pool_size=1, max_overflow=0)
+    query = sa.text("SELECT 1")
+
+    def select(n: int) -> None:
+        connect = engine.connect
+        for _ in range(n):
+            with connect() as conn:
+                conn.execute(query).scalar()
+
+    pool = engine.pool
+    return select if e2e else _cycles(pool.connect, lambda fairy: fairy.close())  # type: ignore[attr-defined]
+
+
+def _asyncpg(*, e2e: bool) -> Loop:
+    import asyncio
+
+    import asyncpg
+
+    loop = asyncio.new_event_loop()
+
+    async def make() -> asyncpg.Pool:
+        return await asyncpg.create_pool(PG_DSN, min_size=1, max_size=1)
+
+    pool = loop.run_until_complete(make())
+
+    async def fetchval(n: int) -> None:
+        f = pool.fetchval
+        for _ in range(n):
+            await f("SELECT 1")
+
+    async def raw(n: int) -> None:
+        acquire, release = pool.acquire, pool.release
+        for _ in range(n):
+            await release(await acquire())
+
+    body = fetchval if e2e else raw
+    return lambda n: loop.run_until_complete(body(n))
+
+
+def _otel_sqlalchemy() -> None:
+    """The peer: opentelemetry-instrumentation-sqlalchemy with an SDK MeterProvider (its pool
+    metric, ``db.client.connections.usage``, is recorded on checkout and checkin) and the default
+    no-op tracer (spans cost their no-op calls only). Its declared range stops below SQLAlchemy
+    2.1, so its dependency check is skipped: it runs unchanged on 2.1."""
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    SQLAlchemyInstrumentor().instrument(
+        meter_provider=provider, enable_commenter=False, skip_dep_check=True
+    )
+
+
+#: Peers that instrument the same operation, set up (like poolmon) before the pool exists.
+PEERS: dict[str, tuple[str, Callable[[], None]]] = {
+    "sqlalchemy-raw": ("otel-contrib", _otel_sqlalchemy),
+    "sqlalchemy-select": ("otel-contrib", _otel_sqlalchemy),
+}
+
 CASES: dict[str, tuple[str, _Build, bool]] = {
     "psycopg_pool-raw": ("psycopg", _psycopg_pool, False),
     "psycopg_pool-select": ("psycopg", _psycopg_pool, True),
@@ -113,6 +178,10 @@ CASES: dict[str, tuple[str, _Build, bool]] = {
     "redis-get": ("redis", _redis, True),
     "urllib3-raw": ("urllib3", _urllib3, False),
     "urllib3-get": ("urllib3", _urllib3, True),
+    "sqlalchemy-raw": ("sqlalchemy", _sqlalchemy, False),
+    "sqlalchemy-select": ("sqlalchemy", _sqlalchemy, True),
+    "asyncpg-raw": ("asyncpg", _asyncpg, False),
+    "asyncpg-fetchval": ("asyncpg", _asyncpg, True),
 }
 
 
@@ -125,6 +194,8 @@ def main(argv: list[str]) -> int:
         from poolmon.core.registry import PoolRegistry
 
         poolmon.instrument(library, registry=PoolRegistry())
+    elif mode == "peer":
+        PEERS[case][1]()
     loop = build(e2e=e2e)
     loop(300)  # warm up: first sight, adoption, specialised bytecode
     # Everything alive now is set aside from the cyclic GC: its full collections would otherwise

@@ -12,9 +12,11 @@ Each case runs in ``benchmarks._cg_driver`` under ``valgrind --tool=callgrind`` 
 (plain and instrumented, each at two operation counts); the difference between the two counts
 divided by the difference in operations is the cost of one operation, free of start-up and
 import costs. Printed per case: instructions per operation plain and instrumented and their
-ratio, the extra first-level misses (instruction, data) per operation, and the pure-Python
-wrappers' count and ratio (`POOLMON_PURE_PYTHON=1`) beside them. Exit status 1 when an
-end-to-end case misses the bar.
+ratio, the extra first-level misses (instruction, data) per operation, the pure-Python
+wrappers' count and ratio (`POOLMON_PURE_PYTHON=1`) beside them, and where a peer instruments
+the same operation (``benchmarks._cg_driver.PEERS``: opentelemetry-instrumentation-sqlalchemy),
+its ratio on the same operation, measured in the same run. Exit status 1 when an end-to-end case
+misses the bar.
 
 Needs valgrind and the local PostgreSQL/Redis. ``python -m benchmarks instructions [CASE ...]``
 (cases: see ``benchmarks._cg_driver.CASES``; default: all). About 20 s a case.
@@ -29,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._cg_driver import CASES
+from benchmarks._cg_driver import CASES, PEERS
 
 __all__ = ["main"]
 
@@ -77,16 +79,23 @@ def main(argv: list[str]) -> int:
         return 2
     print(
         f"{'case':22s} {'plain Ir':>10s} {'poolmon Ir':>11s} {'ratio':>7s} {'+I1 miss':>9s} "
-        f"{'+D1 miss':>9s} {'pure Ir':>9s} {'pure':>7s}  (per operation, calling thread; bar "
-        f"<= {BAR} compiled, end to end; raw cycles and pure Python printed for information)"
+        f"{'+D1 miss':>9s} {'pure Ir':>9s} {'pure':>7s} {'peer':>13s} {'peer ratio':>10s}  "
+        f"(per operation, calling thread; bar <= {BAR} compiled, end to end; raw cycles and "
+        "pure Python printed for information)"
     )
     missed = False
     for case in argv or list(CASES):
-        small, large = (500, 1500) if case.endswith(("select", "get")) else (2000, 6000)
+        e2e = case.endswith(("select", "get", "fetchval"))
+        small, large = (500, 1500) if e2e else (2000, 6000)
         plain = _per_op("plain", case, small, large)
         ours = _per_op("poolmon", case, small, large)
         pure = _per_op("poolmon", case, small, large, pure=True)
         d1 = (ours["D1mr"] + ours["D1mw"]) - (plain["D1mr"] + plain["D1mw"])
+        peer_name, peer_ratio = "", ""
+        if case in PEERS:
+            # The same operation under the peer's instrumentation, in the same run.
+            peer = _per_op("peer", case, small, large)
+            peer_name, peer_ratio = PEERS[case][0], f"{peer['Ir'] / plain['Ir']:.4f}"
         ratio = ours["Ir"] / plain["Ir"]
         verdict = ""
         if case.endswith(("select", "get")):
@@ -95,7 +104,7 @@ def main(argv: list[str]) -> int:
         print(
             f"{case:22s} {plain['Ir']:10.0f} {ours['Ir']:11.0f} {ratio:7.4f} "
             f"{ours['I1mr'] - plain['I1mr']:+9.0f} {d1:+9.0f} {pure['Ir']:9.0f} "
-            f"{pure['Ir'] / plain['Ir']:7.4f}{verdict}",
+            f"{pure['Ir'] / plain['Ir']:7.4f} {peer_name:>13s} {peer_ratio:>10s}{verdict}",
             flush=True,
         )
     return 1 if missed else 0

@@ -26,6 +26,9 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.1',
                       'shrink': 'closed to bring the pool back towards its minimum size',
                       'burst_shrink': "a burst connection (opened above the pool's normal "
                                       'maximum) closed as demand fell',
+                      'max_uses': 'used as many times as the pool allows one connection (1.1)',
+                      'detached': 'taken out of the pool by its caller, still open, no longer '
+                                  'pooled (1.1)',
                       'other': 'closed for a reason the pool did not say'},
  'error_types': {'timeout': 'a caller waited longer than the borrow timeout',
                  'exhausted': 'the pool refused a caller at once (fail-fast or max_waiting)',
@@ -484,6 +487,8 @@ EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft
                                     'fork',
                                     'shrink',
                                     'burst_shrink',
+                                    'max_uses',
+                                    'detached',
                                     'other']},
                 'age': {'type': 'number',
                         'minimum': 0,

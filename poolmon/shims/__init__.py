@@ -1,6 +1,7 @@
 """Shims: instrument existing library pools in place.
 
-Each shim module (``poolmon.shims.psycopg``, ``.psycopg2``, ``.redis``, ``.urllib3``) provides::
+Each shim module (``poolmon.shims.psycopg``, ``.psycopg2``, ``.redis``, ``.urllib3``,
+``.sqlalchemy``, ``.asyncpg``) provides::
 
     LIBRARY: str                 # the distribution gating the shim, e.g. "psycopg-pool"
     SUPPORTED: str               # PEP 440 specifier of supported versions, e.g. ">=3.1,<4"
@@ -33,6 +34,8 @@ SHIMS: Final[dict[str, str]] = {
     "urllib3": "poolmon.shims.urllib3",
     "futures": "poolmon.shims.futures",
     "api": "poolmon.shims.api",
+    "sqlalchemy": "poolmon.shims.sqlalchemy",
+    "asyncpg": "poolmon.shims.asyncpg",
 }
 
 

@@ -18,10 +18,12 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from poolmon.shims import SHIMS
 
 __all__ = [
+    "AsyncpgPoolInstrumentor",
     "PoolmonInstrumentor",
     "Psycopg2PoolInstrumentor",
     "PsycopgPoolInstrumentor",
     "RedisPoolInstrumentor",
+    "SQLAlchemyPoolInstrumentor",
     "Urllib3PoolInstrumentor",
 ]
 
@@ -70,3 +72,16 @@ class Urllib3PoolInstrumentor(PoolmonInstrumentor):
     """urllib3 connection pools (and therefore requests)."""
 
     shim = "urllib3"
+
+
+class SQLAlchemyPoolInstrumentor(PoolmonInstrumentor):
+    """SQLAlchemy pools (``QueuePool``, ``AsyncAdaptedQueuePool``, ``NullPool``, ``StaticPool``,
+    ``SingletonThreadPool``, ``AssertionPool``), sync and asyncio engines."""
+
+    shim = "sqlalchemy"
+
+
+class AsyncpgPoolInstrumentor(PoolmonInstrumentor):
+    """asyncpg pools (``asyncpg.create_pool``)."""
+
+    shim = "asyncpg"

@@ -44,10 +44,12 @@ __all__ = [
     "fetch_sdist",
     "installed_version",
     "main",
+    "pg_bin",
     "prepare",
     "redis_server",
     "run_suite",
     "unmatched_deselects",
+    "user_venv",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,7 +106,9 @@ def fetch_sdist(distribution: str, version: str, cache: Path | None = None) -> P
     # Download into a scratch directory first: a half-written archive never looks cached.
     with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as scratch:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
-        cmd += ["--no-binary", ":all:", f"{distribution}=={version}", "--dest", scratch]
+        # Only this distribution from source: ``:all:`` would build its build dependencies
+        # (Cython for SQLAlchemy) from source too, minutes of compiling for nothing.
+        cmd += ["--no-binary", distribution, f"{distribution}=={version}", "--dest", scratch]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
         except subprocess.TimeoutExpired as exc:
@@ -164,6 +168,61 @@ def prepare(suite: Suite, cache: Path | None = None) -> Path:
         raise FetchError(f"{suite.distribution} is not installed")
     sdist = fetch_sdist(suite.distribution, version, cache)
     return extract(sdist, suite.members, cache / f"{suite.distribution}-{version}")
+
+
+#: The unprivileged account a suite with ``unprivileged=True`` runs as when we are root.
+UNPRIVILEGED_USER = "postgres"
+
+
+def pg_bin() -> str | None:
+    """The newest installed PostgreSQL server's bin directory (Debian layout), if any."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    return str(found[-1].parent) if found else None
+
+
+def user_venv(suite: Suite, cache: Path | None = None) -> Path:
+    """A venv of the system Python with the installed version of ``suite.distribution``,
+    pytest and pytest-timeout, readable by the unprivileged user (made once, cached)."""
+    cache = cache or cache_dir()
+    version = installed_version(suite.distribution)
+    venv = cache / f"venv-{suite.distribution}-{version}"
+    python = venv / "bin" / "python"
+    if (venv / ".complete").exists():
+        return python
+    base = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
+    try:
+        subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
+        pkgs = [f"{suite.distribution}=={version}", "pytest>=8", "pytest-timeout", "packaging"]
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", *pkgs],
+            check=True,
+            timeout=600,
+            capture_output=True,
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise FetchError(f"could not make the test venv {venv}: {exc}") from exc
+    _readable(venv)
+    (venv / ".complete").write_text(str(version), encoding="utf-8")
+    return python
+
+
+def _readable(path: Path) -> None:
+    """a+rX below ``path`` (and on its parents), so the unprivileged user can read it."""
+    for parent in [path, *path.parents]:
+        if parent == REPO.parent:
+            break
+        with contextlib.suppress(OSError):
+            parent.chmod(parent.stat().st_mode | 0o055)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames:
+            p = Path(dirpath, name)
+            p.chmod(p.stat().st_mode | 0o055)
+        for name in filenames:
+            p = Path(dirpath, name)
+            p.chmod(p.stat().st_mode | (0o055 if p.stat().st_mode & 0o100 else 0o044))
 
 
 def _free_port() -> int:
@@ -243,26 +302,49 @@ def run_suite(
     report = workdir / f"{suite.shim}-{mode}.json"
     log = workdir / f"{suite.shim}-{mode}.log"
     report.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "pytest", *suite.files, "-q", "-p", "no:cacheprovider"]
+    python = sys.executable
+    prefix: list[str] = []
+    env = dict(os.environ)
+    scratch: Path | None = None
+    if suite.unprivileged:
+        python = str(user_venv(suite))
+        _readable(root)
+        bindir = pg_bin()
+        if bindir is not None:
+            env["PGINSTALLATION"] = bindir
+        # The report is written by the unprivileged process: a directory it may write.
+        scratch = Path(tempfile.mkdtemp(prefix=f"poolmon-upstream-{suite.shim}-"))
+        scratch.chmod(0o1777)
+        env["HOME"] = str(scratch)
+    target = report if scratch is None else scratch / report.name
+    cmd = [python, "-m", "pytest", *suite.files, "-q", "-p", "no:cacheprovider"]
     # poolmon's own pytest plugin (the conformance kit, a pytest11 entry point) would import
     # poolmon into the library's suite, the baseline run included: it stays out of both.
     cmd += ["-p", "no:poolmon_conformance"]
     cmd += ["-p", "poolmon_plugin", "--poolmon-shim", suite.shim, "--poolmon-mode", mode]
-    cmd += ["--poolmon-report", str(report), "--timeout", str(PER_TEST_TIMEOUT), *suite.args]
+    cmd += ["--poolmon-report", str(target), "--timeout", str(PER_TEST_TIMEOUT), *suite.args]
     cmd += [f"--deselect={d.prefix}" for d in suite.deselect]
     if redis_url is not None:
         cmd += ["--redis-url", redis_url]
-    env = dict(os.environ)
     # The plugin is imported as a top-level module (upstream's own ``tests``/``test`` packages
     # would shadow ``tests.upstream``); the repo comes after it so poolmon imports even when it
     # is not installed. pytest puts the upstream root first on sys.path for its conftests.
     env["PYTHONPATH"] = os.pathsep.join([str(PLUGIN_DIR), str(REPO)])
     env.pop("PYTEST_ADDOPTS", None)
+    if suite.unprivileged and os.geteuid() == 0:
+        keep = ("PYTHONPATH", "PGINSTALLATION", "HOME", "CI")
+        prefix = ["runuser", "-u", UNPRIVILEGED_USER, "--", "env"]
+        prefix += [f"{k}={env[k]}" for k in keep if k in env]
     started = time.monotonic()
     with log.open("w", encoding="utf-8") as out:
         # A session of its own, so a timeout can stop the run and anything it forked by group.
         proc = subprocess.Popen(
-            cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [*prefix, *cmd],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             returncode = proc.wait(suite.timeout)
@@ -271,6 +353,10 @@ def run_suite(
             proc.wait()
             returncode = -1
             out.write(f"\npoolmon runner: stopped after {suite.timeout:.0f} s\n")
+    if scratch is not None:
+        if target.exists():
+            shutil.copyfile(target, report)
+        shutil.rmtree(scratch, ignore_errors=True)
     data = json.loads(report.read_text(encoding="utf-8")) if report.exists() else None
     return RunResult(mode, returncode, data, log, time.monotonic() - started)
 
@@ -293,7 +379,9 @@ def unmatched_deselects(suite: Suite, report: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("shims", nargs="*", help="redis, urllib3 (default: all)")
+    parser.add_argument(
+        "shims", nargs="*", help="redis, urllib3, sqlalchemy, asyncpg (default: all)"
+    )
     args = parser.parse_args(argv)
     status = 0
     for suite in SUITES:

@@ -1,4 +1,4 @@
-"""Which parts of redis-py's and urllib3's own test suites are run with poolmon's shims on.
+"""Which parts of the libraries' own test suites are run with poolmon's shims on.
 
 The one place that lists what is run and, for every upstream test left out, why. Every entry in
 ``deselect`` is a pytest node-id prefix (``--deselect`` matches prefixes); each must match at least
@@ -12,6 +12,9 @@ fails or misbehaves the same way, or the test is about something other than the 
 * time: slow variants of a test whose fast variant still runs (the suites must stay well under
   a minute and a half together).
 
+SQLAlchemy's ``test/engine/test_pool.py`` and asyncpg's ``tests/test_pool.py`` run whole: no
+deselections (both pass in full without poolmon here).
+
 psycopg_pool is not here: its sdist ships no tests (checked for psycopg-pool 3.3.3; its test
 suite lives only in the psycopg source repository, which this project does not fetch).
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["REDIS", "SUITES", "URLLIB3", "Deselect", "Suite"]
+__all__ = ["ASYNCPG", "REDIS", "SQLALCHEMY", "SUITES", "URLLIB3", "Deselect", "Suite"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,14 @@ class Suite:
     redis_server: bool = False
     #: Upper bound on the whole run of one mode (a hang fails instead of stalling the suite).
     timeout: float = 240.0
+    #: The suite's harness starts its own PostgreSQL cluster (initdb, pg_ctl), which refuses to
+    #: run as root: run it as an unprivileged user (``postgres``), with a venv of the system
+    #: Python (the project's interpreter may live where that user cannot read), holding the
+    #: installed version of the library, pytest and pytest-timeout; poolmon from the source tree.
+    unprivileged: bool = False
+    #: At least this many tests must report an outcome in each run (a collection that silently
+    #: shrank proves nothing).
+    min_tests: int = 100
 
 
 _SLOW_CONNECT_FAILURE = (
@@ -186,5 +197,29 @@ URLLIB3: Final = Suite(
     ),
 )
 
+SQLALCHEMY: Final = Suite(
+    shim="sqlalchemy",
+    distribution="sqlalchemy",
+    # The test tree, its configuration, and the test plugin SQLAlchemy's conftest loads by path
+    # (lib/sqlalchemy/testing/plugin). That directory has no __init__.py above it, so the
+    # conftest's ``sys.path.insert(0, "lib")`` cannot shadow the installed, regular package.
+    members=("test", "setup.cfg", "pyproject.toml", "lib/sqlalchemy/testing/plugin"),
+    files=("test/engine/test_pool.py",),
+    deselect=(),
+)
+
+ASYNCPG: Final = Suite(
+    shim="asyncpg",
+    distribution="asyncpg",
+    # asyncpg's harness (asyncpg._testbase, shipped in the installed package) starts a private
+    # PostgreSQL cluster from the server binaries (PGINSTALLATION) for these tests.
+    members=("tests", "pyproject.toml", "setup.cfg"),
+    files=("tests/test_pool.py",),
+    deselect=(),
+    timeout=420.0,
+    unprivileged=True,
+    min_tests=60,  # 66 tests (and 45 subtests) in asyncpg 0.32.0
+)
+
 #: Every suite, in the order the tests run them.
-SUITES: Final = (REDIS, URLLIB3)
+SUITES: Final = (REDIS, URLLIB3, SQLALCHEMY, ASYNCPG)
