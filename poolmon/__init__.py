@@ -2,7 +2,16 @@
 
 The public surface: the recorder (registry, snapshots, sinks), ``instrument``/``uninstrument`` for
 library pools, and poolmon's own pools. Everything else is internal.
+
+poolmon's own pools (``Pool``, ``AsyncPool`` and their configuration) are imported on first use:
+an application that only instruments its libraries' pools does not load them (nor asyncio and
+sqlite3 with them).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from poolmon.core import (
     SPEC_VERSION,
@@ -28,8 +37,16 @@ from poolmon.errors import (
     PoolmonError,
     PoolTimeout,
 )
-from poolmon.pool import AsyncPool, Pool, PoolConfig, SqliteFactory, TenantQuota, factory
 from poolmon.shims import instrument, uninstrument
+
+if TYPE_CHECKING:
+    from poolmon.pool import AsyncPool, Pool, PoolConfig, SqliteFactory, TenantQuota
+    from poolmon.pool.factory import factory
+
+#: Names imported on first use (PEP 562), and the module each comes from.
+_LAZY = dict.fromkeys(
+    ("AsyncPool", "Pool", "PoolConfig", "SqliteFactory", "TenantQuota", "factory"), "poolmon.pool"
+)
 
 __all__ = [
     "SPEC_VERSION",
@@ -61,3 +78,16 @@ __all__ = [
     "snapshot",
     "uninstrument",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'poolmon' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later reads are plain module attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -42,8 +42,18 @@
 
 #if PY_VERSION_HEX >= 0x030D0000
 #define LOOKUP_ATTR(obj, name, result) PyObject_GetOptionalAttr((obj), (name), (result))
+static inline PyObject *
+DICT_POP(PyObject *d, PyObject *key)
+{
+    PyObject *value = NULL;
+    if (PyDict_Pop(d, key, &value) == 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+    }
+    return value;
+}
 #else
 #define LOOKUP_ATTR(obj, name, result) _PyObject_LookupAttr((obj), (name), (result))
+#define DICT_POP(d, key) _PyDict_Pop((d), (key), NULL)
 #endif
 
 /* -------------------------------------------------------------------------------- Borrowed */
@@ -95,7 +105,7 @@ borrowed_home(const BorrowedObject *t, long long key)
 }
 
 /* The slot holding key, or -1. */
-static Py_ssize_t
+static ALWAYS_INLINE Py_ssize_t
 borrowed_find(const BorrowedObject *t, long long key)
 {
     Py_ssize_t mask = t->capacity - 1;
@@ -179,7 +189,7 @@ borrowed_set(BorrowedObject *t, long long key, double value)
 }
 
 /* Remove key: 1 and its value in *value when it was there, else 0. */
-static int
+static ALWAYS_INLINE int
 borrowed_pop(BorrowedObject *t, long long key, double *value)
 {
     Py_ssize_t i = borrowed_find(t, key);
@@ -212,6 +222,16 @@ borrowed_create(void)
     t->next_seq = 0;
     PyObject_GC_Track(t);
     return t;
+}
+
+static PyObject *
+borrowed_new(PyTypeObject *Py_UNUSED(type), PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Borrowed() takes no arguments");
+        return NULL;
+    }
+    return (PyObject *)borrowed_create();
 }
 
 static int
@@ -556,6 +576,7 @@ static PyTypeObject BorrowedType = {
                         "borrow order), int ids in a small C hash table."),
     .tp_basicsize = sizeof(BorrowedObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = borrowed_new,
     .tp_traverse = (traverseproc)borrowed_traverse,
     .tp_clear = (inquiry)borrowed_clear_refs,
     .tp_dealloc = (destructor)borrowed_dealloc,
@@ -604,7 +625,7 @@ static PyObject *perf_counter;
  * reading). Elsewhere perf_counter may read another clock: no shortcut. */
 #if defined(__linux__) && defined(CLOCK_MONOTONIC)
 #define HAVE_DIRECT_CLOCK 1
-static int
+static ALWAYS_INLINE int
 direct_seconds(double *out)
 {
     struct timespec ts;
@@ -908,7 +929,8 @@ static PyTypeObject LaneType = {
  *   cid    a connection link's ledger id (an int), None on a pool link;
  *   key    who made it (a tracker, a ledger), or the object a table entry is for;
  *   items  a pool link's idle container (its length and last item are what hooks read), or None;
- *   table  a pool link's id(obj) -> Link table, for connections that take no attributes, or None.
+ *   table  a pool link's id(obj) -> ledger id table (a Borrowed), for connections that take no
+ *          attributes, or None.
  *
  * Python's fallback is poolmon.core.lane.Link (the same fields). */
 typedef struct {
@@ -931,8 +953,8 @@ link_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &table)) {
         return NULL;
     }
-    if (table != Py_None && !PyDict_CheckExact(table)) {
-        PyErr_SetString(PyExc_TypeError, "Link: table must be a dict or None");
+    if (table != Py_None && Py_TYPE(table) != &BorrowedType) {
+        PyErr_SetString(PyExc_TypeError, "Link: table must be a Borrowed or None");
         return NULL;
     }
     LinkObject *self = (LinkObject *)type->tp_alloc(type, 0);
@@ -988,7 +1010,7 @@ static PyMemberDef link_members[] = {
     {"cid", T_OBJECT, offsetof(LinkObject, cid), READONLY, "A connection's ledger id, or None."},
     {"key", T_OBJECT, offsetof(LinkObject, key), READONLY, "Who made it, or whom it is for."},
     {"items", T_OBJECT, offsetof(LinkObject, items), READONLY, "A pool's idle container."},
-    {"table", T_OBJECT, offsetof(LinkObject, table), READONLY, "id(obj) -> Link, or None."},
+    {"table", T_OBJECT, offsetof(LinkObject, table), READONLY, "id(obj) -> ledger id (a Borrowed), or None."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1026,16 +1048,15 @@ typedef struct {
     char need_items; /* BORROW: the pool link's items must be non-empty (no wait possible) */
     char timed;      /* BORROW: read t0 from the pool link's lane before the call */
     char match_key;  /* the connection link's key must be the pool link's key */
-    char kept;       /* RELEASE: record after the original, when the items grew by the conn */
     PyObject *original;   /* the library's function */
     PyObject *slow;       /* poolmon's Python wrapper: takes every call this one does not */
     PyObject *failed;     /* (self, conn or None, t0 or None, exc) after the original raised */
-    PyObject *adopt;      /* (self, conn, t0 / idle count before / None): unlinked outcomes */
+    PyObject *adopt;      /* (self, conn, t0 or None): a connection lent without a live link */
     PyObject *absorb;     /* (exc,) a bookkeeping failure: counted, logged once */
     PyObject *exact_type; /* None, or the only type of self the fast path takes */
     PyObject *unless;     /* None, or an attribute of self that must be falsy */
     PyObject *pool_link;  /* None, or the attribute of self holding the pool's Link */
-    PyObject *conn_link;  /* None (use the pool link's table), or the connection's Link attr */
+    PyObject *conn_link;  /* the attribute of the connection holding its Link */
     PyObject *owner_attr; /* RELEASE: None, or an attribute of the conn that must be self */
     PyObject *answer;     /* RELEASE: NULL (call the original), or what to return instead */
     PyObject *defaults;   /* a tuple: arguments after the fixed ones, when given, must be these */
@@ -1060,7 +1081,7 @@ to_original(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *
 
 /* A bookkeeping failure after the original ran: hand it to absorb, never to the host. */
 static void
-absorb_error(HotMethodObject *m)
+absorb_error(PyObject *absorb)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
@@ -1074,7 +1095,7 @@ absorb_error(HotMethodObject *m)
         PyException_SetTraceback(value, tb);
     }
     if (PyErr_GivenExceptionMatches(value, PyExc_Exception)) {
-        PyObject *r = PyObject_CallOneArg(m->absorb, value);
+        PyObject *r = PyObject_CallOneArg(absorb, value);
         if (r == NULL) {
             PyErr_Clear(); /* absorb itself failed: nothing more can be done without the host */
         }
@@ -1089,11 +1110,11 @@ absorb_error(HotMethodObject *m)
 }
 
 /* Absorb a bookkeeping failure (rc < 0). -1 when absorbing re-raised (KeyboardInterrupt...). */
-static int
-settle(HotMethodObject *m, int rc)
+static ALWAYS_INLINE int
+settle(PyObject *absorb, int rc)
 {
     if (rc < 0) {
-        absorb_error(m);
+        absorb_error(absorb);
         if (PyErr_Occurred()) {
             return -1;
         }
@@ -1126,7 +1147,7 @@ report_failure(HotMethodObject *m, PyObject *self, PyObject *conn, const double 
 }
 
 /* A reading of the lane's clock as a C double. 0, or -1 with an error. */
-static int
+static ALWAYS_INLINE int
 lane_seconds(LaneObject *lane, double *out)
 {
 #if HAVE_DIRECT_CLOCK
@@ -1163,31 +1184,37 @@ lane_key(PyObject *cid, long long *key)
     return ok > 0 ? 0 : -1;
 }
 
-/* The lane protocol's borrow (poolmon/core/lane.py): borrowed[cid] = now, and the wait
+/* The lane protocol's borrow (poolmon/core/lane.py): borrowed[key] = now, and the wait
  * (now - t0, or 0.0 without a t0) into its bucket. 0, or -1 with an error. */
+static ALWAYS_INLINE int
+lane_borrow_key(LaneObject *lane, long long key, const double *t0)
+{
+    double now;
+    if (lane_seconds(lane, &now) < 0 || borrowed_set(lane->borrowed, key, now) < 0) {
+        return -1;
+    }
+    if (t0 == NULL) {
+        lane->waits.counts[0]++; /* no wait: 0.0 is in the first bucket whatever the bounds */
+    }
+    else {
+        bucket_add(&lane->waits, now - *t0);
+    }
+    return 0;
+}
+
 static ALWAYS_INLINE int
 lane_borrow(LaneObject *lane, PyObject *cid, const double *t0)
 {
     long long key;
-    double now;
-    if (lane_key(cid, &key) < 0 || lane_seconds(lane, &now) < 0 ||
-        borrowed_set(lane->borrowed, key, now) < 0) {
-        return -1;
-    }
-    bucket_add(&lane->waits, t0 == NULL ? 0.0 : now - *t0);
-    return 0;
+    return lane_key(cid, &key) < 0 ? -1 : lane_borrow_key(lane, key, t0);
 }
 
-/* The lane protocol's return: if cid is borrowed, forget it and put the use (now - start) into
- * its bucket. 0 when cid was not borrowed, 1 when it was, -1 with an error. */
+/* The lane protocol's return: if key is borrowed, forget it and put the use (now - start) into
+ * its bucket. 0 when it was not borrowed, 1 when it was, -1 with an error. */
 static ALWAYS_INLINE int
-lane_release(LaneObject *lane, PyObject *cid)
+lane_release_key(LaneObject *lane, long long key)
 {
-    long long key;
     double start, now;
-    if (lane_key(cid, &key) < 0) {
-        return -1;
-    }
     if (!borrowed_pop(lane->borrowed, key, &start)) {
         return 0;
     }
@@ -1196,6 +1223,13 @@ lane_release(LaneObject *lane, PyObject *cid)
     }
     bucket_add(&lane->uses, now - start);
     return 1;
+}
+
+static ALWAYS_INLINE int
+lane_release(LaneObject *lane, PyObject *cid)
+{
+    long long key;
+    return lane_key(cid, &key) < 0 ? -1 : lane_release_key(lane, key);
 }
 
 /* link as a Link whose lane is an open, current Lane (not retired: the tracker that made it is
@@ -1230,30 +1264,12 @@ live_attr(PyObject *obj, PyObject *name)
     return (LinkObject *)link;
 }
 
-/* The live connection link of conn: conn.<conn_link>, or the pool link's table entry for
- * id(conn) whose key is conn itself (an entry for another object at a reused address is not
- * this one). With match_key, it must have been made by the pool link's maker. New reference or
- * NULL (no error). */
+/* The live connection link of conn: conn.<conn_link>; with match_key, made by the pool link's
+ * maker. New reference or NULL (no error). */
 static ALWAYS_INLINE LinkObject *
 conn_link_of(HotMethodObject *m, LinkObject *plink, PyObject *conn)
 {
-    LinkObject *link = NULL;
-    if (m->conn_link != Py_None) {
-        link = live_attr(conn, m->conn_link);
-    }
-    else if (plink != NULL && plink->table != Py_None) {
-        PyObject *addr = PyLong_FromVoidPtr(conn); /* == id(conn) */
-        PyObject *entry = addr ? PyDict_GetItemWithError(plink->table, addr) : NULL;
-        Py_XDECREF(addr);
-        link = live(entry);
-        if (link != NULL && link->key == conn) {
-            Py_INCREF(link);
-        }
-        else {
-            link = NULL;
-        }
-        PyErr_Clear();
-    }
+    LinkObject *link = live_attr(conn, m->conn_link);
     if (link != NULL && (!PyLong_CheckExact(link->cid) ||
                          (m->match_key && (plink == NULL || link->key != plink->key)))) {
         Py_CLEAR(link);
@@ -1366,57 +1382,13 @@ hot_borrow(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *k
             rc = call_adopt(m, self, conn, t0_obj);
             Py_XDECREF(t0_obj);
         }
-        if (settle(m, rc) < 0) {
+        if (settle(m->absorb, rc) < 0) {
             Py_CLEAR(conn);
         }
     }
     Py_DECREF(self);
     Py_XDECREF(plink); /* kept the tracker and the lane alive until here */
     return conn;
-}
-
-/* RELEASE with ``kept``: the original runs first (it refuses what it must, and decides whether
- * to keep the connection); afterwards, the connection at the end of the pool link's items, one
- * more than before, means kept, and the return is recorded here; anything else means the pool
- * let it go, which ``adopt`` (self, conn, idle count before) sorts out in Python. */
-static PyObject *
-release_after(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    PyObject *self = args[0], *conn = args[1];
-    LinkObject *plink = live_attr(self, m->pool_link);
-    if (plink == NULL || !PyList_CheckExact(plink->items)) {
-        Py_XDECREF(plink);
-        return to_slow(m, args, nargsf, kwnames);
-    }
-    PyObject *idle = plink->items;
-    Py_ssize_t before = PyList_GET_SIZE(idle);
-    Py_INCREF(self);
-    Py_INCREF(conn);
-    PyObject *result = to_original(m, args, nargsf, kwnames);
-    if (result == NULL) {
-        report_failure(m, self, conn, NULL);
-    }
-    else {
-        int rc;
-        LinkObject *link = NULL;
-        if (PyList_GET_SIZE(idle) == before + 1 && PyList_GET_ITEM(idle, before) == conn &&
-            (link = conn_link_of(m, plink, conn)) != NULL) {
-            rc = lane_release((LaneObject *)link->lane, link->cid);
-            Py_DECREF(link);
-        }
-        else {
-            PyObject *n = PyLong_FromSsize_t(before);
-            rc = call_adopt(m, self, conn, n);
-            Py_XDECREF(n);
-        }
-        if (settle(m, rc) < 0) {
-            Py_CLEAR(result);
-        }
-    }
-    Py_DECREF(conn);
-    Py_DECREF(self);
-    Py_DECREF(plink);
-    return result;
 }
 
 /* RELEASE: the caller gives args[1] back. The return is recorded before the original runs (it
@@ -1432,9 +1404,6 @@ hot_release(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *
     if (!common_args(m, args, nargs, kwnames, 2) || args[1] == Py_None ||
         !common_self(m, args[0])) {
         return to_slow(m, args, nargsf, kwnames);
-    }
-    if (m->kept) {
-        return release_after(m, args, nargsf, kwnames);
     }
     PyObject *self = args[0], *conn = args[1];
     if (m->owner_attr != Py_None) {
@@ -1456,7 +1425,7 @@ hot_release(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *
     }
     int rc = lane_release((LaneObject *)link->lane, link->cid);
     Py_DECREF(link);
-    if (settle(m, rc) < 0) {
+    if (settle(m->absorb, rc) < 0) {
         return NULL;
     }
     return m->answer != NULL ? Py_NewRef(m->answer) : to_original(m, args, nargsf, kwnames);
@@ -1506,17 +1475,17 @@ hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"kind", "original", "slow", "absorb", "failed", "adopt",
                              "exact_type", "unless", "pool_link", "conn_link", "owner_attr",
                              "answer", "defaults", "attr", "need_items", "timed", "match_key",
-                             "kept", NULL};
-    int kind, need_items = 0, timed = 0, match_key = 0, kept = 0;
+                             NULL};
+    int kind, need_items = 0, timed = 0, match_key = 0;
     PyObject *original, *slow, *absorb = NULL, *failed = Py_None, *adopt = Py_None,
                                         *exact_type = Py_None, *unless = Py_None,
                                         *pool_link = Py_None, *conn_link = Py_None,
                                         *owner_attr = Py_None, *answer = NULL,
                                         *defaults = Py_None, *attr = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|$OOOOOOOOOOOpppp:HotMethod", kwlist, &kind,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO|$OOOOOOOOOOOppp:HotMethod", kwlist, &kind,
                                      &original, &slow, &absorb, &failed, &adopt, &exact_type,
                                      &unless, &pool_link, &conn_link, &owner_attr, &answer,
-                                     &defaults, &attr, &need_items, &timed, &match_key, &kept)) {
+                                     &defaults, &attr, &need_items, &timed, &match_key)) {
         return NULL;
     }
     if (kind <= 0 || kind >= KIND_MAX) {
@@ -1546,11 +1515,11 @@ hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     if ((kind == SKIP_IF_TRUTHY && attr == Py_None) ||
-        ((timed || need_items || kept || match_key) && pool_link == Py_None) ||
-        (kind != SKIP_IF_TRUTHY && conn_link == Py_None && pool_link == Py_None)) {
+        ((timed || need_items || match_key) && pool_link == Py_None) ||
+        (kind != SKIP_IF_TRUTHY && conn_link == Py_None)) {
         PyErr_SetString(PyExc_ValueError,
-                        "HotMethod: SKIP_IF_TRUTHY needs attr; timed, need_items, kept and "
-                        "match_key need pool_link; BORROW and RELEASE need conn_link or pool_link");
+                        "HotMethod: SKIP_IF_TRUTHY needs attr; timed, need_items and match_key "
+                        "need pool_link; BORROW and RELEASE need conn_link");
         return NULL;
     }
     HotMethodObject *self = (HotMethodObject *)type->tp_alloc(type, 0);
@@ -1562,7 +1531,6 @@ hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->need_items = (char)need_items;
     self->timed = (char)timed;
     self->match_key = (char)match_key;
-    self->kept = (char)kept;
 #define SET(field) self->field = Py_XNewRef(field)
     SET(original);
     SET(slow);
@@ -1677,6 +1645,157 @@ static PyTypeObject HotMethodType = {
     .tp_repr = (reprfunc)hot_repr,
 };
 
+/* ------------------------------------------------------------------------------- LendTable */
+
+/* A dict that a library keeps of the objects it has lent (key -> connection), whose writes are
+ * the lane protocol: ``table[key] = conn`` records a borrow of conn, ``del table[key]`` its
+ * return. For a pool that lends and takes back in Python code of its own, this records both
+ * with no wrapper around the pool's methods (a wrapper's frame cost more than the whole budget).
+ * The shim replaces the library's dict with one of these, holding the same items.
+ *
+ *   link      the pool's Link: its lane, its ``items`` (the idle list: a return leaves the
+ *             connection at its end when the pool keeps it) and its ``table`` (a Borrowed:
+ *             id(conn) -> ledger id, kept by the shim for the connections it knows alive);
+ *   lent      (conn,) a borrow this table did not record itself (lane closed or retired, or a
+ *             connection poolmon has not recorded yet);
+ *   returned  (conn,) a return it did not record (the same, or the pool let the connection go:
+ *             the Python side decides why);
+ *   absorb    (exc,) a bookkeeping failure.
+ *
+ * The dict operation runs first and whole (it raises exactly as a dict would); bookkeeping
+ * after it never raises into the library. Only item assignment and deletion are hooked: the
+ * other dict methods (update, pop, clear) stay silent, which is how the shim fills and empties
+ * a table without recording anything. */
+typedef struct {
+    PyDictObject dict;
+    PyObject *link;
+    PyObject *lent;
+    PyObject *returned;
+    PyObject *absorb;
+} LendTableObject;
+
+static PyTypeObject LendTableType;
+static PyMappingMethods lend_mapping; /* dict's, with ass_subscript hooked (hot_exec) */
+
+/* The bookkeeping of one write: recorded here in the common case (the pool link is live and
+ * its id table knows conn: id(conn) -> ledger id), else by ``lent`` or ``returned`` in Python.
+ * 0, or -1 with an error. */
+static ALWAYS_INLINE int
+lend_record(LendTableObject *t, PyObject *conn, int lend)
+{
+    LinkObject *plink = (LinkObject *)t->link; /* a Link on a Lane: checked by lend_init */
+    LaneObject *lane = (LaneObject *)plink->lane;
+    if (lane->open && !lane->retired && Py_TYPE(plink->table) == &BorrowedType) {
+        BorrowedObject *ids = (BorrowedObject *)plink->table;
+        Py_ssize_t i = borrowed_find(ids, (long long)(uintptr_t)conn);
+        PyObject *idle = plink->items;
+        if (i >= 0 && lend) {
+            return lane_borrow_key(lane, (long long)ids->slots[i].value, NULL);
+        }
+        if (i >= 0 && PyList_CheckExact(idle) && PyList_GET_SIZE(idle) > 0 &&
+            PyList_GET_ITEM(idle, PyList_GET_SIZE(idle) - 1) == conn) {
+            /* kept: back at the idle end */
+            return lane_release_key(lane, (long long)ids->slots[i].value) < 0 ? -1 : 0;
+        }
+    }
+    PyObject *r = PyObject_CallOneArg(lend ? t->lent : t->returned, conn);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+static int
+lend_ass_subscript(LendTableObject *t, PyObject *key, PyObject *value)
+{
+    PyObject *conn; /* a new reference */
+    if (value != NULL) {
+        if (PyDict_SetItem((PyObject *)t, key, value) < 0) {
+            return -1;
+        }
+        conn = Py_NewRef(value);
+    }
+    else if ((conn = DICT_POP((PyObject *)t, key)) == NULL) { /* one lookup; KeyError if missing */
+        return -1;
+    }
+    int rc = lend_record(t, conn, value != NULL);
+    Py_DECREF(conn);
+    return settle(t->absorb, rc);
+}
+
+static int
+lend_init(LendTableObject *t, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"link", "lent", "returned", "absorb", NULL};
+    PyObject *link, *lent, *returned, *absorb;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO:LendTable", kwlist, &link, &lent,
+                                     &returned, &absorb)) {
+        return -1;
+    }
+    if (!PyCallable_Check(lent) || !PyCallable_Check(returned) || !PyCallable_Check(absorb)) {
+        PyErr_SetString(PyExc_TypeError, "LendTable: lent, returned and absorb must be callable");
+        return -1;
+    }
+    if (Py_TYPE(link) != &LinkType || Py_TYPE(((LinkObject *)link)->lane) != &LaneType) {
+        PyErr_SetString(PyExc_TypeError, "LendTable: link must be a Link on a Lane");
+        return -1;
+    }
+    Py_XSETREF(t->link, Py_NewRef(link));
+    Py_XSETREF(t->lent, Py_NewRef(lent));
+    Py_XSETREF(t->returned, Py_NewRef(returned));
+    Py_XSETREF(t->absorb, Py_NewRef(absorb));
+    return 0;
+}
+
+static int
+lend_traverse(LendTableObject *t, visitproc visit, void *arg)
+{
+    Py_VISIT(t->link);
+    Py_VISIT(t->lent);
+    Py_VISIT(t->returned);
+    Py_VISIT(t->absorb);
+    return PyDict_Type.tp_traverse((PyObject *)t, visit, arg);
+}
+
+static int
+lend_clear(LendTableObject *t)
+{
+    Py_CLEAR(t->link);
+    Py_CLEAR(t->lent);
+    Py_CLEAR(t->returned);
+    Py_CLEAR(t->absorb);
+    return PyDict_Type.tp_clear((PyObject *)t);
+}
+
+static void
+lend_dealloc(LendTableObject *t)
+{
+    PyObject_GC_UnTrack(t);
+    Py_CLEAR(t->link);
+    Py_CLEAR(t->lent);
+    Py_CLEAR(t->returned);
+    Py_CLEAR(t->absorb);
+    PyDict_Type.tp_dealloc((PyObject *)t);
+}
+
+static PyMemberDef lend_members[] = {
+    {"link", T_OBJECT, offsetof(LendTableObject, link), READONLY, "The pool's Link."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject LendTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "poolmon._hot.LendTable",
+    .tp_doc = PyDoc_STR("LendTable(link, lent, returned, absorb): a dict of lent connections "
+                        "whose item writes record borrows and returns (poolmon.core.lane)."),
+    .tp_basicsize = sizeof(LendTableObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_as_mapping = &lend_mapping,
+    .tp_init = (initproc)lend_init,
+    .tp_traverse = (traverseproc)lend_traverse,
+    .tp_clear = (inquiry)lend_clear,
+    .tp_dealloc = (destructor)lend_dealloc,
+    .tp_members = lend_members,
+};
+
 /* ------------------------------------------------------------------- the lane protocol, for Python */
 
 /* Lane.borrow(cid, now, waited) / Lane.release(cid, now): the lane protocol's two writes as the
@@ -1734,14 +1853,19 @@ hot_exec(PyObject *module)
     if (perf_counter == NULL) {
         return -1;
     }
+    /* LendTable: a dict whose item assignment is hooked, every other slot inherited. */
+    lend_mapping.mp_ass_subscript = (objobjargproc)lend_ass_subscript;
+    LendTableType.tp_base = &PyDict_Type;
     if (PyType_Ready(&BorrowedType) < 0 || PyType_Ready(&LaneType) < 0 ||
-        PyType_Ready(&LinkType) < 0 || PyType_Ready(&HotMethodType) < 0) {
+        PyType_Ready(&LinkType) < 0 || PyType_Ready(&HotMethodType) < 0 ||
+        PyType_Ready(&LendTableType) < 0) {
         return -1;
     }
     if (PyModule_AddObjectRef(module, "Borrowed", (PyObject *)&BorrowedType) < 0 ||
         PyModule_AddObjectRef(module, "Lane", (PyObject *)&LaneType) < 0 ||
         PyModule_AddObjectRef(module, "Link", (PyObject *)&LinkType) < 0 ||
-        PyModule_AddObjectRef(module, "HotMethod", (PyObject *)&HotMethodType) < 0) {
+        PyModule_AddObjectRef(module, "HotMethod", (PyObject *)&HotMethodType) < 0 ||
+        PyModule_AddObjectRef(module, "LendTable", (PyObject *)&LendTableType) < 0) {
         return -1;
     }
 #define KIND(name) if (PyModule_AddIntConstant(module, #name, name) < 0) return -1

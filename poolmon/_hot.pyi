@@ -8,6 +8,7 @@ RELEASE: Final[int]
 SKIP_IF_TRUTHY: Final[int]
 
 class Borrowed:
+    def __init__(self) -> None: ...
     def __len__(self) -> int: ...
     def __contains__(self, key: object) -> bool: ...
     def __getitem__(self, key: object) -> float: ...
@@ -56,14 +57,14 @@ class Link:
     @property
     def items(self) -> Any: ...
     @property
-    def table(self) -> dict[int, Link] | None: ...
+    def table(self) -> Borrowed | None: ...
     def __init__(
         self,
         lane: Any,
         cid: int | None = ...,
         key: Any = ...,
         items: Any = ...,
-        table: dict[int, Link] | None = ...,
+        table: Borrowed | None = ...,
     ) -> None: ...
 
 class HotMethod:
@@ -89,7 +90,17 @@ class HotMethod:
         need_items: bool = ...,
         timed: bool = ...,
         match_key: bool = ...,
-        kept: bool = ...,
     ) -> None: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: object, owner: type | None = ...) -> Any: ...
+
+class LendTable(dict[Any, Any]):
+    @property
+    def link(self) -> Link: ...
+    def __init__(
+        self,
+        link: Any,
+        lent: Callable[[Any], object],
+        returned: Callable[[Any], object],
+        absorb: Callable[[BaseException], object],
+    ) -> None: ...

@@ -17,14 +17,16 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Final
 
-from poolmon.core.lane import HotLane, LaneProtocol, Link
+from poolmon.core.lane import HotLane, LaneProtocol, LendTable, Link
 
 __all__ = [
     "HOT_KINDS",
     "PURE_PYTHON_ENV",
     "compiled_module",
     "fast_method",
+    "new_id_table",
     "new_lane",
+    "new_lend_table",
     "new_link",
     "set_compiled",
 ]
@@ -78,7 +80,7 @@ def new_link(
     cid: int | None = None,
     key: object = None,
     items: object = None,
-    table: dict[int, Any] | None = None,
+    table: Any = None,
 ) -> Any:
     """A link record (:class:`poolmon.core.lane.Link`) for ``lane``: the compiled one when the
     lane is compiled (the compiled hooks read only those), else the Python one."""
@@ -86,6 +88,32 @@ def new_link(
     if hot is not None and type(lane) is hot.Lane:
         return hot.Link(lane, cid, key, items, table)
     return Link(lane, cid, key, items, table)
+
+
+def new_id_table(lane: Any) -> Any:
+    """An ``id(obj) -> ledger id`` table for a pool link's ``table`` on a compiled ``lane`` (a
+    ``poolmon._hot.Borrowed``, which the compiled lend table reads in a few instructions), or
+    None where the lane is the Python one (the Python lend table reads no table)."""
+    hot = compiled_module()
+    if hot is not None and type(lane) is hot.Lane:
+        return hot.Borrowed()
+    return None
+
+
+def new_lend_table(
+    link: Any,
+    lent: Callable[[Any], object],
+    returned: Callable[[Any], object],
+    absorb: Callable[[BaseException], object],
+) -> dict[Any, Any]:
+    """A :class:`poolmon.core.lane.LendTable` on the pool ``link``: the compiled one when the
+    link is compiled (it then records the common borrow and return itself), else the Python
+    one, which hands every write to ``lent``/``returned``."""
+    hot = compiled_module()
+    if hot is not None and type(link) is hot.Link:
+        table: dict[Any, Any] = hot.LendTable(link, lent, returned, absorb)
+        return table
+    return LendTable(link, lent, returned, absorb)
 
 
 def fast_method(
@@ -103,13 +131,12 @@ def fast_method(
     * ``unless``: an attribute of ``self`` that must be falsy;
     * ``pool_link``: the attribute of ``self`` holding the pool's :class:`Link`; ``need_items``:
       its ``items`` must be non-empty (no wait possible); ``timed``: measure the wait from it;
-    * ``conn_link``: the attribute of the connection holding its link (without it: the pool
-      link's ``table`` by ``id(conn)``); ``match_key``: its ``key`` must be the pool link's;
+    * ``conn_link``: the attribute of the connection holding its link (required for BORROW
+      and RELEASE); ``match_key``: its ``key`` must be the pool link's;
     * ``owner_attr``: an attribute of the connection that must be ``self`` (RELEASE);
     * ``answer``: RELEASE skips the original, known to do nothing more, and returns this;
-    * ``kept``: RELEASE records after the original, when the pool link's items grew by the
-      connection; ``defaults``: arguments after the fixed ones, when given, must be these
-      (RELEASE without it takes exactly ``(self, conn)``, no keywords);
+    * ``defaults``: arguments after the fixed ones, when given, must be these (RELEASE
+      without it takes exactly ``(self, conn)``, no keywords);
     * ``attr``: SKIP_IF_TRUTHY's attribute of ``self``.
     """
     if kind not in HOT_KINDS:

@@ -44,6 +44,13 @@ which find the pool's current tracker.
 **Links.** :class:`Link` is the named record hooks read of a pool or a connection in one
 attribute lookup (lane, cid, key, items, table); ``poolmon._hot.Link`` has the same fields.
 Links are never changed in place: a new one replaces the old with one ``setattr``.
+
+**Lend tables.** Where a pool lends and takes back in its own Python code and keeps a dict of
+what it has lent, a :class:`LendTable` in that dict's place records the borrow at
+``table[key] = conn`` and the return at ``del table[key]``: no wrapper around the pool's methods.
+The dict operation runs first and whole (L1 for the pool's own state); the bookkeeping after it
+goes through the callbacks, never raising into the pool. ``poolmon._hot.LendTable`` is the
+compiled twin, which records the common case itself on the lane.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ __all__ = [
     "FOLD_AT",
     "HotLane",
     "LaneProtocol",
+    "LendTable",
     "Link",
     "fold_samples",
     "take_samples",
@@ -163,7 +171,8 @@ class Link:
     * ``cid``: a connection link's ledger id, None on a pool link;
     * ``key``: who made it (a tracker, a ledger), or the object a table entry is for;
     * ``items``: a pool link's idle container, or None;
-    * ``table``: a pool link's ``id(obj) -> Link`` table for objects that take no attributes.
+    * ``table``: a pool link's ``id(obj) -> ledger id`` table for objects that take no
+      attributes (read by the compiled lend table; None on the Python side).
     """
 
     __slots__ = ("cid", "items", "key", "lane", "table")
@@ -174,7 +183,7 @@ class Link:
         cid: int | None = None,
         key: object = None,
         items: object = None,
-        table: dict[int, Link] | None = None,
+        table: object = None,
     ) -> None:
         self.lane = lane
         self.cid = cid
@@ -184,6 +193,45 @@ class Link:
 
     def __repr__(self) -> str:
         return f"Link(cid={self.cid!r})"
+
+
+class LendTable(dict[Any, Any]):
+    """A dict of lent connections whose item writes are borrows and returns (see the module
+    docstring): ``lent(conn)`` after ``table[key] = conn``, ``returned(conn)`` after
+    ``del table[key]``; a failure in either goes to ``absorb(exc)``. ``update``, ``pop`` and
+    ``clear`` record nothing (the shim fills and empties a table with them).
+    ``poolmon._hot.LendTable`` has the same interface and records the common case in C.
+    """
+
+    __slots__ = ("absorb", "lent", "link", "returned")
+
+    def __init__(
+        self,
+        link: object,
+        lent: Callable[[Any], object],
+        returned: Callable[[Any], object],
+        absorb: Callable[[BaseException], object],
+    ) -> None:
+        super().__init__()
+        self.link = link
+        self.lent = lent
+        self.returned = returned
+        self.absorb = absorb
+
+    def __setitem__(self, key: Any, conn: Any) -> None:
+        dict.__setitem__(self, key, conn)
+        try:
+            self.lent(conn)
+        except Exception as exc:
+            self.absorb(exc)
+
+    def __delitem__(self, key: Any) -> None:
+        conn = dict.__getitem__(self, key)
+        dict.__delitem__(self, key)
+        try:
+            self.returned(conn)
+        except Exception as exc:
+            self.absorb(exc)
 
 
 def take_samples(samples: list[float]) -> list[float]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from poolmon.core.compiled import new_link
+from poolmon.core.compiled import new_id_table, new_link
 from poolmon.core.identity import PoolIdentity
 from poolmon.core.ledger import PoolLedger
 from poolmon.shims._attrs import pop_attr
@@ -60,7 +60,7 @@ class PoolTracker:
     (:mod:`poolmon.core.lane`): the getconn/putconn wrappers write to it directly while it is open.
     """
 
-    __slots__ = ("borrow", "evict", "lane", "ledger", "now", "release", "state", "unlabel")
+    __slots__ = ("borrow", "evict", "lane", "ledger", "now", "release", "state", "undo")
 
     def __init__(self, ledger: PoolLedger, state: TrackingState) -> None:
         self.ledger = ledger
@@ -70,8 +70,9 @@ class PoolTracker:
         self.borrow = ledger.borrow
         self.release = ledger.release
         self.evict = ledger.evict
-        #: Puts the pool's own connect arguments back (see TrackingState ``label``), or None.
-        self.unlabel: Callable[[], None] | None = None
+        #: What puts the pool back as it was, run in reverse order when poolmon lets go of it
+        #: (its own connect arguments, see TrackingState ``label``; psycopg2's lent dict).
+        self.undo: list[Callable[[], None]] = []
 
     def conn_id(self, conn: Any) -> int:
         """The ledger id of ``conn``; a connection never seen before is adopted (no create)."""
@@ -112,15 +113,18 @@ class KeyedPoolTracker(PoolTracker):
     the entry exists, and the identity check makes a stale entry impossible to mistake for another
     connection. Entries leave on :meth:`discard`, i.e. when the pool lets go of the connection;
     until then the pool holds it anyway, so this keeps nothing alive that the pool would not.
+    ``ids`` mirrors the entries as ``id(conn) -> ledger id`` for the compiled lend table (None on
+    the Python path): written with them, so it names only connections alive in the ledger (L3).
     """
 
-    __slots__ = ("conns",)
+    __slots__ = ("conns", "ids")
 
     def __init__(self, ledger: PoolLedger, state: TrackingState) -> None:
         super().__init__(ledger, state)
-        #: ``id(conn) -> Link(lane, cid, key=conn)``; read by the compiled hooks through the
-        #: pool link's ``table``, so it is one dict for the tracker's whole life (never replaced).
+        #: ``id(conn) -> Link(lane, cid, key=conn)``.
         self.conns: dict[int, Any] = {}
+        #: ``id(conn) -> cid``, a ``poolmon._hot.Borrowed`` on a compiled lane, else None.
+        self.ids: Any = new_id_table(self.lane)
 
     def known_id(self, conn: Any) -> int | None:
         entry = self.conns.get(id(conn))
@@ -131,11 +135,15 @@ class KeyedPoolTracker(PoolTracker):
 
     def _tag(self, conn: Any, cid: int) -> None:
         self.conns[id(conn)] = new_link(self.lane, cid, key=conn)
+        if self.ids is not None:
+            self.ids[id(conn)] = cid
 
     def discard(self, conn: Any, cid: int, reason: str) -> None:
         entry = self.conns.get(id(conn))
         if entry is not None and entry.key is conn:
             del self.conns[id(conn)]
+            if self.ids is not None:
+                self.ids.pop(id(conn), None)
         self.evict(cid, reason)
 
 
@@ -200,7 +208,9 @@ class TrackingState(ShimState):
                 if self._label_connections is not None:
                     # Before the pool connects (track runs from _open or the first _connect):
                     # its connections carry the pool's name to the backend's own view.
-                    tracker.unlabel = self._label_connections(pool, ledger.name)
+                    unlabel = self._label_connections(pool, ledger.name)
+                    if unlabel is not None:
+                        tracker.undo.append(unlabel)
                 setattr(pool, TRACKER_ATTR, tracker)
                 if self._link is not None:
                     # After the tracker: the fast path never sees a link without it.
@@ -255,13 +265,12 @@ class TrackingState(ShimState):
             pop_attr(pool, LINK_ATTR)  # first: the fast path stops before the tracker goes
             tracker = pop_attr(pool, TRACKER_ATTR)
             if tracker is not None:
-                try:
-                    tracker.lane.retired = True  # connection tags naming it are stale from now on
-                    if tracker.unlabel is not None:
-                        tracker.unlabel()  # the pool's own connect arguments, exactly
-                except Exception as exc:
-                    self.absorb(exc, "stop")
-            if tracker is not None:
+                tracker.lane.retired = True  # connection tags naming it are stale from now on
+                while tracker.undo:
+                    try:
+                        tracker.undo.pop()()  # e.g. the pool's own connect arguments, exactly
+                    except Exception as exc:
+                        self.absorb(exc, "stop")
                 registry.unregister(tracker.ledger)
 
 

@@ -1,22 +1,28 @@
 """Shim for psycopg2.pool: ``SimpleConnectionPool``, ``ThreadedConnectionPool`` (psycopg2 2.8/2.9).
 
-Hook points: create ``_connect``; borrow ``_getconn``; return ``_putconn``; close ``_closeall``.
-``SimpleConnectionPool`` binds ``getconn = AbstractConnectionPool._getconn`` (and ``putconn``,
-``closeall``) at class creation, so patching the underscored methods alone would miss it: those
-aliases are wrapped too. ``ThreadedConnectionPool`` calls the underscored methods under its own
-lock, so its events are ordered by that lock.
+Hook points. psycopg2 lends and takes back in its own Python code, keeping what it has lent in
+the dict ``pool._used`` (key -> connection): ``_getconn`` assigns ``_used[key] = conn``,
+``_putconn`` deletes it after it has decided what to do with the connection. poolmon puts a
+lend table (:class:`poolmon.core.lane.LendTable`) in that dict's place, holding the same items,
+so the assignment records the borrow and the deletion the return, with no wrapper around
+``getconn``/``putconn`` (a wrapper's frame alone cost more than the overhead bar allows). The
+compiled table (``poolmon._hot.LendTable``) records the common case on the lane itself; the rest
+goes to the Python callbacks below, which are also the reference implementation. Besides: create
+at ``_connect``; a refusal (``PoolError`` raised by ``_getconn``) at ``PoolError.__init__``;
+close at ``_closeall``; new pools at ``AbstractConnectionPool.__init__``; pools that existed
+before ``instrument()`` are found then (a scan of the collector's objects, once).
 
 psycopg2 never waits: an exhausted pool raises ``PoolError`` at once (error type ``exhausted``).
 It keeps at most ``minconn`` idle connections; a return beyond that closes the connection
 (eviction reason ``overflow``). A connection returned closed or with a lost server is discarded
 (``broken``); ``putconn(close=True)`` is the caller's decision (``other``). The reasons are
 decided in psycopg2's own order: ``close=True`` first, then a full pool, then the connection's
-state.
+state; the return is recorded after psycopg2 has decided (the connection back at the end of the
+idle list means kept).
 
-Where poolmon's compiled fast path is built, the common ``getconn()``/``putconn(conn)`` calls
-run in C (``poolmon/_hot.c``: ``psycopg2_get``/``psycopg2_put``): the return is recorded after
-psycopg2 has decided (the connection at the end of the idle list means kept), anything else goes
-to the Python hooks below, which are also the reference implementation.
+A rollback that raises inside ``putconn`` (the server went away while a transaction was open):
+psycopg2 leaves the connection in ``_used``, where it holds a slot until ``closeall``; poolmon
+shows the same, a connection still borrowed (a leak, once past the leak threshold).
 
 Usage::
 
@@ -26,17 +32,21 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import importlib.util
+import sys
+import weakref
 from collections.abc import Callable
+from types import CodeType
 from typing import Any, Final
 
 from poolmon.backends.labels import label_psycopg2_pool
-from poolmon.core.compiled import fast_method, new_link
+from poolmon.core.compiled import new_lend_table, new_link
 from poolmon.core.identity import PoolIdentity, identity_from_libpq_dsn
 from poolmon.core.registry import PoolRegistry
 from poolmon.shims._psycopg_common import (
-    LINK_ATTR,
     KeyedPoolTracker,
     PoolTracker,
     TrackingState,
@@ -52,10 +62,11 @@ SUPPORTED: Final = ">=2.8,<3"
 
 Fn = Callable[..., Any]
 
-# psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN: the server connection is lost.
-_STATUS_UNKNOWN: Final = 4
 # Keyword arguments of psycopg2.connect() that are not connection parameters.
 _NOT_PARAMS: Final = frozenset({"dsn", "connection_factory", "cursor_factory", "async", "async_"})
+# How far up from a hook the pool method's frame can be: the hook's caller (compiled table),
+# or one frame more (the Python table's __delitem__), with room for a subclass's override.
+_FRAME_DEPTH: Final = 4
 
 
 @functools.cache
@@ -88,11 +99,14 @@ def _idle(pool: Any) -> list[tuple[Any, float]]:
 
 
 def _link(pool: Any, tracker: PoolTracker) -> Any:
-    # What the compiled getconn/putconn read of a pool, in one lookup: the lane, the idle list
-    # (AbstractConnectionPool.__init__ makes it once) and the keyed tags, psycopg2's connections
-    # taking no attributes (KeyedPoolTracker).
+    # The pool Link the lend table reads: the lane, the idle list (AbstractConnectionPool.__init__
+    # makes it once) and the tracker's id table, psycopg2's connections taking no attributes
+    # (KeyedPoolTracker). Made once per tracker, when the pool is first tracked: the lend table
+    # goes in at the same moment (always before the pool lends anything poolmon must see).
     assert isinstance(tracker, KeyedPoolTracker)
-    return new_link(tracker.lane, key=tracker, items=pool._pool, table=tracker.conns)
+    link = new_link(tracker.lane, key=tracker, items=pool._pool, table=tracker.ids)
+    _install_table(pool, tracker, link)
+    return link
 
 
 # psycopg2 connections are a C type without ``__dict__``: connection ids are kept by id() in the
@@ -117,7 +131,8 @@ def instrument(registry: PoolRegistry | None = None, *, version: str | None = No
     """Instrument psycopg2.pool in place; True if active now.
 
     ``version`` overrides the installed version for the support check (tests). Twice changes
-    nothing; an unsupported version is reported once and left untouched.
+    nothing; an unsupported version is reported once and left untouched. Pools that exist
+    already are found and tracked now, their idle and lent connections adopted.
     """
     if _state.patches.active:
         return True
@@ -126,11 +141,14 @@ def instrument(registry: PoolRegistry | None = None, *, version: str | None = No
     found = version if version is not None else _library_version()
     if not supported(LIBRARY, SUPPORTED, found or "0"):
         return False
+    imported_before = "psycopg2.pool" in sys.modules
     from psycopg2 import pool as pool_mod
 
     _state.start(registry)
     try:
         _patch(_state, pool_mod)
+        if imported_before:  # else no pool can exist yet
+            _track_existing(_state, pool_mod.AbstractConnectionPool)
     except BaseException:
         uninstrument()
         raise
@@ -139,19 +157,19 @@ def instrument(registry: PoolRegistry | None = None, *, version: str | None = No
 
 def _patch(st: TrackingState, pool_mod: Any) -> None:
     base = pool_mod.AbstractConnectionPool
-    error = pool_mod.PoolError
     wrap = st.patches.wrap
-    wrap(base, "_connect", lambda orig: sync_connect(orig, st))
-    # SimpleConnectionPool's aliases hold the same functions as the underscored originals;
-    # each gets its own wrapper (ThreadedConnectionPool reaches the underscored ones).
-    for owner, prefix in ((base, "_"), (pool_mod.SimpleConnectionPool, "")):
-        wrap(owner, f"{prefix}getconn", lambda orig: _getconn(orig, st, error))
-        wrap(owner, f"{prefix}putconn", lambda orig: _putconn(orig, st, error))
-        wrap(owner, f"{prefix}closeall", lambda orig: _closeall(orig, st))
+    wrap(base, "__init__", lambda orig: _init(orig, st))
+    wrap(base, "_connect", lambda orig: _connect(orig, st))
+    wrap(pool_mod.PoolError, "__init__", lambda orig: _refusal(orig, st, base))
+    # SimpleConnectionPool's closeall alias holds the same function as _closeall; each gets its
+    # own wrapper (ThreadedConnectionPool reaches the underscored one).
+    wrap(base, "_closeall", lambda orig: _closeall(orig, st))
+    wrap(pool_mod.SimpleConnectionPool, "closeall", lambda orig: _closeall(orig, st))
 
 
 def uninstrument() -> None:
-    """Restore every patched attribute to its original object and forget the tracked pools."""
+    """Restore every patched attribute to its original object, put each pool's own lent dict
+    back (same object, same items) and forget the tracked pools."""
     _state.patches.restore()
     _state.stop()
 
@@ -160,166 +178,146 @@ def is_instrumented() -> bool:
     return _state.patches.active
 
 
-# ---------------------------------------------------------------------------------- wrappers
-
-
-def _getconn(original: Fn, st: TrackingState, pool_error: type[Exception]) -> Fn:
-    def _getconn(self: Any, key: Any = None) -> Any:
-        tracker = st.tracker_of(self)
-        # A key already holding a connection gets that same connection back: not a new borrow.
-        if tracker is None or (key is not None and key in self._used):
-            return original(self, key)
-        try:
-            conn = original(self, key)
-        except Exception as exc:
-            if isinstance(exc, pool_error):
-                _refused(st, tracker, self, exc)
-            raise  # other errors come from _connect, already counted as create_failed
-        try:
-            tracker.borrow(tracker.conn_id(conn))
-        except Exception as exc:
-            st.absorb(exc)
-        return conn
-
-    def failed(pool: Any, _conn: None, _t0: None, exc: BaseException) -> None:
-        try:
+def _track_existing(st: TrackingState, base: type) -> None:
+    """Track the pools made before ``instrument()``: idle connections adopted, lent ones adopted
+    as borrowed. Under the pool's own lock where it has one, so no getconn/putconn runs while
+    its lent dict is replaced."""
+    pools = [obj for obj in gc.get_objects() if issubclass(type(obj), base)]
+    for pool in pools:
+        if getattr(pool, "closed", True):
+            continue
+        lock = getattr(pool, "_lock", None)
+        with lock if lock is not None else contextlib.nullcontext():
             tracker = st.tracker_of(pool)
-            if tracker is not None and isinstance(exc, pool_error):
-                _refused(st, tracker, pool, exc)
-        except Exception as inner:
-            st.absorb(inner)
-
-    def adopt(pool: Any, conn: Any, _t0: None) -> None:
-        tracker = st.tracker_of(pool)  # a connection made before instrument(): adopted now
-        if tracker is not None:
-            tracker.borrow(tracker.conn_id(conn))
-
-    # Compiled where built: getconn() without a key (a borrow with no wait: psycopg2 never
-    # waits) in a pool with a live link; the connection's tag is found in the link's table.
-    return fast_method(
-        "BORROW",
-        original,
-        _getconn,
-        pool_link=LINK_ATTR,
-        defaults=(None,),
-        failed=failed,
-        adopt=adopt,
-        absorb=st.absorber("borrow"),
-    )
+            if tracker is None:
+                continue
+            for conn in list(pool._used.values()):
+                if tracker.known_id(conn) is None:
+                    tracker.borrow(tracker.adopt(conn))
 
 
-def _refused(st: TrackingState, tracker: PoolTracker, pool: Any, exc: Exception) -> None:
-    try:
-        error_type = "pool_closed" if pool.closed else "exhausted"
-        tracker.ledger.error(error_type, "borrow", exc)
-    except Exception as inner:
-        st.absorb(inner)
+# ------------------------------------------------------------------------------------- hooks
 
 
-def _put_reason(pool: Any, conn: Any, *, close: bool) -> str | None:
-    """What ``_putconn`` is about to do with ``conn``: the eviction reason, or None if kept.
-    psycopg2's own order: the caller's ``close``, then a full pool, then the connection's state."""
-    if close:
-        return "other"  # the caller asked for it to be closed
-    if len(pool._pool) >= pool.minconn:
-        return "overflow"
-    if conn.closed or conn.get_transaction_status() == _STATUS_UNKNOWN:
-        return "broken"
+def _install_table(pool: Any, tracker: PoolTracker, link: Any) -> None:
+    """Put a lend table with ``pool._used``'s items in its place, and its undo on the tracker.
+    Runs where nothing else touches the pool: in its __init__, in a _connect under its lock, or
+    under its lock (:func:`_track_existing`)."""
+    st = _state
+    ref = weakref.ref(pool)  # the callbacks live in the pool's own table: no cycle through it
+
+    def lent(conn: Any) -> None:
+        cid = tracker.known_id(conn)
+        if cid is not None:
+            tracker.borrow(cid)
+        # else: a connection ``_connect(key)`` is opening; its hook records create, then borrow
+
+    def returned(conn: Any) -> None:
+        pool = ref()
+        if pool is None or pool.closed:
+            return  # after closeall: its connections were evicted then
+        cid = tracker.conn_id(conn)  # one poolmon never saw is adopted (no create)
+        tracker.release(cid)
+        idle = pool._pool
+        if not (idle and idle[-1] is conn):  # not back at the idle end: let go
+            tracker.discard(conn, cid, _let_go_reason(pool))
+
+    own = pool._used
+    table = new_lend_table(link, lent, returned, st.absorber("return"))
+    dict.update(table, own)
+    pool._used = table
+
+    def undo() -> None:
+        pool = ref()
+        if pool is None or type(pool._used) is dict:
+            return
+        lock = getattr(pool, "_lock", None)
+        with lock if lock is not None else contextlib.nullcontext():
+            items = dict(pool._used)
+            own.clear()
+            own.update(items)
+            pool._used = own
+
+    tracker.undo.append(undo)
+
+
+def _pool_frame(code: CodeType) -> Any:
+    """The frame of the pool method with ``code`` that (indirectly) called the hook, or None.
+    Rare paths only (a refusal, a connection let go)."""
+    frame: Any = sys._getframe(2)
+    for _ in range(_FRAME_DEPTH):
+        if frame is None or frame.f_code is code:
+            return frame
+        frame = frame.f_back
     return None
 
 
-def _putconn(original: Fn, st: TrackingState, pool_error: type[Exception]) -> Fn:
-    def _putconn(
-        self: Any,
-        conn: Any = None,
-        key: Any = None,
-        close: bool = False,  # noqa: FBT001, FBT002 (AbstractConnectionPool._putconn's own)
-    ) -> None:
-        tracker = st.tracker_of(self)
-        if tracker is None:
-            return original(self, conn, key, close)  # type: ignore[no-any-return]
-        cid: int | None = None
-        reason: str | None = None
-        try:
-            # Only a put the pool will accept is recorded (it raises for closed/unknown ones).
-            if not self.closed and id(conn) in self._rused:
-                cid = tracker.conn_id(conn)
-                tracker.release(cid)
-                reason = _put_reason(self, conn, close=close)
-        except Exception as exc:
-            st.absorb(exc)
-        try:
-            original(self, conn, key, close)
-        except BaseException:
-            if cid is not None:
-                _reset_failed(st, tracker, conn, cid)
-            raise
-        if reason is not None and cid is not None:
+def _let_go_reason(pool: Any) -> str:
+    """Why ``_putconn`` let the connection go, in psycopg2's own order: the caller's ``close``
+    (read from that call's frame), then a full pool (nothing was appended, so the idle count is
+    the one it tested), then the connection's state."""
+    frame = _pool_frame(_putconn_code())
+    if frame is not None and frame.f_locals.get("close"):
+        return "other"  # the caller asked for it to be closed
+    if len(pool._pool) >= pool.minconn:
+        return "overflow"
+    return "broken"
+
+
+@functools.cache
+def _putconn_code() -> CodeType:
+    from psycopg2 import pool as pool_mod
+
+    code: CodeType = pool_mod.AbstractConnectionPool._putconn.__code__
+    return code
+
+
+def _init(original: Fn, st: TrackingState) -> Fn:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        st.tracker_of(self)  # from birth (with minconn 0, no _connect ran): the table goes in
+
+    return __init__
+
+
+def _connect(original: Fn, st: TrackingState) -> Fn:
+    connect = sync_connect(original, st)
+
+    def _connect(self: Any, key: Any = None) -> Any:
+        conn = connect(self, key)
+        if key is not None:  # lent as it was made: the borrow after its create
             try:
-                tracker.discard(conn, cid, reason)
+                tracker = st.tracker_of(self)
+                cid = tracker.known_id(conn) if tracker is not None else None
+                if tracker is not None and cid is not None:
+                    tracker.borrow(cid)
             except Exception as exc:
-                st.absorb(exc)
-        return None
+                st.absorb(exc, "borrow")
+        return conn
 
-    # Compiled where built: putconn(conn) with no key and close False. psycopg2 decides first;
-    # the connection at the end of the idle list, one more than before, means kept (recorded in
-    # C); anything else goes to ``settled``, in psycopg2's own order of reasons.
-    return fast_method(
-        "RELEASE",
-        original,
-        _putconn,
-        pool_link=LINK_ATTR,
-        kept=True,
-        defaults=(None, False),
-        failed=_make_put_failed(st, pool_error),
-        adopt=_make_put_settled(st),
-        absorb=st.absorber("return"),
-    )
+    return _connect
 
 
-def _make_put_failed(st: TrackingState, pool_error: type[Exception]) -> Fn:
-    def failed(pool: Any, conn: Any, _t0: None, exc: BaseException) -> None:
-        # The compiled path ran the original first. A PoolError is a refusal (closed pool,
-        # unknown connection): nothing happened. Anything else came from the rollback of an
-        # accepted return, which leaves the connection keyed in ``_rused``.
+def _refusal(original: Fn, st: TrackingState, base: type) -> Fn:
+    getconn_code = base._getconn.__code__  # type: ignore[attr-defined]
+
+    def __init__(self: Exception, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
         try:
-            tracker = st.tracker_of(pool)
-            if tracker is None or isinstance(exc, pool_error):
+            # Raised by _getconn (the frame that called PoolError(...)): a refused borrow.
+            # Refused returns (a closed pool, a connection not from this pool) change nothing.
+            frame = sys._getframe(1)
+            if frame.f_code is not getconn_code:
                 return
-            if not pool.closed and id(conn) in pool._rused:
-                cid = tracker.conn_id(conn)
-                tracker.release(cid)
-                _reset_failed(st, tracker, conn, cid)
-        except Exception as inner:
-            st.absorb(inner)
+            pool = frame.f_locals.get("self")
+            tracker = st.tracker_of(pool) if pool is not None else None
+            if pool is not None and tracker is not None:
+                error_type = "pool_closed" if pool.closed else "exhausted"
+                tracker.ledger.error(error_type, "borrow", self)
+        except Exception as exc:
+            st.absorb(exc, "borrow")
 
-    return failed
-
-
-def _make_put_settled(st: TrackingState) -> Fn:
-    def settled(pool: Any, conn: Any, before: int) -> None:
-        # The compiled path after an accepted put it could not record itself: the connection
-        # was let go (not at the end of the idle list), or poolmon did not know it yet.
-        tracker = st.tracker_of(pool)
-        if tracker is None:
-            return
-        cid = tracker.conn_id(conn)
-        tracker.release(cid)
-        idle = pool._pool
-        if not (len(idle) == before + 1 and idle[before] is conn):
-            reason = "overflow" if before >= pool.minconn else "broken"
-            tracker.discard(conn, cid, reason)
-
-    return settled
-
-
-def _reset_failed(st: TrackingState, tracker: PoolTracker, conn: Any, cid: int) -> None:
-    # The rollback of a returned connection raised: psycopg2 neither pools nor closes it.
-    try:
-        tracker.ledger.error("reset_failed", "reset", conn=cid)
-        tracker.discard(conn, cid, "reset_failed")
-    except Exception as exc:
-        st.absorb(exc)
+    return __init__
 
 
 def _closeall(original: Fn, st: TrackingState) -> Fn:

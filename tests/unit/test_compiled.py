@@ -192,10 +192,10 @@ def test_hot_method_rejects_bad_arguments(hot: Any) -> None:
         hot.HotMethod(0, f, f, absorb=f)
     with pytest.raises(ValueError, match="SKIP_IF_TRUTHY needs attr"):
         hot.HotMethod(hot.SKIP_IF_TRUTHY, f, f, absorb=f)
-    with pytest.raises(ValueError, match="need conn_link or pool_link"):
+    with pytest.raises(ValueError, match="BORROW and RELEASE need conn_link"):
         hot.HotMethod(hot.BORROW, f, f, absorb=f)
     with pytest.raises(ValueError, match="need pool_link"):
-        hot.HotMethod(hot.RELEASE, f, f, absorb=f, conn_link="x", kept=True)
+        hot.HotMethod(hot.RELEASE, f, f, absorb=f, conn_link="x", timed=True)
     with pytest.raises(TypeError, match="must be a str or None"):
         hot.HotMethod(hot.BORROW, f, f, absorb=f, conn_link=3)
     with pytest.raises(TypeError, match="defaults must be a tuple"):

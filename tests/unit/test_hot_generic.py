@@ -66,13 +66,13 @@ class FakePool:
     def __init__(self, hot: Any, n: int) -> None:
         self.lane = hot.Lane(time.perf_counter, BOUNDS, BOUNDS)
         self.idle: list[Conn] = []
-        self.table: dict[int, Any] = {}
+        self.table = hot.Borrowed()  # id(conn) -> cid, for the lend table
         self.calls: list[str] = []
         self.closed = False
         for cid in range(1, n + 1):
             conn = Conn(self, cid)
             conn.link = hot.Link(self.lane, cid, key=self)
-            self.table[id(conn)] = hot.Link(self.lane, cid, key=conn)
+            self.table[id(conn)] = cid
             self.idle.append(conn)
         self.link = hot.Link(self.lane, key=self, items=self.idle, table=self.table)
 
@@ -121,14 +121,10 @@ def _borrowed(pool: FakePool) -> dict[int, float]:
     return copy
 
 
-@pytest.mark.parametrize("through", ["conn_link", "table"])
-def test_borrow_then_release_record_on_the_lane(hot: Any, through: str) -> None:
+def test_borrow_then_release_record_on_the_lane(hot: Any) -> None:
     pool = FakePool(hot, 2)
-    link_params: dict[str, Any] = (
-        {"conn_link": "link"} if through == "conn_link" else {"pool_link": "link"}
-    )
-    take, take_log = _install(hot, "BORROW", "take", **link_params)
-    give, give_log = _install(hot, "RELEASE", "give", **link_params)
+    take, take_log = _install(hot, "BORROW", "take", conn_link="link")
+    give, give_log = _install(hot, "RELEASE", "give", conn_link="link")
     conn = take(pool)
     assert list(_borrowed(pool)) == [conn.cid] and take_log == []
     assert give(pool, conn) is None
@@ -214,21 +210,89 @@ def test_release_with_owner_attr_and_answer_skips_the_original(hot: Any) -> None
     assert log == [("slow",)]
 
 
-def test_release_defaults_and_kept(hot: Any) -> None:
+def test_release_defaults(hot: Any) -> None:
     pool = FakePool(hot, 2)
-    give, log = _install(hot, "RELEASE", "give", pool_link="link", kept=True, defaults=(None,))
+    give, log = _install(hot, "RELEASE", "give", conn_link="link", defaults=(None,))
     a, b = pool.take(), pool.take()
     pool.lane.borrow(a.cid, 0.0, 0.0)
     pool.lane.borrow(b.cid, 0.0, 0.0)
-    give(pool, a)  # kept: at the end of the idle list, one more than before: recorded in C
+    give(pool, a, None)  # the default: recorded in C
     assert list(_borrowed(pool)) == [b.cid] and log == []
     give(pool, b, "drop")  # not the default: the Python wrapper
     assert log == [("slow",)] and list(_borrowed(pool)) == [b.cid]
-    dropping, drop_log = _install(
-        hot, "RELEASE", "give", pool_link="link", kept=True, defaults=("drop",)
+
+
+class LendingPool(FakePool):
+    """Lends and takes back in its own code, keeping what it lent in ``lent`` (key -> conn)."""
+
+    def __init__(self, hot: Any, n: int) -> None:
+        super().__init__(hot, n)
+        self.lent: dict[Any, Conn] = {}
+
+    def lend(self, key: Any) -> Conn:
+        self.lent[key] = conn = self.idle.pop()
+        return conn
+
+    def take_back(self, key: Any, *, keep: bool = True) -> None:
+        conn = self.lent[key]
+        if keep:
+            self.idle.append(conn)
+        del self.lent[key]
+
+
+def _lend_table(hot: Any, pool: LendingPool) -> list[tuple[str, Any]]:
+    log: list[tuple[str, Any]] = []
+    table = hot.LendTable(
+        pool.link,
+        lambda conn: log.append(("lent", conn)),
+        lambda conn: log.append(("returned", conn)),
+        lambda exc: log.append(("absorb", exc)),
     )
-    dropping(pool, b, "drop")  # the pool let it go: adopt gets the idle count before
-    assert drop_log == [("adopt", b, 1)] and list(_borrowed(pool)) == [b.cid]
+    dict.update(table, pool.lent)  # filling a table records nothing
+    pool.lent = table
+    return log
+
+
+def test_lend_table_records_lend_and_kept_return_on_the_lane(hot: Any) -> None:
+    pool = LendingPool(hot, 2)
+    log = _lend_table(hot, pool)
+    conn = pool.lend("a")
+    assert list(_borrowed(pool)) == [conn.cid] and log == []
+    assert pool.lent["a"] is conn and "a" in pool.lent and len(pool.lent) == 1
+    pool.take_back("a")  # back at the idle end: kept, recorded in C
+    assert _borrowed(pool) == {} and log == [] and dict(pool.lent) == {}
+    waits, uses = [0] * (len(BOUNDS) + 1), [0] * (len(BOUNDS) + 1)
+    pool.lane.drain(waits, uses)
+    assert sum(waits) == 1 and sum(uses) == 1
+
+
+def test_lend_table_hands_uncommon_writes_to_python(hot: Any) -> None:
+    pool = LendingPool(hot, 2)
+    log = _lend_table(hot, pool)
+    conn = pool.lend("a")
+    pool.take_back("a", keep=False)  # let go: the Python side decides why
+    # Not recorded in C: the lane still holds it, for the Python side to release and evict.
+    assert log == [("returned", conn)] and list(_borrowed(pool)) == [conn.cid]
+    stranger = Conn(pool, 99)  # no entry in the pool link's table
+    pool.lent["s"] = stranger
+    assert log[-1] == ("lent", stranger)
+    pool.lane.open = False  # a subscriber attached: every write goes to Python
+    other = pool.lend("b")
+    del pool.lent["b"]
+    assert log[-2:] == [("lent", other), ("returned", other)]
+
+
+def test_lend_table_is_a_dict_first(hot: Any) -> None:
+    pool = LendingPool(hot, 1)
+    log = _lend_table(hot, pool)
+    with pytest.raises(KeyError):
+        del pool.lent["missing"]  # raised as a dict raises it, nothing recorded
+    assert log == [] and isinstance(pool.lent, dict)
+    failing = hot.LendTable(
+        pool.link, lambda conn: 1 / 0, lambda conn: None, lambda exc: log.append(("absorb", exc))
+    )
+    failing["x"] = Conn(pool, 98)  # a failing callback is absorbed, never raised
+    assert failing["x"].cid == 98 and isinstance(log[0][1], ZeroDivisionError)
 
 
 def test_the_type_stub_matches_the_module(hot: Any) -> None:
