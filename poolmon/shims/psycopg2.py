@@ -119,22 +119,19 @@ def instrument(registry: PoolRegistry | None = None, *, version: str | None = No
     ``version`` overrides the installed version for the support check (tests). Twice changes
     nothing; an unsupported version is reported once and left untouched.
     """
-    if _state.patches.active:
-        return True
-    if not available():
-        return False
-    found = version if version is not None else _library_version()
-    if not supported(LIBRARY, SUPPORTED, found or "0"):
-        return False
-    from psycopg2 import pool as pool_mod
 
-    _state.start(registry)
-    try:
+    def ready() -> bool:
+        if not available():
+            return False
+        found = version if version is not None else _library_version()
+        return supported(LIBRARY, SUPPORTED, found or "0")
+
+    def patch() -> None:
+        from psycopg2 import pool as pool_mod
+
         _patch(_state, pool_mod)
-    except BaseException:
-        uninstrument()
-        raise
-    return True
+
+    return _state.install(registry, ready=ready, patch=patch)
 
 
 def _patch(st: TrackingState, pool_mod: Any) -> None:
@@ -152,12 +149,11 @@ def _patch(st: TrackingState, pool_mod: Any) -> None:
 
 def uninstrument() -> None:
     """Restore every patched attribute to its original object and forget the tracked pools."""
-    _state.patches.restore()
-    _state.stop()
+    _state.uninstall()
 
 
 def is_instrumented() -> bool:
-    return _state.patches.active
+    return _state.installed
 
 
 # ---------------------------------------------------------------------------------- wrappers
