@@ -119,7 +119,7 @@ def _sqlalchemy(*, e2e: bool) -> Loop:
                 conn.execute(query).scalar()
 
     pool = engine.pool
-    return select if e2e else _cycles(pool.connect, lambda fairy: fairy.close())  # type: ignore[attr-defined]
+    return select if e2e else _cycles(pool.connect, lambda fairy: fairy.close())
 
 
 def _asyncpg(*, e2e: bool) -> Loop:

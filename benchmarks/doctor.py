@@ -141,8 +141,9 @@ def _series(pools: int, instances: int) -> Iterator[tuple[str, str, int]]:
         ):
             base = f"pool_connection_{hist}_seconds"
             extra = ',outcome="ok"' if hist == "create_time" else ""
-            for bound in (*BUCKETS[key], "+Inf"):
-                le = "+Inf" if bound == "+Inf" else f"{float(bound)}"
+            bounds: tuple[float | str, ...] = (*BUCKETS[key], "+Inf")
+            for bound in bounds:
+                le = bound if isinstance(bound, str) else f"{float(bound)}"
                 yield base + "_bucket", f'{inst}{extra},le="{le}"', i
             yield base + "_sum", inst + extra, i
             if hist == "create_time":

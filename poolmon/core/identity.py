@@ -22,6 +22,7 @@ __all__ = [
     "identity_from_kwargs",
     "identity_from_libpq_dsn",
     "identity_from_url",
+    "server_identity",
 ]
 
 #: Values of ``pool.system``. ``generic`` is for anything else (sockets, custom resources);
@@ -93,6 +94,30 @@ def derive_name(
     return scrub(name)
 
 
+def server_identity(
+    system: str,
+    host: str,
+    port: int | None,
+    namespace: str | None = None,
+    *,
+    library: str | None,
+    library_version: str | None,
+    scheme: str | None = None,
+    name: str | None = None,
+) -> PoolIdentity:
+    """The identity of a pool of connections to one server: named ``name`` (scrubbed), else
+    ``scheme://host:port/namespace`` (``scheme`` defaults to ``system``)."""
+    return PoolIdentity(
+        name=scrub(name) if name else derive_name(scheme or system, host, port, namespace),
+        system=system,
+        server_address=host,
+        server_port=port,
+        namespace=namespace,
+        library=library,
+        library_version=library_version,
+    )
+
+
 def identity_from_url(
     url: str,
     *,
@@ -123,14 +148,15 @@ def identity_from_url(
     else:
         namespace = path
         label_system = sys_name
-    return PoolIdentity(
-        name=scrub(name) if name else derive_name(label_system, host, port, namespace),
-        system=sys_name,
-        server_address=host,
-        server_port=port,
-        namespace=namespace,
+    return server_identity(
+        sys_name,
+        host,
+        port,
+        namespace,
         library=library,
         library_version=library_version,
+        scheme=label_system,
+        name=name,
     )
 
 
@@ -196,14 +222,8 @@ def identity_from_kwargs(
     port = _int_or_none(kwargs.get("port")) or default_port or _DEFAULT_PORTS.get(system)
     ns_value = kwargs.get("db", kwargs.get("dbname", kwargs.get("database")))
     namespace = None if ns_value is None else str(ns_value)
-    return PoolIdentity(
-        name=scrub(name) if name else derive_name(system, host_s, port, namespace),
-        system=system,
-        server_address=host_s,
-        server_port=port,
-        namespace=namespace,
-        library=library,
-        library_version=library_version,
+    return server_identity(
+        system, host_s, port, namespace, library=library, library_version=library_version, name=name
     )
 
 

@@ -99,10 +99,7 @@ def _make_get_new_connection(original: Fn) -> Fn:
         try:
             con = await original(self)
         except BaseException as exc:
-            try:
-                ledger.create_failed(t0, exc)
-            except Exception as inner:
-                STATE.absorb(inner, "create")
+            STATE.create_failed(ledger, t0, exc)
             raise
         try:
             track_conn(con, ledger, ledger.create(t0), self)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
-from poolmon.core.identity import PoolIdentity, derive_name, identity_from_url
+from poolmon.core.identity import PoolIdentity, identity_from_url, server_identity
 from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import remember_secret
 from poolmon.shims._runtime import ShimState
@@ -90,14 +90,8 @@ def identity_for_pool(pool: Any) -> PoolIdentity:
         port_num = None
     host_s = str(host) if host else "localhost"
     db = str(database) if database else None
-    return PoolIdentity(
-        name=derive_name("postgresql", host_s, port_num, db),
-        system="postgresql",
-        server_address=host_s,
-        server_port=port_num,
-        namespace=db,
-        library="asyncpg",
-        library_version=version,
+    return server_identity(
+        "postgresql", host_s, port_num, db, library="asyncpg", library_version=version
     )
 
 

@@ -46,14 +46,23 @@ import platform
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from poolmon.core.identity import PoolIdentity
 from poolmon.core.ledger import PoolLedger
 from poolmon.shims._attrs import pop_attr
 from poolmon.shims._psycopg_common import TRACKER_ATTR, PoolTracker, TrackingState
 
-__all__ = ["ProcessTracker", "make_state", "patch"]
+__all__ = [
+    "ProcessTracker",
+    "executor_limits",
+    "executor_tracker",
+    "item_init_hook",
+    "make_state",
+    "patch",
+    "submit_hook",
+    "worker_identity",
+]
 
 #: Attribute on a future while its task waits in the queue: ``(tracker, submit time)`` (the
 #: same tag as the thread pools', so the shared ``Future.cancel`` wrapper resolves both).
@@ -66,6 +75,8 @@ Fn = Callable[..., Any]
 _tls = threading.local()
 
 _names = itertools.count()
+
+_T = TypeVar("_T", bound=PoolTracker)
 
 
 class ProcessTracker(PoolTracker):
@@ -234,9 +245,10 @@ class ProcessTracker(PoolTracker):
         self.ledger.close()
 
 
-def _identity(executor: Any) -> PoolIdentity:
+def worker_identity(name: str) -> PoolIdentity:
+    """The identity of an executor (thread or process pool): a pool of workers (spec 1.1)."""
     return PoolIdentity(
-        name=f"processes://ProcessPoolExecutor-{next(_names)}",
+        name=name,
         system="generic",
         library="concurrent.futures",
         library_version=platform.python_version(),
@@ -244,8 +256,13 @@ def _identity(executor: Any) -> PoolIdentity:
     )
 
 
-def _limits(executor: Any) -> tuple[int | None, int | None, int | None]:
+def executor_limits(executor: Any) -> tuple[int | None, int | None, int | None]:
+    """``(max, min, idle_max)`` of either executor: ``max_workers``, nothing else."""
     return int(executor._max_workers), None, None
+
+
+def _identity(executor: Any) -> PoolIdentity:
+    return worker_identity(f"processes://ProcessPoolExecutor-{next(_names)}")
 
 
 def _idle(executor: Any) -> list[tuple[Any, float]]:
@@ -255,7 +272,11 @@ def _idle(executor: Any) -> list[tuple[Any, float]]:
 
 def make_state() -> TrackingState:
     return TrackingState(
-        "futures", identity=_identity, limits=_limits, idle=_idle, tracker_class=ProcessTracker
+        "futures",
+        identity=_identity,
+        limits=executor_limits,
+        idle=_idle,
+        tracker_class=ProcessTracker,
     )
 
 
@@ -263,10 +284,10 @@ def patch(st: TrackingState, process_mod: Any) -> None:
     wrap = st.patches.wrap
     executor = process_mod.ProcessPoolExecutor
     manager = process_mod._ExecutorManagerThread
-    wrap(executor, "submit", lambda orig: _submit(orig, st))
+    wrap(executor, "submit", lambda orig: submit_hook(orig, st, _tracker_of, _tls))
     wrap(executor, "_spawn_process", lambda orig: _spawn(orig, st))
     wrap(executor, "shutdown", lambda orig: _shutdown(orig, st))
-    wrap(process_mod._WorkItem, "__init__", lambda orig: _item_init(orig, st))
+    wrap(process_mod._WorkItem, "__init__", lambda orig: item_init_hook(orig, st, _tls))
     wrap(process_mod._CallItem, "__init__", lambda orig: _call_init(orig, st))
     wrap(manager, "run", lambda orig: _run(orig, st))
     wrap(manager, "add_call_item_to_queue", lambda orig: _add_calls(orig, st))
@@ -278,13 +299,20 @@ def patch(st: TrackingState, process_mod: Any) -> None:
 # ---------------------------------------------------------------------------------- wrappers
 
 
-def _tracker_of(executor: Any, st: TrackingState) -> ProcessTracker | None:
+def executor_tracker(executor: Any, st: TrackingState, kind: type[_T]) -> _T | None:
+    """The executor's tracker if it is a ``kind`` (registered on first sight), else None."""
     tracker = getattr(executor, TRACKER_ATTR, None)
     if tracker is None:
         tracker = st.track(executor)
-        if isinstance(tracker, ProcessTracker):
-            _tag_queue(executor, tracker)
-    return tracker if isinstance(tracker, ProcessTracker) else None
+    return tracker if isinstance(tracker, kind) else None
+
+
+def _tracker_of(executor: Any, st: TrackingState) -> ProcessTracker | None:
+    first_sight = getattr(executor, TRACKER_ATTR, None) is None
+    tracker = executor_tracker(executor, st, ProcessTracker)
+    if first_sight and tracker is not None:
+        _tag_queue(executor, tracker)
+    return tracker
 
 
 def _tag_queue(executor: Any, tracker: ProcessTracker) -> None:
@@ -306,30 +334,45 @@ def _manager_tracker(manager: Any) -> ProcessTracker | None:
     return tracker if isinstance(tracker, ProcessTracker) else None
 
 
-def _submit(original: Fn, st: TrackingState) -> Fn:
+# The submit side is the same for thread and process pools (futures.py uses these two too):
+# submit() marks its thread with the executor's tracker, and the _WorkItem it builds records
+# the wait. Each module passes its own thread-local and tracker lookup.
+
+
+def submit_hook(
+    original: Fn,
+    st: TrackingState,
+    tracker_of: Callable[[Any, TrackingState], PoolTracker | None],
+    tls: threading.local,
+) -> Fn:
+    """``Executor.submit``: the executor's tracker in ``tls.submitting`` while it runs."""
+
     def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        tracker = _tracker_of(self, st)
+        tracker = tracker_of(self, st)
         if tracker is None:
             return original(self, fn, *args, **kwargs)
-        _tls.submitting = tracker
+        tls.submitting = tracker
         try:
             return original(self, fn, *args, **kwargs)
         finally:
-            _tls.submitting = None
+            tls.submitting = None
 
     return submit
 
 
-def _item_init(original: Fn, st: TrackingState) -> Fn:
+def item_init_hook(original: Fn, st: TrackingState, tls: threading.local) -> Fn:
+    """``_WorkItem.__init__``: the task's wait, tagged on its future (``TASK_ATTR``)."""
+
     def __init__(self: Any, future: Any, fn: Any, args: Any, kwargs: Any) -> None:
         original(self, future, fn, args, kwargs)
-        tracker: ProcessTracker | None = getattr(_tls, "submitting", None)
+        tracker: Any = getattr(tls, "submitting", None)  # a WorkerTracker or a ProcessTracker
         if tracker is None:
             return
-        _tls.submitting = None  # one work item per submit()
+        tls.submitting = None  # one work item per submit()
         try:
-            # The tag before the wait, both before submit() queues the work id (the management
-            # thread cannot see the item before this constructor returns).
+            # The tag before the wait, both before submit() queues the item: no worker (thread
+            # pools) and no management thread (process pools) can see it before this
+            # constructor returns.
             setattr(future, TASK_ATTR, (tracker, tracker.now()))
             tracker.wait()
         except Exception as exc:

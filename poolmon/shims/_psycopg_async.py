@@ -16,6 +16,7 @@ from poolmon.shims._psycopg_common import CONN_ATTR, TRACKER_ATTR, TrackingState
 from poolmon.shims._psycopg_rules import (
     GETCONN_CODES,
     close_reason,
+    closed,
     record_check_failed,
     record_getconn_failed,
     record_pool_check,
@@ -171,11 +172,9 @@ def _close(original: Fn, st: TrackingState) -> Fn:
     async def close(self: Any, timeout: float = 5.0) -> None:
         await original(self, timeout)
         try:
-            tracker = getattr(self, TRACKER_ATTR, None)
-            if tracker is not None and self._closed:
-                tracker.ledger.close()
+            closed(self)
         except Exception as exc:
-            st.absorb(exc)
+            st.absorb(exc, "close")
         return None
 
     return close
@@ -187,7 +186,7 @@ def _resize(original: Fn, st: TrackingState) -> Fn:
         try:
             st.set_limits(self)
         except Exception as exc:
-            st.absorb(exc)
+            st.absorb(exc, "resize")
         return None
 
     return resize

@@ -14,9 +14,9 @@ call). They are read and written with getattr/setattr only, never through ``__di
   ``conn._poolmon_conn`` (``CONN_ATTR``). The tracker in the tag makes a tag from an earlier
   instrumentation (or another pool) harmless: it is only trusted when it names the current
   tracker. The lane lets the compiled return hook record a return from the tag alone; a dropped
-  tracker's lane is marked ``retired`` (:meth:`TrackingState.stop`), which is how that hook knows
-  the tag is stale. Connection ids come from the ledger, never ``id()``. Connections without a
-  ``__dict__`` (psycopg2's C type) use :class:`KeyedPoolTracker` instead.
+  tracker's lane is marked ``retired`` (:meth:`TrackingState.forget_pools`), which is how that
+  hook knows the tag is stale. Connection ids come from the ledger, never ``id()``. Connections
+  without a ``__dict__`` (psycopg2's C type) use :class:`KeyedPoolTracker` instead.
 
 Pools are held weakly (registry ``owner=`` and a ``WeakSet`` here); a tracker never refers back
 to its pool, so instrumenting creates no reference cycle that would delay a pool's finaliser.
@@ -242,10 +242,7 @@ class TrackingState(ShimState):
 
     def connect_failed(self, tracker: PoolTracker, t0: float, exc: BaseException) -> None:
         """A connect that started at ``t0`` raised ``exc`` (re-raised by the caller)."""
-        try:
-            tracker.ledger.create_failed(t0, exc)
-        except Exception as inner:
-            self.absorb(inner, "connect")
+        self.create_failed(tracker.ledger, t0, exc, "connect")
 
     def set_limits(self, pool: Any) -> None:
         tracker: PoolTracker | None = getattr(pool, TRACKER_ATTR, None)
@@ -253,8 +250,9 @@ class TrackingState(ShimState):
             max_size, min_size, idle_max = self._limits(pool)
             tracker.ledger.set_limits(max_size=max_size, min_size=min_size, idle_max=idle_max)
 
-    def stop(self) -> None:
-        """Forget every tracked pool: trackers removed from the pools, ledgers unregistered.
+    def forget_pools(self) -> None:
+        """Detach (the shim's uninstall): forget every tracked pool, trackers removed from the
+        pools, ledgers unregistered.
 
         A pool keeps working untouched; if instrumented again it is seen afresh (old connection
         tags name the old tracker, so they are ignored and the connections re-adopted).
@@ -270,7 +268,7 @@ class TrackingState(ShimState):
                     try:
                         tracker.undo.pop()()  # e.g. the pool's own connect arguments, exactly
                     except Exception as exc:
-                        self.absorb(exc, "stop")
+                        self.absorb(exc, "detach")
                 registry.unregister(tracker.ledger)
 
 

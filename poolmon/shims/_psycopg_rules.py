@@ -23,6 +23,7 @@ __all__ = [
     "GETCONN_CODES",
     "UNKNOWN",
     "close_reason",
+    "closed",
     "getconn_error_type",
     "idle_connections",
     "pool_identity",
@@ -218,3 +219,10 @@ def record_pool_check(
             tracker.evict(cid, "failed_validation")
     except Exception as exc:
         st.absorb(exc)
+
+
+def closed(pool: Any) -> None:
+    """``pool.close()`` returned (either pool's): close the ledger of a tracked pool it closed."""
+    tracker: PoolTracker | None = getattr(pool, TRACKER_ATTR, None)
+    if tracker is not None and pool._closed:
+        tracker.ledger.close()

@@ -29,6 +29,7 @@ from poolmon.shims._psycopg_common import (
 from poolmon.shims._psycopg_rules import (
     GETCONN_CODES,
     close_reason,
+    closed,
     record_check_failed,
     record_getconn_failed,
     record_pool_check,
@@ -196,29 +197,11 @@ def _check_connection_static(original: Fn, st: TrackingState) -> Fn:
 
 
 def _close(original: Fn, st: TrackingState) -> Fn:
-    def close(self: Any, timeout: float = 5.0) -> None:
-        original(self, timeout)
-        try:
-            tracker = getattr(self, TRACKER_ATTR, None)
-            if tracker is not None and self._closed:
-                tracker.ledger.close()
-        except Exception as exc:
-            st.absorb(exc)
-        return None
-
-    return close
+    return st.after(original, closed, "close")
 
 
 def _resize(original: Fn, st: TrackingState) -> Fn:
-    def resize(self: Any, min_size: int, max_size: int | None = None) -> None:
-        original(self, min_size, max_size)
-        try:
-            st.set_limits(self)
-        except Exception as exc:
-            st.absorb(exc)
-        return None
-
-    return resize
+    return st.after(original, st.set_limits, "resize")
 
 
 def _waiting_client_wait(original: Fn, st: TrackingState) -> Fn:

@@ -37,17 +37,21 @@ from poolmon.shims._redis_common import (
     Shadowed,
     attach,
     set_socket,
-    stamp,
 )
-from poolmon.shims._redis_sync import _borrowed
+from poolmon.shims._redis_sync import _borrowed, _make_make_connection
 
 __all__ = ["patch_async"]
 
 Fn = Callable[..., Any]
 
 
-def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseException]) -> Fn:
+def _make_get_connection(
+    original: Fn, owner: type, max_error: type[BaseException] | None = None
+) -> Fn:
+    """``get_connection`` of ``ConnectionPool`` (``max_error``: it refuses at once when full) or
+    of ``BlockingConnectionPool`` (``max_error`` None: it waits, and the wait is recorded)."""
     shadowed = Shadowed(owner, "get_connection")
+    blocking = max_error is None
 
     async def get_connection(
         self: Any, command_name: Any = None, *keys: Any, **options: Any
@@ -60,52 +64,23 @@ def _make_pool_get_connection(original: Fn, owner: type, max_error: type[BaseExc
             if plain:
                 return await original(self)
             return await original(self, command_name, *keys, **options)
-        try:
-            if plain:
-                conn = await original(self)
-            else:
-                conn = await original(self, command_name, *keys, **options)
-        except max_error as exc:
-            try:
-                ledger.error("exhausted", "borrow", exc)
-            except Exception as inner:
-                STATE.absorb(inner, "get_connection")
-            raise
-        _borrowed(ledger, conn, None, queued=False)
-        return conn
-
-    return get_connection
-
-
-def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
-    shadowed = Shadowed(owner, "get_connection")
-
-    async def get_connection(
-        self: Any, command_name: Any = None, *keys: Any, **options: Any
-    ) -> Any:
-        ledger = getattr(self, POOL_LEDGER, None)
-        if ledger is None:
-            ledger = attach(self)
-        plain = command_name is None and not keys and not options
-        if not ledger or (type(self) is not owner and shadowed(type(self))):
-            if plain:
-                return await original(self)
-            return await original(self, command_name, *keys, **options)
-        t0 = ledger.now()
+        t0: float | None = None
         queued = False
-        try:
-            if not self.can_get_connection():
-                queued = True
-                ledger.wait()
-        except Exception as exc:
-            STATE.absorb(exc, "get_connection")
+        if blocking:
+            t0 = ledger.now()
+            try:
+                if not self.can_get_connection():
+                    queued = True
+                    ledger.wait()
+            except Exception as exc:
+                STATE.absorb(exc, "get_connection")
         try:
             if plain:
                 conn = await original(self)
             else:
                 conn = await original(self, command_name, *keys, **options)
         except BaseException as exc:
-            _failed(ledger, exc, t0, queued=queued)
+            _failed(ledger, exc, t0, max_error, queued=queued)
             raise
         _borrowed(ledger, conn, t0 if queued else None, queued=queued)
         return conn
@@ -113,9 +88,19 @@ def _make_blocking_get_connection(original: Fn, owner: type) -> Fn:
     return get_connection
 
 
-def _failed(ledger: Any, exc: BaseException, t0: float, *, queued: bool) -> None:
+def _failed(
+    ledger: Any,
+    exc: BaseException,
+    t0: float | None,
+    max_error: type[BaseException] | None,
+    *,
+    queued: bool,
+) -> None:
     try:
-        if isinstance(exc.__cause__, asyncio.TimeoutError):
+        if max_error is not None:  # ConnectionPool: fail-fast when full
+            if isinstance(exc, max_error):
+                ledger.error("exhausted", "borrow", exc)
+        elif t0 is not None and isinstance(exc.__cause__, asyncio.TimeoutError):
             if not queued:
                 ledger.wait()
             ledger.timeout(t0, exc)
@@ -144,22 +129,6 @@ def _make_release(original: Fn, owner: type) -> Fn:
         await original(self, connection)
 
     return release
-
-
-def _make_make_connection(original: Fn) -> Fn:
-    def make_connection(self: Any) -> Any:
-        conn = original(self)
-        try:
-            ledger = getattr(self, POOL_LEDGER, None)
-            if ledger is None:
-                ledger = attach(self)
-            if ledger:
-                stamp(conn, ledger)
-        except Exception as exc:
-            STATE.absorb(exc, "make_connection")
-        return conn
-
-    return make_connection
 
 
 def _make_pool_disconnect(original: Fn) -> Fn:
@@ -210,10 +179,7 @@ def _make_connect_check_health(original: Fn) -> Fn:
         try:
             await original(self, check_health, retry_socket_connect)
         except BaseException as exc:
-            try:
-                ledger.create_failed(t0, exc)
-            except Exception as inner:
-                STATE.absorb(inner, "connect")
+            STATE.create_failed(ledger, t0, exc, "connect")
             raise
         try:
             if self._writer is not None:
@@ -293,15 +259,12 @@ def patch_async(patches: PatchSet) -> None:
     from redis.exceptions import MaxConnectionsError
 
     pool, blocking, conn = rac.ConnectionPool, rac.BlockingConnectionPool, rac.AbstractConnection
-    patches.wrap(
-        pool,
-        "get_connection",
-        lambda f: _make_pool_get_connection(f, pool, MaxConnectionsError),
-    )
-    patches.wrap(blocking, "get_connection", lambda f: _make_blocking_get_connection(f, blocking))
+    full = MaxConnectionsError
+    patches.wrap(pool, "get_connection", lambda f: _make_get_connection(f, pool, full))
+    patches.wrap(blocking, "get_connection", lambda f: _make_get_connection(f, blocking))
     patches.wrap(pool, "release", lambda f: _make_release(f, pool))
     patches.wrap(blocking, "release", lambda f: _make_release(f, blocking))
-    patches.wrap(pool, "make_connection", _make_make_connection)
+    patches.wrap(pool, "make_connection", _make_make_connection)  # a plain def: the sync one
     patches.wrap(pool, "disconnect", _make_pool_disconnect)
     patches.wrap(pool, "aclose", _make_pool_aclose)
     patches.wrap(conn, "connect_check_health", _make_connect_check_health)

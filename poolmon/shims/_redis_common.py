@@ -20,7 +20,6 @@ owner reference for metrics), so instrumenting never keeps a pool alive.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import sys
 import threading
@@ -28,9 +27,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from poolmon.core.compiled import new_link
-from poolmon.core.identity import PoolIdentity, derive_name
+from poolmon.core.identity import PoolIdentity, server_identity
 from poolmon.core.ledger import PoolLedger
-from poolmon.core.redact import remember_secret, scrub
+from poolmon.core.redact import remember_secret
 from poolmon.shims._attrs import drop_attr, pop_attr
 from poolmon.shims._patch import is_wrapped
 from poolmon.shims._runtime import ShimState
@@ -106,30 +105,23 @@ def identity_for_pool(pool: Any) -> PoolIdentity:
     cls_name = getattr(conn_cls, "__name__", "")
     version = installed_version("redis")
     if path and "Unix" in cls_name:
-        ident = PoolIdentity(
-            name=scrub(f"redis+unix://{path}" + (f"?db={namespace}" if namespace else "")),
-            system="redis",
-            server_address="localhost",
-            server_port=None,
-            namespace=namespace,
+        return server_identity(
+            "redis",
+            "localhost",
+            None,
+            namespace,
             library="redis",
             library_version=version,
+            name=f"redis+unix://{path}" + (f"?db={namespace}" if namespace else ""),
         )
-        return ident
     host = str(kwargs.get("host") or "localhost")
     try:
         port: int | None = int(kwargs.get("port") or 6379)
     except (TypeError, ValueError):
         port = None
     scheme = "rediss" if "SSL" in cls_name else "redis"
-    return PoolIdentity(
-        name=derive_name(scheme, host, port, namespace),
-        system="redis",
-        server_address=host,
-        server_port=port,
-        namespace=namespace,
-        library="redis",
-        library_version=version,
+    return server_identity(
+        "redis", host, port, namespace, library="redis", library_version=version, scheme=scheme
     )
 
 
@@ -214,9 +206,7 @@ def attach(pool: Any) -> PoolLedger | None:
                 set_socket(target, ledger, ledger.adopt())
         return ledger
     except Exception as exc:
-        STATE.absorb(exc, "attach")
-        with contextlib.suppress(Exception):
-            setattr(pool, POOL_LEDGER, False)
+        STATE.attach_failed(pool, POOL_LEDGER, exc)
         return None
 
 

@@ -293,10 +293,7 @@ def _make_connect_check_health(original: Fn) -> Fn:
         try:
             original(self, check_health, retry_socket_connect)
         except BaseException as exc:
-            try:
-                ledger.create_failed(t0, exc)
-            except Exception as inner:
-                STATE.absorb(inner, "connect")
+            STATE.create_failed(ledger, t0, exc, "connect")
             raise
         try:
             if self._sock is not None:

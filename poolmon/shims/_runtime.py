@@ -8,6 +8,11 @@ ids and eviction reasons are. Everything about *recording* lives here and in the
   pools attached so far (held weakly), and the one error absorber (:meth:`ShimState.absorb`): a
   failure of poolmon's own bookkeeping is counted in ``poolmon_shim_errors_total`` (label: the
   shim) and logged once per shim, place and exception type, never raised into the host;
+* the one lifecycle (:meth:`ShimState.install`/:meth:`ShimState.uninstall`): a shim's
+  ``instrument()``/``uninstrument()`` say only what to check, patch and detach;
+* the install-time and non-hot hook shapes every shim repeats (:meth:`ShimState.create_failed`,
+  :meth:`ShimState.attach_failed`, :meth:`ShimState.after`); the per-borrow and per-return hook
+  bodies stay inline in each shim (a helper there is one more call on the hot path);
 * the lane protocol (:mod:`poolmon.core.lane`): a shim's Python path records through the
   ledger's ``borrow``/``release``, which take the lock-free lane while it is open;
 * link records (:func:`poolmon.core.compiled.new_link`): named fields, not tuple indices;
@@ -19,12 +24,14 @@ See docs/architecture.md for the contract a new shim module follows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
+from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import scrub
 from poolmon.core.registry import PoolRegistry, get_default_registry
 from poolmon.core.selfmetrics import log_once
@@ -42,7 +49,8 @@ class ShimState:
     join (``instrument(registry=None)`` resolves the default one when each pool is first seen,
     so replacing the default registry works). ``lock`` guards first sight of a pool only (two
     threads meeting a new pool must not register it twice): it is never taken on the hot path
-    and never held while calling into the library.
+    and never held while calling into the library. ``install_lock`` serialises
+    :meth:`install` and :meth:`uninstall` (instrument and uninstrument from two threads).
     """
 
     def __init__(self, label: str) -> None:
@@ -51,7 +59,9 @@ class ShimState:
         self.registry: PoolRegistry | None = None
         self.explicit_registry = False
         self.lock = threading.RLock()
+        self.install_lock = threading.Lock()
         self.pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._detach: Callable[[], None] = self.forget_pools
 
     @property
     def active(self) -> bool:
@@ -67,6 +77,56 @@ class ShimState:
         if self.registry is not None and self.explicit_registry:
             return self.registry
         return get_default_registry()
+
+    @property
+    def installed(self) -> bool:
+        """The shim's patches are in place (its ``is_instrumented()``)."""
+        return self.patches.active
+
+    def install(
+        self,
+        registry: PoolRegistry | None,
+        *,
+        ready: Callable[[], bool],
+        patch: Callable[[], None],
+        detach: Callable[[], None] | None = None,
+    ) -> bool:
+        """A shim's ``instrument()``: True if the shim is now active.
+
+        Twice changes nothing (the first registry stays). ``ready`` says whether the library is
+        importable and its version supported (an unsupported one is reported once by
+        :func:`poolmon.shims._version.supported` and left untouched: False). ``patch`` installs
+        the wrappers into :attr:`patches` (and whatever else the shim sets up); ``detach``
+        forgets every attached pool (default: :meth:`forget_pools`). If ``patch`` raises,
+        everything is undone (:meth:`uninstall`) and the error propagates.
+        """
+        with self.install_lock:
+            if self.patches.active:
+                return True
+            if not ready():
+                return False
+            self._detach = detach if detach is not None else self.forget_pools
+            self.start(registry)
+            try:
+                patch()
+            except BaseException:
+                self._uninstall()
+                raise
+            return True
+
+    def uninstall(self) -> None:
+        """A shim's ``uninstrument()``: restore every patched attribute to the identical original
+        object, then detach the pools (the ``detach`` given to :meth:`install`)."""
+        with self.install_lock:
+            self._uninstall()
+
+    def _uninstall(self) -> None:
+        self.patches.restore()
+        self._detach()
+
+    def forget_pools(self) -> None:
+        """The default detach: switch off and forget the attached pools, touching none of them."""
+        self.take_pools()
 
     def take_pools(self) -> list[Any]:
         """Switch off: the pools attached so far, forgotten here (for the shim to detach)."""
@@ -92,6 +152,42 @@ class ShimState:
             )
         except Exception:  # pragma: no cover - logging itself failed; nothing left to do
             pass
+
+    def create_failed(
+        self, ledger: PoolLedger, t0: float, exc: BaseException, where: str = "create"
+    ) -> None:
+        """A connect that started at ``t0`` raised ``exc`` (re-raised by the caller): record it."""
+        try:
+            ledger.create_failed(t0, exc)
+        except Exception as inner:
+            self.absorb(inner, where)
+
+    def attach_failed(self, pool: object, attr: str, exc: BaseException) -> None:
+        """Registering ``pool`` failed: absorb ``exc`` and mark the pool (``attr`` = False) so a
+        broken pool is not retried on every call."""
+        self.absorb(exc, "attach")
+        with contextlib.suppress(Exception):
+            setattr(pool, attr, False)
+
+    def after(
+        self, original: Callable[..., Any], record: Callable[[Any], object], where: str
+    ) -> Callable[..., Any]:
+        """A wrapper that runs ``original`` and then ``record(self)``, absorbing its failures.
+
+        For the once-per-object methods (a pool's ``__init__``, ``close``, ``resize``): it
+        forwards ``*args, **kwargs``, which costs more than an exact signature, so never for a
+        per-borrow or per-return method.
+        """
+
+        def wrapper(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(obj, *args, **kwargs)
+            try:
+                record(obj)
+            except Exception as exc:
+                self.absorb(exc, where)
+            return result
+
+        return wrapper
 
     def absorber(self, where: str = "") -> Callable[[BaseException], None]:
         """:meth:`absorb` for one place: what the compiled hooks call with a failure."""

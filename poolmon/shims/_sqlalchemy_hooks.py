@@ -203,10 +203,7 @@ def _make_record_connect(original: Fn) -> Fn:
         try:
             original(self)
         except BaseException as exc:
-            try:
-                ledger.create_failed(t0, exc)
-            except Exception as inner:
-                STATE.absorb(inner, "create")
+            STATE.create_failed(ledger, t0, exc)
             raise
         try:
             if self.dbapi_connection is not None:
@@ -319,14 +316,7 @@ def _make_ping(original: Fn) -> Fn:
 
 
 def _make_engine_init(original: Fn) -> Fn:
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        try:
-            stamp_engine(self)
-        except Exception as exc:
-            STATE.absorb(exc, "engine")
-
-    return __init__
+    return STATE.after(original, stamp_engine, "engine")
 
 
 # ---------------------------------------------------------------------------- installing

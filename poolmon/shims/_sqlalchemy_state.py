@@ -290,9 +290,7 @@ def attach(pool: Any) -> PoolLedger | None:
                 adopt_record(ledger, record)
         return ledger
     except Exception as exc:
-        STATE.absorb(exc, "attach")
-        with contextlib.suppress(Exception):
-            setattr(pool, POOL_LEDGER, False)
+        STATE.attach_failed(pool, POOL_LEDGER, exc)
         return None
 
 

@@ -103,15 +103,7 @@ def _borrow_failed(
 def make_init(original: Method) -> Method:
     """``HTTPConnectionPool.__init__``: register the pool as soon as it exists, so its counters
     are exported at zero before its first request."""
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        try:
-            attach(self)
-        except Exception as exc:
-            STATE.absorb(exc, "attach")
-
-    return __init__
+    return STATE.after(original, attach, "attach")
 
 
 def make_get_conn(original: Method) -> Method:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from poolmon.core.compiled import new_link
-from poolmon.core.identity import PoolIdentity, derive_name
+from poolmon.core.identity import PoolIdentity, server_identity
 from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import remember_secret, scrub
 from poolmon.shims._attrs import setdefault_attr
@@ -106,13 +106,13 @@ def identity_for_pool(pool: Any) -> PoolIdentity:
     scheme = str(getattr(pool, "scheme", None) or "http")
     host = str(pool.host or "localhost")
     port = pool.port if pool.port is not None else _DEFAULT_PORTS.get(scheme)
-    return PoolIdentity(
-        name=derive_name(scheme, host, port),
-        system="http",
-        server_address=scrub(host),
-        server_port=port,
+    return server_identity(
+        "http",
+        scrub(host),
+        port,
         library="urllib3",
         library_version=installed_version("urllib3"),
+        scheme=scheme,
     )
 
 

@@ -14,7 +14,6 @@ docs/shims-asyncpg.md.
 from __future__ import annotations
 
 import importlib.util
-import threading
 from typing import Final
 
 from poolmon.core.registry import PoolRegistry
@@ -35,8 +34,6 @@ LIBRARY: Final = "asyncpg"
 #: Hook points verified against asyncpg 0.32.0 (``asyncpg/pool.py``, ``connection.py``).
 SUPPORTED: Final = ">=0.30,<0.33"
 
-_lock: Final = threading.Lock()
-
 
 def available() -> bool:
     """asyncpg is importable."""
@@ -47,34 +44,26 @@ def _installed_version() -> str | None:
     return installed_version(LIBRARY)
 
 
+def _ready() -> bool:
+    return available() and supported(LIBRARY, SUPPORTED, _installed_version())
+
+
+def _patch() -> None:
+    from poolmon.shims._asyncpg_hooks import patch
+
+    patch(STATE.patches)
+
+
 def instrument(registry: PoolRegistry | None = None) -> bool:
     """Patch asyncpg's pool; True if the shim is now active. Twice changes nothing; an
     unsupported version gets one warning and is left untouched (returns False)."""
-    if not available():
-        return False
-    with _lock:
-        if STATE.patches.active:
-            return True
-        if not supported(LIBRARY, SUPPORTED, _installed_version()):
-            return False
-        from poolmon.shims._asyncpg_hooks import patch
-
-        STATE.start(registry)
-        try:
-            patch(STATE.patches)
-        except Exception:
-            STATE.patches.restore()
-            detach_all()
-            raise
-        return True
+    return STATE.install(registry, ready=_ready, patch=_patch, detach=detach_all)
 
 
 def uninstrument() -> None:
     """Restore every patched attribute to the identical original object; forget every pool."""
-    with _lock:
-        STATE.patches.restore()
-        detach_all()
+    STATE.uninstall()
 
 
 def is_instrumented() -> bool:
-    return STATE.patches.active
+    return STATE.installed

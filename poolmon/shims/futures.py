@@ -121,17 +121,7 @@ class WorkerTracker(PoolTracker):
 
 def _identity(executor: Any) -> PoolIdentity:
     prefix = str(getattr(executor, "_thread_name_prefix", "") or "ThreadPoolExecutor")
-    return PoolIdentity(
-        name=scrub(f"threads://{prefix}")[:512],
-        system="generic",
-        library="concurrent.futures",
-        library_version=platform.python_version(),
-        resource="worker",
-    )
-
-
-def _limits(executor: Any) -> tuple[int | None, int | None, int | None]:
-    return int(executor._max_workers), None, None
+    return _futures_process.worker_identity(scrub(f"threads://{prefix}")[:512])
 
 
 def _idle(executor: Any) -> list[tuple[Any, float]]:
@@ -140,7 +130,11 @@ def _idle(executor: Any) -> list[tuple[Any, float]]:
 
 
 _state: Final = TrackingState(
-    "futures", identity=_identity, limits=_limits, idle=_idle, tracker_class=WorkerTracker
+    "futures",
+    identity=_identity,
+    limits=_futures_process.executor_limits,
+    idle=_idle,
+    tracker_class=WorkerTracker,
 )
 #: Process pools: their own state (another tracker class), patched and restored with the threads'.
 _process_state: Final = _futures_process.make_state()
@@ -159,43 +153,41 @@ def _supported() -> bool:
 
 def instrument(registry: PoolRegistry | None = None) -> bool:
     """Instrument both executors in place; True if active now (twice changes nothing)."""
-    if _state.patches.active:
-        return True
-    if not _supported():
-        return False
+    return _state.install(registry, ready=_supported, patch=_patch_both, detach=_detach_both)
+
+
+def _patch_both() -> None:
     from concurrent.futures import _base
     from concurrent.futures import process as process_mod
     from concurrent.futures import thread as thread_mod
 
-    _state.start(registry)
     _process_state.start(_state.registry)
-    try:
-        _patch(_state, thread_mod, _base)
-        _futures_process.patch(_process_state, process_mod)
-    except BaseException:
-        uninstrument()
-        raise
-    return True
+    _patch(_state, thread_mod, _base)
+    _futures_process.patch(_process_state, process_mod)
+
+
+def _detach_both() -> None:
+    # The thread pools' patches are restored by _state.uninstall(); the process pools' here.
+    _process_state.patches.restore()
+    _process_state.forget_pools()
+    _state.forget_pools()
 
 
 def uninstrument() -> None:
     """Restore every patched attribute to its original object and forget the tracked pools."""
-    _process_state.patches.restore()
-    _state.patches.restore()
-    _process_state.stop()
-    _state.stop()
+    _state.uninstall()
 
 
 def is_instrumented() -> bool:
-    return _state.patches.active
+    return _state.installed
 
 
 def _patch(st: TrackingState, thread_mod: Any, base: Any) -> None:
     wrap = st.patches.wrap
     executor = thread_mod.ThreadPoolExecutor
     item = thread_mod._WorkItem
-    wrap(executor, "submit", lambda orig: _submit(orig, st))
-    wrap(item, "__init__", lambda orig: _item_init(orig, st))
+    wrap(executor, "submit", lambda orig: _futures_process.submit_hook(orig, st, _tracker, _tls))
+    wrap(item, "__init__", lambda orig: _futures_process.item_init_hook(orig, st, _tls))
     wrap(item, "run", lambda orig: _run(orig, st))
     wrap(thread_mod, "_worker", lambda orig: _worker(orig, st))
     wrap(executor, "_initializer_failed", lambda orig: _initializer_failed(orig, st))
@@ -207,42 +199,7 @@ def _patch(st: TrackingState, thread_mod: Any, base: Any) -> None:
 
 
 def _tracker(executor: Any, st: TrackingState) -> WorkerTracker | None:
-    tracker = getattr(executor, TRACKER_ATTR, None)
-    if tracker is None:
-        tracker = st.track(executor)
-    return tracker if isinstance(tracker, WorkerTracker) else None
-
-
-def _submit(original: Fn, st: TrackingState) -> Fn:
-    def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        tracker = _tracker(self, st)
-        if tracker is None:
-            return original(self, fn, *args, **kwargs)
-        _tls.submitting = tracker
-        try:
-            return original(self, fn, *args, **kwargs)
-        finally:
-            _tls.submitting = None
-
-    return submit
-
-
-def _item_init(original: Fn, st: TrackingState) -> Fn:
-    def __init__(self: Any, future: Any, fn: Any, args: Any, kwargs: Any) -> None:
-        original(self, future, fn, args, kwargs)
-        tracker: WorkerTracker | None = getattr(_tls, "submitting", None)
-        if tracker is None:
-            return
-        _tls.submitting = None  # one work item per submit()
-        try:
-            # The tag before the wait: the task cannot start before submit() puts it in the
-            # queue, which is after this constructor returns.
-            setattr(future, TASK_ATTR, (tracker, tracker.now()))
-            tracker.wait()
-        except Exception as exc:
-            st.absorb(exc)
-
-    return __init__
+    return _futures_process.executor_tracker(executor, st, WorkerTracker)
 
 
 def _start(tracker: WorkerTracker, t0: float, st: TrackingState) -> int | None:

@@ -99,30 +99,27 @@ def instrument(registry: PoolRegistry | None = None, *, version: str | None = No
     for the support check (tests). Twice changes nothing; an unsupported version is reported
     once and left untouched.
     """
-    if _state.patches.active:
-        return True
-    if not available() or not supported(LIBRARY, SUPPORTED, version):
-        return False
+    return _state.install(
+        registry,
+        ready=lambda: available() and supported(LIBRARY, SUPPORTED, version),
+        patch=_patch,
+    )
+
+
+def _patch() -> None:
     from poolmon.shims._psycopg_async import patch_async
     from poolmon.shims._psycopg_base import patch_base
     from poolmon.shims._psycopg_sync import patch_sync
 
-    _state.start(registry)
-    try:
-        patch_base(_state)
-        patch_sync(_state)
-        patch_async(_state)
-    except BaseException:
-        uninstrument()
-        raise
-    return True
+    patch_base(_state)
+    patch_sync(_state)
+    patch_async(_state)
 
 
 def uninstrument() -> None:
     """Restore every patched attribute to its original object and forget the tracked pools."""
-    _state.patches.restore()
-    _state.stop()
+    _state.uninstall()
 
 
 def is_instrumented() -> bool:
-    return _state.patches.active
+    return _state.installed

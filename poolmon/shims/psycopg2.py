@@ -134,25 +134,22 @@ def instrument(registry: PoolRegistry | None = None, *, version: str | None = No
     nothing; an unsupported version is reported once and left untouched. Pools that exist
     already are found and tracked now, their idle and lent connections adopted.
     """
-    if _state.patches.active:
-        return True
-    if not available():
-        return False
-    found = version if version is not None else _library_version()
-    if not supported(LIBRARY, SUPPORTED, found or "0"):
-        return False
-    imported_before = "psycopg2.pool" in sys.modules
-    from psycopg2 import pool as pool_mod
 
-    _state.start(registry)
-    try:
+    def ready() -> bool:
+        if not available():
+            return False
+        found = version if version is not None else _library_version()
+        return supported(LIBRARY, SUPPORTED, found or "0")
+
+    def patch() -> None:
+        imported_before = "psycopg2.pool" in sys.modules
+        from psycopg2 import pool as pool_mod
+
         _patch(_state, pool_mod)
         if imported_before:  # else no pool can exist yet
             _track_existing(_state, pool_mod.AbstractConnectionPool)
-    except BaseException:
-        uninstrument()
-        raise
-    return True
+
+    return _state.install(registry, ready=ready, patch=patch)
 
 
 def _patch(st: TrackingState, pool_mod: Any) -> None:
@@ -170,12 +167,11 @@ def _patch(st: TrackingState, pool_mod: Any) -> None:
 def uninstrument() -> None:
     """Restore every patched attribute to its original object, put each pool's own lent dict
     back (same object, same items) and forget the tracked pools."""
-    _state.patches.restore()
-    _state.stop()
+    _state.uninstall()
 
 
 def is_instrumented() -> bool:
-    return _state.patches.active
+    return _state.installed
 
 
 def _track_existing(st: TrackingState, base: type) -> None:

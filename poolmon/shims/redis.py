@@ -29,7 +29,6 @@ first seen, from :func:`builtin_pool_metrics_enabled`), so it can leave them out
 from __future__ import annotations
 
 import importlib.util
-import threading
 from typing import Final
 
 from poolmon.core.ledger import PoolLedger
@@ -53,9 +52,6 @@ LIBRARY: Final = "redis"
 #: Hook points verified against redis-py 8.1 (``connect_check_health``, the pool classes' bodies).
 SUPPORTED: Final = ">=8.0,<9"
 
-#: Serialises instrument() and uninstrument() (STATE.lock guards first sight of a pool only).
-_lock: Final = threading.Lock()
-
 
 def available() -> bool:
     """redis-py is importable."""
@@ -73,39 +69,34 @@ def instrument(registry: PoolRegistry | None = None) -> bool:
     pool is first seen). Calling it again changes nothing. An unsupported redis-py version gets one
     warning and is left untouched (returns False).
     """
-    if not available():
-        return False
-    with _lock:
-        if STATE.patches.active:
-            return True
-        if not supported(LIBRARY, SUPPORTED, _installed_version()):
-            return False
-        from poolmon.shims._redis_async import patch_async
-        from poolmon.shims._redis_sync import patch_sync
+    return STATE.install(registry, ready=_ready, patch=_patch, detach=_detach)
 
-        STATE.start(registry)
-        common.set_on_attach(_on_attach)
-        try:
-            patch_sync(STATE.patches)
-            patch_async(STATE.patches)
-        except Exception:
-            STATE.patches.restore()
-            common.detach_all()
-            common.set_on_attach(None)
-            raise
-        return True
+
+def _ready() -> bool:
+    return available() and supported(LIBRARY, SUPPORTED, _installed_version())
+
+
+def _patch() -> None:
+    from poolmon.shims._redis_async import patch_async
+    from poolmon.shims._redis_sync import patch_sync
+
+    common.set_on_attach(_on_attach)
+    patch_sync(STATE.patches)
+    patch_async(STATE.patches)
+
+
+def _detach() -> None:
+    common.detach_all()
+    common.set_on_attach(None)
 
 
 def uninstrument() -> None:
     """Restore every patched attribute to the identical original object; forget attached pools."""
-    with _lock:
-        STATE.patches.restore()
-        common.detach_all()
-        common.set_on_attach(None)
+    STATE.uninstall()
 
 
 def is_instrumented() -> bool:
-    return STATE.patches.active
+    return STATE.installed
 
 
 def library_exports_semconv(ledger: PoolLedger) -> bool:

@@ -16,7 +16,7 @@ max_overflow`` and ``idle.max`` is ``pool_size`` (spec 11.1). What is recorded a
 from __future__ import annotations
 
 import importlib.util
-import threading
+import sys
 from typing import Final
 
 from poolmon.core.compiled import compiled_module
@@ -43,9 +43,6 @@ LIBRARY: Final = "sqlalchemy"
 #: Hook points verified against SQLAlchemy 2.1.9 (``sqlalchemy/pool/base.py``, ``impl.py``).
 SUPPORTED: Final = ">=2.1,<2.2"
 
-#: Serialises instrument() and uninstrument() (STATE.lock guards first sight of a pool only).
-_lock: Final = threading.Lock()
-
 
 def available() -> bool:
     """SQLAlchemy is importable."""
@@ -56,42 +53,37 @@ def _installed_version() -> str | None:
     return installed_version(LIBRARY)
 
 
+def _ready() -> bool:
+    return available() and supported(LIBRARY, SUPPORTED, _installed_version())
+
+
+def _patch() -> None:
+    from sqlalchemy.pool.base import _ConnectionFairy
+
+    from poolmon.shims._sqlalchemy_hooks import patch
+
+    install_fairy_property(_ConnectionFairy)
+    patch(STATE.patches, compiled=compiled_module() is not None)
+
+
+def _detach() -> None:
+    if "sqlalchemy.pool.base" in sys.modules:  # imported by _patch; never imported here
+        from sqlalchemy.pool.base import _ConnectionFairy
+
+        remove_fairy_property(_ConnectionFairy)
+    detach_all()
+
+
 def instrument(registry: PoolRegistry | None = None) -> bool:
     """Patch SQLAlchemy's pools; True if the shim is now active. Twice changes nothing; an
     unsupported version gets one warning and is left untouched (returns False)."""
-    if not available():
-        return False
-    with _lock:
-        if STATE.patches.active:
-            return True
-        if not supported(LIBRARY, SUPPORTED, _installed_version()):
-            return False
-        from sqlalchemy.pool.base import _ConnectionFairy
-
-        from poolmon.shims._sqlalchemy_hooks import patch
-
-        STATE.start(registry)
-        try:
-            install_fairy_property(_ConnectionFairy)
-            patch(STATE.patches, compiled=compiled_module() is not None)
-        except Exception:
-            STATE.patches.restore()
-            remove_fairy_property(_ConnectionFairy)
-            detach_all()
-            raise
-        return True
+    return STATE.install(registry, ready=_ready, patch=_patch, detach=_detach)
 
 
 def uninstrument() -> None:
     """Restore every patched attribute to the identical original object; forget attached pools."""
-    with _lock:
-        STATE.patches.restore()
-        if available() and "sqlalchemy.pool.base" in __import__("sys").modules:
-            from sqlalchemy.pool.base import _ConnectionFairy
-
-            remove_fairy_property(_ConnectionFairy)
-        detach_all()
+    STATE.uninstall()
 
 
 def is_instrumented() -> bool:
-    return STATE.patches.active
+    return STATE.installed

@@ -46,7 +46,7 @@ def available() -> bool:
 
 
 def is_instrumented() -> bool:
-    return STATE.patches.active
+    return STATE.installed
 
 
 def instrument(registry: PoolRegistry | None = None) -> bool:
@@ -55,19 +55,12 @@ def instrument(registry: PoolRegistry | None = None) -> bool:
     ``registry`` defaults to the default registry, looked up when each pool is first seen. An
     unsupported urllib3 version is reported once and left untouched.
     """
-    with STATE.lock:
-        if STATE.patches.active:
-            return True
-        if not supported(LIBRARY, SUPPORTED):
-            return False
-        STATE.start(registry)
-        try:
-            _apply()
-        except Exception:
-            STATE.patches.restore()
-            STATE.take_pools()
-            raise
-        return True
+    # The default detach: urllib3's pools are not detached (see uninstrument).
+    return STATE.install(registry, ready=_ready, patch=_apply)
+
+
+def _ready() -> bool:
+    return supported(LIBRARY, SUPPORTED)
 
 
 def uninstrument() -> None:
@@ -77,9 +70,7 @@ def uninstrument() -> None:
     (urllib3's pools are not detached: a pool seen again after a new ``instrument()`` goes on
     recording into the ledger it was registered with).
     """
-    with STATE.lock:
-        STATE.patches.restore()
-        STATE.take_pools()  # switch off; no pool is tracked there (see above)
+    STATE.uninstall()  # restore, then switch off; no pool is tracked there (see above)
 
 
 def _apply() -> None:

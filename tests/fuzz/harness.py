@@ -103,6 +103,7 @@ def invoke(argv: Sequence[str], env: Mapping[str, str | None] | None = None) -> 
     with overridden_environ({**clean, **(env or {})}):
         sys.stdout, sys.stderr = out, err
         # A value wrongly accepted must not hang the suite: dump every stack and end the run.
+        assert sys.__stderr__ is not None  # the test process's own stderr, never closed
         faulthandler.dump_traceback_later(_HANG_SECONDS, exit=True, file=sys.__stderr__)
         os.execvpe, socket.getaddrinfo = _no_exec, _literal_only  # type: ignore[assignment]
         try:
@@ -115,7 +116,7 @@ def invoke(argv: Sequence[str], env: Mapping[str, str | None] | None = None) -> 
             crash = traceback.format_exc()
         finally:
             faulthandler.cancel_dump_traceback_later()
-            sys.stdout, sys.stderr, os.execvpe, socket.getaddrinfo = saved  # type: ignore[assignment]
+            sys.stdout, sys.stderr, os.execvpe, socket.getaddrinfo = saved
             try:
                 out.flush()
                 err.flush()

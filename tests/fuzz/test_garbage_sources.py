@@ -20,7 +20,7 @@ from poolmon.core.registry import PoolRegistry
 from poolmon.exporters.prometheus import MetricsServer, PoolmonCollector
 from poolmon.top.app import fetch_all
 from poolmon.top.model import TopModel
-from poolmon.top.sources import MetricsUrlSource, PrometheusSource, ReplaySource
+from poolmon.top.sources import MetricsUrlSource, PrometheusSource, ReplaySource, Source
 from tests.fuzz.conftest import FUZZ, GOOD_POOL
 from tests.fuzz.strategies import NON_UTF8
 
@@ -246,7 +246,7 @@ def test_real_http_garbage_beside_a_good_source(
 ) -> None:
     garbage_server.body, garbage_server.content_type = body, content_type
     url = garbage_server.url  # type: ignore[attr-defined]
-    sources = [
+    sources: list[Source] = [
         MetricsUrlSource(url + "/metrics", timeout=2),
         PrometheusSource(url, timeout=2),
         MetricsUrlSource(good_source.url, timeout=2),

@@ -34,8 +34,12 @@ COMMANDS = [
 def _help(words: list[str]) -> str:
     parser = build_parser()
     for word in words:
-        sub = next(a for a in parser._actions if getattr(a, "choices", None) and word in a.choices)
-        parser = sub.choices[word]  # type: ignore[index]
+        choices = next(
+            a.choices
+            for a in parser._actions
+            if isinstance(a.choices, dict) and word in a.choices  # the subcommands' action
+        )
+        parser = choices[word]
     return " ".join(parser.format_help().split())
 
 

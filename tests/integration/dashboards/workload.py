@@ -225,7 +225,9 @@ class Workload:
             borrower.join(30)
         pool.run_maintenance()
 
-    def _refused(self, borrow: Callable[[], sqlite3.Connection], expected: type) -> None:
+    def _refused(
+        self, borrow: Callable[[], sqlite3.Connection], expected: type[BaseException]
+    ) -> None:
         """Run a borrow the cycle expects to fail with ``expected`` (the ledger counts it: the
         series the panels and alerts read); return the connection should it succeed."""
         try:

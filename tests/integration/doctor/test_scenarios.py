@@ -86,7 +86,7 @@ def test_overcommit_rests_on_the_real_limits(
         ).fetchone()
         reserved += int(row[0]) if row else 0
     client = redis.Redis.from_url(redis_url)
-    maxclients = int(client.config_get("maxclients")["maxclients"])
+    maxclients = int(str(client.config_get("maxclients")["maxclients"]))
     client.close()
     found = {f.backend: f for f in reports["overcommit"].findings}
     pg = next(f for b, f in found.items() if b.endswith(":5432") or "5432" in b)

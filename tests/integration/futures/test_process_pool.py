@@ -46,6 +46,10 @@ def _crash() -> None:
     os._exit(3)
 
 
+def _echo(value: object) -> object:
+    return value
+
+
 def _fail_init() -> None:
     raise RuntimeError("no worker today")
 
@@ -80,7 +84,8 @@ def test_exact_counts_under_many_submitters_with_cancels_and_cancel_futures(
     blockers = [ex.submit(_blocker) for _ in range(2)]
     for _ in blockers:  # both workers run a blocker: every later task queues
         assert started.acquire(timeout=60)
-    manager = ex._executor_manager_thread  # type: ignore[attr-defined]
+    # typeshed declares this attribute as a _ThreadWakeup; it is the _ExecutorManagerThread.
+    manager: threading.Thread = ex._executor_manager_thread  # type: ignore[assignment]
     submitters, per = 8, 25
     queued: list[list[cf.Future[int]]] = [[] for _ in range(submitters)]
     barrier = threading.Barrier(submitters)
@@ -133,12 +138,14 @@ def test_a_worker_that_dies_breaks_the_pool_and_every_wait_resolves(
     ex = cf.ProcessPoolExecutor(2, mp_context=_FORK, initializer=_init, initargs=(gate, started))
     held = ex.submit(_blocker)  # running on one worker when the other dies
     assert started.acquire(timeout=60)
-    manager = ex._executor_manager_thread  # type: ignore[attr-defined]
+    # typeshed declares this attribute as a _ThreadWakeup; it is the _ExecutorManagerThread.
+    manager: threading.Thread = ex._executor_manager_thread  # type: ignore[assignment]
     crash = ex.submit(_crash)
     rest = [ex.submit(pow, n, 2) for n in range(10)]
     manager.join(timeout=120)
     assert not manager.is_alive()
-    for f in [held, crash, *rest]:
+    every: list[cf.Future[Any]] = [held, crash, *rest]
+    for f in every:
         with pytest.raises(BrokenProcessPool):
             f.result(timeout=0)
     snap = _snap(reg)
@@ -179,7 +186,7 @@ def test_results_exceptions_map_chunks_and_an_unpicklable_call(
         for f in errs:
             with pytest.raises(ValueError):
                 f.result()
-        unpicklable = ex.submit(pow, threading.Lock(), 2)  # fails in the call queue's feeder
+        unpicklable = ex.submit(_echo, threading.Lock())  # fails in the call queue's feeder
         with pytest.raises((TypeError, pickle.PicklingError)):
             unpicklable.result(timeout=60)
         assert ex.submit(pow, 3, 2).result() == 9

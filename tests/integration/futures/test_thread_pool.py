@@ -67,7 +67,7 @@ def test_exact_counts_under_many_submitters_with_cancels_and_cancel_futures(
         f.result()
     # Not cf.wait(flat): CPython's wait() never counts a future cancelled by
     # shutdown(cancel_futures=True) as done (it stays CANCELLED, not CANCELLED_AND_NOTIFIED).
-    for t in list(ex._threads):  # type: ignore[attr-defined]
+    for t in list(ex._threads):
         t.join()
     assert all(f.done() for f in flat)
     ran = sum(1 for f in flat if not f.cancelled())

@@ -199,7 +199,7 @@ def test_pre_ping_failure(events: Events, registry: PoolRegistry, pg_dsn: str) -
 def test_recycle_dispose_detach(events: Events, registry: PoolRegistry, pg_dsn: str) -> None:
     engine = _engine(pg_dsn, _app(), pool_size=2, max_overflow=0, pool_recycle=1800)
     with engine.connect() as conn:
-        record = conn.connection._connection_record  # type: ignore[attr-defined]
+        record = conn.connection._connection_record
     record.starttime -= 3600  # opened an hour ago (SQLAlchemy compares time.time() with it)
     with engine.connect():
         pass

@@ -9,12 +9,12 @@ from rich.console import Console
 
 from poolmon.doctor import PoolWindow, diagnose_windows
 from poolmon.doctor.backend import parse_limit
-from poolmon.doctor.model import SCHEMA_VERSION, SourceProblem
+from poolmon.doctor.model import SCHEMA_VERSION, Report, SourceProblem
 from poolmon.doctor.render import report_json, report_view
 from poolmon.top.samples import PoolSample
 
 
-def _report():  # type: ignore[no-untyped-def]
+def _report() -> Report:
     leaky = PoolSample(
         name="leaky",
         used=1,

@@ -46,6 +46,10 @@ def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(coro())
 
 
+def _waiting_is(pool: AsyncPool[Any], n: int) -> Callable[[], bool]:
+    return lambda: pool.waiting == n
+
+
 async def _until(cond: Callable[[], bool]) -> None:
     for _ in range(10_000):
         if cond():
@@ -78,7 +82,7 @@ def test_borrow_return_and_fair_handoff(registry: PoolRegistry, handoff_after: f
         tasks = []
         for i in range(4):
             tasks.append(asyncio.create_task(waiter(i)))
-            await _until(lambda n=i + 1: pool.waiting == n)
+            await _until(_waiting_is(pool, i + 1))
         await pool.putconn(held)
         await asyncio.gather(*tasks)
         assert order == [0, 1, 2, 3]
@@ -410,7 +414,7 @@ def test_cancelled_while_validating_puts_the_connection_back(registry: PoolRegis
         clock.advance(6)
         gate = asyncio.Event()
 
-        async def slow_validate(c: Res) -> bool:
+        async def slow_validate(conn: Res) -> bool:
             await gate.wait()
             return True
 

@@ -55,7 +55,7 @@ class Gates:
         self.locks: list[GatedLock] = []
 
     def make(self, t0: float, *rest: Any) -> Any:
-        waiter = _ORIGINAL_WAITER(t0, *rest)
+        waiter: Any = _ORIGINAL_WAITER(t0, *rest)  # its lock is replaced by a test double
         n = len(self.waiters)
         if n < len(self.gates):
             gate = self.gates[n]
@@ -287,7 +287,7 @@ def test_interrupted_waiter_gives_back_a_handed_connection(
     make: Callable[..., Pool[Res]], rec: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def interrupted_after_wake(t0: float, *rest: Any) -> Any:
-        waiter = _ORIGINAL_WAITER(t0, *rest)
+        waiter: Any = _ORIGINAL_WAITER(t0, *rest)  # its lock is replaced by a test double
         inner = waiter.lock
 
         class Lock:

@@ -6,12 +6,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from poolmon.core.registry import PoolRegistry
 from poolmon.pool import Pool, factory
 from tests.unit.pool._support import Recorder
+
+
+def _equals(read: Callable[[], int], expected: int) -> Callable[[], bool]:
+    """A condition for :func:`_wait_until` with ``expected`` bound now (not the loop's last)."""
+    return lambda: read() == expected
 
 
 def _wait_until(cond: Callable[[], bool], what: str) -> None:
@@ -31,7 +37,8 @@ def test_waiters_served_in_arrival_order(
     registry: PoolRegistry, handoff_after: float | None
 ) -> None:
     rec = Recorder(registry)
-    bound = {} if handoff_after is None else {"handoff_after": handoff_after}
+    # None: the pool's default (the keyword left out).
+    bound: dict[str, Any] = {} if handoff_after is None else {"handoff_after": handoff_after}
     pool = Pool(factory(object), max_size=4, maintain=False, validate_after=None, **bound)
     held = [pool.getconn() for _ in range(4)]
     served: list[int] = []
@@ -48,14 +55,14 @@ def test_waiters_served_in_arrival_order(
         t = threading.Thread(target=worker, args=(i,))
         t.start()
         threads.append(t)
-        _wait_until(lambda n=i + 1: pool.waiting == n, f"{i + 1} waiters")
+        _wait_until(_equals(lambda: pool.waiting, i + 1), f"{i + 1} waiters")
     # Serve one connection at a time; each must go to the oldest waiter.
     for n, conn in enumerate(held):
         pool.putconn(conn)
-        _wait_until(lambda n=n: len(served) == n + 1, "a waiter to be served")
+        _wait_until(_equals(lambda: len(served), n + 1), "a waiter to be served")
     for n in range(4):
         release[n].set()
-        _wait_until(lambda n=n: len(served) == n + 5, "a waiter to be served")
+        _wait_until(_equals(lambda: len(served), n + 5), "a waiter to be served")
     for event in release:
         event.set()
     for t in threads:
@@ -70,7 +77,8 @@ def test_no_thread_starves_under_contention(
     registry: PoolRegistry, handoff_after: float | None
 ) -> None:
     rec = Recorder(registry)
-    bound = {} if handoff_after is None else {"handoff_after": handoff_after}
+    # None: the pool's default (the keyword left out).
+    bound: dict[str, Any] = {} if handoff_after is None else {"handoff_after": handoff_after}
     pool = Pool(factory(object), max_size=4, maintain=False, validate_after=None, **bound)
     total = 2000
     counts = [0] * 8

@@ -54,7 +54,7 @@ def _leaky(t: float, oldest: float) -> SourceResult:
 def test_find_column_and_detail_view() -> None:
     times = iter([0.0, 1.0, 6.0])
     app = TopApp(
-        [_Fixed([[_leaky(0.0, 10.0)], [_leaky(1.0, 60.0)], [_leaky(6.0, 95.0)]])],  # type: ignore[list-item]
+        [_Fixed([[_leaky(0.0, 10.0)], [_leaky(1.0, 60.0)], [_leaky(6.0, 95.0)]])],
         clock=lambda: next(times),
     )
     assert app.refresh().extra["findings"] == {}  # 10 s: no leak yet
@@ -120,7 +120,7 @@ def test_once_json_lists_findings() -> None:
 
     from poolmon.top.app import print_once
 
-    app = TopApp([_Fixed([[_leaky(0.0, 95.0)]])])  # type: ignore[list-item]
+    app = TopApp([_Fixed([[_leaky(0.0, 95.0)]])])
     frame = app.refresh()
     out = _io.StringIO()
     print_once(frame, ViewState(), as_json=True, out=out)
