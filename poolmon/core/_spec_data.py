@@ -3,7 +3,7 @@
 
 from typing import Any, Final
 
-CATALOG: Final[dict[str, Any]] = {'spec_version': '1.0',
+CATALOG: Final[dict[str, Any]] = {'spec_version': '1.1',
  'event_kinds': ['open',
                  'create',
                  'validate',
@@ -188,6 +188,20 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.0',
               'attributes': ['pool.name'],
               'description': 'Age of the longest outstanding borrow (0 when none): the leak '
                              'signal.'},
+             {'name': 'pool.stream.usage',
+              'instrument': 'updowncounter',
+              'unit': '{stream}',
+              'prometheus': 'pool_stream_usage',
+              'attributes': ['pool.name'],
+              'description': "Streams in use on the pool's multiplexed connections (absent for a "
+                             'pool that never had one).'},
+             {'name': 'pool.stream.capacity',
+              'instrument': 'updowncounter',
+              'unit': '{stream}',
+              'prometheus': 'pool_stream_capacity',
+              'attributes': ['pool.name'],
+              'description': "Sum of the stream limits of the pool's open multiplexed connections "
+                             '(absent for a pool that never had one).'},
              {'name': 'pool.info',
               'instrument': 'gauge',
               'unit': '',
@@ -253,16 +267,18 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.0',
                                                 'state_values': {'used': 'active', 'idle': 'idle'},
                                                 'identity_attributes': ['server.address',
                                                                         'server.port',
-                                                                        'url.scheme']},
+                                                                        'url.scheme',
+                                                                        'network.protocol.version']},
                       'pool.connection.lifetime': {'name': 'http.client.connection.duration',
                                                    'attributes': {},
                                                    'identity_attributes': ['server.address',
                                                                            'server.port',
-                                                                           'url.scheme']}}}}
+                                                                           'url.scheme',
+                                                                           'network.protocol.version']}}}}
 
 EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft/2020-12/schema',
- '$id': 'https://poolmon.dev/spec/1.0/event.schema.json',
- 'title': 'poolmon event (spec 1.0)',
+ '$id': 'https://poolmon.dev/spec/1.1/event.schema.json',
+ 'title': 'poolmon event (spec 1.1)',
  'description': 'One line of a poolmon event stream (JSON Lines). Consumers ignore fields they do '
                 'not know; see spec/README.md for the per-connection state machine, which a '
                 'schema cannot express.',
@@ -347,7 +363,16 @@ EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft
                 'library_version': {'type': 'string', 'maxLength': 64},
                 'max': {'type': ['integer', 'null'], 'minimum': 0},
                 'min': {'type': ['integer', 'null'], 'minimum': 0},
-                'idle_max': {'type': ['integer', 'null'], 'minimum': 0}},
+                'idle_max': {'type': ['integer', 'null'], 'minimum': 0},
+                'max_streams': {'type': 'integer',
+                                'minimum': 1,
+                                'description': "create, borrow (1.1): the connection's stream "
+                                               'limit; a connection that declares one is '
+                                               'multiplexed'},
+                'streams': {'type': 'integer',
+                            'minimum': 0,
+                            'description': 'borrow, return of a multiplexed connection (1.1): '
+                                           'streams in use on it after this event'}},
  'allOf': [{'if': {'properties': {'kind': {'const': 'open'}}, 'required': ['kind']},
             'then': {'required': []}},
            {'if': {'properties': {'kind': {'const': 'create'}}, 'required': ['kind']},

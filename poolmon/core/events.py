@@ -59,6 +59,8 @@ _OPTIONAL_FIELDS: Final = (
     "max",
     "min",
     "idle_max",
+    "streams",
+    "max_streams",
 )
 
 
@@ -95,6 +97,9 @@ class PoolEvent:
     max: int | None = None
     min: int | None = None
     idle_max: int | None = None
+    #: Spec 1.1, multiplexed connections: streams in use after a borrow/return, the stream limit.
+    streams: int | None = None
+    max_streams: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-line form: ``v``, ``kind``, ``ts``, ``pool`` and the fields that are set.

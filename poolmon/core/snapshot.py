@@ -110,6 +110,12 @@ class PoolSnapshot:
     leaks: tuple[LeakRecord, ...] = field(default=())
     #: The library that already exports this pool's OpenTelemetry semconv series, if any.
     semconv_exported_by: str | None = None
+    #: Spec 1.1 (multiplexed connections): streams in use over the open connections, and the sum
+    #: of their stream limits; ``None`` for a pool that never had a multiplexed connection.
+    streams_used: int = 0
+    streams_max: int | None = None
+    #: The protocol version its connections negotiated (HTTP: ``"1.1"``, ``"2"``), when known.
+    protocol_version: str | None = None
 
     @property
     def name(self) -> str:

@@ -194,6 +194,12 @@ def _pool_points(snap: PoolSnapshot, source: str) -> Iterable[tuple[dict[str, st
             yield {**name, "error.type": error_type}, float(count)
     elif source == "pool.connection.oldest_use":
         yield name, float(snap.oldest_use)
+    elif source == "pool.stream.usage":
+        if snap.streams_max is not None:  # only pools that have had a multiplexed connection
+            yield name, float(snap.streams_used)
+    elif source == "pool.stream.capacity":
+        if snap.streams_max is not None:
+            yield name, float(snap.streams_max)
     elif source == "pool.info":
         yield snap.identity.as_attributes(), 1.0
 
@@ -231,6 +237,8 @@ def _semconv_attributes(
                 out[key] = str(ident.server_port)
             elif key == "url.scheme":
                 out[key] = _url_scheme(snap)
+            elif key == "network.protocol.version" and snap.protocol_version:
+                out[key] = snap.protocol_version
     return out
 
 
