@@ -479,15 +479,25 @@ class PoolLedger:
             if conn in self._alive:
                 self._declare_streams(conn, max_streams)
 
-    def borrow_stream(self, conn: int, t0: float | None = None, queued: bool = False) -> float:
+    def borrow_stream(
+        self,
+        conn: int,
+        t0: float | None = None,
+        queued: bool = False,
+        max_streams: int | None = None,
+    ) -> float:
         """One stream of multiplexed ``conn`` was handed to a caller (asking since ``t0``).
 
-        Returns the stream's start, to hand back to :meth:`release_stream` (use time is per
-        stream). The locked path always: several callers share the connection.
+        ``max_streams``: the connection's stream limit now, when the caller reads it per borrow
+        (a peer may change it). Returns the stream's start, to hand back to
+        :meth:`release_stream` (use time is per stream). The locked path always: several
+        callers share the connection.
         """
         now = self._now()
         waited = 0.0 if t0 is None else max(0.0, now - t0)
         with self._lock:
+            if max_streams is not None and self._stream_caps.get(conn) != max_streams:
+                self._declare_streams(conn, max_streams)
             if conn not in self._alive:
                 self._alive[conn] = now
             streams = self._streams.get(conn, 0) + 1

@@ -1,6 +1,7 @@
 """Shims: instrument existing library pools in place.
 
-Each shim module (``poolmon.shims.psycopg``, ``.psycopg2``, ``.redis``, ``.urllib3``) provides::
+Each shim module (``poolmon.shims.psycopg``, ``.psycopg2``, ``.redis``, ``.urllib3``,
+``.httpcore`` (named ``"httpx"``), ``.aiohttp``) provides::
 
     LIBRARY: str                 # the distribution whose version gates the shim, e.g. "psycopg-pool"
     SUPPORTED: str               # PEP 440 specifier of supported versions, e.g. ">=3.1,<4"
@@ -31,6 +32,8 @@ SHIMS: Final[dict[str, str]] = {
     "psycopg2": "poolmon.shims.psycopg2",
     "redis": "poolmon.shims.redis",
     "urllib3": "poolmon.shims.urllib3",
+    # httpx sends every request through httpcore's pools: the shim patches httpcore.
+    "httpx": "poolmon.shims.httpcore",
 }
 
 
