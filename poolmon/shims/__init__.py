@@ -34,6 +34,7 @@ SHIMS: Final[dict[str, str]] = {
     "urllib3": "poolmon.shims.urllib3",
     # httpx sends every request through httpcore's pools: the shim patches httpcore.
     "httpx": "poolmon.shims.httpcore",
+    "aiohttp": "poolmon.shims.aiohttp",
 }
 
 
