@@ -12,7 +12,8 @@ __all__ = ["register", "settings_from_args"]
 
 _DESCRIPTION = """\
 Run COMMAND (any Python program: python app.py, gunicorn ..., pytest ...) with every supported
-installed connection pool instrumented (psycopg_pool, psycopg2.pool, redis-py, urllib3/requests)
+installed connection pool instrumented (psycopg_pool, psycopg2.pool, redis-py, urllib3/requests,
+httpx/httpcore, aiohttp)
 and the chosen exporters running, without changing its code. COMMAND replaces this process, so
 its exit code, stdin, stdout and stderr are exactly its own.
 

@@ -18,6 +18,8 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from poolmon.shims import SHIMS
 
 __all__ = [
+    "AiohttpPoolInstrumentor",
+    "HttpxPoolInstrumentor",
     "PoolmonInstrumentor",
     "Psycopg2PoolInstrumentor",
     "PsycopgPoolInstrumentor",
@@ -70,3 +72,15 @@ class Urllib3PoolInstrumentor(PoolmonInstrumentor):
     """urllib3 connection pools (and therefore requests)."""
 
     shim = "urllib3"
+
+
+class HttpxPoolInstrumentor(PoolmonInstrumentor):
+    """httpcore connection pools, sync and async (and therefore httpx), HTTP/1.1 and HTTP/2."""
+
+    shim = "httpx"
+
+
+class AiohttpPoolInstrumentor(PoolmonInstrumentor):
+    """aiohttp connectors (``TCPConnector``, ``UnixConnector``)."""
+
+    shim = "aiohttp"
