@@ -95,6 +95,9 @@ class PoolRow:
     timeouts: float
     oldest_use: float
     history: tuple[float | None, ...]  # saturation, oldest first
+    #: Multiplexed pools only (spec 1.1): streams in use and their capacity; None otherwise.
+    streams: float | None = None
+    streams_max: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -292,6 +295,8 @@ class TopModel:
             timeouts=sample.timeouts,
             oldest_use=sample.oldest_use,
             history=tuple(state.saturation),
+            streams=sample.streams,
+            streams_max=sample.streams_max,
         )
 
 

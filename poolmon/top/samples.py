@@ -50,6 +50,8 @@ _OLDEST: Final = _prom("pool.connection.oldest_use")
 _EVICTIONS: Final = _prom("pool.connection.evictions")
 _ERRORS: Final = _prom("pool.connection.errors")
 _INFO: Final = _prom("pool.info")
+_STREAMS: Final = _prom("pool.stream.usage")
+_STREAMS_MAX: Final = _prom("pool.stream.capacity")
 #: ``pool_info``: one series per pool, so its scrape timestamp dates a whole pool's sample.
 INFO_METRIC: Final = _INFO
 _WAIT_BUCKET: Final = _prom("pool.connection.wait_time") + "_bucket"
@@ -62,6 +64,8 @@ CREATE_COUNT_METRIC: Final = _CREATE_COUNT
 WANTED_METRICS: Final[tuple[str, ...]] = (
     _COUNT,
     _MAX,
+    _STREAMS,
+    _STREAMS_MAX,
     _PENDING,
     _TIMEOUTS,
     _OLDEST,
@@ -101,6 +105,9 @@ class PoolSample:
     errors: Mapping[str, float] = field(default_factory=dict)
     wait_cumulative: tuple[float, ...] = ()
     wait_sum: float = 0.0
+    #: Multiplexed pools only (spec 1.1): streams in use and stream capacity; None otherwise.
+    streams: float | None = None
+    streams_max: float | None = None
 
     @property
     def backend(self) -> str:
@@ -145,6 +152,8 @@ class PoolAccumulator:
         "max",
         "oldest",
         "pending",
+        "streams",
+        "streams_max",
         "timeouts",
         "used",
         "wait",
@@ -157,6 +166,8 @@ class PoolAccumulator:
         self.used = 0.0
         self.pending = 0.0
         self.max: float | None = None
+        self.streams: float | None = None
+        self.streams_max: float | None = None
         self.oldest = 0.0
         self.timeouts = 0.0
         self.creates = 0.0
@@ -216,6 +227,8 @@ _SCALARS: Final[Mapping[str, str]] = {
     _OLDEST: "oldest",
     _WAIT_SUM: "wait_sum",
     _INFO: "info",
+    _STREAMS: "streams",
+    _STREAMS_MAX: "streams_max",
 }
 #: Keyed fields: sample name -> (accumulator dict, the label that keys it).
 _KEYED: Final[Mapping[str, tuple[str, str]]] = {
@@ -285,6 +298,8 @@ def build_sample(name: str, acc: PoolAccumulator) -> PoolSample:
         errors=dict(acc.errors),
         wait_cumulative=cumulative,
         wait_sum=acc.wait_sum,
+        streams=acc.streams,
+        streams_max=acc.streams_max,
     )
 
 
@@ -309,4 +324,6 @@ def sample_from_snapshot(snap: PoolSnapshot) -> PoolSample:
         errors={k: float(v) for k, v in snap.errors.items()},
         wait_cumulative=tuple(float(c) for c in snap.wait_time.cumulative()),
         wait_sum=snap.wait_time.sum,
+        streams=None if snap.streams_max is None else float(snap.streams_used),
+        streams_max=None if snap.streams_max is None else float(snap.streams_max),
     )

@@ -155,6 +155,22 @@ _COLUMNS: Final = (
 )
 
 
+def streams_text(row: PoolRow) -> str:
+    """``3 conns, 41/300 streams`` for a multiplexed pool (spec 1.1); ``""`` otherwise."""
+    if row.streams_max is None:
+        return ""
+    conns = fmt_count(row.used + row.idle)
+    return f"{conns} conns, {fmt_count(row.streams or 0.0)}/{fmt_count(row.streams_max)} streams"
+
+
+def _conns_cell(row: PoolRow, th: Thresholds) -> Text:
+    cell = conn_bar(row.used, row.idle, row.max, th)
+    streams = streams_text(row)
+    if streams:
+        cell.append(f" ({streams})", style="cyan")
+    return cell
+
+
 def _cells(row: PoolRow, th: Thresholds) -> list[Text]:
     sat_lvl = level(row.saturation, th.saturation_warn, th.saturation_crit)
     wait_lvl = level(row.wait_p95, th.wait_p95_warn, th.wait_p95_crit)
@@ -166,7 +182,7 @@ def _cells(row: PoolRow, th: Thresholds) -> list[Text]:
         Text(row.source),
         Text(row.name),
         Text(row.system),
-        conn_bar(row.used, row.idle, row.max, th),
+        _conns_cell(row, th),
         Text(fmt_count(row.pending), style="yellow" if row.pending else ""),
         wait,
         Text(fmt_rate(row.creates_per_s)),
@@ -346,6 +362,7 @@ def detail_view(row: PoolRow, thresholds: Thresholds | None = None) -> Panel:
         ("backend", Text(row.backend)),
         ("pid", Text(row.pid or "-")),
         ("connections", conn_bar(row.used, row.idle, row.max, th)),
+        ("streams", Text(streams_text(row) or "-")),
         ("saturation", _marked(sat, level(row.saturation, th.saturation_warn, th.saturation_crit))),
         ("pending", Text(fmt_count(row.pending))),
         (
