@@ -7,6 +7,8 @@ Three pools, all recording into one injected registry:
   waiters queue and time out continuously (pending > 0, timeouts).
 * ``dash-flaky`` (max 1): its factory always fails, so borrows record create_failed errors.
 * ``dash-calm`` (max 4): one caller borrowing and returning at a gentle pace; nothing to alert on.
+* ``https://127.0.0.1:PORT`` (httpx over HTTP/2 to a local hypercorn, through the httpcore shim):
+  a multiplexed connection with ``H2_HELD`` streams held open, so the stream panels have data.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from poolmon.core.registry import PoolRegistry
 from poolmon.errors import PoolError
 from poolmon.pool import Pool, SqliteFactory, factory
+from poolmon.shims import httpcore as httpcore_shim
 
 __all__ = ["Workload"]
 
 STRESSED, FLAKY, CALM = "dash-stressed", "dash-flaky", "dash-calm"
+H2_HELD = 5
 
 
 def _refuse() -> sqlite3.Connection:
@@ -57,6 +62,9 @@ class Workload:
             max_size=4,
             maintain=False,
         )
+        self._registry = registry
+        self._h2: Any = None
+        self._h2_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._held = threading.Barrier(3)  # two holders + start(): both connections are out
         self._threads = [
@@ -130,11 +138,37 @@ class Workload:
 
     # -------------------------------------------------------------- control
 
+    def _start_h2(self) -> None:
+        """httpx over HTTP/2 with ``H2_HELD`` requests held at a gate of a real h2 server."""
+        import asyncio
+
+        import httpx
+
+        from tests.support.h2_server import H2Server
+        from tests.support.http_servers import LoopbackCA
+
+        ca = LoopbackCA()
+        self._h2 = H2Server(ca)
+        httpcore_shim.instrument(registry=self._registry)
+        url = self._h2.url
+
+        async def hold() -> None:
+            async with httpx.AsyncClient(http2=True, verify=ca.client_context()) as client:
+                await client.get(f"{url}/ok")  # the server's SETTINGS raise the stream limit
+                await asyncio.gather(
+                    *[client.get(f"{url}/gate/dash", timeout=None) for _ in range(H2_HELD)]
+                )
+
+        self._h2_thread = threading.Thread(target=asyncio.run, args=(hold(),), daemon=True)
+        self._h2_thread.start()
+        self._h2.wait_at_gate("dash", H2_HELD, timeout=30)
+
     def start(self) -> None:
         self._warm_up()
         for thread in self._threads:
             thread.start()
         self._held.wait(30)  # both stressed connections are lent before the waiters matter
+        self._start_h2()
 
     def stop(self) -> None:
         self._stop.set()
@@ -142,3 +176,9 @@ class Workload:
             thread.join(30)
         for pool in (self.stressed, self.flaky, self.calm):
             pool.close()
+        if self._h2 is not None:
+            self._h2.open_gate("dash")
+            if self._h2_thread is not None:
+                self._h2_thread.join(30)
+            self._h2.close()
+        httpcore_shim.uninstrument()
