@@ -131,9 +131,14 @@ class ConnectorState:
 def identity_for_key(key: Any, unix_path: str | None) -> PoolIdentity:
     """``scheme://host:port`` from the key's host, port and TLS flag; the key's proxy, proxy
     credentials and headers hash are never read."""
-    scheme = "https" if key.is_ssl else "http"
-    host = str(key.host or "localhost")
-    port = key.port if key.port is not None else (443 if key.is_ssl else 80)
+    # Read defensively: connectors are also driven with keys of other shapes (aiohttp's own
+    # tests pass plain strings); such a pool is named from what it has.
+    is_ssl = bool(getattr(key, "is_ssl", False))
+    scheme = "https" if is_ssl else "http"
+    host = str(getattr(key, "host", None) or "localhost")
+    port = getattr(key, "port", None)
+    if not isinstance(port, int):
+        port = 443 if is_ssl else 80
     return PoolIdentity(
         name=derive_name(scheme, host, port),
         system="http",

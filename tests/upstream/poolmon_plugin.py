@@ -41,7 +41,7 @@ __all__ = [
 #: Bumped when the report's shape changes (the runner checks it).
 REPORT_VERSION = 1
 
-_SHIMS = ("redis", "urllib3")
+_SHIMS = ("redis", "urllib3", "httpx", "aiohttp")
 
 
 class _Recorder:
@@ -112,7 +112,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     shim = config.getoption("--poolmon-shim")
     if shim is None:
-        raise pytest.UsageError("poolmon_plugin needs --poolmon-shim (one of redis, urllib3)")
+        raise pytest.UsageError("poolmon_plugin needs --poolmon-shim (one of redis, urllib3, httpx, aiohttp)")
     recorder = _Recorder(
         shim, config.getoption("--poolmon-mode"), config.getoption("--poolmon-report")
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["REDIS", "SUITES", "URLLIB3", "Deselect", "Suite"]
+__all__ = ["AIOHTTP", "HTTPCORE", "REDIS", "SUITES", "URLLIB3", "Deselect", "Suite"]
 
 
 @dataclass(frozen=True)
@@ -186,5 +186,36 @@ URLLIB3: Final = Suite(
     ),
 )
 
+HTTPCORE: Final = Suite(
+    shim="httpx",
+    distribution="httpcore",
+    members=("tests", "pyproject.toml"),
+    files=("tests/_async/test_connection_pool.py", "tests/_sync/test_connection_pool.py"),
+    deselect=(),
+    # httpcore's async tests run on asyncio and trio through anyio's pytest plugin (installed);
+    # pytest-asyncio (installed for redis-py's suite) is not one of httpcore's test dependencies
+    # and its configuration warning would be an error under httpcore's filterwarnings=error.
+    args=("-p", "no:asyncio"),
+)
+
+AIOHTTP: Final = Suite(
+    shim="aiohttp",
+    distribution="aiohttp",
+    members=("tests", "pytest.ini", "pyproject.toml"),
+    files=("tests/test_connector.py",),
+    deselect=(),
+    # aiohttp's pytest.ini asks for xdist (--numprocesses), coverage and doctest collection of
+    # the tree: none of that is about the connector, and the plugins are not test dependencies
+    # of poolmon. Both runs override addopts alike; the rest of the ini (filterwarnings=error,
+    # xfail_strict, markers) stays in force. pytest-asyncio is left out as for httpcore: aiohttp
+    # uses its own pytest plugin.
+    args=(
+        "-o",
+        "addopts=--strict-markers -m 'not dev_mode and not autobahn and not internal'",
+        "-p",
+        "no:asyncio",
+    ),
+)
+
 #: Every suite, in the order the tests run them.
-SUITES: Final = (REDIS, URLLIB3)
+SUITES: Final = (REDIS, URLLIB3, HTTPCORE, AIOHTTP)
