@@ -112,7 +112,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     shim = config.getoption("--poolmon-shim")
     if shim is None:
-        raise pytest.UsageError("poolmon_plugin needs --poolmon-shim (one of redis, urllib3, httpx, aiohttp)")
+        raise pytest.UsageError(
+            "poolmon_plugin needs --poolmon-shim (one of redis, urllib3, httpx, aiohttp)"
+        )
     recorder = _Recorder(
         shim, config.getoption("--poolmon-mode"), config.getoption("--poolmon-report")
     )
