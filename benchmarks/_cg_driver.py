@@ -1,8 +1,9 @@
 """One process, one mode, one case, run under callgrind by ``benchmarks.instructions``.
 
 ``python -m benchmarks._cg_driver MODE CASE N``: builds the case's pool against the real local
-server, instruments it when MODE is ``poolmon``, warms up, then runs N operations. Nothing is
-timed here: callgrind counts what the calling thread executes.
+server, instruments it when MODE is ``poolmon`` (or with the OpenTelemetry contrib
+instrumentation of the same library when MODE is ``peer``, see :data:`PEERS`), warms up, then runs
+N operations. Nothing is timed here: callgrind counts what the calling thread executes.
 """
 
 from __future__ import annotations
@@ -72,11 +73,9 @@ server.close()
 """
 
 
-def _urllib3(e2e: bool) -> Loop:
+def _server_port() -> int:
     import atexit
     import subprocess
-
-    from urllib3 import HTTPConnectionPool
 
     # The server in a process of its own (started with exec, so valgrind does not follow it):
     # in this process its threads would take the GIL back and forth with the calling thread and
@@ -86,7 +85,13 @@ def _urllib3(e2e: bool) -> Loop:
     )
     atexit.register(server.kill)
     assert server.stdout is not None
-    port = int(server.stdout.readline())
+    return int(server.stdout.readline())
+
+
+def _urllib3(e2e: bool) -> Loop:
+    from urllib3 import HTTPConnectionPool
+
+    port = _server_port()
     pool = HTTPConnectionPool("127.0.0.1", port, maxsize=1)
     pool.request("GET", "/ok")
 
@@ -98,6 +103,94 @@ def _urllib3(e2e: bool) -> Loop:
     return request if e2e else _cycles(pool._get_conn, pool._put_conn)
 
 
+def _httpx(e2e: bool) -> Loop:
+    """httpx.Client GET on loopback HTTP/1.1 keep-alive (one connection, reused)."""
+    import httpx
+
+    url = f"http://127.0.0.1:{_server_port()}/ok"
+    client = httpx.Client()
+    client.get(url)
+
+    def request(n: int) -> None:
+        get = client.get
+        for _ in range(n):
+            get(url)
+
+    return request
+
+
+def _async_loop(once: Callable[[], object]) -> Loop:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            await once()  # type: ignore[misc]
+
+    def run(n: int) -> None:
+        loop.run_until_complete(many(n))
+
+    return run
+
+
+def _httpx_async(e2e: bool) -> Loop:
+    """httpx.AsyncClient GET on loopback HTTP/1.1 keep-alive, one event loop for all."""
+    import httpx
+
+    url = f"http://127.0.0.1:{_server_port()}/ok"
+    client = httpx.AsyncClient()
+    return _async_loop(lambda: client.get(url))
+
+
+def _aiohttp(e2e: bool) -> Loop:
+    """aiohttp ClientSession GET (body read) on loopback HTTP/1.1 keep-alive."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{_server_port()}/ok"
+    holder: list[aiohttp.ClientSession] = []
+
+    async def get() -> None:
+        if not holder:
+            holder.append(aiohttp.ClientSession())
+        async with holder[0].get(url) as response:
+            await response.read()
+
+    return _async_loop(get)
+
+
+def _otel_providers() -> None:
+    """The SDK's tracer and meter providers, as an instrumented service has them (no exporter:
+    spans and measurements are made and dropped, so only the instrumentation's own cost counts)."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+    metrics.set_meter_provider(MeterProvider())
+
+
+def _peer_httpx() -> None:
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    _otel_providers()
+    HTTPXClientInstrumentor().instrument()
+
+
+def _peer_aiohttp() -> None:
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+
+    _otel_providers()
+    AioHttpClientInstrumentor().instrument()
+
+
+#: The OpenTelemetry contrib instrumentation of the same library (mode ``peer``), per case.
+PEERS: dict[str, Callable[[], None]] = {
+    "httpx-get": _peer_httpx,
+    "httpx-async-get": _peer_httpx,
+    "aiohttp-get": _peer_aiohttp,
+}
+
 CASES: dict[str, tuple[str, Callable[[bool], Loop], bool]] = {
     "psycopg_pool-raw": ("psycopg", _psycopg_pool, False),
     "psycopg_pool-select": ("psycopg", _psycopg_pool, True),
@@ -107,6 +200,9 @@ CASES: dict[str, tuple[str, Callable[[bool], Loop], bool]] = {
     "redis-get": ("redis", _redis, True),
     "urllib3-raw": ("urllib3", _urllib3, False),
     "urllib3-get": ("urllib3", _urllib3, True),
+    "httpx-get": ("httpx", _httpx, True),
+    "httpx-async-get": ("httpx", _httpx_async, True),
+    "aiohttp-get": ("aiohttp", _aiohttp, True),
 }
 
 
@@ -119,6 +215,8 @@ def main(argv: list[str]) -> int:
         from poolmon.core.registry import PoolRegistry
 
         poolmon.instrument(library, registry=PoolRegistry())
+    elif mode == "peer":
+        PEERS[case]()
     loop = build(e2e)
     loop(300)  # warm up: first sight, adoption, specialised bytecode
     # Everything alive now is set aside from the cyclic GC: its full collections would otherwise

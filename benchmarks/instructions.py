@@ -14,6 +14,11 @@ divided by the difference in operations is the cost of one operation, free of st
 import costs. Printed per case: instructions per operation plain and instrumented and their
 ratio, and the extra first-level misses (instruction, data) per operation.
 
+Where the OpenTelemetry contrib project instruments the same library (httpx, aiohttp:
+``benchmarks._cg_driver.PEERS``), a third pair of runs measures it on the same operation, with
+the SDK's tracer and meter providers and no exporter, printed as ``peer Ir`` and ``peer ratio``
+beside poolmon's.
+
 Needs valgrind and the local PostgreSQL/Redis. ``python -m benchmarks instructions [CASE ...]``
 (cases: see ``benchmarks._cg_driver.CASES``; default: all). About 20 s a case.
 """
@@ -27,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._cg_driver import CASES
+from benchmarks._cg_driver import CASES, PEERS
 
 __all__ = ["main"]
 
@@ -69,16 +74,20 @@ def main(argv: list[str]) -> int:
         return 2
     print(
         f"{'case':22s} {'plain Ir':>10s} {'poolmon Ir':>11s} {'ratio':>7s} {'+I1 miss':>9s} "
-        f"{'+D1 miss':>9s}  (per operation, calling thread)"
+        f"{'+D1 miss':>9s} {'peer Ir':>10s} {'peer ratio':>10s}  (per operation, calling thread)"
     )
     for case in argv or list(CASES):
         small, large = (500, 1500) if case.endswith(("select", "get")) else (2000, 6000)
         plain = _per_op("plain", case, small, large)
         ours = _per_op("poolmon", case, small, large)
         d1 = (ours["D1mr"] + ours["D1mw"]) - (plain["D1mr"] + plain["D1mw"])
+        peer_ir, peer_ratio = "-", "-"
+        if case in PEERS:
+            peer = _per_op("peer", case, small, large)
+            peer_ir, peer_ratio = f"{peer['Ir']:.0f}", f"{peer['Ir'] / plain['Ir']:.4f}"
         print(
             f"{case:22s} {plain['Ir']:10.0f} {ours['Ir']:11.0f} {ours['Ir'] / plain['Ir']:7.4f} "
-            f"{ours['I1mr'] - plain['I1mr']:+9.0f} {d1:+9.0f}",
+            f"{ours['I1mr'] - plain['I1mr']:+9.0f} {d1:+9.0f} {peer_ir:>10s} {peer_ratio:>10s}",
             flush=True,
         )
     return 0
