@@ -15,7 +15,8 @@ origin (``https://host:port``, as for urllib3), so one httpcore pool maps to one
   long as the physical connection;
 * an HTTP/2 connection carries ``_poolmon_streams``: stream id -> the stream's start (what
   :meth:`PoolLedger.release_stream` needs for its use time);
-* a request found queued carries ``_poolmon_wait``: when it began waiting.
+* a ``PoolRequest`` left unassigned at the pool's limit carries ``_poolmon_origin`` (H1 below),
+  and its ``Request``, once waiting, ``_poolmon_wait``: when it began waiting.
 
 ``id()`` is never used; pools are held weakly (the registry's owner reference), and every
 attribute is set with ``setattr`` and read with ``getattr`` (poolmon/shims/_attrs.py).
@@ -76,18 +77,18 @@ class OriginState:
 class PoolState:
     """poolmon's view of one httpcore pool. Holds no reference to the pool itself.
 
-    ``queued`` holds the ``PoolRequest`` objects seen waiting (invariant H1: a request is
-    queued exactly when, after ``_assign_requests_to_connections`` returned, it has no
-    connection; that function runs under the pool's lock, so what it leaves is what waits).
+    H1: a request can only wait when, after ``_assign_requests_to_connections`` returned, it has
+    no connection; that function runs under the pool's lock, so the requests it leaves
+    unassigned are tagged there with their origin's state, and ``wait_for_connection`` (which
+    follows it in the same loop iteration) records the wait when it finds no connection.
     """
 
-    __slots__ = ("__weakref__", "idle_max", "lock", "max_size", "origins", "queued")
+    __slots__ = ("__weakref__", "idle_max", "lock", "max_size", "origins")
 
     def __init__(self, max_size: int | None, idle_max: int | None) -> None:
         self.max_size = max_size
         self.idle_max = idle_max
         self.origins: dict[tuple[bytes, bytes, int], OriginState] = {}
-        self.queued: list[Any] = []
         self.lock = threading.Lock()
 
     def origin(self, origin: Any, owner: Any) -> OriginState:
