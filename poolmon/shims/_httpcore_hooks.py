@@ -18,12 +18,13 @@ Where events come from (httpcore 1.0, ``_sync``/``_async`` ``connection_pool.py`
   **return** (:meth:`PoolLedger.borrow_stream`); the borrow comes after httpcore acquired its
   ``_max_streams`` semaphore, and carries ``_max_streams`` (1 until the server's SETTINGS,
   then its ``MAX_CONCURRENT_STREAMS``, capped at httpcore's 100);
-* ``HTTP11Connection.close`` / ``HTTP2Connection.close`` (``aclose``) -> **evict**. The reason
-  is what ``_assign_requests_to_connections`` decided when it picked the connection for closing
-  (``idle_timeout``: past ``keepalive_expiry``; ``broken``: the server closed the idle socket;
-  ``overflow``: over ``max_keepalive_connections``, or closed to make room for another origin),
-  ``pool_closed`` from the pool's ``close``, else ``broken`` (a failed request, ``Connection:
-  close``, GOAWAY: httpcore closes such connections itself);
+* ``_assign_requests_to_connections`` -> **evict** of the connections it picks for closing, at
+  once (H2 in the code): ``idle_timeout`` past ``keepalive_expiry``, ``broken`` when the server
+  closed the idle socket, ``overflow`` over ``max_keepalive_connections`` or to make room for
+  another origin;
+* ``HTTP11Connection.close`` / ``HTTP2Connection.close`` (``aclose``) -> **evict** of every other
+  connection: ``pool_closed`` from the pool's ``close``, else ``broken`` (a failed request,
+  ``Connection: close``, GOAWAY: httpcore closes such connections itself);
 * ``PoolRequest.wait_for_connection`` with no connection assigned -> **wait**, resolved by the
   queued borrow or an **error** in phase ``wait``: ``timeout`` (``httpcore.PoolTimeout``, which
   httpx raises as ``httpx.PoolTimeout``), ``cancelled`` (task cancellation), ``other``.
@@ -132,12 +133,19 @@ def _closing_reason(inner: Any, stream: Any) -> str:
     return "overflow"
 
 
-def _mark_closing(closing: list[Any]) -> None:
+def _evict_closing(closing: list[Any]) -> None:
+    # H2: a connection the assignment picked for closing has left the pool's list already, and
+    # the pool may open its replacement (another thread, another task) before the socket is
+    # actually closed outside the lock: it is evicted here, when the pool stopped counting it,
+    # so poolmon never counts more connections than the pool does. Its close then finds no link.
     for conn in closing:
         inner = getattr(conn, "_connection", None)
         stream = getattr(inner, "_network_stream", None)
-        if stream is not None and getattr(stream, LINK, None) is not None:
-            setattr(stream, REASON, _closing_reason(inner, stream))
+        if stream is None:
+            continue
+        conn_link = pop_attr(stream, LINK)
+        if conn_link is not None:
+            conn_link.key.ledger.evict(conn_link.cid, _closing_reason(inner, stream))
 
 
 def _tag_queued(pool: Any, state: PoolState) -> None:
@@ -148,14 +156,14 @@ def _tag_queued(pool: Any, state: PoolState) -> None:
 
 
 def make_assign(original: Method) -> Method:
-    """``_assign_requests_to_connections`` (sync in both pools): reasons for the connections it
-    picked for closing, and the origin of each request it left waiting."""
+    """``_assign_requests_to_connections`` (sync in both pools): the eviction of the connections
+    it picked for closing, and the origin of each request it left waiting."""
 
     def _assign_requests_to_connections(self: Any) -> Any:
         closing = original(self)
         try:
             if closing:
-                _mark_closing(closing)
+                _evict_closing(closing)
             if len(self._connections) >= self._max_connections:
                 state = getattr(self, POOL, None)
                 if state is not None:
