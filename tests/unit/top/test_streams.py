@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from rich.console import Console, RenderableType
 
@@ -47,3 +48,21 @@ def test_multiplexed_pools_show_streams_and_http11_pools_do_not() -> None:
     assert text.count("streams") == 1  # the HTTP/1.1 pool shows none
     h2_row = next(r for r in frame.rows if r.name == "https://h2.test:443")
     assert "3 conns, 41/300 streams" in _text(detail_view(h2_row))
+
+
+def test_replaying_the_http2_example_gives_its_stream_counts(tmp_path: Path) -> None:
+    from poolmon.top.replay import JsonlReplay
+
+    example = Path(__file__).resolve().parents[3] / "spec/examples/valid/http2-streams.jsonl"
+    lines = example.read_text().splitlines()
+    # Up to the fourth stream's borrow (line 9): 4 streams on connection 1, limit raised to 100.
+    partial = tmp_path / "events.jsonl"
+    partial.write_text("\n".join(lines[:9]) + "\n")
+    replay = JsonlReplay(partial)
+    assert replay.poll() == 9 and replay.skipped == 0
+    (snap,) = replay.registry.snapshot()
+    assert (snap.streams_used, snap.streams_max, snap.used, snap.borrows) == (4, 100, 1, 5)
+    full = JsonlReplay(example)
+    full.poll()
+    (snap,) = full.registry.snapshot()
+    assert (snap.streams_used, snap.returns, snap.borrows, snap.closed) == (0, 6, 6, True)
