@@ -191,6 +191,14 @@ PEERS: dict[str, Callable[[], None]] = {
     "aiohttp-get": _peer_aiohttp,
 }
 
+#: Operations per run (small, large) and warm-up, where the default (500/1500, 300) would keep
+#: callgrind busy for many minutes: an HTTP client request is ~10x a redis GET in instructions.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "httpx-get": (100, 300, 100),
+    "httpx-async-get": (100, 300, 100),
+    "aiohttp-get": (100, 300, 100),
+}
+
 CASES: dict[str, tuple[str, Callable[[bool], Loop], bool]] = {
     "psycopg_pool-raw": ("psycopg", _psycopg_pool, False),
     "psycopg_pool-select": ("psycopg", _psycopg_pool, True),
@@ -218,7 +226,7 @@ def main(argv: list[str]) -> int:
     elif mode == "peer":
         PEERS[case]()
     loop = build(e2e)
-    loop(300)  # warm up: first sight, adoption, specialised bytecode
+    loop(SIZES[case][2] if case in SIZES else 300)  # warm up: first sight, specialised bytecode
     # Everything alive now is set aside from the cyclic GC: its full collections would otherwise
     # scan a heap that differs between the modes (poolmon's own modules) at points that differ
     # between the runs, thousands of instructions per operation of noise.

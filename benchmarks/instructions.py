@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._cg_driver import CASES, PEERS
+from benchmarks._cg_driver import CASES, PEERS, SIZES
 
 __all__ = ["main"]
 
@@ -78,6 +78,8 @@ def main(argv: list[str]) -> int:
     )
     for case in argv or list(CASES):
         small, large = (500, 1500) if case.endswith(("select", "get")) else (2000, 6000)
+        if case in SIZES:
+            small, large = SIZES[case][:2]
         plain = _per_op("plain", case, small, large)
         ours = _per_op("poolmon", case, small, large)
         d1 = (ours["D1mr"] + ours["D1mw"]) - (plain["D1mr"] + plain["D1mw"])
