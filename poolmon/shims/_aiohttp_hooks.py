@@ -15,10 +15,14 @@ Where events come from (aiohttp 3.9-3.14, ``connector.py``):
 * ``TCPConnector._create_connection`` / ``UnixConnector._create_connection`` -> **create**
   (DNS, TCP and TLS: aiohttp does them in one call), or a failed create;
 * ``BaseConnector._wait_for_available_connection`` -> **wait** (the connector's waiters: the
-  ``limit`` or ``limit_per_host`` is reached). It is resolved by the borrow ``connect`` returns,
-  or by the exception ``connect`` raises: ``asyncio.TimeoutError`` (``ClientTimeout.connect``
-  or ``total`` expired while waiting) is ``timeout``, cancellation ``cancelled``;
-* ``BaseConnector.connect`` returning a ``Connection`` -> **borrow** (reused or new);
+  ``limit`` or ``limit_per_host`` is reached). It is resolved by the borrow that follows, or by
+  the exception the waiting raises: aiohttp's timeouts cancel the task (and raise
+  ``TimeoutError`` outside), so a cancellation is ``timeout`` when the request's
+  ``ClientTimeout`` fired (its total timer, read from the callers' frames on this rare path, or
+  a wait as long as ``timeout.connect``), else ``cancelled``; the connector closed under the
+  waiter is ``pool_closed``;
+* ``Connection.__init__`` -> **borrow** (``BaseConnector.connect`` makes a ``Connection`` exactly
+  when it lends a protocol, reused or new);
 * ``BaseConnector._release`` -> **return**, recorded before the original puts the protocol back
   (``Connection.release()`` after the body was read, ``Connection.close()``, a response's
   ``release()``/``close()``, the ``Connection`` finaliser): a response holds its connection
@@ -60,7 +64,7 @@ __all__ = [
     "KeyState",
     "close_reasons",
     "make_close_connector",
-    "make_connect",
+    "make_connection_init",
     "make_create_connection",
     "make_init",
     "make_proto_close",
@@ -215,6 +219,11 @@ def make_create_connection(original: Method) -> Method:
             if state is not None:
                 try:
                     state.ledger.create_failed(t0, exc)
+                    waited = _WAITING.get()
+                    if waited is not None:
+                        # It queued, got a slot, and its connection could not be opened.
+                        _WAITING.set(None)
+                        waited[0].ledger.error("other", "wait", exc)
                 except Exception as inner:
                     STATE.absorb(inner, "connect")
             raise
@@ -231,74 +240,98 @@ def make_create_connection(original: Method) -> Method:
 
 
 def make_wait(original: Method) -> Method:
-    """``BaseConnector._wait_for_available_connection``: the caller queues."""
+    """``BaseConnector._wait_for_available_connection``: the caller queues. The wait ends at the
+    borrow (``Connection.__init__``) or here, when the waiting raises: a ``ClientTimeout``
+    (``timeout``: aiohttp cancels the task, then raises ``TimeoutError`` outside), a cancelled
+    task (``cancelled``), the connector closed (``pool_closed``)."""
 
     async def _wait_for_available_connection(self: Any, key: Any, traces: Any) -> None:
+        waited = None
         try:
             state = connector_state(self).key(key, self)
-            t0 = state.ledger.now()
+            waited = (state, state.ledger.now())
             state.ledger.wait()
-            _WAITING.set((state, t0))
+            _WAITING.set(waited)
         except Exception as exc:
             STATE.absorb(exc, "wait")
-        await original(self, key, traces)
+        try:
+            await original(self, key, traces)
+        except BaseException as exc:
+            if waited is not None and _WAITING.get() is waited:
+                _WAITING.set(None)
+                try:
+                    _wait_failed(self, waited, exc)
+                except Exception as inner:
+                    STATE.absorb(inner, "wait")
+            raise
 
     return _wait_for_available_connection
 
 
-def _borrowed(connector: Any, conn: Any, waited: tuple[KeyState, float] | None) -> None:
-    proto = conn._protocol
-    conn_link = getattr(proto, LINK, None)
-    if conn_link is None:
-        # Opened before instrumentation: adopt it.
-        state = connector_state(connector).key(conn._key, connector)
-        conn_id = state.ledger.adopt()
-        conn_link = new_link(state.ledger.lane, conn_id, key=state)
-        setattr(proto, LINK, conn_link)
-    if waited is None:
-        conn_link.key.borrow(conn_link.cid)  # the ledger's lane while open
-    else:
-        conn_link.key.borrow(conn_link.cid, waited[1], queued=True)
+def _adopt(conn: Any) -> Any:
+    """A protocol opened before instrumentation: adopt it (no create event)."""
+    connector = conn._connector
+    state = connector_state(connector).key(conn._key, connector)
+    conn_link = new_link(state.ledger.lane, state.ledger.adopt(), key=state)
+    setattr(conn._protocol, LINK, conn_link)
+    return conn_link
 
 
-def _connect_failed(connector: Any, waited: tuple[KeyState, float], exc: BaseException) -> None:
-    state, t0 = waited
-    ledger = state.ledger
-    if getattr(connector, "_closed", False):
-        ledger.error("pool_closed", "wait", exc, duration=max(0.0, ledger.now() - t0))
-    elif isinstance(exc, asyncio.TimeoutError):
-        ledger.timeout(t0, exc)
-    elif isinstance(exc, asyncio.CancelledError):
-        ledger.error("cancelled", "wait", exc, duration=max(0.0, ledger.now() - t0))
-    else:
-        ledger.error("other", "wait", exc, duration=max(0.0, ledger.now() - t0))
+def make_connection_init(original: Method) -> Method:
+    """``Connection.__init__``: the borrow. ``BaseConnector.connect`` makes a ``Connection``
+    exactly when it lends a protocol (reused or new), right before returning it; a plain
+    ``def`` here costs less per request than wrapping the ``connect`` coroutine."""
 
-
-def make_connect(original: Method) -> Method:
-    """``BaseConnector.connect``: the borrow (and the end of a wait)."""
-
-    async def connect(self: Any, req: Any, traces: Any, timeout: Any) -> Any:
-        try:
-            conn = await original(self, req, traces, timeout)
-        except BaseException as exc:
-            waited = _WAITING.get()
-            if waited is not None:
-                _WAITING.set(None)
-                try:
-                    _connect_failed(self, waited, exc)
-                except Exception as inner:
-                    STATE.absorb(inner, "wait")
-            raise
+    def __init__(self: Any, connector: Any, key: Any, protocol: Any, loop: Any) -> None:
+        original(self, connector, key, protocol, loop)
         try:
             waited = _WAITING.get()
-            if waited is not None:
+            conn_link = getattr(protocol, LINK, None)
+            if conn_link is None:
+                conn_link = _adopt(self)
+            if waited is None:
+                conn_link.key.borrow(conn_link.cid)  # the ledger's lane while open
+            else:
                 _WAITING.set(None)
-            _borrowed(self, conn, waited)
+                conn_link.key.borrow(conn_link.cid, waited[1], queued=True)
         except Exception as exc:
             STATE.absorb(exc, "borrow")
-        return conn
 
-    return connect
+    return __init__
+
+
+def _deadline_passed(frame: Any, waited: float) -> bool:
+    """Whether a ``ClientTimeout`` ended this wait (read from the callers' frames, only when a
+    wait failed): the request's total timer fired, or the wait outlasted ``timeout.connect``."""
+    for _ in range(4):
+        frame = frame.f_back if frame is not None else None
+        if frame is None:
+            return False
+        local = frame.f_locals
+        timer = local.get("timer")
+        if getattr(timer, "_cancelled", False):
+            return True  # the total timeout's TimerContext cancelled the task
+        timeout = local.get("timeout")
+        connect = getattr(timeout, "connect", None)
+        if isinstance(connect, (int, float)) and connect > 0 and waited >= connect - 0.001:
+            return True
+    return False
+
+
+def _wait_failed(connector: Any, waited: tuple[KeyState, float], exc: BaseException) -> None:
+    state, t0 = waited
+    ledger = state.ledger
+    duration = max(0.0, ledger.now() - t0)
+    if getattr(connector, "_closed", False):
+        ledger.error("pool_closed", "wait", exc, duration=duration)
+    elif isinstance(exc, asyncio.TimeoutError) or (
+        isinstance(exc, asyncio.CancelledError) and _deadline_passed(sys._getframe(2), duration)
+    ):
+        ledger.timeout(t0, exc)
+    elif isinstance(exc, asyncio.CancelledError):
+        ledger.error("cancelled", "wait", exc, duration=duration)
+    else:
+        ledger.error("other", "wait", exc, duration=duration)
 
 
 def make_release(original: Method) -> Method:

@@ -81,7 +81,7 @@ def _apply() -> None:
     wrap = STATE.patches.wrap
     base = connector.BaseConnector
     wrap(base, "__init__", hooks.make_init)
-    wrap(base, "connect", hooks.make_connect)
+    wrap(connector.Connection, "__init__", hooks.make_connection_init)
     wrap(base, "_wait_for_available_connection", hooks.make_wait)
     wrap(base, "_release", hooks.make_release)
     wrap(base, "_close", hooks.make_close_connector)

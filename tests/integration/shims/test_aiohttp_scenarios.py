@@ -368,16 +368,16 @@ def test_uninstrument_restores_exactly_and_instrument_twice_is_once() -> None:
     from aiohttp import client_proto, connector
 
     before = (
-        vars(connector.BaseConnector)["connect"],
+        vars(connector.Connection)["__init__"],
         vars(connector.BaseConnector)["_release"],
         vars(client_proto.ResponseHandler)["close"],
     )
     reg = PoolRegistry()
     assert shim.instrument(registry=reg) and shim.instrument(registry=reg)
-    assert vars(connector.BaseConnector)["connect"] is not before[0]
+    assert vars(connector.Connection)["__init__"] is not before[0]
     shim.uninstrument()
     after = (
-        vars(connector.BaseConnector)["connect"],
+        vars(connector.Connection)["__init__"],
         vars(connector.BaseConnector)["_release"],
         vars(client_proto.ResponseHandler)["close"],
     )
