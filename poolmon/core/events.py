@@ -66,6 +66,8 @@ _OPTIONAL_FIELDS: Final = (
     "route",
     "route_group",
     "burst_max",
+    "streams",
+    "max_streams",
 )
 
 
@@ -110,6 +112,9 @@ class PoolEvent:
     route: str | None = None
     route_group: str | None = None
     burst_max: int | None = None
+    #: Spec 1.1, multiplexed connections: streams in use after a borrow/return, the stream limit.
+    streams: int | None = None
+    max_streams: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-line form: ``v``, ``kind``, ``ts``, ``pool`` and the fields that are set.

@@ -166,7 +166,7 @@ class JsonlReplay:
             ledger.create_failed(t0, _text(event.get("message")))
             return
         key = (str(event["pool"]), event.get("pid"))
-        self._conns[key][event.get("conn")] = ledger.create(t0)
+        self._conns[key][event.get("conn")] = ledger.create(t0, _int(event.get("max_streams")))
 
     def _validate(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
         t0 = self.clock.monotonic() - float(event.get("duration") or 0.0)
@@ -178,9 +178,19 @@ class JsonlReplay:
     def _borrow(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
         waited = float(event.get("duration") or 0.0)
         t0 = self.clock.monotonic() - waited if waited else None
-        ledger.borrow(self._conn(event, ledger), t0, queued=bool(event.get("queued")))
+        queued = bool(event.get("queued"))
+        if event.get("streams") is not None:  # a stream of a multiplexed connection (spec 1.1)
+            limit = _int(event.get("max_streams"))
+            ledger.borrow_stream(self._conn(event, ledger), t0, queued, max_streams=limit)
+            return
+        ledger.borrow(self._conn(event, ledger), t0, queued=queued)
 
     def _return(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
+        if event.get("streams") is not None:
+            # The stream's start from its use time: the replay's clock is the event's time.
+            started = self.clock.monotonic() - float(event.get("duration") or 0.0)
+            ledger.release_stream(self._conn(event, ledger), started)
+            return
         ledger.release(self._conn(event, ledger))
 
     def _evict(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
