@@ -10,10 +10,10 @@ Per connection::
     evict: idle|used -> gone (final)                  validate: keeps the state;
     a failed validate must be followed by the evict of that connection (its next event).
 
-A *multiplexed* connection (spec 1.1, section 15: it declared ``max_streams`` on its create or a
-borrow) counts its streams ``n``: a borrow needs ``n < max_streams`` and makes it ``n + 1``, a return
-needs ``n >= 1`` and makes it ``n - 1``; each must report the new count in ``streams``. It is used
-while ``n >= 1``. A connection that never declared a limit follows the 1.0 machine above.
+A *multiplexed* connection (spec 1.1, section 15: it declared ``max_streams`` on its create or
+a borrow) counts its streams ``n``: a borrow needs ``n < max_streams`` and makes it ``n + 1``, a
+return needs ``n >= 1`` and makes it ``n - 1``; each must report the new count in ``streams``. It
+is used while ``n >= 1``. A connection that never declared a limit follows the 1.0 machine above.
 
 A connection first seen in an event other than ``create`` existed before the stream began (it was
 adopted by instrumentation, or the subscriber attached late); the checker takes its earlier state to

@@ -242,9 +242,10 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.1',
                              'pool.library',
                              'pool.library.version',
                              'process.pid',
-                             'pool.resource'],
-              'description': 'Constant 1 per known pool, carrying what it is, what it lends and '
-                             'what it talks to.'}],
+                             'pool.resource',
+                             'pool.shared_max'],
+              'description': 'Constant 1 per known pool, carrying what it is, what it lends, what '
+                             'it talks to and the limit it shares with sibling pools.'}],
  'self_metrics': [{'name': 'poolmon.export.errors',
                    'instrument': 'counter',
                    'unit': '{error}',
@@ -548,6 +549,12 @@ EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft
                                     'sqlite',
                                     'generic',
                                     'pgbouncer']},
+                'shared_max': {'type': 'integer',
+                               'minimum': 1,
+                               'description': 'open (1.1): the most connections this pool may '
+                                              'hold together with the other pools of the same '
+                                              'client object (its siblings); absent: no shared '
+                                              'bound'},
                 'resource': {'type': 'string',
                              'pattern': '^[a-z][a-z0-9_]{0,31}$',
                              'description': 'open: what the pool lends (spec 1.1): connection '

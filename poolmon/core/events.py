@@ -60,6 +60,7 @@ _OPTIONAL_FIELDS: Final = (
     "max",
     "min",
     "idle_max",
+    "shared_max",
     "tenant",
     "priority",
     "burst",
@@ -105,6 +106,8 @@ class PoolEvent:
     max: int | None = None
     min: int | None = None
     idle_max: int | None = None
+    #: Spec 1.1 (open): a limit this pool shares with the other pools of one client object.
+    shared_max: int | None = None
     # 1.1 (the second-wave pool): who asked, how urgently, which kind of connection/member.
     tenant: str | None = None
     priority: int | None = None

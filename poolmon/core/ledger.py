@@ -304,6 +304,7 @@ class PoolLedger:
             max=self.max_size,
             min=self.min_size,
             idle_max=self.idle_max,
+            shared_max=ident.shared_max,
             pending=self._pending,
             **self.open_fields,
         )

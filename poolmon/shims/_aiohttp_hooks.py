@@ -120,21 +120,24 @@ class ConnectorState:
         with self.lock:
             state = self.keys.get(key)
             if state is None:
-                # Both limits: the per-host one bounds this pool, the connector's total bounds
-                # the sum of its pools (0 means none in aiohttp).
-                per_host = self.limit_per_host or None
-                total = self.limit or None
-                bound = min(x for x in (per_host, total) if x) if (per_host or total) else None
+                # Both limits (0 means none in aiohttp): the pool's max is what it can reach
+                # alone, the smaller of the two; the connector's total bounds the sum of its
+                # pools and is the pool's shared_max (spec 1.1, section 5).
+                set_limits = [x for x in (self.limit_per_host, self.limit) if x]
                 ledger = STATE.target_registry().register(
-                    identity_for_key(key, self.unix_path), owner=owner, max_size=bound
+                    identity_for_key(key, self.unix_path, shared_max=self.limit or None),
+                    owner=owner,
+                    max_size=min(set_limits) if set_limits else None,
                 )
                 state = self.keys[key] = KeyState(ledger)
         return state
 
 
-def identity_for_key(key: Any, unix_path: str | None) -> PoolIdentity:
+def identity_for_key(
+    key: Any, unix_path: str | None, *, shared_max: int | None = None
+) -> PoolIdentity:
     """``scheme://host:port`` from the key's host, port and TLS flag; the key's proxy, proxy
-    credentials and headers hash are never read."""
+    credentials and headers hash are never read. ``shared_max``: the connector's ``limit``."""
     # Read defensively: connectors are also driven with keys of other shapes (aiohttp's own
     # tests pass plain strings); such a pool is named from what it has.
     is_ssl = bool(getattr(key, "is_ssl", False))
@@ -150,6 +153,7 @@ def identity_for_key(key: Any, unix_path: str | None) -> PoolIdentity:
         server_port=port,
         library="aiohttp",
         library_version=installed_version("aiohttp"),
+        shared_max=shared_max,
     )
 
 
@@ -157,10 +161,11 @@ def connector_state(connector: Any) -> ConnectorState:
     state: ConnectorState | None = getattr(connector, CONNECTOR, None)
     if state is not None:
         return state
+    # Public properties: ``limit``, ``limit_per_host``, and ``path`` (UnixConnector only).
     made = ConnectorState(
-        int(getattr(connector, "_limit", 0) or 0),
-        int(getattr(connector, "_limit_per_host", 0) or 0),
-        getattr(connector, "_path", None),
+        int(getattr(connector, "limit", 0) or 0),
+        int(getattr(connector, "limit_per_host", 0) or 0),
+        getattr(connector, "path", None),
     )
     winner: ConnectorState = setdefault_attr(connector, CONNECTOR, made)
     if winner is made:
@@ -268,17 +273,16 @@ def make_wait(original: Method) -> Method:
     return _wait_for_available_connection
 
 
-def _adopt(conn: Any) -> Any:
+def _adopt(connector: Any, key: Any, protocol: Any) -> Any:
     """A protocol opened before instrumentation: adopt it (no create event). None for a
     ``Connection`` made by something other than a connector (aiohttp's tests use mocks)."""
     from aiohttp.connector import BaseConnector
 
-    connector = conn._connector
     if not issubclass(type(connector), BaseConnector):  # a spec'd Mock passes isinstance
         return None
-    state = connector_state(connector).key(conn._key, connector)
+    state = connector_state(connector).key(key, connector)
     conn_link = new_link(state.ledger.lane, state.ledger.adopt(), key=state)
-    setattr(conn._protocol, LINK, conn_link)
+    setattr(protocol, LINK, conn_link)
     return conn_link
 
 
@@ -293,7 +297,7 @@ def make_connection_init(original: Method) -> Method:
             waited = _WAITING.get()
             conn_link = getattr(protocol, LINK, None)
             if conn_link is None:
-                conn_link = _adopt(self)
+                conn_link = _adopt(connector, key, protocol)
                 if conn_link is None:
                     return
             if waited is None:

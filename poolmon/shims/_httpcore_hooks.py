@@ -52,6 +52,7 @@ from poolmon.shims._httpcore_state import (
     PoolState,
     link,
     pool_state,
+    proxied,
 )
 
 __all__ = [
@@ -100,12 +101,14 @@ def _wait_failed(origin: OriginState, t0: float, exc: BaseException) -> None:
 
 
 def make_init(original: Method) -> Method:
-    """``ConnectionPool.__init__``: attach the pool's state (its origins register when seen)."""
+    """``ConnectionPool.__init__``: attach the pool's state (its origins register when seen);
+    a proxy pool is not attached (:func:`~poolmon.shims._httpcore_state.proxied`)."""
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         try:
-            pool_state(self)
+            if not proxied(self):
+                pool_state(self)
         except Exception as exc:
             STATE.absorb(exc, "attach")
 
@@ -194,7 +197,7 @@ def _end_wait(pool_request: Any, started: tuple[OriginState, float], exc: BaseEx
         _wait_failed(started[0], started[1], exc)
 
 
-def make_wait(original: Method, is_async: bool) -> Method:
+def make_wait(original: Method, *, is_async: bool) -> Method:
     """``PoolRequest.wait_for_connection``: a request with no connection yet waits."""
     if is_async:
 
@@ -255,7 +258,7 @@ def _closed_pool(origins: list[OriginState]) -> None:
         origin.ledger.close()
 
 
-def make_close_pool(original: Method, is_async: bool) -> Method:
+def make_close_pool(original: Method, *, is_async: bool) -> Method:
     """``ConnectionPool.close`` / ``AsyncConnectionPool.aclose``: every connection is closed
     (reason ``pool_closed``, borrowed ones too: httpcore closes them all), then the ledgers."""
     if is_async:
@@ -311,7 +314,7 @@ def _connect_failed(origin: OriginState, t0: float, request: Any, exc: BaseExcep
         origin.ledger.error("other", "wait", exc)
 
 
-def make_connect(original: Method, is_async: bool) -> Method:
+def make_connect(original: Method, *, is_async: bool) -> Method:
     """``HTTPConnection._connect``: a create (or a failed one)."""
     if is_async:
 
@@ -376,7 +379,7 @@ def _release(conn: Any) -> None:
         conn_link.key.release(conn_link.cid)
 
 
-def make_send_headers(original: Method, is_async: bool) -> Method:
+def make_send_headers(original: Method, *, is_async: bool) -> Method:
     """``HTTP11Connection._send_request_headers``: the borrow (see the module docstring)."""
     if is_async:
 
@@ -399,7 +402,7 @@ def make_send_headers(original: Method, is_async: bool) -> Method:
     return _send_request_headers
 
 
-def make_response_closed(original: Method, is_async: bool) -> Method:
+def make_response_closed(original: Method, *, is_async: bool) -> Method:
     """``HTTP11Connection._response_closed``: the return, before the connection goes idle."""
     if is_async:
 
@@ -446,7 +449,7 @@ def _release_stream(conn: Any, stream_id: int) -> None:
         conn_link.key.ledger.release_stream(conn_link.cid, start)
 
 
-def make_h2_send_headers(original: Method, is_async: bool) -> Method:
+def make_h2_send_headers(original: Method, *, is_async: bool) -> Method:
     """``HTTP2Connection._send_request_headers``: a stream's borrow."""
     if is_async:
 
@@ -469,7 +472,7 @@ def make_h2_send_headers(original: Method, is_async: bool) -> Method:
     return _send_request_headers
 
 
-def make_h2_response_closed(original: Method, is_async: bool) -> Method:
+def make_h2_response_closed(original: Method, *, is_async: bool) -> Method:
     """``HTTP2Connection._response_closed``: a stream's return, before the original releases
     the stream semaphore (after that another stream may start)."""
     if is_async:
@@ -498,7 +501,7 @@ def _evict(stream: Any, conn_link: Any) -> None:
     conn_link.key.ledger.evict(conn_link.cid, reason)
 
 
-def make_close(original: Method, is_async: bool) -> Method:
+def make_close(original: Method, *, is_async: bool) -> Method:
     """``HTTP11Connection.close`` / ``HTTP2Connection.close`` (``aclose``): the evict, once."""
     if is_async:
 

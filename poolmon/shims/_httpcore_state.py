@@ -48,6 +48,7 @@ __all__ = [
     "PoolState",
     "link",
     "pool_state",
+    "proxied",
 ]
 
 #: The shim's one state: patches, the registry new pools join, the error absorber.
@@ -134,6 +135,24 @@ def identity_for_origin(origin: Any) -> PoolIdentity:
 
 def _limit(value: Any) -> int | None:
     return None if value is None or value >= sys.maxsize else int(value)
+
+
+def proxied(pool: Any) -> bool:
+    """A proxy pool (``HTTPProxy``, ``SOCKSProxy`` and their async twins, what httpx makes for
+    ``proxy=...``): its ``create_connection`` makes connection classes that open their sockets
+    through their own code, which the shim does not see. Such a pool is left alone entirely, so
+    it shows nothing rather than waits that no recorded borrow would resolve."""
+    import httpcore
+
+    kinds = tuple(
+        k
+        for k in (
+            getattr(httpcore, name, None)
+            for name in ("HTTPProxy", "AsyncHTTPProxy", "SOCKSProxy", "AsyncSOCKSProxy")
+        )
+        if isinstance(k, type)
+    )
+    return isinstance(pool, kinds)
 
 
 def pool_state(pool: Any) -> PoolState:

@@ -7,7 +7,8 @@ and anything built on it, such as aiobotocore, send through) speaks the standard
 A connector pools connections per *connection key* (host, port, TLS settings); poolmon names each
 key's pool ``scheme://host:port``. Its ``max`` is the smaller of the connector's
 ``limit_per_host`` and ``limit`` (0, aiohttp's "none", is left out); ``limit`` itself is shared by
-every key of the connector, so a pool may wait below its own ``max`` when other keys hold the
+every key of the connector and is each key's ``shared_max`` (``pool.shared_max`` in ``pool_info``),
+so both limits are visible; a pool may wait below its own ``max`` when other keys hold the
 connector's total.
 
 What the numbers mean for aiohttp:

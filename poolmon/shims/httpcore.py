@@ -20,7 +20,8 @@ What the numbers mean for httpx:
   ``MAX_CONCURRENT_STREAMS`` (httpcore caps it at 100);
 * requests queue only when ``max_connections`` is reached; ``httpx.PoolTimeout`` is an error of
   type ``timeout``, a cancelled waiting task one of type ``cancelled``;
-* connections through a proxy (``proxy=...``, SOCKS) are not recorded in this version.
+* connections through a proxy (``proxy=...``, SOCKS) are not recorded in this version: proxy
+  pools are left alone entirely (docs/shims-httpx.md, "What cannot be seen").
 
 URL userinfo, ``Authorization``/``Proxy-Authorization`` headers and proxy URLs are never read:
 identities are built from httpcore's ``Origin`` (scheme, host, port).

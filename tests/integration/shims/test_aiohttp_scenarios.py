@@ -121,6 +121,10 @@ def test_keep_alive_reuse_and_limits(
                 3,
             )
             assert snap.identity.library == "aiohttp"
+            # Both limits visible: max is the key's own bound (limit_per_host), the connector's
+            # limit over all its keys is the pool's shared_max (spec 1.1, section 5).
+            assert snap.identity.shared_max == 10
+            assert snap.identity.as_attributes()["pool.shared_max"] == "10"
 
     asyncio.run(main())
     assert log.kinds(server.url) == [
@@ -130,6 +134,8 @@ def test_keep_alive_reuse_and_limits(
         "evict:1:pool_closed",
         "close",
     ]
+    (opened,) = [e for e in log.events if e["kind"] == "open" and e["pool"] == server.url]
+    assert (opened["max"], opened["shared_max"]) == (3, 10)
     log.assert_conformant()
 
 

@@ -399,8 +399,11 @@ def test_every_counter_exact_after_many_tasks_and_threads(
         for t in threads:
             t.join(30)
         snap = _ledger(registry, server.url).snapshot()
-        # A borrow ends in a return, or in the evict of its connection (closed under it).
-        assert snap.borrows >= snap.returns >= len(ok) > 0
+        # A borrow ends in a return, or in the evict of its connection (closed under it). A
+        # request of a connection the race closed may still succeed from what it had read:
+        # its borrow then ended in that evict, not in a return (so returns may be < len(ok)).
+        assert snap.borrows >= len(ok) > 0
+        assert snap.borrows >= snap.returns
         assert snap.borrows - snap.returns <= sum(snap.evictions.values())
         assert (snap.used, snap.pending, snap.errors["timeout"]) == (0, 0, 0)
         assert snap.total <= 3
@@ -439,6 +442,19 @@ def test_credentials_never_reach_an_output(
     # The host's behaviour is intact: httpx sent the URL's userinfo as basic auth.
     assert server.requests[-1].headers["Authorization"] == f"Basic {basic}"
     log.assert_conformant()
+
+
+def test_proxy_pools_are_left_alone(server: LoopbackServer, registry: PoolRegistry) -> None:
+    """A proxy pool (httpx ``proxy=...``: httpcore's HTTPProxy) opens its sockets through its own
+    connection classes, which the shim does not see: it is not attached at all, so it can show
+    no wait that a recorded borrow would never resolve (docs/shims-httpx.md)."""
+    with httpx.Client(proxy="http://127.0.0.1:1", limits=httpx.Limits(max_connections=1)) as c:
+        pools = [t._pool for t in c._mounts.values() if t is not None]
+        assert pools and all(type(p).__name__ == "HTTPProxy" for p in pools)
+        assert all(getattr(p, "_poolmon_pool", None) is None for p in pools)
+        with pytest.raises(httpx.TransportError):
+            c.get(f"{server.url}/ok")
+    assert registry.ledgers() == ()
 
 
 def test_uninstrument_restores_exactly_and_instrument_twice_is_once() -> None:

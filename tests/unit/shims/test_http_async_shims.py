@@ -85,13 +85,13 @@ def test_aiohttp_identity_ignores_proxy_credentials() -> None:
     from poolmon.shims._aiohttp_hooks import identity_for_key
 
     key = ConnectionKey(
-        "api.example.com",
-        8443,
-        True,
-        True,
-        URL("http://proxy:3128"),
-        BasicAuth("u", "proxy-secret"),
-        None,
+        host="api.example.com",
+        port=8443,
+        is_ssl=True,
+        ssl=True,
+        proxy=URL("http://proxy:3128"),
+        proxy_auth=BasicAuth("u", "proxy-secret"),
+        proxy_headers_hash=None,
     )
     ident = identity_for_key(key, None)
     assert ident.name == "https://api.example.com:8443"

@@ -40,9 +40,9 @@ def test_multiplexed_pools_show_streams_and_http11_pools_do_not() -> None:
         300.0,
     )
     assert by_name["https://h1.test:443"].streams_max is None
-    frame = TopModel().update([SourceResult("local", True, 0.0, samples)])
+    frame = TopModel().update([SourceResult("local", ok=True, taken_at=0.0, pools=samples)])
     state = ViewState()
-    rows = select_rows(frame.rows, state.sort, state.reverse, state.filter)
+    rows = select_rows(frame.rows, state.sort, reverse=state.reverse, text=state.filter)
     text = _text(screen(frame, state, rows, height=40))
     assert "3 conns, 41/300 streams" in text
     assert text.count("streams") == 1  # the HTTP/1.1 pool shows none
