@@ -2,8 +2,8 @@
 
 ``python -m benchmarks._cg_driver MODE CASE N``: builds the case's pool against the real local
 server, instruments it when MODE is ``poolmon`` (``peer``: with the case's peer from
-:data:`PEERS`), warms up, then runs N operations. Nothing is
-timed here: callgrind counts what the calling thread executes.
+:data:`PEERS`, the instrumentation that covers the same operation), warms up, then runs N
+operations. Nothing is timed here: callgrind counts what the calling thread executes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 PG_DSN = os.environ.get("POOLMON_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("POOLMON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -79,11 +79,9 @@ server.close()
 """
 
 
-def _urllib3(*, e2e: bool) -> Loop:
+def _server_port() -> int:
     import atexit
     import subprocess
-
-    from urllib3 import HTTPConnectionPool
 
     # The server in a process of its own (started with exec, so valgrind does not follow it):
     # in this process its threads would take the GIL back and forth with the calling thread and
@@ -93,7 +91,13 @@ def _urllib3(*, e2e: bool) -> Loop:
     )
     atexit.register(server.kill)
     assert server.stdout is not None
-    port = int(server.stdout.readline())
+    return int(server.stdout.readline())
+
+
+def _urllib3(*, e2e: bool) -> Loop:
+    from urllib3 import HTTPConnectionPool
+
+    port = _server_port()
     pool = HTTPConnectionPool("127.0.0.1", port, maxsize=1)
     pool.request("GET", "/ok")
 
@@ -163,10 +167,109 @@ def _otel_sqlalchemy() -> None:
     )
 
 
-#: Peers that instrument the same operation, set up (like poolmon) before the pool exists.
-PEERS: dict[str, tuple[str, Callable[[], None]]] = {
-    "sqlalchemy-raw": ("otel-contrib", _otel_sqlalchemy),
-    "sqlalchemy-select": ("otel-contrib", _otel_sqlalchemy),
+def _httpx(*, e2e: bool) -> Loop:
+    """httpx.Client GET on loopback HTTP/1.1 keep-alive (one connection, reused)."""
+    import httpx
+
+    url = f"http://127.0.0.1:{_server_port()}/ok"
+    client = httpx.Client()
+    client.get(url)
+
+    def request(n: int) -> None:
+        get = client.get
+        for _ in range(n):
+            get(url)
+
+    return request
+
+
+def _async_loop(once: Callable[[], object]) -> Loop:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            await once()  # type: ignore[misc]
+
+    def run(n: int) -> None:
+        loop.run_until_complete(many(n))
+
+    return run
+
+
+def _httpx_async(*, e2e: bool) -> Loop:
+    """httpx.AsyncClient GET on loopback HTTP/1.1 keep-alive, one event loop for all."""
+    import httpx
+
+    url = f"http://127.0.0.1:{_server_port()}/ok"
+    client = httpx.AsyncClient()
+    return _async_loop(lambda: client.get(url))
+
+
+def _aiohttp(*, e2e: bool) -> Loop:
+    """aiohttp ClientSession GET (body read) on loopback HTTP/1.1 keep-alive."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{_server_port()}/ok"
+    holder: list[aiohttp.ClientSession] = []
+
+    async def get() -> None:
+        if not holder:
+            holder.append(aiohttp.ClientSession())
+        async with holder[0].get(url) as response:
+            await response.read()
+
+    return _async_loop(get)
+
+
+def _otel_providers() -> None:
+    """The SDK's tracer and meter providers, as an instrumented service has them (no exporter:
+    spans and measurements are made and dropped, so only the instrumentation's own cost counts)."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+    metrics.set_meter_provider(MeterProvider())
+
+
+def _peer_httpx() -> None:
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    _otel_providers()
+    HTTPXClientInstrumentor().instrument()
+
+
+def _peer_aiohttp() -> None:
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+
+    _otel_providers()
+    AioHttpClientInstrumentor().instrument()
+
+
+_OTEL_SQLALCHEMY: Final = "opentelemetry.instrumentation.sqlalchemy"
+_OTEL_HTTPX: Final = "opentelemetry.instrumentation.httpx"
+_OTEL_AIOHTTP: Final = "opentelemetry.instrumentation.aiohttp_client"
+
+#: Peers that instrument the same operation, set up (like poolmon) before the pool exists: the
+#: OpenTelemetry contrib instrumentation of the same library where there is one. Per case:
+#: (label, the module it needs, its setup); ``benchmarks.instructions`` skips a peer whose module
+#: is not installed (the ``bench`` extra declares them).
+PEERS: dict[str, tuple[str, str, Callable[[], None]]] = {
+    "sqlalchemy-raw": ("otel-contrib", _OTEL_SQLALCHEMY, _otel_sqlalchemy),
+    "sqlalchemy-select": ("otel-contrib", _OTEL_SQLALCHEMY, _otel_sqlalchemy),
+    "httpx-get": ("otel-contrib", _OTEL_HTTPX, _peer_httpx),
+    "httpx-async-get": ("otel-contrib", _OTEL_HTTPX, _peer_httpx),
+    "aiohttp-get": ("otel-contrib", _OTEL_AIOHTTP, _peer_aiohttp),
+}
+
+#: Operations per run (small, large) and warm-up, where the default (500/1500, 300) would keep
+#: callgrind busy for many minutes: an HTTP client request is ~10x a redis GET in instructions.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "httpx-get": (100, 300, 100),
+    "httpx-async-get": (100, 300, 100),
+    "aiohttp-get": (100, 300, 100),
 }
 
 CASES: dict[str, tuple[str, _Build, bool]] = {
@@ -182,6 +285,9 @@ CASES: dict[str, tuple[str, _Build, bool]] = {
     "sqlalchemy-select": ("sqlalchemy", _sqlalchemy, True),
     "asyncpg-raw": ("asyncpg", _asyncpg, False),
     "asyncpg-fetchval": ("asyncpg", _asyncpg, True),
+    "httpx-get": ("httpx", _httpx, True),
+    "httpx-async-get": ("httpx", _httpx_async, True),
+    "aiohttp-get": ("aiohttp", _aiohttp, True),
 }
 
 
@@ -195,9 +301,9 @@ def main(argv: list[str]) -> int:
 
         poolmon.instrument(library, registry=PoolRegistry())
     elif mode == "peer":
-        PEERS[case][1]()
+        PEERS[case][2]()
     loop = build(e2e=e2e)
-    loop(300)  # warm up: first sight, adoption, specialised bytecode
+    loop(SIZES[case][2] if case in SIZES else 300)  # warm up: first sight, adoption, bytecode
     # Everything alive now is set aside from the cyclic GC: its full collections would otherwise
     # scan a heap that differs between the modes (poolmon's own modules) at points that differ
     # between the runs, thousands of instructions per operation of noise.

@@ -18,12 +18,20 @@ the same operation (``benchmarks._cg_driver.PEERS``: opentelemetry-instrumentati
 its ratio on the same operation, measured in the same run. Exit status 1 when an end-to-end case
 misses the bar.
 
+Where the OpenTelemetry contrib project instruments the same library (httpx, aiohttp:
+``benchmarks._cg_driver.PEERS``), a third pair of runs measures it on the same operation, with
+the SDK's tracer and meter providers and no exporter, printed as ``peer Ir`` and ``peer ratio``
+beside poolmon's. The peers are declared by the ``bench`` extra (``pip install -e .[bench]``; the
+``dev`` extra includes it); a peer that is not installed is printed as ``not installed`` and the
+case's own numbers still are.
+
 Needs valgrind and the local PostgreSQL/Redis. ``python -m benchmarks instructions [CASE ...]``
 (cases: see ``benchmarks._cg_driver.CASES``; default: all). About 20 s a case.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -31,7 +39,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._cg_driver import CASES, PEERS
+from benchmarks._cg_driver import CASES, PEERS, SIZES
 
 __all__ = ["main"]
 
@@ -69,6 +77,31 @@ def _per_op(
     return {event: (b[event] - a[event]) / (large - small) for event in a}
 
 
+def _installed(module: str) -> bool:
+    try:  # find_spec imports the parent packages, which may be missing too
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _peer(case: str, plain: dict[str, float], small: int, large: int) -> tuple[str, str, str]:
+    """(peer label, its instructions per operation, its ratio) for the case's peer, measured on
+    the same operation in the same run; a peer that is not installed, or whose run fails (a
+    version conflict with the library under test), is said so in place of its numbers."""
+    if case not in PEERS:
+        return "", "", ""
+    label, module, _ = PEERS[case]
+    if not _installed(module):
+        print(f"{case}: peer not installed ({module}; pip install -e .[bench])", file=sys.stderr)
+        return label, "not", "installed"
+    try:
+        peer = _per_op("peer", case, small, large)
+    except SystemExit as exc:  # _count's report of a failed run: keep the other columns
+        print(f"{case}: peer failed: {exc}", file=sys.stderr)
+        return label, "peer", "failed"
+    return label, f"{peer['Ir']:.0f}", f"{peer['Ir'] / plain['Ir']:.4f}"
+
+
 def main(argv: list[str]) -> int:
     if shutil.which("valgrind") is None:
         print("instructions: valgrind is not installed (Debian: apt-get install valgrind)")
@@ -79,23 +112,21 @@ def main(argv: list[str]) -> int:
         return 2
     print(
         f"{'case':22s} {'plain Ir':>10s} {'poolmon Ir':>11s} {'ratio':>7s} {'+I1 miss':>9s} "
-        f"{'+D1 miss':>9s} {'pure Ir':>9s} {'pure':>7s} {'peer':>13s} {'peer ratio':>10s}  "
-        f"(per operation, calling thread; bar <= {BAR} compiled, end to end; raw cycles and "
-        "pure Python printed for information)"
+        f"{'+D1 miss':>9s} {'pure Ir':>9s} {'pure':>7s} {'peer':>13s} {'peer Ir':>10s} "
+        f"{'peer ratio':>10s}  (per operation, calling thread; bar <= {BAR} compiled, end to "
+        "end; raw cycles and pure Python printed for information)"
     )
     missed = False
     for case in argv or list(CASES):
         e2e = case.endswith(("select", "get", "fetchval"))
         small, large = (500, 1500) if e2e else (2000, 6000)
+        if case in SIZES:
+            small, large = SIZES[case][:2]
         plain = _per_op("plain", case, small, large)
         ours = _per_op("poolmon", case, small, large)
         pure = _per_op("poolmon", case, small, large, pure=True)
         d1 = (ours["D1mr"] + ours["D1mw"]) - (plain["D1mr"] + plain["D1mw"])
-        peer_name, peer_ratio = "", ""
-        if case in PEERS:
-            # The same operation under the peer's instrumentation, in the same run.
-            peer = _per_op("peer", case, small, large)
-            peer_name, peer_ratio = PEERS[case][0], f"{peer['Ir'] / plain['Ir']:.4f}"
+        peer_name, peer_ir, peer_ratio = _peer(case, plain, small, large)
         ratio = ours["Ir"] / plain["Ir"]
         verdict = ""
         if case.endswith(("select", "get")):
@@ -104,7 +135,8 @@ def main(argv: list[str]) -> int:
         print(
             f"{case:22s} {plain['Ir']:10.0f} {ours['Ir']:11.0f} {ratio:7.4f} "
             f"{ours['I1mr'] - plain['I1mr']:+9.0f} {d1:+9.0f} {pure['Ir']:9.0f} "
-            f"{pure['Ir'] / plain['Ir']:7.4f} {peer_name:>13s} {peer_ratio:>10s}{verdict}",
+            f"{pure['Ir'] / plain['Ir']:7.4f} {peer_name:>13s} {peer_ir:>10s} "
+            f"{peer_ratio:>10s}{verdict}",
             flush=True,
         )
     return 1 if missed else 0

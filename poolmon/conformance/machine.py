@@ -10,6 +10,11 @@ Per connection::
     evict: idle|used -> gone (final)                  validate: keeps the state;
     a failed validate must be followed by the evict of that connection (its next event).
 
+A *multiplexed* connection (spec 1.1, section 15: it declared ``max_streams`` on its create or
+a borrow) counts its streams ``n``: a borrow needs ``n < max_streams`` and makes it ``n + 1``, a
+return needs ``n >= 1`` and makes it ``n - 1``; each must report the new count in ``streams``. It
+is used while ``n >= 1``. A connection that never declared a limit follows the 1.0 machine above.
+
 A connection first seen in an event other than ``create`` existed before the stream began (it was
 adopted by instrumentation, or the subscriber attached late); the checker takes its earlier state to
 be whatever that first event requires. Connections it knows are checked strictly.
@@ -42,6 +47,8 @@ class _Pool:
     conns: dict[int, str] = field(default_factory=dict)
     gone: set[int] = field(default_factory=set)
     failed: dict[int, int] = field(default_factory=dict)  # conn -> line of its failed validate
+    limits: dict[int, int] = field(default_factory=dict)  # multiplexed conn -> its stream limit
+    streams: dict[int, int] = field(default_factory=dict)  # multiplexed conn -> streams in use
 
 
 class StateMachine:
@@ -126,6 +133,10 @@ def _create(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
     if conn in pool.conns or conn in pool.gone:
         return [Problem(line, "duplicate-create", f"connection id {conn} was already created")]
     pool.conns[conn] = IDLE
+    limit = event.get("max_streams")
+    if limit is not None:
+        pool.limits[conn] = limit
+        pool.streams[conn] = 0
     return _over_max(pool, line)
 
 
@@ -156,10 +167,106 @@ def _wait(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
     return []
 
 
+def _undeclared(conn: int, line: int, event: Mapping[str, Any]) -> list[Problem]:
+    return [
+        Problem(
+            line,
+            "streams-undeclared",
+            f"{event['kind']} reports streams={event['streams']} for connection {conn}, "
+            "which declared no stream limit (max_streams)",
+        )
+    ]
+
+
+def _stream_count(
+    pool: _Pool, line: int, event: Mapping[str, Any], conn: int, expected: int
+) -> list[Problem]:
+    """Record the multiplexed connection's new count (the producer's, when it differs)."""
+    reported = event.get("streams")
+    problems: list[Problem] = []
+    if reported != expected:
+        what = "no streams count" if reported is None else f"streams={reported}"
+        problems.append(
+            Problem(
+                line,
+                "streams-mismatch",
+                f"{event['kind']} of multiplexed connection {conn} reports {what}, "
+                f"expected {expected}",
+            )
+        )
+    count = expected if reported is None else reported  # resynchronise: report a slip once
+    pool.streams[conn] = count
+    pool.conns[conn] = USED if count else IDLE
+    return problems
+
+
+def _borrow_stream(
+    pool: _Pool, line: int, event: Mapping[str, Any], state: str | None
+) -> list[Problem]:
+    conn = event["conn"]
+    reported = event.get("streams")
+    n = pool.streams.get(conn)
+    if n is None:  # first seen, or multiplexed from this borrow on (section 15)
+        if state is None:
+            n = max(reported - 1, 0) if reported is not None else 0
+        else:
+            n = 1 if state == USED else 0
+    limit = pool.limits[conn]
+    problems: list[Problem] = []
+    if n >= limit:
+        problems.append(
+            Problem(
+                line,
+                "streams-over-limit",
+                f"connection {conn} already has {n} streams in use, its limit is {limit}",
+            )
+        )
+    problems.extend(_stream_count(pool, line, event, conn, n + 1))
+    if state is None:
+        problems.extend(_over_max(pool, line))
+    if event.get("queued"):
+        problems.extend(_resolve_wait(pool, line, "queued borrow"))
+    return problems
+
+
+def _return_stream(
+    pool: _Pool, line: int, event: Mapping[str, Any], state: str | None
+) -> list[Problem]:
+    conn = event["conn"]
+    reported = event.get("streams")
+    n = pool.streams.get(conn)
+    if n is None:
+        if state is None:
+            n = reported + 1 if reported is not None else 1
+        else:
+            n = 1 if state == USED else 0
+    if n <= 0:
+        pool.streams[conn] = 0
+        pool.conns[conn] = IDLE
+        return [
+            Problem(
+                line,
+                "return-without-borrow",
+                f"multiplexed connection {conn} has no stream in use",
+            )
+        ]
+    problems = _stream_count(pool, line, event, conn, n - 1)
+    if state is None:
+        problems.extend(_over_max(pool, line))
+    return problems
+
+
 def _borrow(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
     conn = event["conn"]
     state = pool.conns.get(conn)
+    limit = event.get("max_streams")
+    if limit is not None:
+        pool.limits[conn] = limit
+    if conn in pool.limits:
+        return _borrow_stream(pool, line, event, state)
     problems: list[Problem] = []
+    if event.get("streams") is not None:
+        problems.extend(_undeclared(conn, line, event))
     if state == USED:
         problems.append(Problem(line, "borrow-used", f"connection {conn} is already borrowed"))
     pool.conns[conn] = USED
@@ -173,18 +280,27 @@ def _borrow(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
 def _return(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
     conn = event["conn"]
     state = pool.conns.get(conn)
+    if conn in pool.limits:
+        return _return_stream(pool, line, event, state)
+    problems: list[Problem] = []
+    if event.get("streams") is not None:
+        problems.extend(_undeclared(conn, line, event))
     pool.conns[conn] = IDLE
     if state == IDLE:
-        return [Problem(line, "return-without-borrow", f"connection {conn} is idle, not borrowed")]
-    if state is None:
-        return _over_max(pool, line)
-    return []
+        problems.append(
+            Problem(line, "return-without-borrow", f"connection {conn} is idle, not borrowed")
+        )
+    elif state is None:
+        problems.extend(_over_max(pool, line))
+    return problems
 
 
 def _evict(pool: _Pool, line: int, event: Mapping[str, Any]) -> list[Problem]:
     conn = event["conn"]
     pool.conns.pop(conn, None)
     pool.failed.pop(conn, None)
+    pool.limits.pop(conn, None)
+    pool.streams.pop(conn, None)
     pool.gone.add(conn)
     return []
 

@@ -30,6 +30,11 @@ RULES: Final[Mapping[str, str]] = {
     "redundant-error": "an error event of type create_failed or validation_failed "
     "(those are counted from create/validate events with outcome error)",
     "pending-unresolved": "a close of a pool while waits it reported are still unresolved",
+    "streams-over-limit": "a borrow of a multiplexed connection whose streams in use are already "
+    "at its limit (1.1)",
+    "streams-mismatch": "a borrow or return whose streams count is not the previous count + 1 "
+    "or - 1 (1.1)",
+    "streams-undeclared": "a streams count on a connection that declared no stream limit (1.1)",
     "internal": "the checker failed on this line (a bug in the checker; please report it)",
 }
 

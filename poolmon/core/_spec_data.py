@@ -216,6 +216,20 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.1',
               'attributes': ['pool.name'],
               'description': 'Age of the longest outstanding borrow (0 when none): the leak '
                              'signal.'},
+             {'name': 'pool.stream.usage',
+              'instrument': 'updowncounter',
+              'unit': '{stream}',
+              'prometheus': 'pool_stream_usage',
+              'attributes': ['pool.name'],
+              'description': "Streams in use on the pool's multiplexed connections (absent for a "
+                             'pool that never had one).'},
+             {'name': 'pool.stream.capacity',
+              'instrument': 'updowncounter',
+              'unit': '{stream}',
+              'prometheus': 'pool_stream_capacity',
+              'attributes': ['pool.name'],
+              'description': "Sum of the stream limits of the pool's open multiplexed connections "
+                             '(absent for a pool that never had one).'},
              {'name': 'pool.info',
               'instrument': 'gauge',
               'unit': '',
@@ -228,9 +242,10 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.1',
                              'pool.library',
                              'pool.library.version',
                              'process.pid',
-                             'pool.resource'],
-              'description': 'Constant 1 per known pool, carrying what it is, what it lends and '
-                             'what it talks to.'}],
+                             'pool.resource',
+                             'pool.shared_max'],
+              'description': 'Constant 1 per known pool, carrying what it is, what it lends, what '
+                             'it talks to and the limit it shares with sibling pools.'}],
  'self_metrics': [{'name': 'poolmon.export.errors',
                    'instrument': 'counter',
                    'unit': '{error}',
@@ -434,12 +449,14 @@ CATALOG: Final[dict[str, Any]] = {'spec_version': '1.1',
                                                 'state_values': {'used': 'active', 'idle': 'idle'},
                                                 'identity_attributes': ['server.address',
                                                                         'server.port',
-                                                                        'url.scheme']},
+                                                                        'url.scheme',
+                                                                        'network.protocol.version']},
                       'pool.connection.lifetime': {'name': 'http.client.connection.duration',
                                                    'attributes': {},
                                                    'identity_attributes': ['server.address',
                                                                            'server.port',
-                                                                           'url.scheme']}}}}
+                                                                           'url.scheme',
+                                                                           'network.protocol.version']}}}}
 
 EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft/2020-12/schema',
  '$id': 'https://poolmon.dev/spec/1.1/event.schema.json',
@@ -532,6 +549,12 @@ EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft
                                     'sqlite',
                                     'generic',
                                     'pgbouncer']},
+                'shared_max': {'type': 'integer',
+                               'minimum': 1,
+                               'description': 'open (1.1): the most connections this pool may '
+                                              'hold together with the other pools of the same '
+                                              'client object (its siblings); absent: no shared '
+                                              'bound'},
                 'resource': {'type': 'string',
                              'pattern': '^[a-z][a-z0-9_]{0,31}$',
                              'description': 'open: what the pool lends (spec 1.1): connection '
@@ -570,7 +593,16 @@ EVENT_SCHEMA: Final[dict[str, Any]] = {'$schema': 'https://json-schema.org/draft
                 'burst_max': {'type': ['integer', 'null'],
                               'minimum': 0,
                               'description': '1.1: open: burst connections allowed above the '
-                                             'normal maximum (max includes them)'}},
+                                             'normal maximum (max includes them)'},
+                'max_streams': {'type': 'integer',
+                                'minimum': 1,
+                                'description': "create, borrow (1.1): the connection's stream "
+                                               'limit; a connection that declares one is '
+                                               'multiplexed'},
+                'streams': {'type': 'integer',
+                            'minimum': 0,
+                            'description': 'borrow, return of a multiplexed connection (1.1): '
+                                           'streams in use on it after this event'}},
  'allOf': [{'if': {'properties': {'kind': {'const': 'open'}}, 'required': ['kind']},
             'then': {'required': []}},
            {'if': {'properties': {'kind': {'const': 'create'}}, 'required': ['kind']},

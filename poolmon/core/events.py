@@ -60,12 +60,15 @@ _OPTIONAL_FIELDS: Final = (
     "max",
     "min",
     "idle_max",
+    "shared_max",
     "tenant",
     "priority",
     "burst",
     "route",
     "route_group",
     "burst_max",
+    "streams",
+    "max_streams",
 )
 
 
@@ -103,6 +106,8 @@ class PoolEvent:
     max: int | None = None
     min: int | None = None
     idle_max: int | None = None
+    #: Spec 1.1 (open): a limit this pool shares with the other pools of one client object.
+    shared_max: int | None = None
     # 1.1 (the second-wave pool): who asked, how urgently, which kind of connection/member.
     tenant: str | None = None
     priority: int | None = None
@@ -110,6 +115,9 @@ class PoolEvent:
     route: str | None = None
     route_group: str | None = None
     burst_max: int | None = None
+    #: Spec 1.1, multiplexed connections: streams in use after a borrow/return, the stream limit.
+    streams: int | None = None
+    max_streams: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-line form: ``v``, ``kind``, ``ts``, ``pool`` and the fields that are set.

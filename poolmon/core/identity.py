@@ -53,6 +53,9 @@ class PoolIdentity:
     pid: int = field(default_factory=os.getpid)
     #: What the pool lends (spec 1.1): ``connection``, ``worker`` or ``generic``.
     resource: str = "connection"
+    #: Spec 1.1: the most connections this pool may hold *together with* the other pools of the
+    #: same client object (aiohttp's connector ``limit``, over all its hosts); None: no such bound.
+    shared_max: int | None = None
 
     def with_name(self, name: str) -> PoolIdentity:
         """The same identity under another name (the registry uses it to keep names unique)."""
@@ -76,6 +79,8 @@ class PoolIdentity:
             attrs["pool.library.version"] = self.library_version
         if self.resource != "connection":  # absent means connection: 1.0 output is unchanged
             attrs["pool.resource"] = self.resource
+        if self.shared_max is not None:
+            attrs["pool.shared_max"] = str(self.shared_max)
         return attrs
 
 

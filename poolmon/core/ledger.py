@@ -26,6 +26,15 @@ drift apart. Because dicts keep insertion order and a return deletes the key, th
 
 Memory is bounded by the number of live connections, never by the number of events.
 
+Multiplexed connections (spec 1.1, section 15: an HTTP/2 connection lent to several callers at
+once, up to its stream limit) are the one addition, kept off the lane: a connection made with
+``create(t0, max_streams=N)`` (or declared with :meth:`set_max_streams`) is borrowed and returned
+per stream with :meth:`borrow_stream` / :meth:`release_stream`, always on the locked path.
+``_streams`` (conn -> streams in use) and ``_stream_caps`` (conn -> limit) hold only multiplexed
+connections; such a connection is in ``_borrowed`` (so ``used``) while at least one of its streams
+is in use, so ``used``/``idle`` keep counting connections. Non-multiplexed connections and the lane
+protocol are untouched: nothing on their path reads the two dicts.
+
 Subscribers are called synchronously, under the lock, in event order. That keeps a JSONL stream's
 per-connection order identical to what happened, at the cost that a slow subscriber slows the pool:
 subscribers must be quick and must never call back into the pool.
@@ -116,6 +125,8 @@ class PoolLedger:
         "_self_metrics",
         "_stack_every",
         "_stacks",
+        "_stream_caps",
+        "_streams",
         "_subscribers",
         "_use_counts",
         "_use_sum",
@@ -128,8 +139,10 @@ class PoolLedger:
         "lane",
         "max_size",
         "min_size",
+        "multiplexed",
         "open_fields",
         "optional_source",
+        "protocol_version",
         "semconv_exported_by",
     )
 
@@ -159,6 +172,11 @@ class PoolLedger:
         #: OpenTelemetry semantic-convention series (e.g. ``"redis-py"``): an exporter in
         #: ``semconv`` mode then keeps poolmon's own names for it rather than count it twice.
         self.semconv_exported_by: str | None = None
+        #: Set by a shim once its connections negotiated a protocol (HTTP: "1.1" or "2"); exported
+        #: as ``network.protocol.version`` under the HTTP semantic conventions.
+        self.protocol_version: str | None = None
+        #: True once the pool has had a multiplexed connection (its stream gauges exist from then).
+        self.multiplexed = False
         self.max_size = max_size
         self.min_size = min_size
         self.idle_max = idle_max
@@ -189,6 +207,8 @@ class PoolLedger:
         self.lane: LaneProtocol = new_lane(self._now, _WAIT_BOUNDS, _USE_BOUNDS)
         self._borrowed: dict[int, float] = self.lane.borrowed
         self._stacks: dict[int, str] = {}
+        self._streams: dict[int, int] = {}
+        self._stream_caps: dict[int, int] = {}
         self._flagged: set[int] = set()
         self._pending = 0
         #: Waits the close resolved whose callers have not reported their error yet.
@@ -284,6 +304,7 @@ class PoolLedger:
             max=self.max_size,
             min=self.min_size,
             idle_max=self.idle_max,
+            shared_max=ident.shared_max,
             pending=self._pending,
             **self.open_fields,
         )
@@ -316,11 +337,13 @@ class PoolLedger:
 
     # ------------------------------------------------------------------ events: the hot path
 
-    def create(self, t0: float, conn: int | None = None) -> int:
+    def create(self, t0: float, conn: int | None = None, *, max_streams: int | None = None) -> int:
         """A physical connection was opened; ``t0`` is when opening started. Returns its new id.
 
         ``conn`` is an id the pool assigned itself (``poolmon.api`` trackers number their own
         resources); then the pool, not this ledger, keeps ids unique. Omitted: the ledger's next.
+        ``max_streams``: the connection is multiplexed with this stream limit (spec 1.1, section
+        15); borrow and return it with :meth:`borrow_stream` / :meth:`release_stream`.
         """
         now = self._now()
         duration = now - t0
@@ -330,8 +353,12 @@ class PoolLedger:
             self._alive[conn] = now
             self._create_ok_counts[bisect_left(_CREATE_BOUNDS, duration)] += 1
             self._create_ok_sum += duration
+            if max_streams is not None:
+                self._declare_streams(conn, max_streams)
             if self._subscribers:
-                self._emit(ev.CREATE, conn=conn, duration=duration, outcome="ok")
+                self._emit(
+                    ev.CREATE, conn=conn, duration=duration, outcome="ok", max_streams=max_streams
+                )
         return conn
 
     def create_failed(self, t0: float, error: BaseException | str | None = None) -> None:
@@ -457,6 +484,92 @@ class PoolLedger:
         if self._subscribers:
             self._emit(ev.RETURN, conn=conn, duration=used)
 
+    # ------------------------------------------------------------------ multiplexed connections
+
+    def _declare_streams(self, conn: int, max_streams: int) -> None:
+        # Lock held.
+        if max_streams < 1:
+            raise ValueError(f"max_streams must be >= 1, got {max_streams!r}")
+        self._stream_caps[conn] = max_streams
+        self._streams.setdefault(conn, 0)
+        self.multiplexed = True
+
+    def set_max_streams(self, conn: int, max_streams: int) -> None:
+        """``conn`` is multiplexed with this stream limit (from now on; the peer may change it).
+
+        The next :meth:`borrow_stream` event carries the new limit (spec 1.1, section 15).
+        """
+        with self._lock:
+            if conn in self._alive:
+                self._declare_streams(conn, max_streams)
+
+    def borrow_stream(
+        self,
+        conn: int,
+        t0: float | None = None,
+        *,
+        queued: bool = False,
+        max_streams: int | None = None,
+    ) -> float:
+        """One stream of multiplexed ``conn`` was handed to a caller (asking since ``t0``).
+
+        ``max_streams``: the connection's stream limit now, when the caller reads it per borrow
+        (a peer may change it). Returns the stream's start, to hand back to
+        :meth:`release_stream` (use time is per stream). The locked path always: several
+        callers share the connection.
+        """
+        now = self._now()
+        waited = 0.0 if t0 is None else max(0.0, now - t0)
+        with self._lock:
+            if max_streams is not None and self._stream_caps.get(conn) != max_streams:
+                self._declare_streams(conn, max_streams)
+            if conn not in self._alive:
+                self._alive[conn] = now
+            streams = self._streams.get(conn, 0) + 1
+            self._streams[conn] = streams
+            if streams == 1:
+                self._borrowed[conn] = now  # used while any stream is
+            self._wait_counts[bisect_left(_WAIT_BOUNDS, waited) if waited else 0] += 1
+            self._wait_sum += waited
+            if queued and self._pending:
+                self._pending -= 1
+            if self._subscribers:
+                self._emit(
+                    ev.BORROW,
+                    conn=conn,
+                    duration=waited,
+                    queued=queued or None,
+                    streams=streams,
+                    max_streams=self._stream_caps.get(conn),
+                )
+        return now
+
+    def release_stream(self, conn: int, started: float) -> None:
+        """A caller ended its stream of multiplexed ``conn`` begun at ``started``."""
+        now = self._now()
+        with self._lock:
+            streams = self._streams.get(conn)
+            if not streams:
+                return  # not seen borrowed (or evicted meanwhile): nothing to end
+            streams -= 1
+            self._streams[conn] = streams
+            if streams == 0:
+                self._borrowed.pop(conn, None)
+                if self._flagged or self._stacks:
+                    self._stacks.pop(conn, None)
+                    self._flagged.discard(conn)
+                    self._update_extras()
+            used = max(0.0, now - started)
+            self._use_counts[bisect_left(_USE_BOUNDS, used)] += 1
+            self._use_sum += used
+            if self._subscribers:
+                self._emit(ev.RETURN, conn=conn, duration=used, streams=streams)
+
+    def streams_of(self, conn: int) -> tuple[int, int | None]:
+        """(streams in use, stream limit) of ``conn``; limit None when it is not multiplexed."""
+        with self._lock:
+            return self._streams.get(conn, 0), self._stream_caps.get(conn)
+
     def validate(self, conn: int, t0: float, *, ok: bool) -> None:
         """A health check of ``conn`` ran from ``t0``; a failed one must be followed by evict."""
         duration = self._now() - t0
@@ -485,6 +598,9 @@ class PoolLedger:
         if created is None:
             return  # unknown or already evicted: counting it twice would break exactness
         self._borrowed.pop(conn, None)
+        if self._stream_caps:
+            self._stream_caps.pop(conn, None)
+            self._streams.pop(conn, None)
         if self._stacks:
             self._stacks.pop(conn, None)
         if self._flagged:
@@ -695,6 +811,9 @@ class PoolLedger:
                 oldest_use=oldest,
                 closed=self._closed,
                 semconv_exported_by=self.semconv_exported_by,
+                streams_used=sum(self._streams.values()),
+                streams_max=sum(self._stream_caps.values()) if self.multiplexed else None,
+                protocol_version=self.protocol_version,
             )
         if leak_threshold is not None:
             leaks = tuple(self.leaks(leak_threshold))

@@ -116,6 +116,12 @@ class PoolSnapshot:
     optional: Mapping[str, tuple[tuple[Mapping[str, str], float], ...]] = field(
         default_factory=dict
     )
+    #: Spec 1.1 (multiplexed connections): streams in use over the open connections, and the sum
+    #: of their stream limits; ``None`` for a pool that never had a multiplexed connection.
+    streams_used: int = 0
+    streams_max: int | None = None
+    #: The protocol version its connections negotiated (HTTP: ``"1.1"``, ``"2"``), when known.
+    protocol_version: str | None = None
 
     @property
     def name(self) -> str:

@@ -76,6 +76,8 @@ USE = _m("pool.connection.use_time")
 LIFETIME = _m("pool.connection.lifetime")
 OLDEST = _m("pool.connection.oldest_use")
 INFO = _m("pool.info")
+STREAMS = _m("pool.stream.usage")
+STREAM_CAPACITY = _m("pool.stream.capacity")
 
 _BACKEND = "pool_system, server_address, server_port"
 
@@ -292,6 +294,49 @@ _SATURATION = RowSpec(
             (Query(_rate(f"{WAIT}_count"), _LEGEND_POOL),),
             width=12,
             min=0,
+        ),
+    ),
+)
+
+_STREAMS = RowSpec(
+    "Streams (multiplexed connections: HTTP/2)",
+    (
+        PanelSpec(
+            "timeseries",
+            "Streams in use",
+            "Requests in flight on each pool's multiplexed (HTTP/2) connections, against the sum "
+            "of their stream limits. Empty for HTTP/1.1 and database pools: they have no streams. "
+            "Act when in use meets capacity: requests queue for a stream although connections "
+            "look idle.",
+            "short",
+            (
+                Query(f"sum by ({PER_POOL}) ({STREAMS}{{{SELECTOR}}})", _LEGEND_POOL),
+                Query(
+                    f"sum by ({PER_POOL}) ({STREAM_CAPACITY}{{{SELECTOR}}})",
+                    "{{pool_name}} @ {{instance}} capacity",
+                ),
+            ),
+            width=12,
+            min=0,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Stream saturation",
+            "Share of the stream capacity in use (streams in use / capacity) per multiplexed "
+            "pool; empty for pools without streams. Act when it stays above 90%: allow more "
+            "connections or ask the server for more concurrent streams.",
+            "percentunit",
+            (
+                Query(
+                    f"sum by ({PER_POOL}) ({STREAMS}{{{SELECTOR}}}) / on ({PER_POOL}) "
+                    f"(sum by ({PER_POOL}) ({STREAM_CAPACITY}{{{SELECTOR}}}) > 0)",
+                    _LEGEND_POOL,
+                ),
+            ),
+            width=12,
+            thresholds=((0.7, "orange"), (0.9, "red")),
+            min=0,
+            max=1,
         ),
     ),
 )
@@ -789,6 +834,7 @@ _TENANTS_AND_ROUTES = RowSpec(
 ROWS: Final[tuple[RowSpec, ...]] = (
     _OVERVIEW,
     _SATURATION,
+    _STREAMS,
     _WAIT,
     _ERRORS,
     _LIFETIME,

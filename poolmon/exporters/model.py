@@ -181,7 +181,26 @@ def _pool_points(snap: PoolSnapshot, source: str) -> Iterable[tuple[dict[str, st
     name = {"pool.name": snap.name}
     if source in _DISTRIBUTIONS:
         return _distribution_points(snap, source, name)
+    if source in _STREAMS:
+        return _stream_points(snap, source, name)
     return _gauge_points(snap, source, name)
+
+
+#: The multiplexed-connection gauges (spec 1.1, section 15), answered by :func:`_stream_points`.
+_STREAMS: Final = frozenset({"pool.stream.usage", "pool.stream.capacity"})
+
+
+def _stream_points(
+    snap: PoolSnapshot, source: str, name: dict[str, str]
+) -> Iterable[tuple[dict[str, str], Value]]:
+    """Streams in use and stream capacity: no point for a pool that never had a multiplexed
+    connection (a capacity of 0 would read as saturation)."""
+    if snap.streams_max is None:
+        return
+    if source == "pool.stream.usage":
+        yield name, float(snap.streams_used)
+    else:
+        yield name, float(snap.streams_max)
 
 
 def _gauge_points(
@@ -267,6 +286,8 @@ def _semconv_attributes(
                 out[key] = str(ident.server_port)
             elif key == "url.scheme":
                 out[key] = _url_scheme(snap)
+            elif key == "network.protocol.version" and snap.protocol_version:
+                out[key] = snap.protocol_version
     return out
 
 

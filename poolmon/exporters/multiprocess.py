@@ -103,6 +103,9 @@ def _snapshot_to_json(snap: PoolSnapshot) -> dict[str, Any]:
         "errors": dict(snap.errors),
         "validations": dict(snap.validations),
         "semconv_exported_by": snap.semconv_exported_by,
+        "streams_used": snap.streams_used,
+        "streams_max": snap.streams_max,
+        "protocol_version": snap.protocol_version,
     }
 
 
@@ -129,6 +132,9 @@ def _snapshot_from_json(data: Mapping[str, Any]) -> PoolSnapshot:
         oldest_use=float(data["oldest_use"]),
         closed=bool(data["closed"]),
         semconv_exported_by=data.get("semconv_exported_by"),
+        streams_used=int(data.get("streams_used", 0)),
+        streams_max=data.get("streams_max"),
+        protocol_version=data.get("protocol_version"),
     )
 
 

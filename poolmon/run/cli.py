@@ -16,8 +16,9 @@ __all__ = ["EXIT_STATUSES", "STATUSES", "register", "settings_from_args"]
 _DESCRIPTION = """\
 Run COMMAND (any Python program: python app.py, gunicorn ..., pytest ...) with every supported
 installed connection pool instrumented (psycopg_pool, psycopg2.pool, SQLAlchemy, asyncpg,
-redis-py, urllib3/requests) and the chosen exporters running, without changing its code.
-COMMAND replaces this process, so its exit code, stdin, stdout and stderr are exactly its own.
+redis-py, urllib3/requests, httpx/httpcore, aiohttp) and the chosen exporters running, without
+changing its code. COMMAND replaces this process, so its exit code, stdin, stdout and stderr are
+exactly its own.
 
 Options become POOLMON_* environment variables, which Python subprocesses of COMMAND inherit;
 the same variables work without this command's options (an option wins over the variable).

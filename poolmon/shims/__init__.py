@@ -1,7 +1,7 @@
 """Shims: instrument existing library pools in place.
 
 Each shim module (``poolmon.shims.psycopg``, ``.psycopg2``, ``.redis``, ``.urllib3``,
-``.sqlalchemy``, ``.asyncpg``) provides::
+``.sqlalchemy``, ``.asyncpg``, ``.httpcore`` (named ``"httpx"``), ``.aiohttp``) provides::
 
     LIBRARY: str                 # the distribution gating the shim, e.g. "psycopg-pool"
     SUPPORTED: str               # PEP 440 specifier of supported versions, e.g. ">=3.1,<4"
@@ -36,6 +36,9 @@ SHIMS: Final[dict[str, str]] = {
     "api": "poolmon.shims.api",
     "sqlalchemy": "poolmon.shims.sqlalchemy",
     "asyncpg": "poolmon.shims.asyncpg",
+    # httpx sends every request through httpcore's pools: the shim patches httpcore.
+    "httpx": "poolmon.shims.httpcore",
+    "aiohttp": "poolmon.shims.aiohttp",
 }
 
 

@@ -18,7 +18,9 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from poolmon.shims import SHIMS
 
 __all__ = [
+    "AiohttpPoolInstrumentor",
     "AsyncpgPoolInstrumentor",
+    "HttpxPoolInstrumentor",
     "PoolmonInstrumentor",
     "Psycopg2PoolInstrumentor",
     "PsycopgPoolInstrumentor",
@@ -85,3 +87,15 @@ class AsyncpgPoolInstrumentor(PoolmonInstrumentor):
     """asyncpg pools (``asyncpg.create_pool``)."""
 
     shim = "asyncpg"
+
+
+class HttpxPoolInstrumentor(PoolmonInstrumentor):
+    """httpcore connection pools, sync and async (and therefore httpx), HTTP/1.1 and HTTP/2."""
+
+    shim = "httpx"
+
+
+class AiohttpPoolInstrumentor(PoolmonInstrumentor):
+    """aiohttp connectors (``TCPConnector``, ``UnixConnector``)."""
+
+    shim = "aiohttp"

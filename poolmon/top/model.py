@@ -104,6 +104,9 @@ class PoolRow:
     wait_hist: tuple[float, ...] = ()
     lifetime_hist: tuple[float, ...] = ()
     used_history: tuple[float, ...] = ()
+    #: Multiplexed pools only (spec 1.1): streams in use and their capacity; None otherwise.
+    streams: float | None = None
+    streams_max: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -325,6 +328,8 @@ class TopModel:
             wait_hist=tuple(wait_hist),
             lifetime_hist=sample.lifetime_cumulative,
             used_history=tuple(state.used),
+            streams=sample.streams,
+            streams_max=sample.streams_max,
         )
 
     def windows(

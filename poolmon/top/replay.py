@@ -154,6 +154,9 @@ class JsonlReplay:
         resource = event.get("resource")
         if isinstance(resource, str) and resource != ledger.identity.resource:
             ledger.identity = replace(ledger.identity, resource=resource)
+        shared_max = _int(event.get("shared_max"))
+        if shared_max is not None and shared_max != ledger.identity.shared_max:
+            ledger.identity = replace(ledger.identity, shared_max=shared_max)
         ledger.set_limits(
             max_size=_int(event.get("max")),
             min_size=_int(event.get("min")),
@@ -166,7 +169,9 @@ class JsonlReplay:
             ledger.create_failed(t0, _text(event.get("message")))
             return
         key = (str(event["pool"]), event.get("pid"))
-        self._conns[key][event.get("conn")] = ledger.create(t0)
+        self._conns[key][event.get("conn")] = ledger.create(
+            t0, max_streams=_int(event.get("max_streams"))
+        )
 
     def _validate(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
         t0 = self.clock.monotonic() - float(event.get("duration") or 0.0)
@@ -178,9 +183,19 @@ class JsonlReplay:
     def _borrow(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
         waited = float(event.get("duration") or 0.0)
         t0 = self.clock.monotonic() - waited if waited else None
-        ledger.borrow(self._conn(event, ledger), t0, queued=bool(event.get("queued")))
+        queued = bool(event.get("queued"))
+        if event.get("streams") is not None:  # a stream of a multiplexed connection (spec 1.1)
+            limit = _int(event.get("max_streams"))
+            ledger.borrow_stream(self._conn(event, ledger), t0, queued=queued, max_streams=limit)
+            return
+        ledger.borrow(self._conn(event, ledger), t0, queued=queued)
 
     def _return(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
+        if event.get("streams") is not None:
+            # The stream's start from its use time: the replay's clock is the event's time.
+            started = self.clock.monotonic() - float(event.get("duration") or 0.0)
+            ledger.release_stream(self._conn(event, ledger), started)
+            return
         ledger.release(self._conn(event, ledger))
 
     def _evict(self, event: Mapping[str, Any], ledger: PoolLedger) -> None:
@@ -247,4 +262,5 @@ def _identity(event: Mapping[str, Any]) -> PoolIdentity:
         library_version=event.get("library_version"),
         pid=pid if isinstance(pid, int) else 0,
         resource=str(event.get("resource") or "connection"),
+        shared_max=_int(event.get("shared_max")),
     )

@@ -58,6 +58,8 @@ _OLDEST: Final = _prom("pool.connection.oldest_use")
 _EVICTIONS: Final = _prom("pool.connection.evictions")
 _ERRORS: Final = _prom("pool.connection.errors")
 _INFO: Final = _prom("pool.info")
+_STREAMS: Final = _prom("pool.stream.usage")
+_STREAMS_MAX: Final = _prom("pool.stream.capacity")
 #: ``pool_info``: one series per pool, so its scrape timestamp dates a whole pool's sample.
 INFO_METRIC: Final = _INFO
 _WAIT_BUCKET: Final = _prom("pool.connection.wait_time") + "_bucket"
@@ -82,6 +84,8 @@ WAIT_BUCKET_METRIC: Final = _WAIT_BUCKET
 WANTED_METRICS: Final[tuple[str, ...]] = (
     _COUNT,
     _MAX,
+    _STREAMS,
+    _STREAMS_MAX,
     _PENDING,
     _TIMEOUTS,
     _OLDEST,
@@ -168,6 +172,9 @@ class PoolSample:
     lifetime_sum: float = 0.0
     validations: Mapping[str, float] = field(default_factory=dict)
     window: WindowStats | None = None
+    #: Multiplexed pools only (spec 1.1): streams in use and stream capacity; None otherwise.
+    streams: float | None = None
+    streams_max: float | None = None
 
     @property
     def backend(self) -> str:
@@ -220,6 +227,8 @@ class PoolAccumulator:
         "min",
         "oldest",
         "pending",
+        "streams",
+        "streams_max",
         "timeouts",
         "use_count",
         "use_sum",
@@ -235,6 +244,8 @@ class PoolAccumulator:
         self.used = 0.0
         self.pending = 0.0
         self.max: float | None = None
+        self.streams: float | None = None
+        self.streams_max: float | None = None
         self.oldest = 0.0
         self.timeouts = 0.0
         self.creates = 0.0
@@ -308,6 +319,8 @@ _SCALARS: Final[Mapping[str, str]] = {
     _USE_COUNT: "use_count",
     _LIFE_SUM: "life_sum",
     _MIN: "min",
+    _STREAMS: "streams",
+    _STREAMS_MAX: "streams_max",
 }
 #: Keyed fields: sample name -> (accumulator dict, the label that keys it).
 _KEYED: Final[Mapping[str, tuple[str, str]]] = {
@@ -397,6 +410,8 @@ def build_sample(name: str, acc: PoolAccumulator) -> PoolSample:
         lifetime_cumulative=_cumulative(acc.life, LIFETIME_BOUNDS),
         lifetime_sum=acc.life_sum,
         validations=dict(acc.validations),
+        streams=acc.streams,
+        streams_max=acc.streams_max,
     )
 
 
@@ -431,4 +446,6 @@ def sample_from_snapshot(snap: PoolSnapshot) -> PoolSample:
         lifetime_cumulative=tuple(float(c) for c in snap.lifetime.cumulative()),
         lifetime_sum=snap.lifetime.sum,
         validations={k: float(v) for k, v in snap.validations.items()},
+        streams=None if snap.streams_max is None else float(snap.streams_used),
+        streams_max=None if snap.streams_max is None else float(snap.streams_max),
     )

@@ -185,6 +185,24 @@ _COLUMNS: Final = (
 )
 
 
+def streams_text(row: PoolRow) -> str:
+    """``3 conns, 41/300 streams`` for a multiplexed pool (spec 1.1); ``""`` otherwise."""
+    if row.streams_max is None:
+        return ""
+    conns = fmt_count(row.used + row.idle)
+    return f"{conns} conns, {fmt_count(row.streams or 0.0)}/{fmt_count(row.streams_max)} streams"
+
+
+def _conns_cell(row: PoolRow, th: Thresholds, *, named: bool) -> Text:
+    cell = conn_bar(row.used, row.idle, row.max, th)
+    if named:
+        cell.append(f" {nouns(row.resource).resource_noun}")
+    streams = streams_text(row)
+    if streams:
+        cell.append(f" ({streams})", style="cyan")
+    return cell
+
+
 def _cells(
     row: PoolRow, th: Thresholds, findings: Sequence[Finding] = (), *, named: bool = False
 ) -> list[Text]:
@@ -194,14 +212,11 @@ def _cells(
     wait.append_text(_marked(fmt_duration(row.wait_p95), wait_lvl))
     wait.append(f"/{fmt_duration(row.wait_p99)}")
     sat = "-" if row.saturation is None else f"{row.saturation * 100:.0f}%"
-    bar = conn_bar(row.used, row.idle, row.max, th)
-    if named:
-        bar.append(f" {nouns(row.resource).resource_noun}")
     return [
         Text(row.source),
         Text(row.name),
         Text(row.system),
-        bar,
+        _conns_cell(row, th, named=named),
         Text(fmt_count(row.pending), style="yellow" if row.pending else ""),
         wait,
         Text(fmt_rate(row.creates_per_s)),
@@ -461,6 +476,7 @@ def detail_view(
         ("pid", Text(row.pid or "-")),
         ("resource", Text(row.resource)),
         (kind.resource_noun, conn_bar(row.used, row.idle, row.max, th)),
+        ("streams", Text(streams_text(row) or "-")),
         ("saturation", _marked(sat, level(row.saturation, th.saturation_warn, th.saturation_crit))),
         (f"pending {kind.request_noun}", Text(fmt_count(row.pending))),
         (

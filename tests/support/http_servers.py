@@ -182,6 +182,17 @@ class LoopbackCA:
         self._cert.configure_cert(ctx)
         return ctx
 
+    def server_files(self) -> tuple[str, str]:
+        """(certificate chain, private key) as PEM files, for servers that take paths."""
+        cert = str(Path(self._dir.name) / "server.pem")
+        key = str(Path(self._dir.name) / "server.key")
+        if not Path(cert).exists():
+            for i, blob in enumerate(self._cert.cert_chain_pems):
+                with open(cert, "ab" if i else "wb") as f:
+                    f.write(blob.bytes())
+            self._cert.private_key_pem.write_to_path(key)
+        return cert, key
+
     def client_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
         self._ca.configure_trust(ctx)

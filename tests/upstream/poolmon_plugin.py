@@ -41,7 +41,7 @@ __all__ = [
 #: Bumped when the report's shape changes (the runner checks it).
 REPORT_VERSION = 1
 
-_SHIMS = ("redis", "urllib3", "sqlalchemy", "asyncpg")
+_SHIMS = ("redis", "urllib3", "sqlalchemy", "asyncpg", "httpx", "aiohttp")
 
 
 class _Recorder:

@@ -24,7 +24,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["ASYNCPG", "REDIS", "SQLALCHEMY", "SUITES", "URLLIB3", "Deselect", "Suite"]
+__all__ = [
+    "AIOHTTP",
+    "ASYNCPG",
+    "HTTPCORE",
+    "REDIS",
+    "SQLALCHEMY",
+    "SUITES",
+    "URLLIB3",
+    "Deselect",
+    "Suite",
+]
 
 
 @dataclass(frozen=True)
@@ -221,5 +231,37 @@ ASYNCPG: Final = Suite(
     min_tests=60,  # 66 tests (and 45 subtests) in asyncpg 0.32.0
 )
 
+HTTPCORE: Final = Suite(
+    shim="httpx",
+    distribution="httpcore",
+    members=("tests", "pyproject.toml"),
+    files=("tests/_async/test_connection_pool.py", "tests/_sync/test_connection_pool.py"),
+    deselect=(),
+    min_tests=50,  # 51 in httpcore 1.0.9: its pool tests are few and exact
+    # httpcore's async tests run on asyncio and trio through anyio's pytest plugin (installed);
+    # pytest-asyncio (installed for redis-py's suite) is not one of httpcore's test dependencies
+    # and its configuration warning would be an error under httpcore's filterwarnings=error.
+    args=("-p", "no:asyncio"),
+)
+
+AIOHTTP: Final = Suite(
+    shim="aiohttp",
+    distribution="aiohttp",
+    members=("tests", "pytest.ini", "pyproject.toml"),
+    files=("tests/test_connector.py",),
+    deselect=(),
+    # aiohttp's pytest.ini asks for xdist (--numprocesses), coverage and doctest collection of
+    # the tree: none of that is about the connector, and the plugins are not test dependencies
+    # of poolmon. Both runs override addopts alike; the rest of the ini (filterwarnings=error,
+    # xfail_strict, markers) stays in force. pytest-asyncio is left out as for httpcore: aiohttp
+    # uses its own pytest plugin.
+    args=(
+        "-o",
+        "addopts=--strict-markers -m 'not dev_mode and not autobahn and not internal'",
+        "-p",
+        "no:asyncio",
+    ),
+)
+
 #: Every suite, in the order the tests run them.
-SUITES: Final = (REDIS, URLLIB3, SQLALCHEMY, ASYNCPG)
+SUITES: Final = (REDIS, URLLIB3, SQLALCHEMY, ASYNCPG, HTTPCORE, AIOHTTP)

@@ -1,5 +1,5 @@
-"""The libraries' own pool test suites (redis-py, urllib3, SQLAlchemy, asyncpg) pass the same with
-poolmon's shims on as without.
+"""The libraries' own pool test suites (redis-py, urllib3, SQLAlchemy, asyncpg, httpcore,
+aiohttp) pass the same with poolmon's shims on as without.
 
 For the *installed* version of each library, the sdist's tests are fetched (once, cached), run
 once without poolmon (the baseline) and once with ``poolmon.instrument(<library>)`` active, each

@@ -264,3 +264,15 @@ def test_variable_queries_return_values(live: Live) -> None:
         selector, label = substitute(match.group(1), VARIABLES), match.group(2)
         values = {s["metric"].get(label) for s in live.prom.query(selector)}
         assert values - {None}, f"variable {variable['name']}: no {label} values from {selector}"
+
+
+def test_stream_panels_have_data_only_for_the_multiplexed_pool(live: Live) -> None:
+    from tests.integration.dashboards.workload import H2_HELD
+
+    for metric, value in (("pool_stream_usage", H2_HELD), ("pool_stream_capacity", 100)):
+        result = live.prom.query(metric)
+        pools = {s["metric"]["pool_name"] for s in result}
+        assert len(pools) == 1 and next(iter(pools)).startswith("https://127.0.0.1:"), pools
+        assert {float(s["value"][1]) for s in result} == {value}
+    # The database pools have no stream series at all: their stream panels stay empty.
+    assert not live.prom.query(f'pool_stream_usage{{pool_name=~"{STRESSED}|{CALM}|{FLAKY}"}}')

@@ -1,6 +1,6 @@
 """A real instrumented workload for the dashboard and alert tests: poolmon.Pool over sqlite3.
 
-Three pools, all recording into one injected registry:
+The pools, all recording into one injected registry:
 
 * ``dash-stressed`` (max 2): a warm-up gives it waits, broken returns (evictions, lifetimes) and
   validations; then two holders keep both connections (saturated, oldest borrow growing) while
@@ -15,6 +15,8 @@ Three pools, all recording into one injected registry:
 * ``dash-routing``: a :class:`~poolmon.pool.RoutingPool` over a sqlite primary and one replica
   whose connects are refused (a killed replica): the router takes it out of service, reads
   fail over to the primary, and periodic probes keep it out.
+* ``https://127.0.0.1:PORT`` (httpx over HTTP/2 to a local hypercorn, through the httpcore shim):
+  a multiplexed connection with ``H2_HELD`` streams held open, so the stream panels have data.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from poolmon.core.registry import PoolRegistry
 from poolmon.errors import PoolError, PoolQuotaExceeded, PoolShed
 from poolmon.pool import Pool, RoutingPool, SqliteFactory, TenantQuota, factory
+from poolmon.shims import httpcore as httpcore_shim
 
 __all__ = ["Workload"]
 
@@ -38,6 +42,7 @@ SHARED, ROUTING = "dash-shared", "dash-routing"
 #: the ceiling (3 connections) is estimated at >= HOLD / 3 = 0.1 s, twice the budget, while the
 #: burst borrower, queued right after a borrow of microseconds, is far below it.
 WAIT_BUDGET, HOLD = 0.05, 0.3
+H2_HELD = 5
 
 
 def _refuse() -> sqlite3.Connection:
@@ -102,6 +107,9 @@ class Workload:
             maintain=False,
         )
         self._acme: sqlite3.Connection | None = None
+        self._registry = registry
+        self._h2: Any = None
+        self._h2_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._held = threading.Barrier(3)  # two holders + start(): both connections are out
         self._threads = [
@@ -251,12 +259,38 @@ class Workload:
 
     # -------------------------------------------------------------- control
 
+    def _start_h2(self) -> None:
+        """httpx over HTTP/2 with ``H2_HELD`` requests held at a gate of a real h2 server."""
+        import asyncio
+
+        import httpx
+
+        from tests.support.h2_server import H2Server
+        from tests.support.http_servers import LoopbackCA
+
+        ca = LoopbackCA()
+        self._h2 = H2Server(ca)
+        httpcore_shim.instrument(registry=self._registry)
+        url = self._h2.url
+
+        async def hold() -> None:
+            async with httpx.AsyncClient(http2=True, verify=ca.client_context()) as client:
+                await client.get(f"{url}/ok")  # the server's SETTINGS raise the stream limit
+                await asyncio.gather(
+                    *[client.get(f"{url}/gate/dash", timeout=None) for _ in range(H2_HELD)]
+                )
+
+        self._h2_thread = threading.Thread(target=asyncio.run, args=(hold(),), daemon=True)
+        self._h2_thread.start()
+        self._h2.wait_at_gate("dash", H2_HELD, timeout=30)
+
     def start(self) -> None:
         self._warm_up()
         self._acme = self.shared.getconn(tenant="acme")  # acme at its limit for the whole run
         for thread in self._threads:
             thread.start()
         self._held.wait(30)  # both stressed connections are lent before the waiters matter
+        self._start_h2()
 
     def stop(self) -> None:
         self._stop.set()
@@ -267,3 +301,9 @@ class Workload:
         for pool in (self.stressed, self.flaky, self.calm, self.shared):
             pool.close()
         self.routing.close()
+        if self._h2 is not None:
+            self._h2.open_gate("dash")
+            if self._h2_thread is not None:
+                self._h2_thread.join(30)
+            self._h2.close()
+        httpcore_shim.uninstrument()

@@ -11,7 +11,7 @@ from poolmon.core import ManualClock, PoolRegistry
 from poolmon.core.catalog import METRICS
 from poolmon.exporters import otel
 from tests.integration.exporters.otlp_receiver import OtlpReceiver
-from tests.unit.exporters.workload import SECRETS, add_http_pool, run_workload
+from tests.unit.exporters.workload import SECRETS, add_http2_pool, add_http_pool, run_workload
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +34,7 @@ def test_every_catalog_metric_reaches_a_real_otlp_receiver() -> None:
     reg = PoolRegistry(clock=clock)
     _, truth = run_workload(reg, clock)
     add_http_pool(reg, ManualClock())
+    add_http2_pool(reg, ManualClock())  # the stream gauges exist only for multiplexed pools
     with OtlpReceiver() as receiver:
         handle = otel.start_otlp(receiver.endpoint, interval=3600, registry=reg)
         try:

@@ -11,10 +11,17 @@ closed connection, and close, on the real servers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import uuid
 from typing import Any, TypeVar, cast
 
+import aiohttp
+import aiohttp.client_proto
+import aiohttp.connector
+import httpcore
+import httpcore._backends.sync
+import httpcore._sync.connection
 import psycopg
 import psycopg_pool
 import pytest
@@ -23,6 +30,8 @@ import redis.asyncio
 import urllib3
 from urllib3.connection import HTTPConnection
 
+import poolmon.shims.aiohttp as aiohttp_shim
+import poolmon.shims.httpcore as httpcore_shim
 import poolmon.shims.psycopg as psycopg_shim
 import poolmon.shims.redis as redis_shim
 import poolmon.shims.urllib3 as urllib3_shim
@@ -188,5 +197,73 @@ def test_urllib3(reads: DictReads, registry: PoolRegistry) -> None:
         assert ledger.snapshot().create_time["ok"].count == 2
     finally:
         urllib3_shim.uninstrument()
+        server.close()
+    assert reads.readers == []
+
+
+def test_httpcore(
+    reads: DictReads, registry: PoolRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx's pools: the pool, its connections, their HTTP/1.1 connections and sockets."""
+    # httpcore makes these objects itself: its module globals are pointed at watched subclasses
+    # (they inherit the shim's wrappers, which are installed on the base classes).
+    h11_cls = reads.watched(httpcore._sync.connection.HTTP11Connection)
+    stream_cls = reads.watched(httpcore._backends.sync.SyncStream)
+    monkeypatch.setattr(httpcore._sync.connection, "HTTP11Connection", h11_cls)
+    monkeypatch.setattr(httpcore._backends.sync, "SyncStream", stream_cls)
+    conn_cls = reads.watched(httpcore.HTTPConnection)
+    base_pool = reads.watched(httpcore.ConnectionPool)
+
+    class Pool(base_pool):  # type: ignore[valid-type,misc]
+        def create_connection(self, origin: Any) -> Any:
+            conn = super().create_connection(origin)  # the shim's wrapper runs in there
+            conn.__class__ = conn_cls
+            return conn
+
+    server = LoopbackServer()
+    assert httpcore_shim.instrument(registry=registry)
+    try:
+        pool = Pool(max_connections=1)
+        assert pool.request("GET", f"{server.url}/ok").content == b"ok"
+        assert pool.request("GET", f"{server.url}/close").content == b"closing"  # an evict
+        assert pool.request("GET", f"{server.url}/ok").content == b"ok"  # a new socket
+        pool.close()
+        (ledger,) = registry.ledgers()
+        snap = ledger.snapshot()
+        assert (snap.create_time["ok"].count, snap.borrows, snap.closed) == (2, 3, True)
+    finally:
+        httpcore_shim.uninstrument()
+        server.close()
+    assert reads.readers == []
+
+
+def test_aiohttp(reads: DictReads, registry: PoolRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiohttp's connector, the Connection it lends and the protocol (one per socket)."""
+    monkeypatch.setattr(
+        aiohttp.connector, "Connection", reads.watched(aiohttp.connector.Connection)
+    )
+    proto_cls = reads.watched(aiohttp.client_proto.ResponseHandler)
+    connector_cls = reads.watched(aiohttp.TCPConnector)
+    server = LoopbackServer()
+
+    async def scenario() -> aiohttp.TCPConnector:
+        connector = connector_cls(limit=1)
+        # The connector's protocol factory, as its __init__ sets it, with the watched class.
+        connector._factory = functools.partial(proto_cls, loop=asyncio.get_running_loop())
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for path, body in (("/ok", b"ok"), ("/close", b"closing"), ("/ok", b"ok")):
+                async with session.get(f"{server.url}{path}") as response:
+                    assert await response.read() == body
+        return connector  # kept alive: its pools stay in the registry (their owner is weak)
+
+    assert aiohttp_shim.instrument(registry=registry)
+    try:
+        connector = asyncio.run(scenario())
+        (ledger,) = registry.ledgers()
+        snap = ledger.snapshot()
+        assert (snap.create_time["ok"].count, snap.borrows, snap.closed) == (2, 3, True)
+        assert connector.closed
+    finally:
+        aiohttp_shim.uninstrument()
         server.close()
     assert reads.readers == []

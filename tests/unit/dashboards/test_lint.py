@@ -32,6 +32,7 @@ def test_rows_cover_the_issue() -> None:
     assert titles == [
         "Overview",
         "Saturation and headroom",
+        "Streams (multiplexed connections: HTTP/2)",
         "Wait time",
         "Errors, timeouts and churn",
         "Lifetime and use",

@@ -18,7 +18,7 @@ from opentelemetry.sdk.metrics.export import (
 from poolmon.core import ManualClock, PoolRegistry
 from poolmon.core.catalog import METRICS, SELF_METRICS
 from poolmon.exporters import otel
-from tests.unit.exporters.workload import SECRETS, add_http_pool, run_workload
+from tests.unit.exporters.workload import SECRETS, add_http2_pool, add_http_pool, run_workload
 
 
 def _metrics(reader: InMemoryMetricReader) -> dict[str, Any]:
@@ -46,6 +46,7 @@ def _setup(**readers_kwargs: Any) -> tuple[PoolRegistry, InMemoryMetricReader, M
 
 def test_every_catalog_metric_with_units_attributes_and_histogram_truth() -> None:
     reg, reader, provider, truth = _setup()
+    add_http2_pool(reg, ManualClock())  # the stream gauges exist only for multiplexed pools
     bridge = otel.enable(meter_provider=provider, registry=reg)
     metrics = _metrics(reader)
     for spec in METRICS.values():
@@ -55,7 +56,17 @@ def test_every_catalog_metric_with_units_attributes_and_histogram_truth() -> Non
         for point in metric.data.data_points:
             assert set(point.attributes) <= set(spec.attributes)
             assert "pool.name" in point.attributes
-    assert metrics["poolmon.pools"].data.data_points[0].value == 2
+    assert metrics["poolmon.pools"].data.data_points[0].value == 3
+    streams = {
+        (name, p.attributes["pool.name"]): p.value
+        for name in ("pool.stream.usage", "pool.stream.capacity")
+        for p in metrics[name].data.data_points
+    }
+    # Only the HTTP/2 pool has stream series: 4 streams borrowed, 1 returned, limit 100.
+    assert streams == {
+        ("pool.stream.usage", "https://h2.example.com:8443"): 3,
+        ("pool.stream.capacity", "https://h2.example.com:8443"): 100,
+    }
     wait = next(
         p
         for p in metrics["pool.connection.wait_time"].data.data_points

@@ -14,6 +14,7 @@ from poolmon.core.catalog import BUCKETS
 from poolmon.core.identity import identity_from_url
 
 PG_URL = "postgresql://app:s3cret-pw-42@127.0.0.1:5432/shop"
+HTTP2_URL = "https://h2.example.com:8443"
 HTTP_URL = "https://svc-user:tok-9f8e7d@api.example.com/v1"
 SECRETS = ("s3cret-pw-42", "tok-9f8e7d", "svc-user")
 
@@ -117,4 +118,17 @@ def add_http_pool(registry: PoolRegistry, clock: ManualClock) -> PoolLedger:
     ledger.borrow(conn, clock.monotonic())
     clock.advance(0.005)
     ledger.release(conn)
+    return ledger
+
+
+def add_http2_pool(registry: PoolRegistry, clock: ManualClock) -> PoolLedger:
+    """An HTTP/2 pool (spec 1.1): one multiplexed connection with 3 of its 100 streams in use."""
+    ledger = registry.register(identity_from_url(HTTP2_URL), max_size=1, clock=clock)
+    ledger.protocol_version = "2"
+    t0 = clock.monotonic()
+    clock.advance(0.01)
+    conn = ledger.create(t0, max_streams=100)
+    starts = [ledger.borrow_stream(conn) for _ in range(4)]
+    clock.advance(0.005)
+    ledger.release_stream(conn, starts[0])
     return ledger
