@@ -45,7 +45,7 @@ def available() -> bool:
 
 
 def is_instrumented() -> bool:
-    return STATE.patches.active
+    return STATE.installed
 
 
 def instrument(registry: PoolRegistry | None = None) -> bool:
@@ -53,26 +53,12 @@ def instrument(registry: PoolRegistry | None = None) -> bool:
 
     An unsupported aiohttp version is reported once and left untouched.
     """
-    with STATE.lock:
-        if STATE.patches.active:
-            return True
-        if not supported(LIBRARY, SUPPORTED):
-            return False
-        STATE.start(registry)
-        try:
-            _apply()
-        except Exception:
-            STATE.patches.restore()
-            STATE.take_pools()
-            raise
-        return True
+    return STATE.install(registry, ready=lambda: supported(LIBRARY, SUPPORTED), patch=_apply)
 
 
 def uninstrument() -> None:
     """Restore every original aiohttp attribute exactly (identity, not equality)."""
-    with STATE.lock:
-        STATE.patches.restore()
-        STATE.take_pools()
+    STATE.uninstall()
 
 
 def _apply() -> None:

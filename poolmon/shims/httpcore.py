@@ -51,7 +51,7 @@ def available() -> bool:
 
 
 def is_instrumented() -> bool:
-    return STATE.patches.active
+    return STATE.installed
 
 
 def instrument(registry: PoolRegistry | None = None) -> bool:
@@ -59,19 +59,7 @@ def instrument(registry: PoolRegistry | None = None) -> bool:
 
     An unsupported httpcore version is reported once and left untouched.
     """
-    with STATE.lock:
-        if STATE.patches.active:
-            return True
-        if not supported(LIBRARY, SUPPORTED):
-            return False
-        STATE.start(registry)
-        try:
-            _apply()
-        except Exception:
-            STATE.patches.restore()
-            STATE.take_pools()
-            raise
-        return True
+    return STATE.install(registry, ready=lambda: supported(LIBRARY, SUPPORTED), patch=_apply)
 
 
 def uninstrument() -> None:
@@ -80,9 +68,7 @@ def uninstrument() -> None:
     Pools, connections and streams keep their inert ``_poolmon_*`` attributes; nothing reads them
     any more.
     """
-    with STATE.lock:
-        STATE.patches.restore()
-        STATE.take_pools()
+    STATE.uninstall()
 
 
 def _apply() -> None:

@@ -204,7 +204,7 @@ def test_the_server_closing_an_idle_connection_is_a_broken_eviction(
 ) -> None:
     with httpx.Client(verify=ca.client_context()) as client:
         client.get(f"{server.url}/ok")
-        pool = client._transport._pool
+        pool = client._transport._pool  # type: ignore[attr-defined] # an HTTPTransport's
         stream = pool.connections[0]._connection._network_stream
         assert server.drop_connections() >= 1
         _poll(lambda: stream.get_extra_info("is_readable"), "the client to see the close")
@@ -449,7 +449,7 @@ def test_proxy_pools_are_left_alone(server: LoopbackServer, registry: PoolRegist
     connection classes, which the shim does not see: it is not attached at all, so it can show
     no wait that a recorded borrow would never resolve (docs/shims-httpx.md)."""
     with httpx.Client(proxy="http://127.0.0.1:1", limits=httpx.Limits(max_connections=1)) as c:
-        pools = [t._pool for t in c._mounts.values() if t is not None]
+        pools = [t._pool for t in c._mounts.values() if t is not None]  # type: ignore[attr-defined]
         assert pools and all(type(p).__name__ == "HTTPProxy" for p in pools)
         assert all(getattr(p, "_poolmon_pool", None) is None for p in pools)
         with pytest.raises(httpx.TransportError):

@@ -207,7 +207,7 @@ def test_httpcore(
     """httpx's pools: the pool, its connections, their HTTP/1.1 connections and sockets."""
     # httpcore makes these objects itself: its module globals are pointed at watched subclasses
     # (they inherit the shim's wrappers, which are installed on the base classes).
-    h11_cls = reads.watched(httpcore._sync.connection.HTTP11Connection)
+    h11_cls = reads.watched(httpcore._sync.http11.HTTP11Connection)
     stream_cls = reads.watched(httpcore._backends.sync.SyncStream)
     monkeypatch.setattr(httpcore._sync.connection, "HTTP11Connection", h11_cls)
     monkeypatch.setattr(httpcore._backends.sync, "SyncStream", stream_cls)
