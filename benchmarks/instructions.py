@@ -46,6 +46,8 @@ __all__ = ["main"]
 ROOT = Path(__file__).resolve().parent.parent
 #: The end-to-end bar (DESIGN.md section 8): instrumented / plain instructions per operation.
 BAR = 1.02
+#: Case names ending so are end to end (a real operation on a real server): the bar applies.
+E2E_SUFFIXES = ("select", "get", "fetchval")
 #: callgrind's event columns in its summary line, with --cache-sim=yes.
 EVENTS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
 
@@ -118,7 +120,7 @@ def main(argv: list[str]) -> int:
     )
     missed = False
     for case in argv or list(CASES):
-        e2e = case.endswith(("select", "get", "fetchval"))
+        e2e = case.endswith(E2E_SUFFIXES)
         small, large = (500, 1500) if e2e else (2000, 6000)
         if case in SIZES:
             small, large = SIZES[case][:2]
@@ -129,7 +131,7 @@ def main(argv: list[str]) -> int:
         peer_name, peer_ir, peer_ratio = _peer(case, plain, small, large)
         ratio = ours["Ir"] / plain["Ir"]
         verdict = ""
-        if case.endswith(("select", "get")):
+        if e2e:  # the bar is on end-to-end cases; raw cycles are printed for information
             verdict = "  ok" if ratio <= BAR else "  MISSED"
             missed = missed or ratio > BAR
         print(

@@ -190,10 +190,19 @@ def _make_set_proxy(original: Fn) -> Fn:
                 if proxy is not None:
                     _adopt_borrow(self)
             elif proxy is None:
-                entry.release(entry.cid)
+                lane = entry.lane
+                if not lane.open:
+                    entry.release(entry.cid)
+                elif lane.release(entry.cid, entry.now()):  # lane.py L1; L2: fold when asked
+                    entry.ledger.fold()
             else:
                 t0 = WAITING.get()
-                if t0 is None:
+                lane = entry.lane
+                if t0 is None and lane.open:
+                    # lane.py L1 (L3: an entry's id is alive, dropped at its evict); L2
+                    if lane.borrow(entry.cid, entry.now(), 0.0):
+                        entry.ledger.fold()
+                elif t0 is None:
                     entry.borrow(entry.cid)
                 else:
                     WAITING.set(None)  # resolved: nothing nested in it (setup) is queued

@@ -22,6 +22,7 @@ from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
 from poolmon.core.identity import PoolIdentity, identity_from_url, server_identity
+from poolmon.core.lane import LaneProtocol
 from poolmon.core.ledger import PoolLedger
 from poolmon.core.redact import remember_secret
 from poolmon.shims._runtime import ShimState
@@ -54,6 +55,10 @@ class ConnEntry(NamedTuple):
     #: ``ledger.borrow``/``ledger.release``, bound once (the per-acquire hooks call them).
     borrow: Callable[..., None]
     release: Callable[..., None]
+    #: The ledger's lane and clock: while the lane is open, the hooks record through the lane
+    #: protocol's own two calls (poolmon.core.lane), one frame less per borrow and return.
+    lane: LaneProtocol
+    now: Callable[[], float]
 
 
 _POOLS: dict[int, tuple[PoolLedger, Any, Any]] = {}
@@ -162,7 +167,9 @@ def _forget(key: int) -> Callable[[Any], None]:
 def track_conn(con: Any, ledger: PoolLedger, cid: int, pool: Any) -> ConnEntry:
     key = id(con)
     ref = weakref.ref(con, _forget(key))
-    entry = ConnEntry(ledger, cid, _pool_ref(pool), ref, ledger.borrow, ledger.release)
+    entry = ConnEntry(
+        ledger, cid, _pool_ref(pool), ref, ledger.borrow, ledger.release, ledger.lane, ledger.now
+    )
     _CONNS[key] = entry
     return entry
 
