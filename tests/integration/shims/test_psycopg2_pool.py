@@ -259,3 +259,57 @@ def test_credentials_appear_in_no_output(
     for text in (json.dumps(events), caplog.text, repr(registry.snapshot()), names):
         for secret in (dsn_secret, kw_secret, bad_secret):
             assert secret not in text
+
+
+def test_lent_dict_replaced_and_restored_by_identity(
+    registry: PoolRegistry, events: list[Event], pg_dsn: str, app: str
+) -> None:
+    """A pool made before instrument(), with a connection lent: found at instrument(), the lent
+    one adopted as borrowed; uninstrument() puts the pool's own dict back, same object."""
+    pool = pg2pool.ThreadedConnectionPool(1, 2, pg_dsn, application_name=app)
+    own = pool._used
+    lent = pool.getconn()
+    try:
+        assert shim.instrument(registry)
+        assert pool._used is not own and dict(pool._used) == dict(own)
+        snap = ledger_of(pool).snapshot()
+        assert (snap.idle, snap.used) == (0, 1)
+        pool.putconn(lent)
+        snap = ledger_of(pool).snapshot()
+        assert (snap.idle, snap.used) == (1, 0) and snap.use_time.count == 1
+        again = pool.getconn()
+        shim.uninstrument()
+        assert pool._used is own and list(own.values()) == [again]
+        pool.putconn(again)  # plain psycopg2 again: nothing recorded
+        assert [k for k, *_ in seq(events)] == ["open", "borrow", "return", "borrow"]
+    finally:
+        shim.uninstrument()
+        pool.closeall()
+
+
+def test_rollback_failing_in_putconn_leaves_the_connection_borrowed(
+    instrumented: None, events: list[Event], pg_dsn: str, app: str
+) -> None:
+    """The server goes away inside an open transaction: putconn's rollback raises and psycopg2
+    keeps the connection in its lent dict, holding a slot; poolmon shows it still borrowed."""
+    pool = pg2pool.ThreadedConnectionPool(1, 1, pg_dsn, application_name=app)
+    conn = pool.getconn()
+    with conn.cursor() as cur:
+        cur.execute("select 1")  # a transaction is open now
+    assert kill_backends(pg_dsn, app) == 1
+    with pytest.raises(psycopg2.Error):
+        pool.putconn(conn)
+    snap = ledger_of(pool).snapshot()
+    assert len(pool._used) == 1 and (snap.idle, snap.used) == (0, 1)
+    with pytest.raises(pg2pool.PoolError):
+        pool.getconn()  # the slot is gone: exhausted, recorded as such
+    pool.closeall()
+    assert seq(events) == [
+        ("open",),
+        ("create", 1),
+        ("borrow", 1),
+        ("error", "exhausted", "borrow"),
+        ("evict", 1, "pool_closed"),
+        ("close",),
+    ]
+    assert_conformant(events)
