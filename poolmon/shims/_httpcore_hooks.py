@@ -361,6 +361,33 @@ def make_connect(original: Method, *, is_async: bool) -> Method:
     return _connect
 
 
+def _record_first(
+    original: Method, record: Callable[..., None], where: str, *, is_async: bool
+) -> Method:
+    """A wrapper that records with ``record(self, ...)`` (a failure absorbed, counted and
+    logged once), then runs the original with the same arguments (httpcore passes some by
+    keyword)."""
+    if is_async:
+
+        async def recording_async(self: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                record(self, *args, **kwargs)
+            except Exception as exc:
+                STATE.absorb(exc, where)
+            await original(self, *args, **kwargs)
+
+        return recording_async
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            record(self, *args, **kwargs)
+        except Exception as exc:
+            STATE.absorb(exc, where)
+        original(self, *args, **kwargs)
+
+    return recording
+
+
 def _borrow(conn: Any, request: Any) -> None:
     conn_link = getattr(conn._network_stream, LINK, None)
     if conn_link is None:
@@ -381,48 +408,12 @@ def _release(conn: Any) -> None:
 
 def make_send_headers(original: Method, *, is_async: bool) -> Method:
     """``HTTP11Connection._send_request_headers``: the borrow (see the module docstring)."""
-    if is_async:
-
-        async def _send_request_headers_async(self: Any, request: Any) -> None:
-            try:
-                _borrow(self, request)
-            except Exception as exc:
-                STATE.absorb(exc, "borrow")
-            await original(self, request)
-
-        return _send_request_headers_async
-
-    def _send_request_headers(self: Any, request: Any) -> None:
-        try:
-            _borrow(self, request)
-        except Exception as exc:
-            STATE.absorb(exc, "borrow")
-        original(self, request)
-
-    return _send_request_headers
+    return _record_first(original, _borrow, "borrow", is_async=is_async)
 
 
 def make_response_closed(original: Method, *, is_async: bool) -> Method:
     """``HTTP11Connection._response_closed``: the return, before the connection goes idle."""
-    if is_async:
-
-        async def _response_closed_async(self: Any) -> None:
-            try:
-                _release(self)
-            except Exception as exc:
-                STATE.absorb(exc, "return")
-            await original(self)
-
-        return _response_closed_async
-
-    def _response_closed(self: Any) -> None:
-        try:
-            _release(self)
-        except Exception as exc:
-            STATE.absorb(exc, "return")
-        original(self)
-
-    return _response_closed
+    return _record_first(original, _release, "return", is_async=is_async)
 
 
 def _borrow_stream(conn: Any, request: Any, stream_id: int) -> None:
@@ -451,49 +442,13 @@ def _release_stream(conn: Any, stream_id: int) -> None:
 
 def make_h2_send_headers(original: Method, *, is_async: bool) -> Method:
     """``HTTP2Connection._send_request_headers``: a stream's borrow."""
-    if is_async:
-
-        async def _send_request_headers_async(self: Any, request: Any, stream_id: int) -> None:
-            try:
-                _borrow_stream(self, request, stream_id)
-            except Exception as exc:
-                STATE.absorb(exc, "borrow")
-            await original(self, request, stream_id)
-
-        return _send_request_headers_async
-
-    def _send_request_headers(self: Any, request: Any, stream_id: int) -> None:
-        try:
-            _borrow_stream(self, request, stream_id)
-        except Exception as exc:
-            STATE.absorb(exc, "borrow")
-        original(self, request, stream_id)
-
-    return _send_request_headers
+    return _record_first(original, _borrow_stream, "borrow", is_async=is_async)
 
 
 def make_h2_response_closed(original: Method, *, is_async: bool) -> Method:
     """``HTTP2Connection._response_closed``: a stream's return, before the original releases
     the stream semaphore (after that another stream may start)."""
-    if is_async:
-
-        async def _response_closed_async(self: Any, stream_id: int) -> None:
-            try:
-                _release_stream(self, stream_id)
-            except Exception as exc:
-                STATE.absorb(exc, "return")
-            await original(self, stream_id)
-
-        return _response_closed_async
-
-    def _response_closed(self: Any, stream_id: int) -> None:
-        try:
-            _release_stream(self, stream_id)
-        except Exception as exc:
-            STATE.absorb(exc, "return")
-        original(self, stream_id)
-
-    return _response_closed
+    return _record_first(original, _release_stream, "return", is_async=is_async)
 
 
 def _evict(stream: Any, conn_link: Any) -> None:
