@@ -56,6 +56,31 @@ DICT_POP(PyObject *d, PyObject *key)
 #define DICT_POP(d, key) _PyDict_Pop((d), (key), NULL)
 #endif
 
+/* A type's GC slots from the X-macro list of its object fields: traverse and clear visit or
+ * clear each field, then return ``base_traverse``/``base_clear`` (0, or the base type's slot);
+ * dealloc untracks, clears each field, then runs ``tail``. */
+#define VISIT_FIELD(field) Py_VISIT(self->field);
+#define CLEAR_FIELD(field) Py_CLEAR(self->field);
+#define GC_SLOTS(prefix, Type, FIELDS, base_traverse, base_clear, tail)                          \
+    static int prefix##_traverse(Type *self, visitproc visit, void *arg)                         \
+    {                                                                                            \
+        FIELDS(VISIT_FIELD)                                                                      \
+        return base_traverse;                                                                    \
+    }                                                                                            \
+    static int prefix##_clear(Type *self)                                                        \
+    {                                                                                            \
+        FIELDS(CLEAR_FIELD)                                                                      \
+        return base_clear;                                                                       \
+    }                                                                                            \
+    static void prefix##_dealloc(Type *self)                                                     \
+    {                                                                                            \
+        PyObject_GC_UnTrack(self);                                                               \
+        FIELDS(CLEAR_FIELD)                                                                      \
+        tail;                                                                                    \
+    }
+#define TP_FREE Py_TYPE(self)->tp_free((PyObject *)self)
+#define SET_FIELD(field) self->field = Py_XNewRef(field);
+
 /* -------------------------------------------------------------------------------- Borrowed */
 
 /* The lane's live "used" state, conn id -> borrow time, as a small C hash table: the compiled
@@ -234,28 +259,9 @@ borrowed_new(PyTypeObject *Py_UNUSED(type), PyObject *args, PyObject *kwds)
     return (PyObject *)borrowed_create();
 }
 
-static int
-borrowed_traverse(BorrowedObject *t, visitproc visit, void *arg)
-{
-    Py_VISIT(t->others);
-    return 0;
-}
-
-static int
-borrowed_clear_refs(BorrowedObject *t)
-{
-    Py_CLEAR(t->others);
-    return 0;
-}
-
-static void
-borrowed_dealloc(BorrowedObject *t)
-{
-    PyObject_GC_UnTrack(t);
-    Py_CLEAR(t->others);
-    PyMem_Free(t->slots);
-    PyObject_GC_Del(t);
-}
+#define BORROWED_FIELDS(X) X(others)
+GC_SLOTS(borrowed, BorrowedObject, BORROWED_FIELDS, 0, 0,
+         (PyMem_Free(self->slots), PyObject_GC_Del(self)))
 
 /* ``others``: a key that is not an int id. Its entry (seq, value), borrowed reference, or NULL
  * (an error set only when the lookup itself failed). */
@@ -285,18 +291,6 @@ others_set(BorrowedObject *t, PyObject *key, double value)
     int rc = PyDict_SetItem(t->others, key, fresh);
     Py_DECREF(fresh);
     return rc;
-}
-
-/* Remove a key that is not an int id: 1 with *value, 0 when absent, -1 with an error. */
-static int
-others_pop(BorrowedObject *t, PyObject *key, double *value)
-{
-    PyObject *entry = others_entry(t, key);
-    if (entry == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    *value = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 1));
-    return PyDict_DelItem(t->others, key) < 0 ? -1 : 1;
 }
 
 static Py_ssize_t
@@ -338,15 +332,12 @@ borrowed_take(BorrowedObject *t, PyObject *obj, int remove, double *value)
         return -1;
     }
     if (!ok) {
-        if (remove) {
-            return others_pop(t, obj, value);
-        }
         PyObject *entry = others_entry(t, obj);
         if (entry == NULL) {
             return PyErr_Occurred() ? -1 : 0;
         }
         *value = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(entry, 1));
-        return 1;
+        return remove && PyDict_DelItem(t->others, obj) < 0 ? -1 : 1;
     }
     if (remove) {
         return borrowed_pop(t, key, value);
@@ -420,37 +411,31 @@ borrowed_contains(BorrowedObject *t, PyObject *obj)
     return borrowed_take(t, obj, 0, &ignored);
 }
 
-/* pop(key[, default]) and get(key[, default]): one or two arguments. */
-static int
-key_and_default(Py_ssize_t nargs, const char *usage)
+/* pop(key[, default]) (remove) and get(key[, default]): ``fallback`` is the default default. */
+static PyObject *
+key_and_default(BorrowedObject *t, PyObject *const *args, Py_ssize_t nargs, int remove,
+                PyObject *fallback)
 {
     if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, usage);
-        return -1;
+        PyErr_SetString(PyExc_TypeError,
+                        remove ? "pop(conn_id[, default])" : "get(conn_id[, default])");
+        return NULL;
     }
-    return 0;
+    double value = 0.0;
+    int found = borrowed_take(t, args[0], remove, &value);
+    return taken(found, value, args[0], nargs == 2 ? args[1] : fallback);
 }
 
 static PyObject *
 borrowed_pop_method(BorrowedObject *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (key_and_default(nargs, "pop(conn_id[, default])") < 0) {
-        return NULL;
-    }
-    double value = 0.0;
-    int found = borrowed_take(t, args[0], 1, &value);
-    return taken(found, value, args[0], nargs == 2 ? args[1] : NULL);
+    return key_and_default(t, args, nargs, 1, NULL);
 }
 
 static PyObject *
 borrowed_get(BorrowedObject *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (key_and_default(nargs, "get(conn_id[, default])") < 0) {
-        return NULL;
-    }
-    double value = 0.0;
-    int found = borrowed_take(t, args[0], 0, &value);
-    return taken(found, value, args[0], nargs == 2 ? args[1] : Py_None);
+    return key_and_default(t, args, nargs, 0, Py_None);
 }
 
 /* One entry of a copy: an int id from the table, or a key from ``others``. */
@@ -578,7 +563,7 @@ static PyTypeObject BorrowedType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = borrowed_new,
     .tp_traverse = (traverseproc)borrowed_traverse,
-    .tp_clear = (inquiry)borrowed_clear_refs,
+    .tp_clear = (inquiry)borrowed_clear,
     .tp_dealloc = (destructor)borrowed_dealloc,
     .tp_repr = (reprfunc)borrowed_repr,
     .tp_as_mapping = &borrowed_as_mapping,
@@ -640,6 +625,25 @@ direct_seconds(double *out)
 #else
 #define HAVE_DIRECT_CLOCK 0
 #endif
+
+/* A reading of the lane's clock as a C double. 0, or -1 with an error. */
+static ALWAYS_INLINE int
+lane_seconds(LaneObject *lane, double *out)
+{
+#if HAVE_DIRECT_CLOCK
+    if (lane->direct_clock) {
+        return direct_seconds(out);
+    }
+#endif
+    PyObject *now = PyObject_CallNoArgs(lane->now);
+    if (now == NULL) {
+        return -1;
+    }
+    /* An injected clock may return an int or a Fraction: durations are still floats. */
+    *out = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
 
 /* Add x to its bucket: bisect_left over the bounds, as the ledger's locked path does. */
 static inline void
@@ -770,36 +774,15 @@ lane_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static int
-lane_traverse(LaneObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->now);
-    Py_VISIT(self->borrowed);
-    return 0;
-}
+#define LANE_FIELDS(X) X(now) X(borrowed)
+GC_SLOTS(lane, LaneObject, LANE_FIELDS, 0, 0, TP_FREE)
 
-static int
-lane_clear(LaneObject *self)
-{
-    Py_CLEAR(self->now);
-    Py_CLEAR(self->borrowed);
-    return 0;
-}
-
-static void
-lane_dealloc(LaneObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    lane_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyObject *lane_now(LaneObject *lane);
-
+/* A reading of the lane's clock as a float object. */
 static PyObject *
 lane_read_clock(LaneObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return lane_now(self);
+    double now;
+    return lane_seconds(self, &now) < 0 ? NULL : PyFloat_FromDouble(now);
 }
 
 static PyObject *
@@ -808,29 +791,6 @@ lane_clear_samples(LaneObject *self, PyObject *Py_UNUSED(ignored))
     buckets_clear(&self->waits);
     buckets_clear(&self->uses);
     Py_RETURN_NONE;
-}
-
-static PyObject *
-lane_note(Buckets *b, PyObject *sample)
-{
-    double x = PyFloat_AsDouble(sample);
-    if (x == -1.0 && PyErr_Occurred()) {
-        return NULL;
-    }
-    bucket_add(b, x);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-lane_note_wait(LaneObject *self, PyObject *sample)
-{
-    return lane_note(&self->waits, sample);
-}
-
-static PyObject *
-lane_note_use(LaneObject *self, PyObject *sample)
-{
-    return lane_note(&self->uses, sample);
 }
 
 static PyObject *
@@ -874,8 +834,6 @@ static PyMethodDef lane_methods[] = {
      "A reading of the lane's clock, as the fast path takes it (always a float)."},
     {"clear_samples", (PyCFunction)lane_clear_samples, METH_NOARGS,
      "Drop samples not drained yet (a forked child must not count its parent's)."},
-    {"note_wait", (PyCFunction)lane_note_wait, METH_O, "Record one wait sample (seconds)."},
-    {"note_use", (PyCFunction)lane_note_use, METH_O, "Record one use sample (seconds)."},
     {"drain", (PyCFunction)(void (*)(void))lane_drain, METH_FASTCALL,
      "drain(wait_counts, use_counts) -> (wait_sum, use_sum): add the samples recorded since "
      "the last drain into the ledger's bucket counts and empty the lane. Ledger lock held."},
@@ -944,6 +902,8 @@ typedef struct {
 
 static PyTypeObject LinkType;
 
+#define LINK_FIELDS(X) X(lane) X(cid) X(key) X(items) X(table)
+
 static PyObject *
 link_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -961,43 +921,11 @@ link_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
-    self->lane = Py_NewRef(lane);
-    self->cid = Py_NewRef(cid);
-    self->key = Py_NewRef(key);
-    self->items = Py_NewRef(items);
-    self->table = Py_NewRef(table);
+    LINK_FIELDS(SET_FIELD)
     return (PyObject *)self;
 }
 
-static int
-link_traverse(LinkObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->lane);
-    Py_VISIT(self->cid);
-    Py_VISIT(self->key);
-    Py_VISIT(self->items);
-    Py_VISIT(self->table);
-    return 0;
-}
-
-static int
-link_clear(LinkObject *self)
-{
-    Py_CLEAR(self->lane);
-    Py_CLEAR(self->cid);
-    Py_CLEAR(self->key);
-    Py_CLEAR(self->items);
-    Py_CLEAR(self->table);
-    return 0;
-}
-
-static void
-link_dealloc(LinkObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    link_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+GC_SLOTS(link, LinkObject, LINK_FIELDS, 0, 0, TP_FREE)
 
 static PyObject *
 link_repr(LinkObject *self)
@@ -1065,6 +993,12 @@ typedef struct {
 } HotMethodObject;
 
 static PyTypeObject HotMethodType;
+
+/* The object fields that hot_new takes as arguments, and all of them. */
+#define HOT_ARGS(X)                                                                             \
+    X(original) X(slow) X(failed) X(adopt) X(absorb) X(exact_type) X(unless) X(pool_link)      \
+        X(conn_link) X(owner_attr) X(answer) X(defaults) X(attr)
+#define HOT_FIELDS(X) HOT_ARGS(X) X(dict)
 
 /* Call the Python wrapper with the call exactly as received. */
 static inline PyObject *
@@ -1146,33 +1080,6 @@ report_failure(HotMethodObject *m, PyObject *self, PyObject *conn, const double 
     PyErr_Restore(type, value, tb);
 }
 
-/* A reading of the lane's clock as a C double. 0, or -1 with an error. */
-static ALWAYS_INLINE int
-lane_seconds(LaneObject *lane, double *out)
-{
-#if HAVE_DIRECT_CLOCK
-    if (lane->direct_clock) {
-        return direct_seconds(out);
-    }
-#endif
-    PyObject *now = PyObject_CallNoArgs(lane->now);
-    if (now == NULL) {
-        return -1;
-    }
-    /* An injected clock may return an int or a Fraction: durations are still floats. */
-    *out = PyFloat_AsDouble(now);
-    Py_DECREF(now);
-    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
-}
-
-/* A reading of the lane's clock as a float object. */
-static PyObject *
-lane_now(LaneObject *lane)
-{
-    double now;
-    return lane_seconds(lane, &now) < 0 ? NULL : PyFloat_FromDouble(now);
-}
-
 /* A connection id from a link: an exact int. 0, or -1 with an error. */
 static ALWAYS_INLINE int
 lane_key(PyObject *cid, long long *key)
@@ -1187,7 +1094,7 @@ lane_key(PyObject *cid, long long *key)
 /* The lane protocol's borrow (poolmon/core/lane.py): borrowed[key] = now, and the wait
  * (now - t0, or 0.0 without a t0) into its bucket. 0, or -1 with an error. */
 static ALWAYS_INLINE int
-lane_borrow_key(LaneObject *lane, long long key, const double *t0)
+lane_borrow(LaneObject *lane, long long key, const double *t0)
 {
     double now;
     if (lane_seconds(lane, &now) < 0 || borrowed_set(lane->borrowed, key, now) < 0) {
@@ -1202,17 +1109,10 @@ lane_borrow_key(LaneObject *lane, long long key, const double *t0)
     return 0;
 }
 
-static ALWAYS_INLINE int
-lane_borrow(LaneObject *lane, PyObject *cid, const double *t0)
-{
-    long long key;
-    return lane_key(cid, &key) < 0 ? -1 : lane_borrow_key(lane, key, t0);
-}
-
 /* The lane protocol's return: if key is borrowed, forget it and put the use (now - start) into
  * its bucket. 0 when it was not borrowed, 1 when it was, -1 with an error. */
 static ALWAYS_INLINE int
-lane_release_key(LaneObject *lane, long long key)
+lane_release(LaneObject *lane, long long key)
 {
     double start, now;
     if (!borrowed_pop(lane->borrowed, key, &start)) {
@@ -1223,13 +1123,6 @@ lane_release_key(LaneObject *lane, long long key)
     }
     bucket_add(&lane->uses, now - start);
     return 1;
-}
-
-static ALWAYS_INLINE int
-lane_release(LaneObject *lane, PyObject *cid)
-{
-    long long key;
-    return lane_key(cid, &key) < 0 ? -1 : lane_release_key(lane, key);
 }
 
 /* link as a Link whose lane is an open, current Lane (not retired: the tracker that made it is
@@ -1374,7 +1267,10 @@ hot_borrow(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *k
         LinkObject *link = conn_link_of(m, plink, conn);
         int rc;
         if (link != NULL) {
-            rc = lane_borrow((LaneObject *)link->lane, link->cid, m->timed ? &t0 : NULL);
+            LaneObject *lane = (LaneObject *)link->lane;
+            const double *since = m->timed ? &t0 : NULL;
+            long long key;
+            rc = lane_key(link->cid, &key) < 0 ? -1 : lane_borrow(lane, key, since);
             Py_DECREF(link);
         }
         else {
@@ -1423,7 +1319,9 @@ hot_release(HotMethodObject *m, PyObject *const *args, size_t nargsf, PyObject *
     if (link == NULL) {
         return to_slow(m, args, nargsf, kwnames);
     }
-    int rc = lane_release((LaneObject *)link->lane, link->cid);
+    LaneObject *lane = (LaneObject *)link->lane;
+    long long key;
+    int rc = lane_key(link->cid, &key) < 0 ? -1 : lane_release(lane, key);
     Py_DECREF(link);
     if (settle(m->absorb, rc) < 0) {
         return NULL;
@@ -1531,53 +1429,11 @@ hot_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->need_items = (char)need_items;
     self->timed = (char)timed;
     self->match_key = (char)match_key;
-#define SET(field) self->field = Py_XNewRef(field)
-    SET(original);
-    SET(slow);
-    SET(failed);
-    SET(adopt);
-    SET(absorb);
-    SET(exact_type);
-    SET(unless);
-    SET(pool_link);
-    SET(conn_link);
-    SET(owner_attr);
-    SET(answer);
-    SET(defaults);
-    SET(attr);
-#undef SET
+    HOT_ARGS(SET_FIELD)
     return (PyObject *)self;
 }
 
-#define HOT_FIELDS(X)                                                                           \
-    X(original) X(slow) X(failed) X(adopt) X(absorb) X(exact_type) X(unless) X(pool_link)      \
-        X(conn_link) X(owner_attr) X(answer) X(defaults) X(attr) X(dict)
-
-static int
-hot_traverse(HotMethodObject *self, visitproc visit, void *arg)
-{
-#define VISIT(field) Py_VISIT(self->field);
-    HOT_FIELDS(VISIT)
-#undef VISIT
-    return 0;
-}
-
-static int
-hot_clear(HotMethodObject *self)
-{
-#define CLEAR(field) Py_CLEAR(self->field);
-    HOT_FIELDS(CLEAR)
-#undef CLEAR
-    return 0;
-}
-
-static void
-hot_dealloc(HotMethodObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    hot_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+GC_SLOTS(hot, HotMethodObject, HOT_FIELDS, 0, 0, TP_FREE)
 
 static PyObject *
 hot_descr_get(PyObject *self, PyObject *obj, PyObject *type)
@@ -1596,27 +1452,21 @@ hot_get_from_original(HotMethodObject *self, void *name)
     return PyObject_GetAttrString(self->original, (const char *)name);
 }
 
-static PyObject *
-hot_get_wrapped(HotMethodObject *self, void *Py_UNUSED(closure))
-{
-    return Py_NewRef(self->original);
-}
-
-static PyObject *
-hot_get_slow(HotMethodObject *self, void *Py_UNUSED(closure))
-{
-    return Py_NewRef(self->slow);
-}
-
 static PyGetSetDef hot_getset[] = {
     {"__name__", (getter)hot_get_from_original, NULL, NULL, "__name__"},
     {"__qualname__", (getter)hot_get_from_original, NULL, NULL, "__qualname__"},
     {"__doc__", (getter)hot_get_from_original, NULL, NULL, "__doc__"},
     {"__module__", (getter)hot_get_from_original, NULL, NULL, "__module__"},
-    {"__wrapped__", (getter)hot_get_wrapped, NULL, "The library's original function.", NULL},
-    {"slow", (getter)hot_get_slow, NULL, "poolmon's Python wrapper for the uncommon calls.", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef hot_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(HotMethodObject, original), READONLY,
+     "The library's original function."},
+    {"slow", T_OBJECT, offsetof(HotMethodObject, slow), READONLY,
+     "poolmon's Python wrapper for the uncommon calls."},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static PyObject *
@@ -1641,6 +1491,7 @@ static PyTypeObject HotMethodType = {
     .tp_call = PyVectorcall_Call,
     .tp_descr_get = hot_descr_get,
     .tp_getset = hot_getset,
+    .tp_members = hot_members,
     .tp_dictoffset = offsetof(HotMethodObject, dict),
     .tp_repr = (reprfunc)hot_repr,
 };
@@ -1675,6 +1526,7 @@ typedef struct {
 } LendTableObject;
 
 static PyTypeObject LendTableType;
+#define LEND_FIELDS(X) X(link) X(lent) X(returned) X(absorb)
 static PyMappingMethods lend_mapping; /* dict's, with ass_subscript hooked (hot_exec) */
 
 /* The bookkeeping of one write: recorded here in the common case (the pool link is live and
@@ -1690,12 +1542,12 @@ lend_record(LendTableObject *t, PyObject *conn, int lend)
         Py_ssize_t i = borrowed_find(ids, (long long)(uintptr_t)conn);
         PyObject *idle = plink->items;
         if (i >= 0 && lend) {
-            return lane_borrow_key(lane, (long long)ids->slots[i].value, NULL);
+            return lane_borrow(lane, (long long)ids->slots[i].value, NULL);
         }
         if (i >= 0 && PyList_CheckExact(idle) && PyList_GET_SIZE(idle) > 0 &&
             PyList_GET_ITEM(idle, PyList_GET_SIZE(idle) - 1) == conn) {
             /* kept: back at the idle end */
-            return lane_release_key(lane, (long long)ids->slots[i].value) < 0 ? -1 : 0;
+            return lane_release(lane, (long long)ids->slots[i].value) < 0 ? -1 : 0;
         }
     }
     PyObject *r = PyObject_CallOneArg(lend ? t->lent : t->returned, conn);
@@ -1738,43 +1590,13 @@ lend_init(LendTableObject *t, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "LendTable: link must be a Link on a Lane");
         return -1;
     }
-    Py_XSETREF(t->link, Py_NewRef(link));
-    Py_XSETREF(t->lent, Py_NewRef(lent));
-    Py_XSETREF(t->returned, Py_NewRef(returned));
-    Py_XSETREF(t->absorb, Py_NewRef(absorb));
+#define RESET_FIELD(field) Py_XSETREF(t->field, Py_NewRef(field));
+    LEND_FIELDS(RESET_FIELD)
     return 0;
 }
 
-static int
-lend_traverse(LendTableObject *t, visitproc visit, void *arg)
-{
-    Py_VISIT(t->link);
-    Py_VISIT(t->lent);
-    Py_VISIT(t->returned);
-    Py_VISIT(t->absorb);
-    return PyDict_Type.tp_traverse((PyObject *)t, visit, arg);
-}
-
-static int
-lend_clear(LendTableObject *t)
-{
-    Py_CLEAR(t->link);
-    Py_CLEAR(t->lent);
-    Py_CLEAR(t->returned);
-    Py_CLEAR(t->absorb);
-    return PyDict_Type.tp_clear((PyObject *)t);
-}
-
-static void
-lend_dealloc(LendTableObject *t)
-{
-    PyObject_GC_UnTrack(t);
-    Py_CLEAR(t->link);
-    Py_CLEAR(t->lent);
-    Py_CLEAR(t->returned);
-    Py_CLEAR(t->absorb);
-    PyDict_Type.tp_dealloc((PyObject *)t);
-}
+GC_SLOTS(lend, LendTableObject, LEND_FIELDS, PyDict_Type.tp_traverse((PyObject *)self, visit, arg),
+         PyDict_Type.tp_clear((PyObject *)self), PyDict_Type.tp_dealloc((PyObject *)self))
 
 static PyMemberDef lend_members[] = {
     {"link", T_OBJECT, offsetof(LendTableObject, link), READONLY, "The pool's Link."},

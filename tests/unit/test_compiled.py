@@ -29,13 +29,13 @@ def hot() -> Any:
 
 #: What a shim or the ledger uses of a lane (poolmon.core.lane); both implementations have it.
 LANE_INTERFACE = (
+    "borrow",
     "borrowed",
     "clear_samples",
     "drain",
-    "note_use",
-    "note_wait",
     "now",
     "open",
+    "release",
     "retired",
     "uses",
     "waits",
@@ -52,16 +52,16 @@ def test_lane_has_the_python_lanes_interface(hot: Any) -> None:
     lane.open, lane.retired = False, True
     assert lane.open is False and lane.retired is True
     # Samples go straight into buckets: no list for a writer to watch grow.
-    lane.note_wait(0.5)
-    lane.note_use(1.5)
+    assert lane.borrow(1, 0.0, 0.5) is False and lane.release(1, 1.5) is False
     assert len(lane.waits) == len(lane.uses) == 0
     waits, uses = [0] * (len(BOUNDS) + 1), [0] * (len(BOUNDS) + 1)
     assert lane.drain(waits, uses) == (0.5, 1.5)
     assert waits[BOUNDS.index(0.5)] == 1 and uses[BOUNDS.index(5.0)] == 1
     assert lane.drain(waits, uses) == (0.0, 0.0)  # drained: nothing twice
-    lane.note_use(0.2)
+    lane.borrow(2, 0.0, 0.1)
+    lane.release(2, 0.2)
     lane.clear_samples()
-    assert lane.drain(waits, uses) == (0.0, 0.0) and sum(uses) == 1
+    assert lane.drain(waits, uses) == (0.0, 0.0) and sum(waits) == sum(uses) == 1
     with pytest.raises(AttributeError):
         lane.borrowed = {}
     with pytest.raises(TypeError, match="callable"):
@@ -76,11 +76,12 @@ def test_lane_rejects_bad_bounds_and_counts(hot: Any) -> None:
     with pytest.raises(TypeError):
         hot.Lane(float, (1.0, "x"), ())
     lane = hot.Lane(float, BOUNDS, BOUNDS)
-    lane.note_wait(0.5)
+    lane.borrow(1, 0.0, 0.5)
     with pytest.raises(ValueError, match="need a list of 10 counts"):
         lane.drain([0, 0], [0] * 10)
     with pytest.raises(TypeError):
-        lane.note_wait("soon")
+        lane.borrow(2, 0.0, "soon")
+    assert 2 not in lane.borrowed  # a refused borrow records nothing
     waits = [0] * 10
     assert lane.drain(waits, [0] * 10) == (0.5, 0.0)  # the refused drain lost nothing
     assert sum(waits) == 1
@@ -122,10 +123,13 @@ def test_compiled_lane_buckets_every_sample_as_the_python_lane_drains_it(
     lanes = (module.Lane(float, BOUNDS, BOUNDS), HotLane(float, BOUNDS, BOUNDS))
     results = []
     for lane in lanes:
+        # Through the lane protocol: a wait sample per borrow, a use sample per return (the
+        # extra zero waits of the returns' borrows are the same on both lanes).
         for x in waits:
-            lane.note_wait(x)
+            lane.borrow(1, 0.0, x)
         for x in uses:
-            lane.note_use(x)
+            lane.borrow(2, 0.0, 0.0)
+            lane.release(2, x)
         counts = ([0] * (len(BOUNDS) + 1), [0] * (len(BOUNDS) + 1))
         sums = lane.drain(*counts)
         results.append((counts, sums))
