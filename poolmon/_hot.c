@@ -21,6 +21,9 @@
  *     the Python wrapper ("slow"). Once the original has been called, the rare outcomes (an
  *     exception, a connection poolmon has not linked yet) go to small Python callbacks, so every
  *     decision the Python wrapper makes is still made in Python, in one place.
+ *   - LendTable: a dict subclass put in place of a pool's own dict of lent connections; its item
+ *     assignment and deletion record the borrow and the return (no wrapper frame at all), the
+ *     uncommon writes going to Python callbacks.
  *
  * Atomicity: every write below is one operation on this module's own table or bucket arrays;
  * no Python code runs between the lookup and the delete of a return, nor inside a bucket update
