@@ -300,6 +300,14 @@ def main(argv: list[str]) -> int:
         from poolmon.core.registry import PoolRegistry
 
         poolmon.instrument(library, registry=PoolRegistry())
+    elif mode == "imported":
+        # poolmon imported and set up as for "poolmon", nothing instrumented: what its import
+        # alone does to the process (the type cache's layout, the heap), apart from its hooks.
+        import poolmon
+        from poolmon.core.registry import PoolRegistry
+
+        poolmon.instrument(library, registry=PoolRegistry())
+        poolmon.uninstrument()
     elif mode == "peer":
         PEERS[case][2]()
     loop = build(e2e=e2e)

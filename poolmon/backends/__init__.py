@@ -25,13 +25,13 @@ if TYPE_CHECKING:
         SourceSnapshot,
     )
     from poolmon.backends.redis import RedisReader
-    from poolmon.backends.serve import BackendServer, attach, serve
+    from poolmon.backends.server import BackendServer, attach, serve
 
 #: Where each public name lives: imported on first use (PEP 562), so the PostgreSQL shims'
 #: labelling (``poolmon.backends.labels``) does not load the readers, the poller and the server.
 _LAZY = {
     "DEFAULT_INTERVAL": "poller",
-    "BackendServer": "serve",
+    "BackendServer": "server",
     "ConnectionGroup": "readings",
     "PgBouncerReader": "pgbouncer",
     "Poller": "poller",
@@ -43,10 +43,10 @@ _LAZY = {
     "RedisReader": "redis",
     "SourceSnapshot": "readings",
     "application_name": "labels",
-    "attach": "serve",
+    "attach": "server",
     "postgres_label_kwargs": "labels",
     "readers_for": "poller",
-    "serve": "serve",
+    "serve": "server",
 }
 
 __all__ = [

@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         _check(args)
         if args.once:
             return _once(args)
-        from poolmon.backends.serve import serve
+        from poolmon.backends.server import serve
 
         server = serve(args.pgbouncer, args.backend, interval=args.interval, port=args.port,
                        addr=args.addr)  # fmt: skip
@@ -113,7 +113,7 @@ def _once(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, generate_latest
 
     from poolmon.backends.poller import Poller, readers_for
-    from poolmon.backends.serve import attach
+    from poolmon.backends.server import attach
     from poolmon.core.registry import PoolRegistry
     from poolmon.exporters.prometheus import register_collector
 

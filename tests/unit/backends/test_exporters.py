@@ -110,3 +110,17 @@ def test_otel_observable_instruments_report_the_same_points() -> None:
     finally:
         bridge.disable()
         provider.shutdown()
+
+
+def test_lazy_names_are_the_objects_not_their_modules() -> None:
+    """``poolmon.backends`` imports its parts on first use; a name is never shadowed by a
+    submodule of the same name once that submodule is imported (the import system binds it)."""
+    import importlib
+
+    import poolmon.backends as backends
+
+    for name, module in backends._LAZY.items():
+        importlib.import_module(f"poolmon.backends.{module}")
+        value = getattr(backends, name)
+        assert value is getattr(importlib.import_module(f"poolmon.backends.{module}"), name)
+    assert callable(backends.serve) and not isinstance(backends.serve, type(importlib))
