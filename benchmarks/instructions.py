@@ -13,8 +13,8 @@ Each case runs in ``benchmarks._cg_driver`` under ``valgrind --tool=callgrind`` 
 of :data:`SEEDS`, judged on the median seed's ratio (all three printed: a seed is one layout of
 the interpreter's caches, which alone moves a case by up to 2%); the difference between the
 two counts divided by the difference in operations is the cost of one operation, free of
-start-up and import costs. Printed per case: instructions per operation plain and instrumented and their
-ratio, the extra first-level misses (instruction, data) per operation, the pure-Python
+start-up and import costs. Printed per case: instructions per operation plain and
+instrumented and their ratio, the extra first-level misses (instruction, data) per operation, the pure-Python
 wrappers' count and ratio (`POOLMON_PURE_PYTHON=1`) beside them, and where a peer instruments
 the same operation (``benchmarks._cg_driver.PEERS``: opentelemetry-instrumentation-sqlalchemy),
 its ratio on the same operation, measured in the same run. Exit status 1 when an end-to-end case
