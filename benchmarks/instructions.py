@@ -1,31 +1,32 @@
-"""Shim cost in instructions and cache misses (callgrind): deterministic, whatever the machine does.
+"""Shim cost in instructions and cache misses (callgrind): deterministic, whatever the machine
+does.
 
 Wall-clock ratios on a shared machine swing by several percent from one run to the next, more
-than the two percent an end-to-end bar allows. callgrind counts what the calling thread executes,
-and the same binary with the same inputs gives the same count (``PYTHONHASHSEED`` is set), so
-this is the steady view of what poolmon adds, with callgrind's model of the first-level caches
-(32 KB instruction and data): on an end-to-end operation the client thread sleeps on a socket
-between requests, and the misses poolmon's extra code and data cause cost about as much time
-again as its extra instructions.
+than the two percent an end-to-end bar allows. callgrind counts what the calling thread
+executes, and the same binary with the same inputs gives the same count (``PYTHONHASHSEED`` is
+set), so this is the steady view of what poolmon adds, with callgrind's model of the first-level
+caches (32 KB instruction and data): on an end-to-end operation the client thread sleeps on a
+socket between requests, and the misses poolmon's extra code and data cause cost about as much
+time again as its extra instructions.
 
 Each case runs in ``benchmarks._cg_driver`` under ``valgrind --tool=callgrind`` four times
-(plain and instrumented, each at two operation counts), an end-to-end case once per hash seed
-of :data:`SEEDS`, judged on the median seed's ratio (all three printed: a seed is one layout of
-the interpreter's caches, which alone moves a case by up to 2%); the difference between the
-two counts divided by the difference in operations is the cost of one operation, free of
-start-up and import costs. Printed per case: instructions per operation plain and
-instrumented and their ratio, the extra first-level misses (instruction, data) per operation, the pure-Python
-wrappers' count and ratio (`POOLMON_PURE_PYTHON=1`) beside them, and where a peer instruments
-the same operation (``benchmarks._cg_driver.PEERS``: opentelemetry-instrumentation-sqlalchemy),
-its ratio on the same operation, measured in the same run. Exit status 1 when an end-to-end case
-misses the bar.
+(plain and instrumented, each at two operation counts), an end-to-end case once per hash seed of
+:data:`SEEDS`, judged on the median seed's ratio (all three printed: a seed is one layout of the
+interpreter's caches, which alone moves a case by up to 2%); the difference between the two
+counts divided by the difference in operations is the cost of one operation, free of start-up
+and import costs. Printed per case: instructions per operation plain and instrumented and their
+ratio, the extra first-level misses (instruction, data) per operation, the pure-Python wrappers'
+count and ratio (`POOLMON_PURE_PYTHON=1`) beside them, and where a peer instruments the same
+operation (``benchmarks._cg_driver.PEERS``: opentelemetry-instrumentation-sqlalchemy), its ratio
+on the same operation, measured in the same run. Exit status 1 when an end-to-end case misses
+the bar.
 
 Where the OpenTelemetry contrib project instruments the same library (httpx, aiohttp:
 ``benchmarks._cg_driver.PEERS``), a third pair of runs measures it on the same operation, with
 the SDK's tracer and meter providers and no exporter, printed as ``peer Ir`` and ``peer ratio``
-beside poolmon's. The peers are declared by the ``bench`` extra (``pip install -e .[bench]``; the
-``dev`` extra includes it); a peer that is not installed is printed as ``not installed`` and the
-case's own numbers still are.
+beside poolmon's. The peers are declared by the ``bench`` extra (``pip install -e .[bench]``;
+the ``dev`` extra includes it); a peer that is not installed is printed as ``not installed`` and
+the case's own numbers still are.
 
 Needs valgrind and the local PostgreSQL/Redis. ``python -m benchmarks instructions [CASE ...]``
 (cases: see ``benchmarks._cg_driver.CASES``; default: all). About 20 s a case.
